@@ -1,0 +1,261 @@
+/**
+ * Reading infra.yml (or an infra/ directory) into a plain object, with a locator that maps a path
+ * in the merged model back to file:line:column.
+ *
+ * Two readers, one model: js-yaml reads the common, valid case fast; the `yaml` library's Document
+ * API gives exact positions. The precise reader runs whenever the fast one fails or the model turns
+ * out to be invalid, so every message a user sees is located by the precise reader.
+ */
+import * as jsyaml from 'js-yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import type { Diagnostic, Location, Mapping } from './types.js';
+
+export interface Source {
+  file: string;
+  text: string;
+  /** What part of the merged model the file holds. */
+  role: 'single' | 'base' | 'domains' | 'policies';
+}
+
+export type PathSegment = string | number;
+export type Locator = (path: readonly PathSegment[]) => Location | undefined;
+
+export interface Parsed {
+  raw?: Mapping;
+  errors: Diagnostic[];
+  locate: Locator;
+}
+
+/** Above this an infra file is certainly a mistake (a log, a dump), not a description. */
+export const MAX_SOURCE_BYTES = 16 * 1024 * 1024;
+const MAX_ALIAS_COUNT = 100;
+
+export function isMapping(value: unknown): value is Mapping {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Aliases could let a small file expand into a huge tree: only the guarded reader handles them. */
+function mayUseAliases(text: string): boolean {
+  return /(^|[\s[{,:-])[&*][^\s,\]}]/m.test(text);
+}
+
+function readFast(source: Source): unknown {
+  return jsyaml.load(source.text, { schema: jsyaml.CORE_SCHEMA, filename: source.file, json: false });
+}
+
+interface Owner {
+  prefix: PathSegment[];
+  file: string;
+  docPrefix: PathSegment[];
+}
+
+interface Detailed {
+  doc: Document;
+  lineCounter: LineCounter;
+}
+
+function positionOf(detailed: Detailed | undefined, file: string, offset: number | undefined): Location {
+  if (!detailed || offset === undefined) return { file };
+  const { line, col } = detailed.lineCounter.linePos(offset);
+  return { file, line, column: col };
+}
+
+/**
+ * Merges the per-file roots into one model, the same way for both readers. `roots` holds one entry
+ * per source, in the order given (sorted file order for a directory).
+ */
+function merge(sources: Source[], roots: unknown[], errors: Diagnostic[], owners: Owner[]): Mapping | undefined {
+  if (sources.length === 1 && sources[0].role === 'single') {
+    owners.push({ prefix: [], file: sources[0].file, docPrefix: [] });
+    return roots[0] as Mapping;
+  }
+  const baseIndex = sources.findIndex((s) => s.role === 'base');
+  const base = roots[baseIndex] as Mapping;
+  owners.push({ prefix: [], file: sources[baseIndex].file, docPrefix: [] });
+  const merged: Mapping = { ...base };
+  const domainFile = new Map<string, string>();
+  let domains: Mapping | undefined;
+  if (isMapping(base.domains)) {
+    domains = { ...base.domains };
+    for (const name of Object.keys(base.domains)) domainFile.set(name, sources[baseIndex].file);
+  }
+  sources.forEach((source, i) => {
+    const root = roots[i];
+    if (source.role === 'domains' && isMapping(root)) {
+      domains ??= {};
+      for (const [name, value] of Object.entries(root)) {
+        const previous = domainFile.get(name);
+        if (previous !== undefined) {
+          errors.push({
+            message: `Domain '${name}': defined twice, in ${previous} and in ${source.file}`,
+            path: `/domains/${name}`,
+            file: source.file,
+          });
+          continue;
+        }
+        domainFile.set(name, source.file);
+        domains[name] = value;
+        owners.push({ prefix: ['domains', name], file: source.file, docPrefix: [name] });
+      }
+    } else if (source.role === 'policies' && isMapping(root)) {
+      if ('network_policies' in base) {
+        errors.push({
+          message: `network_policies is defined in both ${sources[baseIndex].file} and ${source.file}; keep it in one place`,
+          path: '/network_policies',
+          file: source.file,
+        });
+        return;
+      }
+      merged.network_policies = root.network_policies;
+      owners.push({ prefix: ['network_policies'], file: source.file, docPrefix: ['network_policies'] });
+    }
+  });
+  if (domains !== undefined) merged.domains = domains;
+  return merged;
+}
+
+function rootShapeError(source: Source, root: unknown, at: Location): Diagnostic | undefined {
+  if (root === null || root === undefined) {
+    return { ...at, message: `${source.file}: file is empty; expected a YAML mapping (see examples/infra.yml)` };
+  }
+  if (!isMapping(root)) {
+    const kind = Array.isArray(root) ? 'a list' : `a ${typeof root}`;
+    return { ...at, message: `${source.file}: top level must be a mapping of keys, got ${kind}` };
+  }
+  if (source.role === 'policies' && Object.keys(root).some((k) => k !== 'network_policies')) {
+    return { ...at, message: `${source.file}: only the key 'network_policies' is allowed in a policies file` };
+  }
+  return undefined;
+}
+
+/** Duplicate keys found on the AST, so that the path (and so the right message) is known. */
+function findDuplicateKeys(node: unknown, path: PathSegment[], report: (path: PathSegment[], key: string, first: PathSegment[], offset?: number) => void): void {
+  if (isMap(node)) {
+    const seen = new Set<string>();
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+      if (seen.has(key)) report(path, key, [...path, key], isScalar(pair.key) ? pair.key.range?.[0] : undefined);
+      seen.add(key);
+      findDuplicateKeys(pair.value, [...path, key], report);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => findDuplicateKeys(item, [...path, i], report));
+  }
+}
+
+function parseDetailed(source: Source): { detailed: Detailed; root: unknown; errors: Diagnostic[]; docPrefixToModel: (p: PathSegment[]) => PathSegment[] } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(source.text, { lineCounter, uniqueKeys: false, stringKeys: true, prettyErrors: false });
+  const detailed = { doc, lineCounter };
+  const errors: Diagnostic[] = [];
+  const toModel = (p: PathSegment[]): PathSegment[] =>
+    source.role === 'domains' ? ['domains', ...p] : p;
+  for (const err of doc.errors) {
+    const firstLine = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+    errors.push({ ...positionOf(detailed, source.file, err.pos[0]), message: `YAML syntax error: ${firstLine}` });
+  }
+  if (errors.length > 0) return { detailed, root: undefined, errors, docPrefixToModel: toModel };
+  findDuplicateKeys(doc.contents, [], (mapPath, key, _keyPath, offset) => {
+    const modelPath = toModel(mapPath);
+    const at = positionOf(detailed, source.file, offset);
+    if (modelPath.length === 3 && modelPath[0] === 'domains' && modelPath[2] === 'machines') {
+      errors.push({ ...at, path: '/' + [...modelPath, key].join('/'), message: `Machine '${key}': duplicate (already in '${String(modelPath[1])}')` });
+    } else {
+      const where = mapPath.length ? ` in '${mapPath.join('.')}'` : '';
+      errors.push({ ...at, path: '/' + [...modelPath, key].join('/'), message: `duplicate key '${key}'${where}: each key may appear once in a mapping` });
+    }
+  });
+  let root: unknown;
+  try {
+    root = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    errors.push({ file: source.file, line: 1, column: 1, message: `YAML could not be expanded: ${reason} (aliases are limited to ${MAX_ALIAS_COUNT} expansions)` });
+  }
+  return { detailed, root, errors, docPrefixToModel: toModel };
+}
+
+/** Appended to a path, asks the locator for the position of the key rather than of its value. */
+export const KEY_MARKER = '\u0000key';
+
+function keyPosition(detailed: Detailed, docPath: PathSegment[], file: string): Location | undefined {
+  const parent = docPath.length === 1 ? detailed.doc.contents : detailed.doc.getIn(docPath.slice(0, -1), true);
+  if (!isMap(parent)) return undefined;
+  const name = String(docPath[docPath.length - 1]);
+  const pair = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === name);
+  const offset = pair && isScalar(pair.key) ? pair.key.range?.[0] : undefined;
+  return offset === undefined ? undefined : positionOf(detailed, file, offset);
+}
+
+function makeLocator(owners: Owner[], detailedByFile: Map<string, Detailed>): Locator {
+  return (requested) => {
+    const wantKey = requested[requested.length - 1] === KEY_MARKER;
+    const path = wantKey ? requested.slice(0, -1) : requested;
+    let best: Owner | undefined;
+    for (const owner of owners) {
+      if (owner.prefix.length <= path.length && owner.prefix.every((seg, i) => String(path[i]) === String(seg))) {
+        if (!best || owner.prefix.length > best.prefix.length) best = owner;
+      }
+    }
+    if (!best) return undefined;
+    const detailed = detailedByFile.get(best.file);
+    if (!detailed) return { file: best.file };
+    const docPath = [...best.docPrefix, ...path.slice(best.prefix.length)];
+    if (wantKey && docPath.length > 0) {
+      const at = keyPosition(detailed, docPath, best.file);
+      if (at) return at;
+    }
+    for (let len = docPath.length; len >= 0; len--) {
+      const node = (len === 0 ? detailed.doc.contents : detailed.doc.getIn(docPath.slice(0, len), true)) as YamlNode | null | undefined;
+      if (node && typeof node === 'object' && 'range' in node && node.range) {
+        return positionOf(detailed, best.file, node.range[0]);
+      }
+    }
+    return { file: best.file };
+  };
+}
+
+/** The precise reader: located errors, alias limit, duplicate keys. */
+export function parsePrecise(sources: Source[]): Parsed {
+  const errors: Diagnostic[] = [];
+  const detailedByFile = new Map<string, Detailed>();
+  const roots: unknown[] = [];
+  for (const source of sources) {
+    const { detailed, root, errors: fileErrors } = parseDetailed(source);
+    detailedByFile.set(source.file, detailed);
+    errors.push(...fileErrors);
+    if (fileErrors.length === 0) {
+      const shape = rootShapeError(source, root, positionOf(detailed, source.file, detailed.doc.contents?.range?.[0] ?? 0));
+      if (shape) errors.push(shape);
+    }
+    roots.push(root);
+  }
+  const owners: Owner[] = [];
+  const locate = makeLocator(owners, detailedByFile);
+  // Duplicate keys are reported but do not stop the reading: the rest of the file is still checked.
+  if (roots.some((root) => !isMapping(root))) return { errors, locate };
+  const raw = merge(sources, roots, errors, owners);
+  return { raw, errors, locate };
+}
+
+/**
+ * The fast reader. Returns undefined when it cannot vouch for the result (syntax problem, aliases,
+ * odd root): the caller then uses parsePrecise, which explains what is wrong.
+ */
+export function parseFast(sources: Source[]): Mapping | undefined {
+  const roots: unknown[] = [];
+  for (const source of sources) {
+    if (mayUseAliases(source.text)) return undefined;
+    let root: unknown;
+    try {
+      root = readFast(source);
+    } catch {
+      return undefined;
+    }
+    if (rootShapeError(source, root, { file: source.file })) return undefined;
+    roots.push(root);
+  }
+  const errors: Diagnostic[] = [];
+  const raw = merge(sources, roots, errors, []);
+  return errors.length > 0 ? undefined : raw;
+}

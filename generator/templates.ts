@@ -1,0 +1,77 @@
+/**
+ * The one Handlebars environment. Templates own the layout of every generated file; data enters
+ * only through helpers that serialise it safely (YAML through the yaml library, nft strings and
+ * comments through the sanitisers below).
+ */
+import Handlebars from 'handlebars';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+function locateTemplates(): string {
+  for (const candidate of ['../templates/', '../../templates/']) {
+    const dir = fileURLToPath(new URL(candidate, import.meta.url));
+    try {
+      readFileSync(dir + 'README.md');
+      return dir;
+    } catch {
+      continue;
+    }
+  }
+  throw new Error('templates/ is missing from the installation');
+}
+
+export const TEMPLATES_DIR = locateTemplates();
+
+const hbs = Handlebars.create();
+
+/**
+ * YAML 1.1 output: Ansible reads generated files with a YAML 1.1 loader, which would take an
+ * unquoted `yes`, `on` or `10:20` for a boolean or a sexagesimal number.
+ */
+export function toYaml(value: unknown): string {
+  return stringify(value, { version: '1.1', lineWidth: 0, aliasDuplicateObjects: false, sortMapEntries: false });
+}
+
+/** A double-quoted nft string: only characters an interface or set name can hold pass. */
+export function nftString(value: unknown): string {
+  const text = String(value);
+  if (!/^[A-Za-z0-9_.:@+-]{1,64}$/.test(text)) throw new Error(`refusing to put ${JSON.stringify(text)} in an nft string`);
+  return `"${text}"`;
+}
+
+/** Free text (a policy description) as the body of a one-line `#` comment: nothing can escape it. */
+export function nftComment(value: unknown): string {
+  return String(value ?? '')
+    .replace(/[^A-Za-z0-9 _.,:/()+=@-]/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 160);
+}
+
+hbs.registerHelper('yaml', (value: unknown) => toYaml(value).replace(/\n$/, ''));
+hbs.registerHelper('nftString', (value: unknown) => nftString(value));
+hbs.registerHelper('nftComment', (value: unknown) => nftComment(value));
+hbs.registerHelper('json', (value: unknown) => JSON.stringify(value));
+hbs.registerHelper('join', (values: unknown, separator: unknown) =>
+  (Array.isArray(values) ? values : []).map(String).join(typeof separator === 'string' ? separator : ', '));
+hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
+
+const cache = new Map<string, Handlebars.TemplateDelegate>();
+
+export const KNOWN_HELPERS = { yaml: true, nftString: true, nftComment: true, json: true, join: true, eq: true } as const;
+
+/** Compiles templates/<name> once. */
+export function template(name: string): Handlebars.TemplateDelegate {
+  let compiled = cache.get(name);
+  if (!compiled) {
+    const source = readFileSync(TEMPLATES_DIR + name, 'utf8');
+    compiled = hbs.compile(source, { noEscape: true, strict: true, knownHelpers: KNOWN_HELPERS, knownHelpersOnly: true });
+    cache.set(name, compiled);
+  }
+  return compiled;
+}
+
+export function render(name: string, data: object): string {
+  return template(name)(data);
+}
