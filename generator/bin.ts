@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+import { EXIT_FAILED, main } from './cli.js';
+import { defaultStreams } from './output.js';
+
+const streams = defaultStreams();
+main({ args: process.argv.slice(2), env: process.env, streams, cwd: process.cwd() }).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    streams.err(`anklume-gen: internal error: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = EXIT_FAILED;
+  },
+);

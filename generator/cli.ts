@@ -1,0 +1,191 @@
+/** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
+import { existsSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { stringify } from 'yaml';
+import { readRaw, readSources } from './infra.js';
+import { defaultStreams, jsonError, jsonWarning, printDiagnostics, printJson, type Streams } from './output.js';
+import { prepare, sync, type SyncReport } from './sync.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+export class UsageError extends Error {}
+
+export interface Invocation {
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  streams: Streams;
+  cwd: string;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+export interface Command {
+  summary: string;
+  usage: string;
+  options: Options;
+  run: (values: Record<string, string | boolean | (string | boolean)[] | undefined>, positionals: string[], inv: Invocation) => Promise<number>;
+}
+
+const JSON_OPTION: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
+
+/** `infra/` when infra/base.yml exists, else infra.yml (the same rule as `make sync`). */
+export function defaultInfra(cwd: string): string {
+  return existsSync(`${cwd}/infra/base.yml`) ? 'infra' : 'infra.yml';
+}
+
+function onePositional(positionals: string[], cwd: string): string {
+  if (positionals.length > 1) throw new UsageError(`expected one infra path, got ${positionals.length}: ${positionals.join(' ')}`);
+  return positionals[0] ?? defaultInfra(cwd);
+}
+
+function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean): void {
+  for (const line of report.info) streams.err(line);
+  if (dryRun || check) {
+    for (const path of report.written) streams.out(`${check ? 'Out of date' : 'Would write'}: ${path}`);
+  }
+  for (const o of report.orphans) {
+    streams.out(o.protected ? `PROTECTED (ephemeral=false): ${o.path} — manual removal required` : `ORPHAN: ${o.path}`);
+  }
+  for (const path of report.deleted) streams.out(`Deleted: ${path}`);
+  const verb = dryRun || check ? 'would change' : 'written';
+  streams.out(`${report.written.length} file(s) ${verb}, ${report.unchanged.length} unchanged${report.orphans.length ? `, ${report.orphans.length} orphan(s)` : ''}`);
+}
+
+const syncCommand: Command = {
+  summary: 'validate infra.yml (or infra/) and write the Ansible tree, ruleset and playbooks (the default command)',
+  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--clean-orphans] [--json]',
+  options: {
+    ...JSON_OPTION,
+    'base-dir': { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    check: { type: 'boolean' },
+    'clean-orphans': { type: 'boolean' },
+  },
+  async run(values, positionals, inv) {
+    const infraPath = onePositional(positionals, inv.cwd);
+    const dryRun = values['dry-run'] === true;
+    const check = values.check === true;
+    const report = await sync(
+      { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, env: inv.env },
+    );
+    if (values.json) {
+      if (report.errors.length) printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
+      else printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted });
+    } else {
+      printDiagnostics(inv.streams, report.errors, report.warnings);
+    }
+    if (report.errors.length) {
+      if (!values.json) inv.streams.err(`${report.errors.length} error(s) in ${infraPath}; nothing was written.`);
+      return EXIT_FAILED;
+    }
+    if (!values.json) syncSummary(inv.streams, report, dryRun, check);
+    return check && report.written.length > 0 ? EXIT_FAILED : EXIT_OK;
+  },
+};
+
+const validateCommand: Command = {
+  summary: 'check infra.yml (or infra/) and report every error; writes nothing',
+  usage: 'anklume-gen validate <infra.yml|infra/> [--json]',
+  options: { ...JSON_OPTION },
+  async run(values, positionals, inv) {
+    const infraPath = onePositional(positionals, inv.cwd);
+    const { report } = await prepare(infraPath, inv.env);
+    if (values.json) {
+      printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
+    } else {
+      printDiagnostics(inv.streams, report.errors, report.warnings);
+      if (report.errors.length) inv.streams.err(`${report.errors.length} error(s) in ${infraPath}`);
+      else inv.streams.out(`${infraPath}: valid`);
+    }
+    return report.errors.length ? EXIT_FAILED : EXIT_OK;
+  },
+};
+
+const resolveCommand: Command = {
+  summary: 'print the model after validation and enrichment (--raw: only read and merge the files)',
+  usage: 'anklume-gen resolve <infra.yml|infra/> [--raw] [--json]',
+  options: { ...JSON_OPTION, raw: { type: 'boolean' } },
+  async run(values, positionals, inv) {
+    const infraPath = onePositional(positionals, inv.cwd);
+    let model: unknown;
+    if (values.raw) {
+      const { sources, errors: readErrors } = await readSources(infraPath);
+      const { raw, errors } = readErrors.length ? { raw: undefined, errors: readErrors } : readRaw(sources);
+      if (!raw) {
+        if (values.json) printJson(inv.streams, { errors: errors.map(jsonError), warnings: [] });
+        else printDiagnostics(inv.streams, errors, []);
+        return EXIT_FAILED;
+      }
+      model = raw;
+    } else {
+      const { report, infra } = await prepare(infraPath, inv.env);
+      if (!infra) {
+        if (values.json) printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
+        else printDiagnostics(inv.streams, report.errors, report.warnings);
+        return EXIT_FAILED;
+      }
+      if (!values.json) printDiagnostics(inv.streams, [], report.warnings);
+      for (const line of report.info) inv.streams.err(line);
+      model = infra;
+    }
+    if (values.json) printJson(inv.streams, model);
+    else inv.streams.out(stringify(model, { version: '1.1', lineWidth: 0 }));
+    return EXIT_OK;
+  },
+};
+
+export const COMMANDS: Record<string, Command> = {
+  sync: syncCommand,
+  validate: validateCommand,
+  resolve: resolveCommand,
+};
+
+function help(name: string | undefined): string {
+  if (name && COMMANDS[name]) {
+    const c = COMMANDS[name];
+    const flags = Object.entries(c.options).map(([flag, o]) => `  --${flag}${o.type === 'string' ? ' VALUE' : ''}`);
+    return `${c.usage}\n\n${c.summary}\n\nOptions:\n${flags.join('\n')}\n\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
+  }
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
+  return `anklume-gen — generator for anklume (infra.yml → Ansible tree, nftables isolation, AI access)\n\nUsage: anklume-gen <command> [options]   (anklume-gen <infra> = anklume-gen sync <infra>)\n\nCommands:\n${lines.join('\n')}\n\nRun 'anklume-gen <command> --help' for a command's options. Every command takes --json.\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
+}
+
+export async function main(inv: Invocation): Promise<number> {
+  const [first, ...rest] = inv.args;
+  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+    if (first === undefined) {
+      inv.streams.err(help(undefined));
+      return EXIT_USAGE;
+    }
+    inv.streams.out(help(rest[0]));
+    return EXIT_OK;
+  }
+  const name = COMMANDS[first] ? first : 'sync';
+  const args = COMMANDS[first] ? rest : inv.args;
+  const command = COMMANDS[name];
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: command.options, allowPositionals: true, strict: true });
+  } catch (err) {
+    inv.streams.err(`anklume-gen ${name}: ${(err as Error).message.split('\n')[0]}\nUsage: ${command.usage}`);
+    return EXIT_USAGE;
+  }
+  if (parsed.values.help) {
+    inv.streams.out(help(name));
+    return EXIT_OK;
+  }
+  try {
+    return await command.run(parsed.values, parsed.positionals, inv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      inv.streams.err(`anklume-gen ${name}: ${err.message}\nUsage: ${command.usage}`);
+      return EXIT_USAGE;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    inv.streams.err(`anklume-gen ${name}: failed: ${message}`);
+    if (inv.env.ANKLUME_DEBUG && err instanceof Error && err.stack) inv.streams.err(err.stack);
+    return EXIT_FAILED;
+  }
+}

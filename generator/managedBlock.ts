@@ -1,0 +1,39 @@
+/** The managed block of a generated file: replaced on every sync, every byte around it kept. */
+import { render } from './templates.js';
+
+export const BEGIN_MARKER = '# === MANAGED BY infra.yml ===';
+export const END_MARKER = '# === END MANAGED ===';
+
+/** The block for a set of variables, markers included, ending with a newline. */
+export function managedBlock(vars: object): string {
+  return render('managed-block.yml.hbs', { vars });
+}
+
+function lineStart(text: string, index: number): number {
+  return text.lastIndexOf('\n', index - 1) + 1;
+}
+
+function lineEnd(text: string, index: number): number {
+  const end = text.indexOf('\n', index);
+  return end < 0 ? text.length : end + 1;
+}
+
+/**
+ * The file's new content. A new file gets the standard layout; a file with markers has only its
+ * block replaced; a file without markers gets the block inserted at the top, after `---`.
+ */
+export function mergeManaged(existing: string | undefined, block: string): string {
+  if (existing === undefined) return render('new-file.yml.hbs', { block: block.replace(/\n$/, '') });
+  const begin = existing.indexOf(BEGIN_MARKER);
+  const end = begin < 0 ? -1 : existing.indexOf(END_MARKER, begin);
+  if (begin >= 0 && end >= 0) {
+    const endOfBlock = lineEnd(existing, end);
+    return existing.slice(0, lineStart(existing, begin)) + block + existing.slice(endOfBlock);
+  }
+  const header = /^---[ \t]*(\r?\n|$)/.exec(existing);
+  if (header) {
+    const rest = existing.slice(header[0].length);
+    return `${header[0].endsWith('\n') ? header[0] : header[0] + '\n'}${block}${rest.length ? '\n' + rest : ''}`;
+  }
+  return `---\n${block}${existing.length ? '\n' + existing : ''}`;
+}
