@@ -106,8 +106,9 @@ export function analyse(sources: Source[], ctx: Context): Analysis {
   const fast = parseFast(sources);
   if (fast) {
     const result = check(fast, ctx);
-    if (result.errors.length === 0) {
-      return { infra: fast as unknown as Infra, raw: fast, errors: [], warnings: result.warnings.map((w) => ({ message: w.message })) };
+    // Warnings are rare: only then is the precise reader needed, to locate them like errors.
+    if (result.errors.length === 0 && result.warnings.length === 0) {
+      return { infra: fast as unknown as Infra, raw: fast, errors: [], warnings: [] };
     }
   }
   const precise = parsePrecise(sources);

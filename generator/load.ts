@@ -7,7 +7,7 @@
  * out to be invalid, so every message a user sees is located by the precise reader.
  */
 import * as jsyaml from 'js-yaml';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
 import type { Diagnostic, Location, Mapping } from './types.js';
 
 export interface Source {
@@ -64,12 +64,27 @@ function positionOf(detailed: Detailed | undefined, file: string, offset: number
  * Merges the per-file roots into one model, the same way for both readers. `roots` holds one entry
  * per source, in the order given (sorted file order for a directory).
  */
-function merge(sources: Source[], roots: unknown[], errors: Diagnostic[], owners: Owner[]): Mapping | undefined {
+function merge(
+  sources: Source[],
+  roots: unknown[],
+  errors: Diagnostic[],
+  owners: Owner[],
+  keyAt: (file: string, docPath: PathSegment[]) => Location | undefined = (file) => ({ file }),
+): Mapping | undefined {
   if (sources.length === 1 && sources[0].role === 'single') {
     owners.push({ prefix: [], file: sources[0].file, docPrefix: [] });
     return roots[0] as Mapping;
   }
   const baseIndex = sources.findIndex((s) => s.role === 'base');
+  if (sources.length === 0) {
+    errors.push({ message: `nothing to read: no infra file was given, or it could not be read` });
+    return undefined;
+  }
+  if (baseIndex < 0) {
+    // readSources reports the missing file itself; this guards callers that go on regardless.
+    errors.push({ message: `infra directory has no base.yml (project_name, global); nothing can be merged without it` });
+    return undefined;
+  }
   const base = roots[baseIndex] as Mapping;
   owners.push({ prefix: [], file: sources[baseIndex].file, docPrefix: [] });
   const merged: Mapping = { ...base };
@@ -87,9 +102,9 @@ function merge(sources: Source[], roots: unknown[], errors: Diagnostic[], owners
         const previous = domainFile.get(name);
         if (previous !== undefined) {
           errors.push({
-            message: `Domain '${name}': defined twice, in ${previous} and in ${source.file}`,
+            ...keyAt(source.file, [name]),
+            message: `Domain '${name}': defined twice, in ${previous} and in ${source.file}; keep one definition`,
             path: `/domains/${name}`,
-            file: source.file,
           });
           continue;
         }
@@ -100,9 +115,9 @@ function merge(sources: Source[], roots: unknown[], errors: Diagnostic[], owners
     } else if (source.role === 'policies' && isMapping(root)) {
       if ('network_policies' in base) {
         errors.push({
+          ...keyAt(source.file, ['network_policies']),
           message: `network_policies is defined in both ${sources[baseIndex].file} and ${source.file}; keep it in one place`,
           path: '/network_policies',
-          file: source.file,
         });
         return;
       }
@@ -143,6 +158,31 @@ function findDuplicateKeys(node: unknown, path: PathSegment[], report: (path: Pa
   }
 }
 
+/** Start offset of the quoted scalar that runs into `errorOffset` (where its closing quote is missing). */
+function unclosedQuoteStart(doc: Document, errorOffset: number): number | undefined {
+  let start: number | undefined;
+  visit(doc, {
+    Scalar(_key, node) {
+      const range = node.range;
+      if (!range || (node.type !== 'QUOTE_DOUBLE' && node.type !== 'QUOTE_SINGLE')) return;
+      if (range[0] <= errorOffset && range[1] >= errorOffset - 1) start = range[0];
+    },
+  });
+  return start;
+}
+
+/** The first alias node in document order: where an over-expanding document starts to repeat itself. */
+function firstAliasStart(doc: Document): number | undefined {
+  let start: number | undefined;
+  visit(doc, {
+    Alias(_key, node) {
+      if (start === undefined && node.range) start = node.range[0];
+      return visit.BREAK;
+    },
+  });
+  return start;
+}
+
 function parseDetailed(source: Source): { detailed: Detailed; root: unknown; errors: Diagnostic[]; docPrefixToModel: (p: PathSegment[]) => PathSegment[] } {
   const lineCounter = new LineCounter();
   const doc = parseDocument(source.text, { lineCounter, uniqueKeys: false, stringKeys: true, prettyErrors: false });
@@ -152,7 +192,14 @@ function parseDetailed(source: Source): { detailed: Detailed; root: unknown; err
     source.role === 'domains' ? ['domains', ...p] : p;
   for (const err of doc.errors) {
     const firstLine = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
-    errors.push({ ...positionOf(detailed, source.file, err.pos[0]), message: `YAML syntax error: ${firstLine}` });
+    // An unclosed quote is detected at the end of the file; the user needs the opening quote.
+    const opening = err.code === 'MISSING_CHAR' && /quote/.test(firstLine) ? unclosedQuoteStart(doc, err.pos[0]) : undefined;
+    if (opening !== undefined) {
+      const at = positionOf(detailed, source.file, opening);
+      errors.push({ ...at, message: `YAML syntax error: ${firstLine}: the string opened here (line ${at.line}, column ${at.column}) is never closed` });
+    } else {
+      errors.push({ ...positionOf(detailed, source.file, err.pos[0]), message: `YAML syntax error: ${firstLine}` });
+    }
   }
   if (errors.length > 0) return { detailed, root: undefined, errors, docPrefixToModel: toModel };
   findDuplicateKeys(doc.contents, [], (mapPath, key, _keyPath, offset) => {
@@ -170,7 +217,11 @@ function parseDetailed(source: Source): { detailed: Detailed; root: unknown; err
     root = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    errors.push({ file: source.file, line: 1, column: 1, message: `YAML could not be expanded: ${reason} (aliases are limited to ${MAX_ALIAS_COUNT} expansions)` });
+    const at = positionOf(detailed, source.file, firstAliasStart(doc) ?? 0);
+    errors.push({
+      ...at,
+      message: `YAML aliases expand too much (${reason.replace(/\.$/, '')}): at most ${MAX_ALIAS_COUNT} alias expansions are allowed in an infra file; write the repeated values out instead of nesting aliases (*name)`,
+    });
   }
   return { detailed, root, errors, docPrefixToModel: toModel };
 }
@@ -205,6 +256,12 @@ function makeLocator(owners: Owner[], detailedByFile: Map<string, Detailed>): Lo
       const at = keyPosition(detailed, docPath, best.file);
       if (at) return at;
     }
+    // An empty value (`key:` and nothing after) has no text of its own: point at its key.
+    const exact = docPath.length > 0 ? detailed.doc.getIn(docPath, true) : undefined;
+    if (isScalar(exact) && exact.range && exact.range[0] === exact.range[1]) {
+      const at = keyPosition(detailed, docPath, best.file);
+      if (at) return at;
+    }
     for (let len = docPath.length; len >= 0; len--) {
       const node = (len === 0 ? detailed.doc.contents : detailed.doc.getIn(docPath.slice(0, len), true)) as YamlNode | null | undefined;
       if (node && typeof node === 'object' && 'range' in node && node.range) {
@@ -234,7 +291,11 @@ export function parsePrecise(sources: Source[]): Parsed {
   const locate = makeLocator(owners, detailedByFile);
   // Duplicate keys are reported but do not stop the reading: the rest of the file is still checked.
   if (roots.some((root) => !isMapping(root))) return { errors, locate };
-  const raw = merge(sources, roots, errors, owners);
+  const keyAt = (file: string, docPath: PathSegment[]): Location => {
+    const detailed = detailedByFile.get(file);
+    return (detailed && keyPosition(detailed, docPath, file)) || { file };
+  };
+  const raw = merge(sources, roots, errors, owners, keyAt);
   return { raw, errors, locate };
 }
 

@@ -65,6 +65,9 @@ function word(err: ErrorObject, nameReasons: string[]): ShapeError | undefined {
   const inPolicy = top === 'network_policies' && typeof second === 'number';
   const policy = inPolicy ? `network_policies[${second}]` : '';
 
+  // Inside ports' anyOf, the anyOf error itself says it all; its branches' errors would repeat it.
+  if (inPolicy && third === 'ports' && path.length === 3 && err.keyword !== 'anyOf') return undefined;
+
   switch (err.keyword) {
     case 'required': {
       const key = String(params.missingProperty);
@@ -105,12 +108,8 @@ function word(err: ErrorObject, nameReasons: string[]): ShapeError | undefined {
     case 'anyOf':
       if (inPolicy && third === 'ports') {
         if (Array.isArray(data) && data.length > 0) return undefined;
-        return { path, message: `${policy}: ports must be a list or 'all', got ${show(data)}` };
+        return { path, message: `${policy}: ports must be a list or 'all', got ${show(data)} (e.g. ports: [80, 443], or ports: all)` };
       }
-      break;
-    case 'const':
-    case 'minItems':
-      if (inPolicy && third === 'ports') return undefined;
       break;
     case 'not':
       if (top === 'global' && second === 'ai_access_default') {
@@ -139,7 +138,11 @@ function word(err: ErrorObject, nameReasons: string[]): ShapeError | undefined {
     if (second === 'base_subnet') return { path, message: `global.base_subnet must be two octets like "10.100", got ${show(data)}` };
   }
   if (inDomain && path.length === 3 && third === 'subnet_id') {
-    return { path, message: `Domain '${second}': subnet_id must be 0-254, got ${show(data)}` };
+    const hint = typeof data === 'string' ? ' (an integer, written without quotes)' : ' (an integer)';
+    return { path, message: `Domain '${second}': subnet_id must be 0-254, got ${show(data)}${hint}` };
+  }
+  if (top === 'network_policies' && path.length === 1) {
+    return { path, message: `network_policies must be a list of policies, got ${show(data)}; write 'network_policies: []' or leave the key out when there are none` };
   }
   if (inDomain && path.length === 3 && third === 'ephemeral') return { path, message: `Domain '${second}': ephemeral must be a boolean, got ${show(data)}` };
   if (inMachine && path.length === 5) {
@@ -151,7 +154,9 @@ function word(err: ErrorObject, nameReasons: string[]): ShapeError | undefined {
   if (inMachine && path.length === 4 && err.keyword === 'type') return { path, message: `Machine '${fourth}': must be a mapping, got ${show(data)}` };
   if (inDomain && path.length === 2 && err.keyword === 'type') return { path, message: `Domain '${second}': must be a mapping, got ${show(data)}` };
   const where = path.length ? dotted(path) : 'infra';
-  return { path, message: `${where}: ${err.message ?? 'is invalid'}${err.keyword === 'type' ? `, got ${show(data)}` : ''}` };
+  // ajv speaks JSON ("must be object"); users write YAML mappings and lists.
+  const text = (err.message ?? 'is invalid').replace(/\bobject\b/g, 'a mapping').replace(/\barray\b/g, 'a list').replace(/must be string/, 'must be a string');
+  return { path, message: `${where}: ${text}${err.keyword === 'type' ? `, got ${show(data)}` : ''}` };
 }
 
 /** Errors about a mapping's key names arrive before the propertyNames error that they explain. */

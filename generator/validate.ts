@@ -100,7 +100,7 @@ function checkAiAccess(raw: Mapping, index: ReturnType<typeof indexNames>, error
     .filter(({ p }) => isMapping(p) && endpointDomain(p.to, index) === AI_DOMAIN);
   if (targeting.length > 1) {
     errors.push({
-      path: ['network_policies', targeting[1].i],
+      path: ['network_policies', targeting[1].i, 'to'],
       message: `ai_access_policy is 'exclusive' but ${targeting.length} network_policies target ai-tools (max 1 allowed): indexes ${targeting.map((t) => t.i).join(', ')}`,
     });
   }
@@ -121,7 +121,7 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
   const subnetOwner = new Map<number, string>();
   const machineOwner = new Map<string, string>();
   const ipOwner = new Map<string, string>();
-  const gpuMachines: string[] = [];
+  const gpuMachines: { name: string; path: PathSegment[] }[] = [];
 
   for (const [domain, def] of entries(raw.domains)) {
     const sid = def.subnet_id;
@@ -169,23 +169,26 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
       const type = machine.type ?? 'lxc';
       if (type === 'lxc' && isPrivileged(machine) && ctx.vmNested === false) {
         const text = `Machine '${name}': security.privileged=true on LXC is forbidden when vm_nested=false`;
+        const where = at('config', 'security.privileged');
         if (ctx.yolo) {
-          warnings.push({ path: at('config'), message: `YOLO: ${text} (allowed because yolo is set)` });
+          warnings.push({ path: where, message: `YOLO: ${text} (allowed because yolo is set)` });
         } else {
-          errors.push({ path: at('config'), message: `${text} (run it as a VM, or set yolo to accept the risk)` });
+          errors.push({ path: where, message: `${text} (a privileged container is root on the host; use type: vm, or set yolo to accept the risk)` });
         }
       }
-      if (hasGpu(machine, def)) gpuMachines.push(name);
+      if (hasGpu(machine, def)) gpuMachines.push({ name, path: at() });
     }
   }
 
   if (gpuMachines.length > 1) {
     const gpuPolicy = global.gpu_policy ?? 'exclusive';
-    const text = `${gpuMachines.length} instances have GPU access: ${gpuMachines.join(', ')}`;
+    const text = `${gpuMachines.length} instances have GPU access: ${gpuMachines.map((g) => g.name).join(', ')}`;
+    // Located on the first machine beyond the one that exclusivity allows.
+    const where = gpuMachines[1].path;
     if (gpuPolicy === 'exclusive') {
-      errors.push({ path: ['global'], message: `GPU policy is 'exclusive' but ${text}` });
+      errors.push({ path: where, onKey: true, message: `GPU policy is 'exclusive' but ${text} (keep one, or set global.gpu_policy: shared)` });
     } else if (gpuPolicy === 'shared') {
-      warnings.push({ path: ['global', 'gpu_policy'], message: `GPU policy is 'shared': ${text}; there is no VRAM isolation between them` });
+      warnings.push({ path: where, onKey: true, message: `GPU policy is 'shared': ${text}; there is no VRAM isolation between them` });
     }
   }
 }
