@@ -42,11 +42,27 @@ export interface SyncReport {
   cached: boolean;
 }
 
-/** A file of the output: a managed block inside a user-editable file, or a whole generated file. */
+/**
+ * A file of the output: a managed block inside a user-editable file, or a whole generated file.
+ * Rendering is deferred to the moment the file is compared, so that CPU work overlaps file I/O.
+ */
 export interface Output {
   path: string;
-  block?: string;
-  content?: string;
+  managed: boolean;
+  text: () => string;
+}
+
+function once(produce: () => string): () => string {
+  let value: string | undefined;
+  return () => (value ??= produce());
+}
+
+export function managedOutput(path: string, vars: object): Output {
+  return { path, managed: true, text: once(() => managedBlock(vars)) };
+}
+
+export function wholeFileOutput(path: string, produce: () => string): Output {
+  return { path, managed: false, text: once(produce) };
 }
 
 const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], cached: false });
@@ -74,11 +90,7 @@ export function resolveHolder(infra: Infra, state: HolderState, stateFile: strin
 
 /** Every output of a sync for a valid model. Extra whole-file outputs (ruleset, playbooks) are added by callers. */
 export function planOutputs(infra: Infra): Output[] {
-  return buildTree(infra).map((file) => ({ path: file.path, block: managedBlock(file.vars) }));
-}
-
-function rendered(output: Output): string {
-  return output.block ?? output.content ?? '';
+  return buildTree(infra).map((file) => managedOutput(file.path, file.vars));
 }
 
 async function findOrphans(baseDir: string, known: Set<string>): Promise<Orphan[]> {
@@ -181,7 +193,7 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
   await inParallel(outputs, async (output) => {
     const target = join(baseDir, output.path);
     const entry = cache?.files[output.path];
-    if (entry && entry.digest === digest(rendered(output))) {
+    if (entry && entry.digest === digest(output.text())) {
       const now = await statEntry(target);
       if (now && now.size === entry.size && now.mtimeMs === entry.mtimeMs) {
         unchanged.push(output);
@@ -189,7 +201,7 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
       }
     }
     const existing = await readIfExists(target);
-    const content = output.block !== undefined ? mergeManaged(existing, output.block) : (output.content ?? '');
+    const content = output.managed ? mergeManaged(existing, output.text()) : output.text();
     if (content === existing) unchanged.push(output);
     else changed.push({ output, content });
   });
@@ -203,7 +215,7 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
     const stats = await inParallel(outputs, (o) => statEntry(join(baseDir, o.path)));
     outputs.forEach((o, i) => {
       const s = stats[i];
-      if (s) files[o.path] = { ...s, digest: digest(rendered(o)) };
+      if (s) files[o.path] = { ...s, digest: digest(o.text()) };
     });
     await saveCache(baseDir, { version: 1, key, files, warnings: report.warnings.map((w) => w.message), info: report.info });
   }

@@ -1,0 +1,48 @@
+# anklume-gen — what a user touches: make sync, make nftables, make ai-switch DOMAIN=...
+SHELL := /bin/bash
+
+INFRA ?= $(if $(wildcard infra/base.yml),infra,infra.yml)
+BASE_DIR ?= .
+GEN := node dist/generator/bin.js
+# Debian packages the tests run for real (see README).
+DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack
+
+.PHONY: help build deps sync sync-dry sync-check sync-clean validate nftables ai-switch ai-status lint test bench
+
+help:
+	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$(INFRA) BASE_DIR=$(BASE_DIR))"
+	@echo "make nftables | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
+	@echo "make deps (root: Debian packages) | build | lint | test | bench"
+
+dist/generator/bin.js: $(wildcard generator/*.ts) tsconfig.json package.json
+	npx tsc -p tsconfig.json
+
+build: dist/generator/bin.js
+
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+
+sync: build
+	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR)
+
+sync-dry: build
+	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR) --dry-run
+
+sync-check: build
+	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR) --check
+
+sync-clean: build
+	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR) --clean-orphans
+
+validate: build
+	$(GEN) validate $(INFRA)
+
+lint: build
+	npx tsc -p tsconfig.json --noEmit
+
+test: lint
+	npm test
+
+bench: build
+	npm run bench

@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sync } from '../generator/sync.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+
+const EXAMPLE = 'examples/infra.yml';
+const TRICKY = 'test/fixtures/sync/tricky.yml';
+const GOLDEN = 'test/fixtures/golden/example-tree';
+
+function treeFiles(root: string): string[] {
+  const out: string[] = [];
+  for (const dir of ['group_vars', 'host_vars', 'inventory']) {
+    if (!existsSync(join(root, dir))) continue;
+    for (const name of readdirSync(join(root, dir)).sort()) out.push(`${dir}/${name}`);
+  }
+  return out;
+}
+
+function mtimes(root: string): Map<string, number> {
+  return new Map(treeFiles(root).map((f) => [f, statSync(join(root, f)).mtimeMs]));
+}
+
+/** Ansible reads these files with PyYAML (YAML 1.1): load them the same way. */
+function pythonLoad(path: string): unknown {
+  const out = execFileSync('/usr/bin/python3', ['-c', 'import sys, json, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))', path], { encoding: 'utf8' });
+  return JSON.parse(out);
+}
+
+describe('sync writes the Ansible tree', () => {
+  let t: TestEnv;
+  before(() => {
+    t = testEnv();
+  });
+  after(() => t.cleanup());
+
+  it('matches the golden files for the bundled example', async () => {
+    const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.deepEqual(report.errors, []);
+    const files = treeFiles(t.baseDir);
+    assert.equal(files.length, 10);
+    if (process.env.UPDATE_GOLDEN) {
+      for (const f of files) {
+        mkdirSync(join(GOLDEN, f, '..'), { recursive: true });
+        writeFileSync(join(GOLDEN, f), readFileSync(join(t.baseDir, f)));
+      }
+    }
+    assert.deepEqual(files, treeFiles(GOLDEN), 'same file list as the golden tree');
+    for (const f of files) {
+      assert.equal(readFileSync(join(t.baseDir, f), 'utf8'), readFileSync(join(GOLDEN, f), 'utf8'), `${f} differs from its golden file`);
+    }
+  });
+
+  it('writes nothing on a second run and keeps every mtime', async () => {
+    const before = mtimes(t.baseDir);
+    const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.deepEqual(report.written, []);
+    assert.equal(report.unchanged.length, 10);
+    assert.deepEqual(mtimes(t.baseDir), before);
+  });
+
+  it('keeps every byte outside the managed block', async () => {
+    const file = join(t.baseDir, 'host_vars/pro-dev.yml');
+    const original = readFileSync(file, 'utf8');
+    const custom = original.replace('# Your custom variables below:\n', '# Your custom variables below:\nmy_var: 42   # mine\n\n# trailing: kept\n');
+    const withHeader = `# my header comment\n${custom}`;
+    writeFileSync(file, withHeader);
+    await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.equal(readFileSync(file, 'utf8'), withHeader, 'an untouched block leaves the file as it is');
+    writeFileSync(file, withHeader.replace('instance_ip: 10.100.2.10', 'instance_ip: 10.9.9.9'));
+    const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.deepEqual(report.written, ['host_vars/pro-dev.yml']);
+    assert.equal(readFileSync(file, 'utf8'), withHeader, 'the block is restored, the rest kept');
+  });
+
+  it('inserts the block at the top of a file without markers', async () => {
+    const file = join(t.baseDir, 'group_vars/perso.yml');
+    writeFileSync(file, '---\nmine: true\n');
+    await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    const text = readFileSync(file, 'utf8');
+    assert.match(text, /^---\n# === MANAGED BY infra.yml ===\n/);
+    assert.ok(text.endsWith('# === END MANAGED ===\n\nmine: true\n'), text);
+  });
+
+  it('lists orphans, protects ephemeral=false ones, and cleans only unprotected ones', async () => {
+    writeFileSync(join(t.baseDir, 'host_vars/gone.yml'), '---\ninstance_name: gone\ninstance_ephemeral: true\n');
+    writeFileSync(join(t.baseDir, 'group_vars/old.yml'), '---\ndomain_name: old\ndomain_ephemeral: false\n');
+    const dry = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, dryRun: true, cleanOrphans: true });
+    assert.deepEqual(dry.orphans, [
+      { path: 'group_vars/old.yml', protected: true },
+      { path: 'host_vars/gone.yml', protected: false },
+    ]);
+    assert.deepEqual(dry.deleted, [], 'dry-run never deletes');
+    const clean = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, cleanOrphans: true });
+    assert.deepEqual(clean.deleted, ['host_vars/gone.yml']);
+    assert.ok(existsSync(join(t.baseDir, 'group_vars/old.yml')));
+    assert.ok(!existsSync(join(t.baseDir, 'host_vars/gone.yml')));
+  });
+});
+
+describe('sync --dry-run and --check', () => {
+  it('write nothing, and --check reports what is out of date', async () => {
+    const t = testEnv();
+    try {
+      const dry = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, dryRun: true });
+      assert.equal(dry.written.length, 10);
+      assert.ok(!existsSync(t.baseDir), 'dry-run created nothing');
+      const check = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, check: true });
+      assert.equal(check.written.length, 10);
+      assert.ok(!existsSync(t.baseDir), '--check created nothing');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('writes nothing at all when the infra is invalid', async () => {
+    const t = testEnv();
+    try {
+      const bad = join(t.dir, 'bad.yml');
+      writeFileSync(bad, readFileSync(EXAMPLE, 'utf8').replace('subnet_id: 2', 'subnet_id: 300'));
+      const report = await sync({ infraPath: bad, baseDir: t.baseDir, env: t.env });
+      assert.ok(report.errors.some((e) => e.message.includes("subnet_id must be 0-254, got 300")));
+      assert.ok(!existsSync(t.baseDir));
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+describe('generated YAML reads back identically in Ansible (PyYAML, YAML 1.1)', () => {
+  it('round-trips quotes, colons, #, newlines and YAML 1.1 booleans', async () => {
+    const t = testEnv();
+    try {
+      const report = await sync({ infraPath: TRICKY, baseDir: t.baseDir, env: t.env });
+      assert.deepEqual(report.errors, []);
+      const web = pythonLoad(join(t.baseDir, 'host_vars/lab-web.yml')) as Record<string, unknown>;
+      assert.equal(web.instance_description, 'yes');
+      assert.deepEqual(web.instance_config, { 'limits.cpu': '2', 'user.note': 'on', 'boot.time': '10:20' });
+      assert.deepEqual(web.instance_roles, ['base_system', 'web: server']);
+      assert.equal(web.instance_ephemeral, true, 'inherits the domain value');
+      const db = pythonLoad(join(t.baseDir, 'host_vars/lab-db.yml')) as Record<string, unknown>;
+      assert.equal(db.instance_description, 'NO');
+      assert.equal(db.instance_ephemeral, false);
+      assert.equal(db.instance_os_image, 'images:alpine/3.20');
+      const group = pythonLoad(join(t.baseDir, 'group_vars/lab.yml')) as Record<string, unknown>;
+      assert.equal(group.domain_description, `Lab domain: "quoted" and 'single' # hash\nsecond line: with colon`);
+      assert.deepEqual(group.incus_network, { name: 'net-lab', subnet: '10.100.7.0/24', gateway: '10.100.7.254' });
+      const all = pythonLoad(join(t.baseDir, 'group_vars/all.yml')) as Record<string, unknown>;
+      assert.equal(all.project_name, 'tricky: project # not a comment');
+      assert.deepEqual(all.incus_all_images, ['images:alpine/3.20', 'images:debian/13']);
+      assert.ok(!('ansible_connection' in all) && !('ansible_user' in all));
+      const inventory = pythonLoad(join(t.baseDir, 'inventory/lab.yml'));
+      assert.deepEqual(inventory, { all: { children: { lab: { hosts: { 'lab-web': { ansible_host: '10.100.7.10' }, 'lab-db': null } } } } });
+    } finally {
+      t.cleanup();
+    }
+  });
+});
