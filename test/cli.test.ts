@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { runCli, spawnCli } from './helpers/cli.ts';
+import { testEnv } from './helpers/env.ts';
+
+const EXAMPLE = 'examples/infra.yml';
+
+describe('CLI contract', () => {
+  it('anklume-gen <infra> --dry-run is sync: prints Would write and writes nothing', async () => {
+    const t = testEnv();
+    try {
+      const r = await runCli([EXAMPLE, '--dry-run', '--base-dir', t.baseDir], t.env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^Would write: group_vars\/all\.yml$/m);
+      assert.match(r.stderr, /INFO: ai_access_policy is 'exclusive' — auto-created network policy from 'pro' to 'ai-tools'/);
+      assert.ok(!existsSync(t.baseDir));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('sync --json has exactly the documented keys; --check exits 1 only when out of date', async () => {
+    const t = testEnv();
+    try {
+      const first = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--json'], t.env);
+      assert.equal(first.code, 0, first.stderr);
+      const doc = JSON.parse(first.stdout) as Record<string, unknown>;
+      assert.deepEqual(Object.keys(doc).sort(), ['deleted', 'orphans', 'unchanged', 'written']);
+      assert.equal((doc.written as string[]).length, 10);
+      const check = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--check'], t.env);
+      assert.equal(check.code, 0, check.stdout);
+      writeFileSync(join(t.baseDir, 'inventory/pro.yml'), '---\n');
+      const drift = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--check'], t.env);
+      assert.equal(drift.code, 1);
+      assert.match(drift.stdout, /Out of date: inventory\/pro\.yml/);
+      assert.equal(readFileSync(join(t.baseDir, 'inventory/pro.yml'), 'utf8'), '---\n', '--check wrote nothing');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('validate --json: errors with message, file, line, column, path; warnings with message', async () => {
+    const t = testEnv();
+    try {
+      const bad = join(t.dir, 'bad.yml');
+      writeFileSync(bad, readFileSync(EXAMPLE, 'utf8').replace('ip: "10.100.1.10"', 'ip: "10.100.1.999"'));
+      const r = await runCli(['validate', bad, '--json'], t.env);
+      assert.equal(r.code, 1);
+      const doc = JSON.parse(r.stdout) as { errors: Record<string, unknown>[]; warnings: unknown[] };
+      assert.deepEqual(Object.keys(doc).sort(), ['errors', 'warnings']);
+      assert.equal(doc.errors.length, 1);
+      assert.deepEqual(Object.keys(doc.errors[0]).sort(), ['column', 'file', 'line', 'message', 'path']);
+      assert.match(String(doc.errors[0].message), /^Machine 'perso-desktop': invalid IP 10\.100\.1\.999/);
+      assert.equal(doc.errors[0].file, bad);
+      assert.equal(typeof doc.errors[0].line, 'number');
+      const ok = await runCli(['validate', EXAMPLE, '--json'], t.env);
+      assert.equal(ok.code, 0);
+      assert.deepEqual(JSON.parse(ok.stdout), { errors: [], warnings: [] });
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('human errors are file:line:column: error: message, on stderr, never a stack trace', async () => {
+    const t = testEnv();
+    try {
+      const bad = join(t.dir, 'tab.yml');
+      writeFileSync(bad, 'project_name: x\nglobal:\n\tbase_subnet: "10.100"\n');
+      const r = spawnCli(['validate', bad], t.env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, new RegExp(`^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3:1: error: YAML syntax error`, 'm'));
+      assert.doesNotMatch(r.stderr, /at .*\.(ts|js):\d+/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('resolve --json is the enriched model in infra.yml shape, and reads back to itself', async () => {
+    const t = testEnv();
+    try {
+      const r = await runCli(['resolve', EXAMPLE, '--json'], t.env);
+      assert.equal(r.code, 0, r.stderr);
+      const model = JSON.parse(r.stdout) as { network_policies: { from: string; to: string }[]; domains: Record<string, unknown> };
+      assert.deepEqual(model.network_policies.map((p) => [p.from, p.to]), [['pro', 'ai-tools']]);
+      const saved = join(t.dir, 'resolved.yml');
+      writeFileSync(saved, r.stdout);
+      const again = await runCli(['resolve', saved, '--json'], t.env);
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(JSON.parse(again.stdout), model, 'resolving the resolved model changes nothing');
+      assert.doesNotMatch(again.stderr, /auto-created/, 'no second auto-created policy');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('resolve --raw only reads and merges: no defaults, no validation', async () => {
+    const t = testEnv();
+    try {
+      const dir = join(t.dir, 'infra');
+      mkdirSync(join(dir, 'domains'), { recursive: true });
+      writeFileSync(join(dir, 'base.yml'), 'project_name: p\nglobal: {base_subnet: "10.1", bogus: 1}\n');
+      writeFileSync(join(dir, 'domains', 'a.yml'), 'a: {subnet_id: 1}\n');
+      const r = await runCli(['resolve', dir, '--raw', '--json'], t.env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), { project_name: 'p', global: { base_subnet: '10.1', bogus: 1 }, domains: { a: { subnet_id: 1 } } });
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('usage errors exit 2; --help exits 0 on every command', async () => {
+    const t = testEnv();
+    try {
+      const unknown = await runCli(['sync', EXAMPLE, '--frobnicate'], t.env);
+      assert.equal(unknown.code, 2);
+      assert.match(unknown.stderr, /Usage: /);
+      assert.equal((await runCli([], t.env)).code, 2);
+      for (const command of ['sync', 'validate', 'resolve']) {
+        const help = await runCli([command, '--help'], t.env);
+        assert.equal(help.code, 0);
+        assert.match(help.stdout, /Usage|anklume-gen/);
+      }
+      const top = await runCli(['--help'], t.env);
+      assert.equal(top.code, 0);
+      assert.match(top.stdout, /Commands:/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('a missing infra file is a clear error, exit 1', async () => {
+    const t = testEnv();
+    try {
+      const r = await runCli(['validate', join(t.dir, 'nope.yml')], t.env);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /nope\.yml: cannot read \(no such file\)/);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
