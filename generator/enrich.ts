@@ -66,7 +66,9 @@ export function enrich(validated: Infra, holder?: string | null): Enriched {
         bidirectional: true,
       });
       info.push(`INFO: ai_access_policy is 'exclusive' — auto-created network policy from '${current}' to '${AI_DOMAIN}'`);
-    } else if (holder && policies[existing].from !== holder) {
+    } else if (holder && endpointDomain(policies[existing].from, indexNames(infra as unknown as Record<string, unknown>)) !== holder) {
+      // A policy that already names the holder or one of its machines stays as narrow as written
+      // (the ruleset does the same); otherwise the holder replaces whoever `from` names.
       const auto = /^AI access: [a-z0-9-]+ -> ai-tools \(auto-created\)$/.test(policies[existing].description ?? '');
       policies[existing] = {
         ...policies[existing],

@@ -158,6 +158,14 @@ function findDuplicateKeys(node: unknown, path: PathSegment[], report: (path: Pa
   }
 }
 
+/** The parser's wording, with what to do instead where the parser speaks about itself. */
+function explainSyntax(message: string): string {
+  if (/^Tabs are not allowed/.test(message)) return `${message} (indent with spaces)`;
+  if (/multiple documents/.test(message)) return `an infra file holds a single YAML document, but a second one starts here (after '---' or '...')`;
+  if (/stringKeys/.test(message)) return `keys must be plain strings; a list or a mapping cannot be a key`;
+  return message;
+}
+
 /** Start offset of the quoted scalar that runs into `errorOffset` (where its closing quote is missing). */
 function unclosedQuoteStart(doc: Document, errorOffset: number): number | undefined {
   let start: number | undefined;
@@ -190,7 +198,9 @@ function parseDetailed(source: Source): { detailed: Detailed; root: unknown; err
   const errors: Diagnostic[] = [];
   const toModel = (p: PathSegment[]): PathSegment[] =>
     source.role === 'domains' ? ['domains', ...p] : p;
-  for (const err of doc.errors) {
+  // Only the first syntax error: after one, the parser's recovery produces follow-on errors (a tab
+  // indent gives four) that send the user after problems that are not there.
+  for (const err of doc.errors.slice(0, 1)) {
     const firstLine = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
     // An unclosed quote is detected at the end of the file; the user needs the opening quote.
     const opening = err.code === 'MISSING_CHAR' && /quote/.test(firstLine) ? unclosedQuoteStart(doc, err.pos[0]) : undefined;
@@ -198,7 +208,7 @@ function parseDetailed(source: Source): { detailed: Detailed; root: unknown; err
       const at = positionOf(detailed, source.file, opening);
       errors.push({ ...at, message: `YAML syntax error: ${firstLine}: the string opened here (line ${at.line}, column ${at.column}) is never closed` });
     } else {
-      errors.push({ ...positionOf(detailed, source.file, err.pos[0]), message: `YAML syntax error: ${firstLine}` });
+      errors.push({ ...positionOf(detailed, source.file, err.pos[0]), message: `YAML syntax error: ${explainSyntax(firstLine)}` });
     }
   }
   if (errors.length > 0) return { detailed, root: undefined, errors, docPrefixToModel: toModel };

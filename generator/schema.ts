@@ -40,6 +40,7 @@ function show(value: unknown): string {
   if (typeof value === 'string') return `'${value}'`;
   if (value === null) return 'null';
   if (Array.isArray(value)) return value.length ? 'a list' : 'an empty list';
+  if (value instanceof Uint8Array) return 'binary data';
   if (typeof value === 'object') return 'a mapping';
   return String(value);
 }

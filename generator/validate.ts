@@ -221,8 +221,22 @@ function checkPolicies(raw: Mapping, index: ReturnType<typeof indexNames>, error
 
 function checkFirewallMode(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
   const global = isMapping(raw.global) ? raw.global : {};
-  if (global.firewall_mode === 'vm' && !index.domains.has('admin') && !index.machines.has('sys-firewall')) {
+  if (global.firewall_mode !== 'vm' || index.machines.has('sys-firewall')) return;
+  if (!index.domains.has('admin')) {
     errors.push({ path: ['global', 'firewall_mode'], message: `global.firewall_mode is 'vm' but there is no 'admin' domain to hold the sys-firewall VM; add an 'admin' domain or define sys-firewall yourself` });
+    return;
+  }
+  // Enrichment will give sys-firewall the .253 of admin: it must be free.
+  const admin = isMapping(raw.domains) && isMapping(raw.domains.admin) ? raw.domains.admin : {};
+  if (typeof global.base_subnet !== 'string' || typeof admin.subnet_id !== 'number') return;
+  const ip = `${global.base_subnet}.${admin.subnet_id}.253`;
+  for (const [name, machine] of entries(admin.machines)) {
+    if (machine.ip === ip) {
+      errors.push({
+        path: ['domains', 'admin', 'machines', name, 'ip'],
+        message: `Machine 'sys-firewall': IP ${ip} already used by '${name}' (firewall_mode 'vm' adds sys-firewall at ${ip}; move '${name}' or define sys-firewall yourself)`,
+      });
+    }
   }
 }
 

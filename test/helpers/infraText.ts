@@ -125,11 +125,15 @@ export function listing(ds: Diagnostic[]): string {
   return ds.length ? ds.map(describe).join('\n') : '(none)';
 }
 
-/** Fixture paths directly under `dir`: files ending in .yml and directories (infra/ layouts). */
+/**
+ * Fixture paths directly under `dir`: files ending in .yml and directories (infra/ layouts). Names
+ * starting with `_` are fixtures that a test reads by name (they carry no expectations).
+ */
 export async function fixturesIn(dir: string): Promise<string[]> {
   const names = (await readdir(dir)).sort();
   const out: string[] = [];
   for (const name of names) {
+    if (name.startsWith('_')) continue;
     const path = join(dir, name);
     const info = await stat(path);
     if (info.isDirectory() || name.endsWith('.yml')) out.push(path);
