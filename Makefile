@@ -6,6 +6,8 @@ BASE_DIR ?= .
 GEN := node dist/generator/bin.js
 # Debian packages the tests run for real (see README).
 DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack
+# User values reach the commands through the environment, quoted by the shell, never re-parsed.
+export INFRA BASE_DIR DOMAIN
 
 .PHONY: help build deps sync sync-dry sync-check sync-clean validate nftables ai-switch ai-status lint test bench
 
@@ -24,19 +26,28 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 
 sync: build
-	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR)
+	$(GEN) sync "$$INFRA" --base-dir "$$BASE_DIR"
 
 sync-dry: build
-	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR) --dry-run
+	$(GEN) sync "$$INFRA" --base-dir "$$BASE_DIR" --dry-run
 
 sync-check: build
-	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR) --check
+	$(GEN) sync "$$INFRA" --base-dir "$$BASE_DIR" --check
 
 sync-clean: build
-	$(GEN) sync $(INFRA) --base-dir $(BASE_DIR) --clean-orphans
+	$(GEN) sync "$$INFRA" --base-dir "$$BASE_DIR" --clean-orphans
 
 validate: build
-	$(GEN) validate $(INFRA)
+	$(GEN) validate "$$INFRA"
+
+nftables: build
+	ansible-playbook site.yml --tags nftables -e "anklume_base_dir=$$(realpath "$$BASE_DIR")"
+
+ai-switch: build
+	$(GEN) ai-switch --infra "$$INFRA" --base-dir "$$BASE_DIR" $(if $(DOMAIN),--domain "$$DOMAIN") $(if $(NO_FLUSH),--no-flush) $(if $(DRY_RUN),--dry-run)
+
+ai-status: build
+	$(GEN) ai-status --infra "$$INFRA"
 
 lint: build
 	npx tsc -p tsconfig.json --noEmit

@@ -4,7 +4,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { stringify } from 'yaml';
 import { readRaw, readSources } from './infra.js';
 import { defaultStreams, jsonError, jsonWarning, printDiagnostics, printJson, type Streams } from './output.js';
-import { prepare, sync, type SyncReport } from './sync.js';
+import { isDomainName } from './names.js';
+import { countForwardRules, renderRuleset } from './nftables.js';
+import { effectiveHolder, prepare, sync, type SyncReport } from './sync.js';
+import { AI_DOMAIN } from './validate.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -136,10 +139,44 @@ const resolveCommand: Command = {
   },
 };
 
+const nftablesCommand: Command = {
+  summary: 'print the nftables ruleset that isolates the domains (the one sync writes to nftables/anklume.nft)',
+  usage: 'anklume-gen nftables <infra.yml|infra/> [--ai-domain DOMAIN] [--json]',
+  options: { ...JSON_OPTION, 'ai-domain': { type: 'string' } },
+  async run(values, positionals, inv) {
+    const infraPath = onePositional(positionals, inv.cwd);
+    const { report, infra, holder } = await prepare(infraPath, inv.env);
+    if (!infra) {
+      if (values.json) printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
+      else printDiagnostics(inv.streams, report.errors, report.warnings);
+      return EXIT_FAILED;
+    }
+    let aiDomain = effectiveHolder(infra, holder);
+    const requested = values['ai-domain'];
+    if (typeof requested === 'string') {
+      if (!isDomainName(requested)) throw new UsageError(`Invalid domain name: ${requested} (must be DNS-safe)`);
+      if (infra.global.ai_access_policy !== 'exclusive') {
+        inv.streams.err(`--ai-domain needs ai_access_policy: exclusive in ${infraPath}`);
+        return EXIT_FAILED;
+      }
+      if (requested === AI_DOMAIN || !(requested in infra.domains)) {
+        inv.streams.err(requested === AI_DOMAIN ? `Cannot give AI access to 'ai-tools' itself` : `Domain '${requested}' not found in ${infraPath}`);
+        return EXIT_FAILED;
+      }
+      aiDomain = requested;
+    }
+    const ruleset = renderRuleset(infra, aiDomain);
+    if (values.json) printJson(inv.streams, { ruleset, ai_domain: infra.global.ai_access_policy === 'exclusive' ? aiDomain : null, forward_rules: countForwardRules(ruleset) });
+    else inv.streams.out(ruleset);
+    return EXIT_OK;
+  },
+};
+
 export const COMMANDS: Record<string, Command> = {
   sync: syncCommand,
   validate: validateCommand,
   resolve: resolveCommand,
+  nftables: nftablesCommand,
 };
 
 function help(name: string | undefined): string {

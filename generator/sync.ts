@@ -11,6 +11,7 @@ import { enrich } from './enrich.js';
 import { ensureDirs, inParallel, readIfExists, writeAtomic } from './files.js';
 import { analyse, readSources } from './infra.js';
 import { managedBlock, mergeManaged } from './managedBlock.js';
+import { renderRuleset, RULESET_FILE } from './nftables.js';
 import { buildTree, TREE_DIRS } from './tree.js';
 import { AI_DOMAIN } from './validate.js';
 import type { Source } from './load.js';
@@ -88,9 +89,15 @@ export function resolveHolder(infra: Infra, state: HolderState, stateFile: strin
   }
 }
 
-/** Every output of a sync for a valid model. Extra whole-file outputs (ruleset, playbooks) are added by callers. */
-export function planOutputs(infra: Infra): Output[] {
-  return buildTree(infra).map((file) => managedOutput(file.path, file.vars));
+/** Who the generated ruleset lets reach ai-tools: the state file's holder, else the default. */
+export function effectiveHolder(infra: Infra, holder: string | null | undefined): string | null {
+  return holder === undefined ? (infra.global.ai_access_default ?? null) : holder;
+}
+
+/** Every output of a sync for a valid model: the Ansible tree and the isolation ruleset. */
+export function planOutputs(infra: Infra, holder: string | null | undefined): Output[] {
+  const ruleset = wholeFileOutput(RULESET_FILE, () => renderRuleset(infra, effectiveHolder(infra, holder)));
+  return [...buildTree(infra).map((file) => managedOutput(file.path, file.vars)), ruleset];
 }
 
 async function findOrphans(baseDir: string, known: Set<string>): Promise<Orphan[]> {
@@ -187,7 +194,7 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
   const { report, infra, holder } = evaluate(gathered);
   if (report.errors.length || !infra) return report;
 
-  const outputs = [...planOutputs(infra), ...extraOutputs(infra, holder)];
+  const outputs = [...planOutputs(infra, holder), ...extraOutputs(infra, holder)];
   const changed: { output: Output; content: string }[] = [];
   const unchanged: Output[] = [];
   await inParallel(outputs, async (output) => {

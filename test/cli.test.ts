@@ -28,7 +28,7 @@ describe('CLI contract', () => {
       assert.equal(first.code, 0, first.stderr);
       const doc = JSON.parse(first.stdout) as Record<string, unknown>;
       assert.deepEqual(Object.keys(doc).sort(), ['deleted', 'orphans', 'unchanged', 'written']);
-      assert.equal((doc.written as string[]).length, 10);
+      assert.equal((doc.written as string[]).length, 11, 'ten Ansible files and the ruleset');
       const check = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--check'], t.env);
       assert.equal(check.code, 0, check.stdout);
       writeFileSync(join(t.baseDir, 'inventory/pro.yml'), '---\n');

@@ -57,7 +57,7 @@ describe('sync writes the Ansible tree', () => {
     const before = mtimes(t.baseDir);
     const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
     assert.deepEqual(report.written, []);
-    assert.equal(report.unchanged.length, 10);
+    assert.equal(report.unchanged.length, 11);
     assert.deepEqual(mtimes(t.baseDir), before);
   });
 
@@ -105,10 +105,10 @@ describe('sync --dry-run and --check', () => {
     const t = testEnv();
     try {
       const dry = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, dryRun: true });
-      assert.equal(dry.written.length, 10);
+      assert.equal(dry.written.length, 11);
       assert.ok(!existsSync(t.baseDir), 'dry-run created nothing');
       const check = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, check: true });
-      assert.equal(check.written.length, 10);
+      assert.equal(check.written.length, 11);
       assert.ok(!existsSync(t.baseDir), '--check created nothing');
     } finally {
       t.cleanup();
