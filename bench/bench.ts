@@ -1,0 +1,130 @@
+/**
+ * npm run bench: the generator on a synthetic infra of 250 domains × 20 machines.
+ * End-to-end figures run the built CLI as a user would (a fresh process each time, so start-up is
+ * included); the phase breakdown runs in this process. Medians of several runs.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { enrich } from '../generator/enrich.ts';
+import { inParallel, ensureDirs, writeAtomic } from '../generator/files.ts';
+import { parseFast } from '../generator/load.ts';
+import { mergeManaged } from '../generator/managedBlock.ts';
+import { countForwardRules, renderRuleset } from '../generator/nftables.ts';
+import { checkShape } from '../generator/schema.ts';
+import { planOutputs } from '../generator/sync.ts';
+import { checkSemantics } from '../generator/validate.ts';
+import type { Infra } from '../generator/types.ts';
+import { syntheticInfraText } from './synthetic.ts';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const CLI = join(import.meta.dirname, '..', 'dist', 'generator', 'bin.js');
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const ms = (x: number): string => `${x.toFixed(0).padStart(6)} ms`;
+
+function timeCli(args: string[], env: NodeJS.ProcessEnv): { ms: number; stdout: string } {
+  const start = performance.now();
+  const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8' });
+  const elapsed = performance.now() - start;
+  if (r.status !== 0) throw new Error(`anklume-gen ${args.join(' ')} failed: ${r.stderr}`);
+  return { ms: elapsed, stdout: r.stdout };
+}
+
+function countFiles(dir: string): number {
+  let n = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) n += entry.isDirectory() ? countFiles(join(dir, entry.name)) : 1;
+  return n;
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'anklume-bench-'));
+  try {
+    const text = syntheticInfraText();
+    const infraFile = join(work, 'infra.yml');
+    writeFileSync(infraFile, text);
+    const env = { ...process.env, ANKLUME_CONF_DIR: join(work, 'etc'), ANKLUME_STATE_FILE: join(work, 'state'), NO_COLOR: '1' };
+    console.log(`synthetic infra: 250 domains × 20 machines, ${(text.length / 1024 / 1024).toFixed(2)} MB of YAML, ${RUNS} runs each (median)`);
+    console.log(`machine: ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores, node ${process.version}\n`);
+
+    const full: number[] = [];
+    const resync: number[] = [];
+    const validate: number[] = [];
+    let writtenOnResync = -1;
+    let treeFiles = 0;
+    for (let run = 0; run < RUNS; run++) {
+      // A fresh directory each run: deleting 5,500 files right before would slow the disk down.
+      const base = join(work, `tree-${run}`);
+      full.push(timeCli([infraFile, '--base-dir', base], env).ms);
+      treeFiles = countFiles(base) - 1;
+      const before = statSync(join(base, 'host_vars', 'dom1-m1.yml')).mtimeMs;
+      const again = timeCli([infraFile, '--base-dir', base, '--json'], env);
+      resync.push(again.ms);
+      writtenOnResync = (JSON.parse(again.stdout) as { written: string[] }).written.length;
+      if (statSync(join(base, 'host_vars', 'dom1-m1.yml')).mtimeMs !== before) throw new Error('re-sync touched a file');
+      validate.push(timeCli(['validate', infraFile], env).ms);
+    }
+    console.log('end to end (a new process each run, start-up included)');
+    console.log(`  full sync into an empty directory  ${ms(median(full))}   (${treeFiles} files; target ≤ 1500 ms)`);
+    console.log(`  unchanged re-sync                  ${ms(median(resync))}   (${writtenOnResync} files written; target ≤ 700 ms, 0 files)`);
+    console.log(`  validate                           ${ms(median(validate))}   (target ≤ 800 ms)`);
+
+    const phases = { parse: [] as number[], validate: [] as number[], render: [] as number[], write: [] as number[] };
+    for (let run = 0; run < RUNS; run++) {
+      let t = performance.now();
+      const lap = (into: number[]) => {
+        const now = performance.now();
+        into.push(now - t);
+        t = now;
+      };
+      const raw = parseFast([{ file: infraFile, text, role: 'single' }]);
+      if (!raw) throw new Error('synthetic infra did not parse');
+      lap(phases.parse);
+      if (checkShape(raw).length || checkSemantics(raw, { yolo: false }).errors.length) throw new Error('synthetic infra is invalid');
+      lap(phases.validate);
+      const infra = enrich(raw as unknown as Infra).infra;
+      const files = planOutputs(infra, undefined).map((o) => ({ path: o.path, content: o.managed ? mergeManaged(undefined, o.text()) : o.text() }));
+      lap(phases.render);
+      const base = join(work, `phase-${run}`);
+      await ensureDirs(files.map((f) => join(base, f.path)));
+      await inParallel(files, (f) => writeAtomic(join(base, f.path), f.content));
+      lap(phases.write);
+    }
+    console.log('\nwhere a full sync spends its time (in-process)');
+    for (const [name, xs] of Object.entries(phases)) console.log(`  ${name.padEnd(34)} ${ms(median(xs))}`);
+
+    const rulesetTimes: number[] = [];
+    let ruleset = '';
+    const raw = parseFast([{ file: infraFile, text, role: 'single' }]);
+    const infra = enrich(raw as unknown as Infra).infra;
+    for (let run = 0; run < RUNS; run++) {
+      const start = performance.now();
+      ruleset = renderRuleset(infra, 'dom1');
+      rulesetTimes.push(performance.now() - start);
+    }
+    console.log('\nnftables');
+    console.log(`  render the ruleset                 ${ms(median(rulesetTimes))}   (${(ruleset.length / 1024).toFixed(0)} KiB, ${countForwardRules(ruleset)} rules in the forward chain)`);
+    console.log(`  nft -f in a scratch namespace      ${nftLoad(ruleset, work)}`);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Loads the ruleset with nft inside a network namespace of its own (unshare): never the host's. */
+function nftLoad(ruleset: string, work: string): string {
+  const file = join(work, 'anklume.nft');
+  writeFileSync(file, ruleset);
+  const times: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const r = spawnSync('unshare', ['-n', 'sh', '-c', 'start=$(date +%s%N); nft -f "$1" || exit 1; end=$(date +%s%N); echo $(( (end - start) / 1000000 ))', 'sh', file], { encoding: 'utf8' });
+    if (r.status !== 0) return `skipped (${(r.stderr || r.error?.message || 'unshare -n failed').trim().split('\n')[0]}; needs root and nft)`;
+    times.push(Number(r.stdout.trim()));
+  }
+  return ms(median(times));
+}
+
+await main();
