@@ -129,6 +129,27 @@ describe('sync --dry-run and --check', () => {
   });
 });
 
+describe('names reach file paths only after validation', () => {
+  for (const [label, edit] of [
+    ['a machine named ../../x', (t: string) => t.replace('pro-dev:', '../../x:')],
+    ['a machine named a/b', (t: string) => t.replace('pro-dev:', 'a/b:')],
+    ['a domain named ../up', (t: string) => t.replace('  perso:', '  ../up:')],
+  ] as const) {
+    it(`refuses ${label} and writes nothing, inside or outside the base dir`, async () => {
+      const t = testEnv();
+      try {
+        const bad = join(t.dir, 'bad.yml');
+        writeFileSync(bad, edit(readFileSync(EXAMPLE, 'utf8')));
+        const report = await sync({ infraPath: bad, baseDir: t.baseDir, env: t.env });
+        assert.ok(report.errors.some((e) => /invalid name/.test(e.message)), JSON.stringify(report.errors));
+        assert.deepEqual(readdirSync(t.dir).sort(), ['bad.yml']);
+      } finally {
+        t.cleanup();
+      }
+    });
+  }
+});
+
 describe('generated YAML reads back identically in Ansible (PyYAML, YAML 1.1)', () => {
   it('round-trips quotes, colons, #, newlines and YAML 1.1 booleans', async () => {
     const t = testEnv();
