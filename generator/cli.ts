@@ -3,7 +3,8 @@ import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { stringify } from 'yaml';
 import { readRaw, readSources } from './infra.js';
-import { defaultStreams, jsonError, jsonWarning, printDiagnostics, printJson, type Streams } from './output.js';
+import { jsonError, jsonWarning, printDiagnostics, printJson, type Streams } from './output.js';
+import type { Diagnostic } from './types.js';
 import { isDomainName } from './names.js';
 import { countForwardRules, renderRuleset } from './nftables.js';
 import { effectiveHolder, prepare, sync, type SyncReport } from './sync.js';
@@ -43,6 +44,12 @@ function onePositional(positionals: string[], cwd: string): string {
   return positionals[0] ?? defaultInfra(cwd);
 }
 
+/** Problems with the infra: JSON (the validate shape) for --json, else located lines on stderr. */
+export function reportProblems(inv: Invocation, json: boolean, errors: Diagnostic[], warnings: Diagnostic[]): void {
+  if (json) printJson(inv.streams, { errors: errors.map(jsonError), warnings: warnings.map(jsonWarning) });
+  else printDiagnostics(inv.streams, errors, warnings);
+}
+
 function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean): void {
   for (const line of report.info) streams.err(line);
   if (dryRun || check) {
@@ -73,11 +80,10 @@ const syncCommand: Command = {
     const report = await sync(
       { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, env: inv.env },
     );
-    if (values.json) {
-      if (report.errors.length) printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
-      else printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted });
+    if (values.json && !report.errors.length) {
+      printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted });
     } else {
-      printDiagnostics(inv.streams, report.errors, report.warnings);
+      reportProblems(inv, values.json === true, report.errors, report.warnings);
     }
     if (report.errors.length) {
       if (!values.json) inv.streams.err(`${report.errors.length} error(s) in ${infraPath}; nothing was written.`);
@@ -95,10 +101,8 @@ const validateCommand: Command = {
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
     const { report } = await prepare(infraPath, inv.env);
-    if (values.json) {
-      printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
-    } else {
-      printDiagnostics(inv.streams, report.errors, report.warnings);
+    reportProblems(inv, values.json === true, report.errors, report.warnings);
+    if (!values.json) {
       if (report.errors.length) inv.streams.err(`${report.errors.length} error(s) in ${infraPath}`);
       else inv.streams.out(`${infraPath}: valid`);
     }
@@ -117,16 +121,14 @@ const resolveCommand: Command = {
       const { sources, errors: readErrors } = await readSources(infraPath);
       const { raw, errors } = readErrors.length ? { raw: undefined, errors: readErrors } : readRaw(sources);
       if (!raw) {
-        if (values.json) printJson(inv.streams, { errors: errors.map(jsonError), warnings: [] });
-        else printDiagnostics(inv.streams, errors, []);
+        reportProblems(inv, values.json === true, errors, []);
         return EXIT_FAILED;
       }
       model = raw;
     } else {
       const { report, infra } = await prepare(infraPath, inv.env);
       if (!infra) {
-        if (values.json) printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
-        else printDiagnostics(inv.streams, report.errors, report.warnings);
+        reportProblems(inv, values.json === true, report.errors, report.warnings);
         return EXIT_FAILED;
       }
       if (!values.json) printDiagnostics(inv.streams, [], report.warnings);
@@ -147,8 +149,7 @@ const nftablesCommand: Command = {
     const infraPath = onePositional(positionals, inv.cwd);
     const { report, infra, holder } = await prepare(infraPath, inv.env);
     if (!infra) {
-      if (values.json) printJson(inv.streams, { errors: report.errors.map(jsonError), warnings: report.warnings.map(jsonWarning) });
-      else printDiagnostics(inv.streams, report.errors, report.warnings);
+      reportProblems(inv, values.json === true, report.errors, report.warnings);
       return EXIT_FAILED;
     }
     let aiDomain = effectiveHolder(infra, holder);
