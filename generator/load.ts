@@ -34,13 +34,94 @@ export function isMapping(value: unknown): value is Mapping {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** Aliases could let a small file expand into a huge tree: only the guarded reader handles them. */
-function mayUseAliases(text: string): boolean {
-  return /(^|[\s[{,:-])[&*][^\s,\]}]/m.test(text);
+/**
+ * Aliases could let a small file expand into a huge tree, and tags are read differently by the two
+ * libraries (`key: !` is '' for one and null for the other): only the precise reader handles them.
+ */
+function needsPreciseReader(text: string): boolean {
+  return /(^|[\s[{,:-])([&*][^\s,\]}]|!)/m.test(text);
+}
+
+/**
+ * A plain scalar that resolved to null, a boolean or a number, with the text it was written as.
+ * js-yaml turns a key into `String(value)`, so `010:` would become the key '10' and `1.0:` the key
+ * '1'; the precise reader (`stringKeys`) keeps the text. The source, returned by toString, makes
+ * js-yaml keep it too; values are unwrapped after loading.
+ */
+class Resolved {
+  constructor(
+    readonly value: null | boolean | number,
+    readonly source: string,
+  ) {}
+  toString(): string {
+    return this.source;
+  }
+  // Not '[object Object]': js-yaml would then use '[object Object]' as the key.
+  get [Symbol.toStringTag](): string {
+    return 'Resolved';
+  }
+}
+
+/**
+ * The YAML 1.2 core schema exactly as the `yaml` library resolves it (its tests and resolve
+ * functions), so that both readers give the same model: js-yaml's own core schema differs on
+ * `-0x1F`, `-0`, `+.5`-like forms.
+ */
+const CORE_INT = /^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$/;
+const CORE_FLOAT = /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+|[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*))$/;
+const CORE_NULL = /^(?:~|[Nn]ull|NULL)?$/;
+const CORE_BOOL = /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/;
+
+function resolveInt(text: string): number {
+  if (text.startsWith('0o')) return parseInt(text.slice(2), 8);
+  if (text.startsWith('0x')) return parseInt(text.slice(2), 16);
+  return parseInt(text, 10);
+}
+
+function resolveFloat(text: string): number {
+  if (/^[-+]?\.(?:inf|Inf|INF)$/.test(text)) return text.startsWith('-') ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY;
+  if (/^\.(?:nan|NaN|NAN)$/.test(text)) return NaN;
+  return parseFloat(text);
+}
+
+function coreType(tag: string, test: RegExp, resolve: (text: string) => null | boolean | number): jsyaml.Type {
+  return new jsyaml.Type(`tag:yaml.org,2002:${tag}`, {
+    kind: 'scalar',
+    resolve: (data: string | null) => test.test(data ?? ''),
+    construct: (data: string | null) => new Resolved(resolve(data ?? ''), data ?? ''),
+  });
+}
+
+const FAST_SCHEMA = jsyaml.FAILSAFE_SCHEMA.extend({
+  implicit: [
+    coreType('null', CORE_NULL, () => null),
+    coreType('bool', CORE_BOOL, (t) => t[0] === 't' || t[0] === 'T'),
+    coreType('int', CORE_INT, resolveInt),
+    coreType('float', CORE_FLOAT, resolveFloat),
+  ],
+});
+
+/** Replaces the Resolved wrappers by their values, in place. */
+function unwrap(node: unknown): unknown {
+  if (node instanceof Resolved) return node.value;
+  if (Array.isArray(node)) {
+    for (let i = 0; i < node.length; i++) {
+      if (typeof node[i] === 'object' && node[i] !== null) node[i] = unwrap(node[i]);
+    }
+  } else if (typeof node === 'object' && node !== null) {
+    const map = node as Mapping;
+    for (const key of Object.keys(map)) {
+      const value = map[key];
+      if (typeof value !== 'object' || value === null) continue;
+      // defineProperty: a plain assignment to '__proto__' would change the prototype instead.
+      Object.defineProperty(map, key, { value: unwrap(value), writable: true, enumerable: true, configurable: true });
+    }
+  }
+  return node;
 }
 
 function readFast(source: Source): unknown {
-  return jsyaml.load(source.text, { schema: jsyaml.CORE_SCHEMA, filename: source.file, json: false });
+  return unwrap(jsyaml.load(source.text, { schema: FAST_SCHEMA, filename: source.file, json: false }));
 }
 
 interface Owner {
@@ -211,6 +292,11 @@ function parseDetailed(source: Source): { detailed: Detailed; root: unknown; err
       errors.push({ ...positionOf(detailed, source.file, err.pos[0]), message: `YAML syntax error: ${explainSyntax(firstLine)}` });
     }
   }
+  // An unknown tag (`!foo`) would silently turn its value into a string: infra.yml uses no tags.
+  for (const warning of doc.warnings.filter((w) => w.code === 'TAG_RESOLVE_FAILED').slice(0, 1)) {
+    const text = warning.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+    errors.push({ ...positionOf(detailed, source.file, warning.pos[0]), message: `YAML tag not supported: ${text}; infra files use no tags (remove it, or quote the value)` });
+  }
   if (errors.length > 0) return { detailed, root: undefined, errors, docPrefixToModel: toModel };
   findDuplicateKeys(doc.contents, [], (mapPath, key, _keyPath, offset) => {
     const modelPath = toModel(mapPath);
@@ -316,7 +402,7 @@ export function parsePrecise(sources: Source[]): Parsed {
 export function parseFast(sources: Source[]): Mapping | undefined {
   const roots: unknown[] = [];
   for (const source of sources) {
-    if (mayUseAliases(source.text)) return undefined;
+    if (needsPreciseReader(source.text)) return undefined;
     let root: unknown;
     try {
       root = readFast(source);

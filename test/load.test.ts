@@ -282,3 +282,22 @@ test('YAML 1.1 booleans and octals are strings in infra.yml (read as YAML 1.2 co
   assert.match(result.errors[0]?.message ?? '', /^Domain 'pro': ephemeral must be a boolean, got 'yes'/);
   assert.deepEqual(parseFast(single('a: 010\nb: 0o10\nc: yes\nd: 1e3\n')), parsePrecise(single('a: 010\nb: 0o10\nc: yes\nd: 1e3\n')).raw);
 });
+
+test('numeric-looking keys keep their text in both readers (a domain may be named 010 or 1e3)', () => {
+  const text = VALID.replace('  perso:\n    subnet_id: 1\n', '  010:\n    subnet_id: 1\n').replace('perso-desktop', 'd010') + '  1e3:\n    subnet_id: 3\n';
+  const fast = parseFast(single(text));
+  assert.ok(fast, 'the fast reader accepts it');
+  assert.deepEqual(Object.keys(fast.domains as object), ['ai-tools', 'pro', '010', '1e3']);
+  assert.deepEqual(fast, parsePrecise(single(text)).raw);
+  assert.deepEqual(run(text).errors, []);
+});
+
+test('YAML tags: an unknown one is an error; the non-specific `!` reads the same in both readers', () => {
+  const unknown = run(VALID.replace('subnet_id: 2', 'subnet_id: !num 2'));
+  assert.equal(unknown.errors.length, 1, listing(unknown.errors));
+  assert.match(unknown.errors[0].message, /^YAML tag not supported: .*!num/);
+  located(unknown.errors[0]);
+  const text = VALID.replace('  pro:\n', '  pro:\n    description: !\n');
+  assert.equal(parseFast(single(text)), undefined, 'tags go to the precise reader');
+  assert.equal((run(text).raw?.domains as Record<string, { description: unknown }>).pro.description, '');
+});
