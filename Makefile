@@ -50,7 +50,7 @@ ai-status: build
 	$(GEN) ai-status --infra "$$INFRA"
 
 lint: build
-	npx tsc -p tsconfig.json --noEmit
+	npx tsc -p tsconfig.test.json
 
 test: lint
 	npm test
