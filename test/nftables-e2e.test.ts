@@ -162,7 +162,8 @@ describe('nftables end to end (network namespaces)', { skip: support.ok ? false 
     await mkdir(join(tmp, 'base/nftables'), { recursive: true });
     await writeFile(src, renderRuleset(infra, 'pro'));
     await writeFile(bootConf, '#!/usr/sbin/nft -f\n');
-    const vars = { incus_nftables_src: src, incus_nftables_install_dir: installDir, incus_nftables_boot_conf: bootConf };
+    // anklume_base_dir is what `make nftables` passes; the role finds nftables/anklume.nft under it.
+    const vars = { anklume_base_dir: join(tmp, 'base'), incus_nftables_install_dir: installDir, incus_nftables_boot_conf: bootConf, ansible_python_interpreter: '/usr/bin/python3' };
     const playbook = async (...extra: string[]): Promise<number> => {
       const r = await lab!.host(['env', `ANSIBLE_LOCAL_TEMP=${tmp}/ansible`, 'ANSIBLE_NOCOLOR=1', 'ANSIBLE_LOCALHOST_WARNING=false',
         'ansible-playbook', '-i', 'localhost,', join(ROOT, 'site.yml'), '--tags', 'nftables', '-e', JSON.stringify(vars), ...extra]);
