@@ -3,12 +3,12 @@
  * Reading and writing happen here; deciding what to write is pure (tree, managedBlock).
  */
 import { readdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { digest, filesUntouched, inputKey, loadCache, saveCache, statEntry, type SyncCache } from './cache.js';
 import { readContext, readHolderState, stateFilePath, type HolderState } from './context.js';
 import { enrich } from './enrich.js';
-import { ensureDirs, inParallel, readIfExists, writeAtomic } from './files.js';
+import { ensureDirs, inParallel, listDirs, readIfExists, readListed, writeAtomic } from './files.js';
 import { analyse, readSources } from './infra.js';
 import { managedBlock, mergeManaged } from './managedBlock.js';
 import { renderRuleset, RULESET_FILE } from './nftables.js';
@@ -197,6 +197,7 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
   const outputs = [...planOutputs(infra, holder), ...extraOutputs(infra, holder)];
   const changed: { output: Output; content: string }[] = [];
   const unchanged: Output[] = [];
+  const listings = await listDirs(outputs.map((o) => dirname(join(baseDir, o.path))));
   await inParallel(outputs, async (output) => {
     const target = join(baseDir, output.path);
     const entry = cache?.files[output.path];
@@ -207,7 +208,7 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
         return;
       }
     }
-    const existing = await readIfExists(target);
+    const existing = await readListed(target, listings);
     const content = output.managed ? mergeManaged(existing, output.text()) : output.text();
     if (content === existing) unchanged.push(output);
     else changed.push({ output, content });
