@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { analyse } from '../generator/infra.ts';
 import { enrich } from '../generator/enrich.ts';
 import { liveHolderMatches, renderRuleset, switchBatch } from '../generator/nftables.ts';
+import { liveTableListing, nftApply, nftCheck, NftError, readLiveHolders } from '../generator/nft.ts';
 import type { Infra, NetworkPolicy } from '../generator/types.ts';
 import { canRunNetns, Lab, labSpecFromInfra, type LabMachine } from './helpers/netns.ts';
 
@@ -123,7 +124,14 @@ describe('nftables end to end (network namespaces)', { skip: support.ok ? false 
   });
 
   it('loads the full ruleset and enforces the whole matrix (holder pro)', async () => {
-    await lab!.nft(['-f', '-'], renderRuleset(infra, 'pro'));
+    const netns = lab!.hostNs;
+    assert.equal(await readLiveHolders({ netns }), undefined, 'no table yet');
+    assert.equal(await liveTableListing({ netns }), undefined);
+    await nftCheck(renderRuleset(infra, 'pro'), { netns });
+    await nftApply(renderRuleset(infra, 'pro'), { netns });
+    assert.deepEqual(await readLiveHolders({ netns }), ['pro']);
+    assert.match((await liveTableListing({ netns })) ?? '', /chain forward/);
+    await assert.rejects(nftApply(switchBatch(infra, 'perso', 'guest'), { netns }), NftError, 'a batch for another holder is refused');
     assert.ok(await liveHolder(lab!, 'pro'));
     await spotChecks(lab!, 'pro');
     await checkMatrix(lab!, infra, 'pro');
