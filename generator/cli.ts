@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { stringify } from 'yaml';
+import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
 import { readRaw, readSources } from './infra.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson, type Streams } from './output.js';
 import type { Diagnostic } from './types.js';
@@ -178,6 +179,8 @@ export const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   resolve: resolveCommand,
   nftables: nftablesCommand,
+  'ai-switch': aiSwitchCommand,
+  'ai-status': aiStatusCommand,
 };
 
 function help(name: string | undefined): string {

@@ -1,0 +1,566 @@
+/**
+ * `anklume-gen ai-switch` (spec §8): move exclusive access to ai-tools to another domain, with the
+ * GPU memory flushed in between.
+ *
+ * The promise: at any moment one domain (or none) reaches ai-tools, and what one domain left in GPU
+ * memory is gone before the next gets in. Hence the order: checks → lock → revoke (nobody, and the
+ * state file says so) → stop services → flush → grant (live and persisted) → start → record.
+ * The host-side steps run in one playbook (roles/ai_switch) whose rescue restores the safe state;
+ * when ansible itself dies (signal, crash), this module restores it.
+ *
+ * The first half of this file is pure (checks, plan, texts); the second half does the I/O.
+ */
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { runPlaybook } from './ansible.js';
+import { readLiveHolders, type LiveHolders } from './aiStatus.js';
+import { DEFAULT_AI_SERVICES } from './enrich.js';
+import { writeAtomic } from './files.js';
+import { acquireLock, type Lock } from './lock.js';
+import { nftApply } from './nft.js';
+import { isDomainName } from './names.js';
+import { AI_HOLDER_SET, bridgeOf, renderRuleset, RULESET_FILE, switchBatch, TABLE_FAMILY, TABLE_NAME } from './nftables.js';
+import { evaluate, gather } from './sync.js';
+import { render } from './templates.js';
+import { AI_DOMAIN } from './validate.js';
+import type { Diagnostic, Domain, Infra, Machine } from './types.js';
+
+/** Where `make nftables` installs the ruleset for the host to load at boot (role incus_nftables). */
+export const DEFAULT_INSTALLED_RULESET = '/etc/nftables.d/anklume.nft';
+
+// =============================================================================================
+// Pure: checks
+
+/** A problem with the command line itself (exit 2). */
+export function checkDomainArgument(domain: string | undefined): string | undefined {
+  if (domain === undefined || domain === '') return 'Missing required --domain argument';
+  if (!isDomainName(domain)) return `Invalid domain name: ${domain} (must be DNS-safe)`;
+  return undefined;
+}
+
+/** A problem with the target in this infra (exit 1). */
+export function checkTarget(infra: Infra, domain: string, infraPath: string): string | undefined {
+  if (infra.global.ai_access_policy !== 'exclusive') {
+    return `ai_access_policy is not 'exclusive' in ${infraPath}: every domain may reach ai-tools, there is no exclusive access to switch (set global.ai_access_policy: exclusive)`;
+  }
+  if (domain === AI_DOMAIN) return `Cannot switch AI access to '${AI_DOMAIN}' itself`;
+  if (!(domain in infra.domains)) return `Domain '${domain}' not found in ${infraPath}`;
+  return undefined;
+}
+
+/**
+ * Ansible templates every string it reads; a path holding `{{` would run as Jinja. Paths are the
+ * only user text that reaches the playbook (names are DNS-safe), so they are refused here.
+ */
+export function checkPath(label: string, path: string): string | undefined {
+  return /\{[{%#]/.test(path) ? `${label} ${JSON.stringify(path)} contains '{{', '{%' or '{#', which Ansible would evaluate; use another path` : undefined;
+}
+
+// =============================================================================================
+// Pure: what the infra says about the AI domain
+
+function isGpuDevice(device: unknown): boolean {
+  return typeof device === 'object' && device !== null && (device as { type?: unknown }).type === 'gpu';
+}
+
+/** Same rule as validation: `gpu: true`, a gpu device, or a profile of the domain with one. */
+export function hasGpuAccess(machine: Machine, domain: Domain): boolean {
+  if (machine.gpu === true) return true;
+  if (machine.devices && Object.values(machine.devices).some(isGpuDevice)) return true;
+  return (machine.profiles ?? []).some((p) => Object.values(domain.profiles?.[p]?.devices ?? {}).some(isGpuDevice));
+}
+
+/** The ai-tools machines with GPU access (one under gpu_policy: exclusive, maybe more if shared). */
+export function gpuMachines(infra: Infra): string[] {
+  const ai = infra.domains[AI_DOMAIN];
+  if (!ai) return [];
+  return Object.entries(ai.machines ?? {})
+    .filter(([, m]) => hasGpuAccess(m, ai))
+    .map(([name]) => name)
+    .sort();
+}
+
+export function aiServices(infra: Infra): string[] {
+  return infra.global.ai_services ?? DEFAULT_AI_SERVICES;
+}
+
+// =============================================================================================
+// Pure: the plan
+
+export interface PlanInput {
+  infra: Infra;
+  infraPath: string;
+  /** The live holder: a domain, null (nobody), or undefined when the live set is not one known domain. */
+  from: string | null | undefined;
+  to: string;
+  flush: boolean;
+  stateFile: string;
+  logFile: string;
+  persist: string[];
+}
+
+export interface SwitchPlan {
+  infraPath: string;
+  from: string | null;
+  to: string;
+  /** Flush requested (no --no-flush). */
+  flush: boolean;
+  /** A flush will really happen: requested and there is a GPU machine. */
+  flushes: boolean;
+  project: string;
+  gpuMachines: string[];
+  services: string[];
+  aiBridge: string;
+  newBridge: string;
+  /** Run first: the live holder's elements out (or, holder unknown, the holder set emptied). */
+  revokeBatch: string;
+  /** Run after the flush: the new holder's elements in. */
+  grantBatch: string;
+  /** The net change, as one transaction (what the two batches add up to). */
+  switchBatch: string;
+  /** Full rulesets: the safe state (nobody) and the target, for the host's persisted copies. */
+  rulesetNone: string;
+  rulesetNew: string;
+  stateFile: string;
+  logFile: string;
+  persist: string[];
+  notes: string[];
+}
+
+export function revokeAllBatch(): string {
+  return render('ai-switch/revoke-all.nft.hbs', { family: TABLE_FAMILY, table: TABLE_NAME, set: AI_HOLDER_SET });
+}
+
+export function planSwitch(input: PlanInput): SwitchPlan {
+  const { infra, to } = input;
+  const known = input.from === null || (typeof input.from === 'string' && input.from !== AI_DOMAIN && input.from in infra.domains);
+  const from = known ? (input.from as string | null) : null;
+  const machines = gpuMachines(infra);
+  const services = aiServices(infra);
+  const notes: string[] = [];
+  if (!known) notes.push('the live holder set does not name exactly one known domain: the revoke empties it whatever it holds');
+  if (machines.length === 0) notes.push(`NOTE: no machine of '${AI_DOMAIN}' has GPU access: no service to stop or start, no GPU memory to flush; only network access moves`);
+  else if (services.length === 0) notes.push('NOTE: global.ai_services is empty: no service is stopped or started');
+  return {
+    infraPath: input.infraPath,
+    from,
+    to,
+    flush: input.flush,
+    flushes: input.flush && machines.length > 0,
+    project: AI_DOMAIN,
+    gpuMachines: machines,
+    services,
+    aiBridge: bridgeOf(AI_DOMAIN),
+    newBridge: bridgeOf(to),
+    revokeBatch: known ? switchBatch(infra, from, null) : revokeAllBatch(),
+    grantBatch: switchBatch(infra, null, to),
+    switchBatch: switchBatch(infra, from, to),
+    rulesetNone: renderRuleset(infra, null),
+    rulesetNew: renderRuleset(infra, to),
+    stateFile: input.stateFile,
+    logFile: input.logFile,
+    persist: input.persist,
+    notes,
+  };
+}
+
+export function renderPlaybook(plan: SwitchPlan): string {
+  return render('ai-switch/playbook.yml.hbs', {
+    infraLabel: plan.infraPath,
+    project: plan.project,
+    gpuMachines: plan.gpuMachines,
+    services: plan.services,
+    aiBridge: plan.aiBridge,
+    newBridge: plan.newBridge,
+    stateFile: plan.stateFile,
+    persist: plan.persist,
+  });
+}
+
+/** The per-switch variables, passed as one JSON document (`-e @vars.json`). */
+export function extraVars(plan: SwitchPlan, files: RunFiles): Record<string, unknown> {
+  return {
+    ai_switch_new: plan.to,
+    ai_switch_old: plan.from ?? '',
+    ai_switch_flush: plan.flushes,
+    ai_switch_revoke_batch: files.revoke,
+    ai_switch_grant_batch: files.grant,
+    ai_switch_ruleset_none: files.rulesetNone,
+    ai_switch_ruleset_new: files.rulesetNew,
+    ai_switch_result_file: files.result,
+  };
+}
+
+const label = (holder: string | null) => holder ?? '<none>';
+
+export function securityWarning(plan: Pick<SwitchPlan, 'from' | 'to'>): string {
+  return `SECURITY: --no-flush: GPU memory is NOT flushed. '${plan.to}' may read what '${label(plan.from)}' left in VRAM (model weights, inference caches, prompts). Use --no-flush only when speed matters more than isolation, between domains that trust each other.`;
+}
+
+/** Single-line text for the log (a message from a tool may hold newlines). */
+const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+export function switchLogLine(at: Date, from: string | null, to: string, flushed: boolean): string {
+  return `${at.toISOString()} switched ai-tools access: '${label(from)}' -> '${to}' flush=${flushed}`;
+}
+
+export function failureLogLine(at: Date, from: string | null, to: string, flush: boolean, what: string): string {
+  return `${at.toISOString()} FAILED switch of ai-tools access: '${label(from)}' -> '${to}' flush=${flush}: ${oneLine(what)}; nobody has AI access`;
+}
+
+/** The dry-run text: who, flush or not, what the services and GPU steps touch, the exact nft change. */
+export function describePlan(plan: SwitchPlan): string[] {
+  const lines = [
+    `ai-switch plan (dry run: nothing is changed)`,
+    `  AI access: '${label(plan.from)}' -> '${plan.to}'`,
+    `  GPU machine(s) of ${plan.project}: ${plan.gpuMachines.join(', ') || 'none'}; services: ${plan.services.join(', ') || 'none'}`,
+    `  VRAM flush: ${plan.flushes ? 'yes (kill GPU compute processes, try nvidia-smi --gpu-reset, verify none left)' : 'no'}`,
+    ...plan.notes.map((n) => `  ${n}`),
+    `  Steps: 1 revoke '${label(plan.from)}' (nobody has access), 2 stop services, ${plan.flushes ? '3 flush GPU memory' : '3 (no flush)'}, 4 grant '${plan.to}', 5 start services, 6 record`,
+    `  Would write: ${[...plan.persist, plan.stateFile].join(', ')}; would append to ${plan.logFile}`,
+    `Ruleset change, step 1 (revoke):`,
+    plan.revokeBatch.trimEnd(),
+    `Ruleset change, step 4 (grant):`,
+    plan.grantBatch.trimEnd(),
+  ];
+  if (!plan.flush) lines.push(securityWarning(plan));
+  return lines;
+}
+
+// =============================================================================================
+// I/O
+
+export interface SwitchOptions {
+  infraPath: string;
+  baseDir: string;
+  domain?: string;
+  flush: boolean;
+  dryRun: boolean;
+  stateFile: string;
+  logFile: string;
+  installedRuleset: string;
+  /** How long to wait for another switch to finish (0: fail at once). */
+  waitMs: number;
+  env: NodeJS.ProcessEnv;
+  color: boolean;
+  /** Human progress and ansible's output (stderr). */
+  progress: (line: string) => void;
+  ansibleOutput: (chunk: string) => void;
+}
+
+export type SwitchStatus = 'switched' | 'already' | 'planned' | 'failed' | 'refused';
+
+export interface GpuReport {
+  machine: string;
+  killed: string[];
+  reset: boolean;
+  memory: string[];
+}
+
+export interface SwitchResult {
+  status: SwitchStatus;
+  /** Exit code for the CLI. */
+  code: 0 | 1 | 2;
+  from?: string | null;
+  to?: string;
+  flush?: boolean;
+  messages: string[];
+  errors: Diagnostic[];
+  warnings: Diagnostic[];
+  plan?: SwitchPlan;
+  gpu?: GpuReport[];
+  failedStep?: string;
+  /** After a failure: what the safe state looks like (checked, not assumed). */
+  safe?: { nobodyHasAccess: boolean; stateFileSaysNobody: boolean; servicesStarted: boolean | 'unknown' };
+}
+
+export interface RunFiles {
+  dir: string;
+  playbook: string;
+  vars: string;
+  revoke: string;
+  grant: string;
+  rulesetNone: string;
+  rulesetNew: string;
+  result: string;
+}
+
+interface PlaybookReport {
+  ok: boolean;
+  failed_task?: string;
+  message?: string;
+  revoked?: boolean;
+  services_started?: boolean;
+  gpu?: GpuReport[];
+}
+
+const refused = (code: 1 | 2, message: string, extra: Partial<SwitchResult> = {}): SwitchResult => ({ status: 'refused', code, messages: [message], errors: [{ message }], warnings: [], ...extra });
+
+async function loadInfra(options: SwitchOptions): Promise<{ infra?: Infra; errors: Diagnostic[]; warnings: Diagnostic[]; stateProblem?: string }> {
+  // The state file decides the enrichment's holder; a broken one must not block the switch that
+  // repairs it, so it is read as "nobody" here (the live ruleset says who really has access).
+  const env = { ...options.env, ANKLUME_STATE_FILE: options.stateFile };
+  const gathered = await gather(options.infraPath, env);
+  let prepared = evaluate(gathered);
+  let stateProblem: string | undefined;
+  const stateErrors = prepared.report.errors.filter((e) => e.file === gathered.stateFile && e.line === undefined);
+  if (!prepared.infra && stateErrors.length && stateErrors.length === prepared.report.errors.length) {
+    stateProblem = stateErrors[0].message;
+    prepared = evaluate({ ...gathered, state: { kind: 'none' } });
+  }
+  return { infra: prepared.infra, errors: prepared.report.errors, warnings: prepared.report.warnings, ...(stateProblem ? { stateProblem } : {}) };
+}
+
+function liveFrom(live: LiveHolders & { ok: true }, infra: Infra): string | null | undefined {
+  if (live.holders.length === 0) return null;
+  const [only] = live.holders;
+  return live.holders.length === 1 && only !== AI_DOMAIN && only in infra.domains ? only : undefined;
+}
+
+async function writeRunFiles(plan: SwitchPlan): Promise<RunFiles> {
+  const dir = await mkdtemp(join(tmpdir(), 'anklume-ai-switch-'));
+  const files: RunFiles = {
+    dir,
+    playbook: join(dir, 'ai-switch.yml'),
+    vars: join(dir, 'vars.json'),
+    revoke: join(dir, 'revoke.nft'),
+    grant: join(dir, 'grant.nft'),
+    rulesetNone: join(dir, 'ruleset-none.nft'),
+    rulesetNew: join(dir, 'ruleset-new.nft'),
+    result: join(dir, 'result.json'),
+  };
+  await Promise.all([
+    writeFile(files.playbook, renderPlaybook(plan)),
+    writeFile(files.vars, JSON.stringify(extraVars(plan, files), null, 2) + '\n'),
+    writeFile(files.revoke, plan.revokeBatch),
+    writeFile(files.grant, plan.grantBatch),
+    writeFile(files.rulesetNone, plan.rulesetNone),
+    writeFile(files.rulesetNew, plan.rulesetNew),
+  ]);
+  return files;
+}
+
+async function readReport(path: string): Promise<PlaybookReport | undefined> {
+  try {
+    const value = JSON.parse(await readFile(path, 'utf8')) as PlaybookReport;
+    return typeof value === 'object' && value !== null && typeof value.ok === 'boolean' ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function appendLog(path: string, line: string): Promise<string | undefined> {
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await appendFile(path, line + '\n');
+    return undefined;
+  } catch (err) {
+    return `could not append to ${path}: ${(err as Error).message}`;
+  }
+}
+
+async function writeState(path: string, content: string): Promise<boolean> {
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await writeAtomic(path, content, 0o644);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function tool(argv: string[], env: NodeJS.ProcessEnv): Promise<{ ok: boolean; detail: string }> {
+  const r = await execa(argv[0], argv.slice(1), { env, extendEnv: false, reject: false, stdin: 'ignore', timeout: 60_000 });
+  return { ok: r.exitCode === 0, detail: String(r.stderr || r.shortMessage || '').trim() };
+}
+
+/**
+ * The safe state, restored from here: after ansible died without its rescue (signal, crash), or
+ * to double-check after the rescue ran. Every step is attempted whatever the previous one did.
+ */
+async function restoreSafeState(plan: SwitchPlan, env: NodeJS.ProcessEnv, rescueRan: boolean): Promise<NonNullable<SwitchResult['safe']> & { problems: string[] }> {
+  const problems: string[] = [];
+  let live = await readLiveHolders();
+  if (!rescueRan || !live.ok || live.holders.length > 0) {
+    await nftApply(revokeAllBatch()).catch((err: Error) => problems.push(`emptying the holder set failed: ${err.message}`));
+    // A partial switch may have left allow elements: replace the table by the no-holder ruleset.
+    if (!rescueRan) await nftApply(plan.rulesetNone).catch((err: Error) => problems.push(`reloading the no-holder ruleset failed: ${err.message}`));
+    live = await readLiveHolders();
+  }
+  const nobodyHasAccess = live.ok && live.holders.length === 0;
+  if (!live.ok) problems.push(live.error);
+  let servicesStarted: boolean | 'unknown' = 'unknown';
+  if (!rescueRan) {
+    for (const path of plan.persist) {
+      if (!(await writeState(path, plan.rulesetNone))) problems.push(`could not write the no-holder ruleset to ${path}`);
+    }
+    servicesStarted = true;
+    if (plan.services.length) {
+      for (const machine of plan.gpuMachines) {
+        const r = await tool(['incus', 'exec', machine, '--project', plan.project, '--', 'systemctl', 'start', ...plan.services], env);
+        if (!r.ok) {
+          servicesStarted = false;
+          problems.push(`starting the services on ${machine} failed: ${r.detail}`);
+        }
+      }
+    }
+  }
+  const stateFileSaysNobody = await writeState(plan.stateFile, '');
+  if (!stateFileSaysNobody) problems.push(`could not write ${plan.stateFile}`);
+  return { nobodyHasAccess, stateFileSaysNobody, servicesStarted, problems };
+}
+
+/** Forwards ansible's output line by line (the streams add a newline to each write). */
+function lineSplitter(write: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
+  let pending = '';
+  return {
+    push(chunk) {
+      pending += chunk;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) write(line);
+    },
+    flush() {
+      if (pending) write(pending);
+      pending = '';
+    },
+  };
+}
+
+export async function aiSwitch(options: SwitchOptions): Promise<SwitchResult> {
+  // 1. Checks: command line, infra, target, paths. Nothing is touched before they all pass.
+  const argProblem = checkDomainArgument(options.domain);
+  if (argProblem) return refused(2, argProblem);
+  const to = options.domain as string;
+  const persist = [options.installedRuleset, join(options.baseDir, RULESET_FILE)].map((p) => resolve(p));
+  for (const [what, path] of [['--state-file', options.stateFile], ['--installed-ruleset', persist[0]], ['--base-dir', persist[1]]] as const) {
+    const bad = checkPath(what, path);
+    if (bad) return refused(2, bad);
+  }
+  const loaded = await loadInfra(options);
+  if (!loaded.infra) return { status: 'refused', code: 1, messages: [`${options.infraPath} is not valid: fix it first (anklume-gen validate ${options.infraPath})`], errors: loaded.errors, warnings: loaded.warnings };
+  const infra = loaded.infra;
+  const targetProblem = checkTarget(infra, to, options.infraPath);
+  if (targetProblem) return refused(1, targetProblem, { warnings: loaded.warnings });
+  const warnings: Diagnostic[] = [...loaded.warnings];
+  if (loaded.stateProblem) warnings.push({ message: `${loaded.stateProblem} (read as "nobody"; this switch rewrites it)` });
+
+  // 2. Lock (not for a dry run: it writes nothing, not even a lock file).
+  let lock: Lock | undefined;
+  if (!options.dryRun) {
+    try {
+      lock = await acquireLock(`${options.stateFile}.lock`, { waitMs: options.waitMs });
+    } catch (err) {
+      return refused(1, (err as Error).message, { warnings });
+    }
+    if (lock.recovered) options.progress(`NOTE: took over a stale lock left by pid ${lock.recovered.pid} (started ${lock.recovered.startedAt}), which is no longer running`);
+  }
+  try {
+    return await switchLocked(options, infra, to, persist, warnings);
+  } finally {
+    await lock?.release();
+  }
+}
+
+async function switchLocked(options: SwitchOptions, infra: Infra, to: string, persist: string[], warnings: Diagnostic[]): Promise<SwitchResult> {
+  const stateEnv = { ...options.env, ANKLUME_STATE_FILE: options.stateFile };
+  // Read again under the lock: the switch that held it may have changed both.
+  const [gathered, live] = await Promise.all([gather(options.infraPath, stateEnv), readLiveHolders()]);
+  const state = gathered.state;
+  const stateSays = state.kind === 'domain' ? state.domain : state.kind === 'absent' ? (infra.global.ai_access_default ?? null) : null;
+  if (!live.ok && !options.dryRun) return refused(1, live.error, { warnings });
+
+  // 3. Already the holder — on the wire and in the state file: nothing to do, nothing touched.
+  if (live.ok && stateSays === to && live.holders.length === 1 && live.holders[0] === to) {
+    return { status: 'already', code: 0, from: to, to, messages: [`AI access is already set to '${to}'. Nothing to do.`], errors: [], warnings };
+  }
+  const from = live.ok ? liveFrom(live, infra) : stateSays;
+  if (live.ok && state.kind !== 'corrupt' && !(from === stateSays)) {
+    warnings.push({ message: `the state file says ${stateSays === null ? 'nobody' : `'${stateSays}'`} holds AI access, the live ruleset says ${live.holders.length ? live.holders.map((h) => `'${h}'`).join(', ') : 'nobody'}: the switch starts from the live ruleset` });
+  }
+  const plan = planSwitch({ infra, infraPath: options.infraPath, from, to, flush: options.flush, stateFile: options.stateFile, logFile: options.logFile, persist });
+  if (!live.ok) plan.notes.push(`NOTE: ${live.error}; the plan starts from the state file`);
+
+  if (options.dryRun) return { status: 'planned', code: 0, from: plan.from, to, flush: plan.flushes, messages: describePlan(plan), errors: [], warnings, plan };
+
+  for (const note of plan.notes) options.progress(note);
+  if (!options.flush) options.progress(securityWarning(plan));
+  options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes})`);
+
+  const files = await writeRunFiles(plan);
+  const abort = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  // From here a signal must not kill us half-way: it stops ansible, then the safe state is restored.
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = sig;
+    options.progress(`ai-switch: ${sig} received: stopping the switch and restoring the safe state (nobody has AI access)`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  const out = lineSplitter(options.ansibleOutput);
+  try {
+    const run = await runPlaybook({ playbook: files.playbook, varsFile: files.vars, env: options.env, color: options.color, onOutput: out.push, signal: abort.signal });
+    out.flush();
+    const report = await readReport(files.result);
+    if (run.ok && report?.ok && !interrupted) {
+      return await finishSuccess(plan, options, warnings, report);
+    }
+    const rescueRan = report !== undefined && report.ok === false;
+    const step = interrupted ? `interrupted by ${interrupted}` : report?.failed_task ? `${report.failed_task}` : run.spawnError ? `starting ansible-playbook: ${run.spawnError}` : `ansible-playbook ended (${run.signal ? `signal ${run.signal}` : `exit ${run.exitCode}`}) without reporting`;
+    const detail = report?.message ? `: ${report.message}` : '';
+    const safe = await restoreSafeState(plan, options.env, rescueRan && !interrupted);
+    if (rescueRan && report?.services_started !== undefined) safe.servicesStarted = report.services_started;
+    return await finishFailure(plan, options, warnings, `${step}${detail}`, step, safe, report?.gpu);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
+    if (!options.env.ANKLUME_KEEP_RUN_DIR) await rm(files.dir, { recursive: true, force: true });
+    else options.progress(`ai-switch: run files kept in ${files.dir}`);
+  }
+}
+
+async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings: Diagnostic[], report: PlaybookReport): Promise<SwitchResult> {
+  // Trust, but check: the wire and the state file must both name the new holder.
+  const [live, state] = await Promise.all([readLiveHolders(), readFile(plan.stateFile, 'utf8').catch(() => undefined)]);
+  if (!live.ok || live.holders.length !== 1 || live.holders[0] !== plan.to || state !== `${plan.to}\n`) {
+    const safe = await restoreSafeState(plan, options.env, false);
+    const seen = live.ok ? (live.holders.join(', ') || 'nobody') : live.error;
+    return finishFailure(plan, options, warnings, `final check: the live holder set names ${seen} and the state file holds ${JSON.stringify(state)}`, 'final check', safe, report.gpu);
+  }
+  const logProblem = await appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes));
+  if (logProblem) warnings.push({ message: logProblem });
+  const messages = [`AI access switched: '${label(plan.from)}' -> '${plan.to}' (flush: ${plan.flushes})`];
+  for (const g of report.gpu ?? []) {
+    messages.push(`  ${g.machine}: killed ${g.killed.length ? g.killed.join(', ') : 'no process'}; GPU reset ${g.reset ? 'done' : 'not done (WARNING: freed memory was not cleared by a reset)'}; memory in use: ${g.memory.join('; ') || 'unknown'}`);
+    if (!g.reset) warnings.push({ message: `nvidia-smi --gpu-reset failed on ${g.machine}: the compute processes were killed, but their freed GPU memory was not cleared by a reset` });
+  }
+  return { status: 'switched', code: 0, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors: [], warnings, plan, ...(report.gpu ? { gpu: report.gpu } : {}) };
+}
+
+async function finishFailure(
+  plan: SwitchPlan,
+  options: SwitchOptions,
+  warnings: Diagnostic[],
+  what: string,
+  step: string,
+  safe: NonNullable<SwitchResult['safe']> & { problems: string[] },
+  gpu: GpuReport[] | undefined,
+): Promise<SwitchResult> {
+  const logProblem = await appendLog(plan.logFile, failureLogLine(new Date(), plan.from, plan.to, plan.flushes, what));
+  const finish = `make ai-switch DOMAIN=${plan.to}${plan.flush ? '' : ' NO_FLUSH=1'}`;
+  const messages = [
+    `ai-switch failed: ${what}`,
+    safe.nobodyHasAccess ? 'Nobody has AI access now (the safe state).' : 'WARNING: could not confirm that nobody has AI access: check with anklume-gen ai-status.',
+    `State file ${plan.stateFile}: ${safe.stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; services: ${safe.servicesStarted === true ? 'started again' : safe.servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
+    `To finish, fix the cause and run again: ${finish}`,
+  ];
+  const errors: Diagnostic[] = [{ message: `ai-switch failed: ${what}` }, ...safe.problems.map((message) => ({ message }))];
+  if (logProblem) warnings.push({ message: logProblem });
+  return { status: 'failed', code: 1, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors, warnings, plan, failedStep: step, safe: { nobodyHasAccess: safe.nobodyHasAccess, stateFileSaysNobody: safe.stateFileSaysNobody, servicesStarted: safe.servicesStarted }, ...(gpu ? { gpu } : {}) };
+}
