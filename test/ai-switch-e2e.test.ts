@@ -1,0 +1,344 @@
+/**
+ * ai-switch end to end: the real CLI runs the real ansible-playbook inside the host namespace of a
+ * network lab (test/helpers/netns.ts: bridges net-<domain>, one namespace per machine, the generated
+ * ruleset loaded), so every nft call acts on the lab, never on this machine's own namespace.
+ *
+ * STAND-INS: `incus`, `nvidia-smi` and `systemctl` cannot run here; recording stand-ins
+ * (test/fixtures/standins/, test/helpers/standins.ts) are first on PATH, plus a wrapper around the
+ * real nft that journals its calls. Every journal line carries the live holder set at that moment,
+ * so the order "revoke before stop/flush, grant after" is checked against the kernel's state.
+ * Who reaches whom is proven with real TCP connections. Needs root.
+ */
+import { after, before, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import { analyse } from '../generator/infra.ts';
+import { enrich } from '../generator/enrich.ts';
+import { renderRuleset, switchBatch } from '../generator/nftables.ts';
+import type { Infra } from '../generator/types.ts';
+import { runCli } from './helpers/cli.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+import { canRunNetns, Lab, labSpecFromInfra, type ProbeResult } from './helpers/netns.ts';
+import { StandIns, type JournalEntry } from './helpers/standins.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
+const BIN = join(ROOT, 'generator/bin.ts');
+const AI_PORT = 11434;
+const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '([a-z0-9-]+)' flush=(true|false)$/;
+const FAILED_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z FAILED switch of ai-tools access: '[^']+' -> 'perso' flush=(true|false): .*; nobody has AI access$/;
+
+async function fixture(): Promise<Infra> {
+  const text = await readFile(FIXTURE, 'utf8');
+  const a = analyse([{ file: FIXTURE, text, role: 'single' }], { yolo: false });
+  assert.ok(a.infra, JSON.stringify(a.errors));
+  return enrich(a.infra).infra;
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const support = await canRunNetns();
+
+describe('ai-switch end to end (network namespaces, real ansible-playbook, stand-ins for incus/nvidia-smi/systemctl)', { skip: support.ok ? false : support.why }, () => {
+  let lab: Lab | undefined;
+  let standins: StandIns | undefined;
+  let t: TestEnv;
+  let infra: Infra;
+  let installed: string;
+  let baseCopy: string;
+  let stateFile: string;
+  let logFile: string;
+
+  /** The CLI as a real process inside the lab's host namespace, stand-ins first on PATH. */
+  function start(args: string[], tag?: string): ResultPromise<{ reject: false; extendEnv: false; env: NodeJS.ProcessEnv }> {
+    const env = standins!.env(t.env, tag);
+    return execa('ip', ['netns', 'exec', lab!.hostNs, process.execPath, '--import', 'tsx', BIN, ...args], { env, extendEnv: false, reject: false, cwd: ROOT });
+  }
+
+  async function cli(args: string[], tag?: string): Promise<Run> {
+    const r = await start(args, tag);
+    return { code: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  }
+
+  const switchArgs = (...extra: string[]) => ['ai-switch', '--infra', FIXTURE, '--base-dir', t.baseDir, '--installed-ruleset', installed, ...extra];
+
+  /** Who reaches the inference port of gpu-server, plus one unrelated flow that must never change. */
+  async function wire(): Promise<{ pro: ProbeResult; perso: ProbeResult; guest: ProbeResult; unrelated: ProbeResult }> {
+    const [pro, perso, guest, unrelated] = await lab!.probeMany([
+      { from: 'pro-dev', to: 'gpu-server', port: AI_PORT },
+      { from: 'perso-desktop', to: 'gpu-server', port: AI_PORT },
+      { from: 'guest-box', to: 'gpu-server', port: AI_PORT },
+      { from: 'pro-dev', to: 'guest-box', port: 80 },
+    ]);
+    return { pro, perso, guest, unrelated };
+  }
+
+  async function liveHolders(): Promise<string[]> {
+    const out = await lab!.nft(['-j', 'list', 'set', 'inet', 'anklume', 'ai_holder']);
+    const set = (JSON.parse(out) as { nftables: { set?: { elem?: string[] } }[] }).nftables.find((i) => i.set)?.set;
+    return set?.elem ?? [];
+  }
+
+  /** The kernel's listing of a ruleset loaded alone in a throwaway namespace (inside the lab). */
+  async function listing(text: string): Promise<string> {
+    const file = join(t.dir, 'listing.nft');
+    writeFileSync(file, text);
+    const r = await lab!.host(['unshare', '--net', '--', 'sh', '-c', 'nft -f "$1" && nft -s list table inet anklume', 'sh', file]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    return r.stdout;
+  }
+
+  /** Back to "pro holds access, nothing recorded yet" without an ansible run. */
+  async function resetTo(holder: string): Promise<void> {
+    await lab!.nft(['-f', '-'], renderRuleset(infra, holder));
+    mkdirSync(join(t.dir, 'state'), { recursive: true });
+    writeFileSync(stateFile, `${holder}\n`);
+    standins!.reset();
+  }
+
+  const index = (journal: JournalEntry[], pred: (e: JournalEntry) => boolean, what: string): number => {
+    const i = journal.findIndex(pred);
+    assert.ok(i >= 0, `no journal entry for ${what}:\n${journal.map((e) => `${e.tool} ${e.args}`).join('\n')}`);
+    return i;
+  };
+  const isCall = (tool: string, fragment: string) => (e: JournalEntry) => e.tool === tool && e.args.includes(fragment);
+  const GPU_TOOLS = new Set(['incus', 'systemctl', 'nvidia-smi']);
+
+  before(async () => {
+    infra = await fixture();
+    t = testEnv('anklume-ai-e2e-');
+    installed = join(t.dir, 'etc-nftables.d', 'anklume.nft');
+    baseCopy = join(t.baseDir, 'nftables', 'anklume.nft');
+    stateFile = t.env.ANKLUME_STATE_FILE!;
+    logFile = t.env.ANKLUME_LOG_FILE!;
+    standins = StandIns.create();
+    lab = await Lab.create(labSpecFromInfra(infra), { prefix: 'akai' });
+    await lab.listen([AI_PORT, 80]);
+    await lab.nft(['-f', '-'], renderRuleset(infra, 'pro'));
+  });
+
+  after(async () => {
+    await lab?.teardown();
+    standins?.cleanup();
+    t?.cleanup();
+  });
+
+  beforeEach(() => standins!.reset());
+
+  it('starts with pro holding AI access (default), perso and guest shut out', async () => {
+    assert.deepEqual(await wire(), { pro: 'open', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+    const status = await cli(['ai-status', '--infra', FIXTURE, '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    const s = JSON.parse(status.stdout);
+    assert.equal(s.holder, 'pro');
+    assert.equal(s.holder_source, 'default (no switch yet)');
+    assert.deepEqual(s.live, { holders: ['pro'], agrees: true });
+  });
+
+  it('--dry-run changes nothing and prints old -> new, flush, the exact nft change (and SECURITY with --no-flush)', async () => {
+    const r = await cli(switchArgs('--domain', 'perso', '--dry-run'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /'pro' -> 'perso'/);
+    assert.match(r.stdout, /VRAM flush: yes/);
+    assert.ok(r.stdout.includes(switchBatch(infra, 'pro', null).trimEnd()), r.stdout);
+    assert.ok(r.stdout.includes(switchBatch(infra, null, 'perso').trimEnd()), r.stdout);
+    const nf = await cli(switchArgs('--domain', 'perso', '--dry-run', '--no-flush', '--json'));
+    assert.equal(nf.code, 0, nf.stderr);
+    const j = JSON.parse(nf.stdout);
+    assert.equal(j.status, 'planned');
+    assert.equal(j.from, 'pro');
+    assert.equal(j.flush, false);
+    assert.equal(j.revoke_batch, switchBatch(infra, 'pro', null));
+    assert.ok(j.messages.some((m: string) => m.startsWith('SECURITY: --no-flush')));
+    for (const path of [stateFile, logFile, installed, baseCopy, `${stateFile}.lock`]) assert.equal(existsSync(path), false, `${path} was written`);
+    assert.deepEqual(await liveHolders(), ['net-pro']);
+    assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), [], 'only reads');
+  });
+
+  it('switches to perso: revoke, stop, flush, grant, start — on the wire, in the journal, on disk', async () => {
+    const held = await lab!.hold('pro-dev', 'gpu-server', AI_PORT);
+    try {
+      assert.equal(await held.ping(), true, 'pro has a working connection before the switch');
+      standins!.gpuPids(['4242', '4243']);
+      standins!.resetFails(true);
+      const r = await cli(switchArgs('--domain', 'perso'));
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /AI access switched: 'pro' -> 'perso' \(flush: true\)/);
+      assert.match(r.stdout, /killed 4242, 4243/);
+      assert.match(r.stderr, /WARNING: nvidia-smi --gpu-reset failed on gpu-server/, 'a failed reset is a warning');
+
+      assert.deepEqual(await wire(), { pro: 'timeout', perso: 'open', guest: 'timeout', unrelated: 'open' });
+      assert.equal(await held.ping(400), false, "pro's connection opened before the switch carries nothing after it");
+    } finally {
+      held.close();
+    }
+
+    const journal = standins!.journal();
+    const revoke = index(journal, isCall('nft', '-f revoke.nft rc=0'), 'the revoke');
+    const stop = index(journal, isCall('incus', 'systemctl stop ollama speaches'), 'stop');
+    const query = index(journal, isCall('incus', 'nvidia-smi --query-compute-apps=pid --format=csv,noheader'), 'the pid query');
+    const kill = index(journal, isCall('incus', 'kill -9 4242 4243'), 'the kill');
+    const reset = index(journal, isCall('incus', 'nvidia-smi --gpu-reset'), 'the reset');
+    const verify = journal.findIndex((e, i) => i > reset && isCall('incus', '--query-compute-apps=pid')(e));
+    const grant = index(journal, isCall('nft', '-f grant.nft rc=0'), 'the grant');
+    const startAt = index(journal, isCall('incus', 'systemctl start ollama speaches'), 'start');
+    assert.ok(revoke < stop && stop < query && query < kill && kill < reset && reset < verify && verify < grant && grant < startAt, `order: ${[revoke, stop, query, kill, reset, verify, grant, startAt]}`);
+    assert.deepEqual(journal[revoke].holders, [], 'the holder set is empty right after the revoke');
+    for (const e of journal.slice(0, grant).filter((x) => GPU_TOOLS.has(x.tool))) assert.deepEqual(e.holders, [], `nobody holds access during ${e.tool} ${e.args}`);
+    assert.deepEqual(journal[grant].holders, ['net-perso']);
+    assert.deepEqual(journal[startAt].holders, ['net-perso']);
+    assert.ok(journal.every((e) => e.tool !== 'incus' || e.args.startsWith('exec gpu-server --project ai-tools -- ')), 'every GPU command runs in the GPU machine of ai-tools');
+
+    assert.equal(readFileSync(stateFile, 'utf8'), 'perso\n');
+    const log = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+    assert.equal(log.length, 1);
+    assert.match(log[0], LOG_LINE);
+    assert.ok(log[0].endsWith("switched ai-tools access: 'pro' -> 'perso' flush=true"));
+    const expected = renderRuleset(infra, 'perso');
+    assert.equal(readFileSync(installed, 'utf8'), expected, 'the installed copy agrees');
+    assert.equal(readFileSync(baseCopy, 'utf8'), expected, '<base-dir>/nftables/anklume.nft agrees');
+    const live = await lab!.nft(['-s', 'list', 'table', 'inet', 'anklume']);
+    assert.equal(live, await listing(expected), 'the live table is exactly a fresh load of the ruleset for perso');
+  });
+
+  it('a later sync keeps perso in nftables/anklume.nft; ai-status agrees and shows the history', async () => {
+    const s = await runCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env);
+    assert.equal(s.code, 0, s.stderr);
+    assert.equal(readFileSync(baseCopy, 'utf8'), renderRuleset(infra, 'perso'));
+    const status = await cli(['ai-status', '--infra', FIXTURE]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /AI access holder: perso \(state file/);
+    assert.match(status.stdout, /Live ruleset: agrees \(ai_holder: net-perso\)/);
+    assert.match(status.stdout, /switched ai-tools access: 'pro' -> 'perso' flush=true/);
+  });
+
+  it('already the holder: says so, exits 0, touches nothing', async () => {
+    const before = { state: statSync(stateFile).mtimeMs, log: readFileSync(logFile, 'utf8') };
+    const r = await cli(switchArgs('--domain', 'perso'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /AI access is already set to 'perso'\. Nothing to do\./);
+    assert.equal(statSync(stateFile).mtimeMs, before.state);
+    assert.equal(readFileSync(logFile, 'utf8'), before.log);
+    assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), []);
+  });
+
+  it('--no-flush skips every flush call, warns SECURITY, logs flush=false; a stale lock is taken over', async () => {
+    const dead = await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, ['-e', '0']);
+      child.on('exit', () => resolve(child.pid!));
+    });
+    writeFileSync(`${stateFile}.lock`, JSON.stringify({ pid: dead, startedAt: 'earlier', token: 'stale' }));
+    const r = await cli(switchArgs('--domain', 'pro', '--no-flush'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /SECURITY: --no-flush: GPU memory is NOT flushed/);
+    assert.match(r.stderr, new RegExp(`took over a stale lock left by pid ${dead}`));
+    const journal = standins!.journal();
+    assert.equal(journal.filter((e) => e.tool === 'nvidia-smi' || e.args.includes('nvidia-smi') || e.args.includes('kill')).length, 0, 'no flush call');
+    assert.ok(journal.some(isCall('incus', 'systemctl stop')) && journal.some(isCall('incus', 'systemctl start')), 'services still stopped and started');
+    assert.deepEqual(await wire(), { pro: 'open', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+    assert.ok(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!.endsWith("switched ai-tools access: 'perso' -> 'pro' flush=false"));
+    assert.equal(existsSync(`${stateFile}.lock`), false, 'the lock is released');
+  });
+
+  // A failing stand-in (or nft) at each step after the revoke: nobody keeps access, the services
+  // are started again, the state file says nobody, the failure is logged, the message says how to finish.
+  const failures: { step: string; setup: (s: StandIns) => void; task: RegExp }[] = [
+    { step: 'stop', setup: (s) => s.fail('systemctl stop'), task: /Stop the GPU services/ },
+    { step: 'pid query', setup: (s) => s.fail('--query-compute-apps'), task: /List the GPU compute processes/ },
+    { step: 'kill', setup: (s) => (s.gpuPids(['77']), s.fail('kill -9')), task: /Kill the remaining GPU compute processes/ },
+    { step: 'verify', setup: (s) => (s.gpuPids(['77', '78']), s.sticky(['78'])), task: /Verify that no GPU compute process is left/ },
+    { step: 'start', setup: (s) => s.fail('systemctl start'), task: /Start the GPU services/ },
+    { step: 'nft grant', setup: (s) => s.fail('-f grant.nft'), task: /Grant AI access to the new holder/ },
+  ];
+  for (const f of failures) {
+    it(`a failure at ${f.step} leaves nobody with access and a truthful state file`, async () => {
+      await resetTo('pro');
+      f.setup(standins!);
+      const r = await cli(switchArgs('--domain', 'perso'));
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, f.task);
+      assert.match(r.stderr, /Nobody has AI access now/);
+      assert.match(r.stderr, /To finish, fix the cause and run again: make ai-switch DOMAIN=perso/);
+      assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+      assert.deepEqual(await liveHolders(), []);
+      assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody');
+      assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'the boot copy gives nobody access');
+      assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, FAILED_LINE);
+      const journal = standins!.journal();
+      const failedAt = index(journal, (e) => e.tool === 'FAIL' || (f.step === 'verify' && isCall('incus', '--query-compute-apps')(e) && journal.indexOf(e) > journal.findIndex(isCall('incus', 'kill'))), 'the failure');
+      const restarted = journal.findIndex((e, i) => i > failedAt && isCall('incus', 'systemctl start')(e));
+      assert.ok(restarted > failedAt, 'the services are started again after the failure');
+      assert.deepEqual(journal[restarted].holders, [], 'and nobody holds access when they come back');
+      const status = await cli(['ai-status', '--infra', FIXTURE, '--json']);
+      const s = JSON.parse(status.stdout);
+      assert.equal(s.holder, null);
+      assert.equal(s.live.agrees, true);
+    });
+  }
+
+  it('SIGTERM during the switch: ansible is stopped and the safe state restored', async () => {
+    await resetTo('pro');
+    standins!.slow(5, 'systemctl stop');
+    const child = start(switchArgs('--domain', 'perso'));
+    const deadline = Date.now() + 20_000;
+    while (!standins!.journal().some(isCall('incus', 'systemctl stop'))) {
+      assert.ok(Date.now() < deadline, 'the switch never reached the stop step');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const signalled = Date.now() / 1000;
+    child.kill('SIGTERM');
+    const r = await child;
+    assert.equal(r.exitCode, 1, String(r.stderr));
+    assert.match(String(r.stderr), /interrupted by SIGTERM/);
+    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+    assert.equal(readFileSync(stateFile, 'utf8'), '');
+    assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, /FAILED .*interrupted by SIGTERM/);
+    assert.ok(standins!.journal().some((e) => e.t > signalled && isCall('incus', 'systemctl start')(e)), 'services started again after the signal');
+    assert.equal(existsSync(`${stateFile}.lock`), false);
+  });
+
+  it('two concurrent switches never interleave: one waits (--wait), one without --wait fails fast', async () => {
+    await resetTo('pro');
+    standins!.slow(1, 'systemctl stop');
+    const a = start(switchArgs('--domain', 'perso'), 'A');
+    const deadline = Date.now() + 20_000;
+    while (!existsSync(`${stateFile}.lock`)) {
+      assert.ok(Date.now() < deadline, 'A never took the lock');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const b = start(switchArgs('--domain', 'guest', '--wait', '120'), 'B');
+    const c = await cli(switchArgs('--domain', 'guest'), 'C');
+    assert.equal(c.code, 1);
+    assert.match(c.stderr, /Another ai-switch is running \(pid \d+, started [^)]+\); wait for it to finish, or use --wait SECONDS/);
+    const [ra, rb] = await Promise.all([a, b]);
+    assert.equal(ra.exitCode, 0, String(ra.stderr));
+    assert.equal(rb.exitCode, 0, String(rb.stderr));
+    const journal = standins!.journal();
+    const ofA = journal.filter((e) => e.tag === 'A');
+    const ofB = journal.filter((e) => e.tag === 'B');
+    assert.ok(ofA.length > 5 && ofB.length > 5);
+    assert.equal(journal.filter((e) => e.tag === 'C').length, 0, 'the refused switch touched nothing');
+    assert.ok(Math.max(...ofA.map((e) => e.t)) < Math.min(...ofB.map((e) => e.t)), 'every call of A happened before every call of B');
+    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'open', unrelated: 'open' });
+    assert.equal(readFileSync(stateFile, 'utf8'), 'guest\n');
+    const last = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-2);
+    assert.ok(last[0].endsWith("'pro' -> 'perso' flush=true") && last[1].endsWith("'perso' -> 'guest' flush=true"), last.join('\n'));
+  });
+
+  it('ai-status says when the live ruleset disagrees with the state file', async () => {
+    await lab!.nft(['-f', '-'], switchBatch(infra, 'guest', 'pro'));
+    const r = await cli(['ai-status', '--infra', FIXTURE]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /AI access holder: guest/);
+    assert.match(r.stdout, /Live ruleset: DISAGREES \(ai_holder: net-pro\)/);
+  });
+});

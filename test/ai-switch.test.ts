@@ -1,0 +1,307 @@
+/**
+ * ai-switch without a network: the checks and their messages (spec §8), the plan (pure), the lock,
+ * the rendered playbook (ansible-playbook --syntax-check) and the atomic file writer of the role.
+ * No nft here: every test below stops before the live ruleset is read. The switch itself, against a
+ * real ruleset in network namespaces with recording stand-ins, is test/ai-switch-e2e.test.ts.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { ansibleEnv, ROLES_DIR } from '../generator/ansible.ts';
+import { checkDomainArgument, checkPath, describePlan, extraVars, failureLogLine, gpuMachines, planSwitch, renderPlaybook, securityWarning, switchLogLine, type SwitchPlan } from '../generator/aiSwitch.ts';
+import { agrees, formatStatus, stateHolder } from '../generator/aiStatus.ts';
+import { acquireLock, LockBusyError } from '../generator/lock.ts';
+import { enrich } from '../generator/enrich.ts';
+import { analyse } from '../generator/infra.ts';
+import { renderRuleset, switchBatch } from '../generator/nftables.ts';
+import type { Infra } from '../generator/types.ts';
+import { runCli } from './helpers/cli.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
+export const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '[a-z0-9-]+' flush=(true|false)$/;
+
+async function fixture(): Promise<Infra> {
+  const text = await readFile(FIXTURE, 'utf8');
+  const a = analyse([{ file: FIXTURE, text, role: 'single' }], { yolo: false });
+  assert.ok(a.infra, JSON.stringify(a.errors));
+  return enrich(a.infra).infra;
+}
+
+function plan(infra: Infra, from: string | null | undefined, to: string, flush = true): SwitchPlan {
+  return planSwitch({ infra, infraPath: FIXTURE, from, to, flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'] });
+}
+
+describe('ai-switch checks (messages of spec §8, before anything is touched)', () => {
+  let t: TestEnv;
+  before(() => {
+    t = testEnv('anklume-ai-switch-');
+  });
+  after(() => t.cleanup());
+
+  const run = (...args: string[]) => runCli(['ai-switch', '--infra', FIXTURE, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft'), ...args], t.env);
+
+  it('refuses a missing --domain (usage, exit 2)', async () => {
+    const r = await run();
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Missing required --domain argument/);
+  });
+
+  it('refuses a name that is not DNS-safe (exit 2), with --json too', async () => {
+    for (const bad of ['Perso', 'a_b', '-x', 'x;rm -rf', 'waytoolongname', '../etc']) {
+      const r = await run(`--domain=${bad}`);
+      assert.equal(r.code, 2, bad);
+      assert.ok(r.stderr.includes(`Invalid domain name: ${bad} (must be DNS-safe)`), r.stderr);
+    }
+    const j = await run('--domain', 'Bad!', '--json');
+    assert.equal(j.code, 2);
+    assert.equal(JSON.parse(j.stdout).status, 'refused');
+  });
+
+  it('refuses an unknown domain and ai-tools itself (exit 1)', async () => {
+    const unknown = await run('--domain', 'nope');
+    assert.equal(unknown.code, 1);
+    assert.ok(unknown.stderr.includes(`Domain 'nope' not found in ${FIXTURE}`), unknown.stderr);
+    const self = await run('--domain', 'ai-tools');
+    assert.equal(self.code, 1);
+    assert.match(self.stderr, /Cannot switch AI access to 'ai-tools' itself/);
+  });
+
+  it('refuses an infra that is invalid or not in exclusive mode', async () => {
+    const open = join(t.dir, 'open.yml');
+    writeFileSync(open, readFileSync(FIXTURE, 'utf8').replace('ai_access_policy: exclusive', 'ai_access_policy: open'));
+    const r = await runCli(['ai-switch', '--infra', open, '--domain', 'perso'], t.env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ai_access_policy is not 'exclusive'/);
+    const broken = join(t.dir, 'broken.yml');
+    writeFileSync(broken, readFileSync(FIXTURE, 'utf8').replace('subnet_id: 1\n', 'subnet_id: 2\n'));
+    const b = await runCli(['ai-switch', '--infra', broken, '--domain', 'perso'], t.env);
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /subnet_id 2 already used/);
+    assert.match(b.stderr, /is not valid/);
+  });
+
+  it('refuses paths Ansible would evaluate as Jinja', async () => {
+    const r = await run('--domain', 'perso', '--state-file', join(t.dir, '{{ lookup("pipe", "id") }}'));
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /which Ansible would evaluate/);
+    assert.equal(checkPath('x', '/opt/anklume/ai-access-current'), undefined);
+  });
+
+  it('wrote nothing while refusing', () => {
+    assert.equal(existsSync(t.env.ANKLUME_STATE_FILE!), false);
+    assert.equal(existsSync(t.env.ANKLUME_LOG_FILE!), false);
+    assert.equal(existsSync(`${t.env.ANKLUME_STATE_FILE}.lock`), false);
+    assert.equal(existsSync(t.baseDir), false);
+  });
+
+  it('documents its flags in --help', async () => {
+    for (const cmd of ['ai-switch', 'ai-status']) {
+      const r = await runCli([cmd, '--help'], t.env);
+      assert.equal(r.code, 0);
+      for (const flag of cmd === 'ai-switch' ? ['--domain', '--no-flush', '--dry-run', '--json', '--infra', '--base-dir', '--state-file', '--log-file', '--installed-ruleset', '--wait'] : ['--infra', '--json', '--state-file', '--log-file', '--history']) {
+        assert.ok(r.stdout.includes(flag), `${cmd} --help lacks ${flag}`);
+      }
+    }
+  });
+});
+
+describe('ai-switch plan (pure)', () => {
+  let infra: Infra;
+  before(async () => {
+    infra = await fixture();
+  });
+
+  it('checks the --domain argument', () => {
+    assert.equal(checkDomainArgument(undefined), 'Missing required --domain argument');
+    assert.equal(checkDomainArgument('pro'), undefined);
+  });
+
+  it('finds the GPU machine through a gpu profile, and the configured services', () => {
+    assert.deepEqual(gpuMachines(infra), ['gpu-server']);
+    const p = plan(infra, 'pro', 'perso');
+    assert.deepEqual(p.services, ['ollama', 'speaches']);
+    assert.equal(p.flushes, true);
+    assert.equal(p.newBridge, 'net-perso');
+  });
+
+  it('revokes then grants exactly what one switch batch would move', () => {
+    const p = plan(infra, 'pro', 'perso');
+    assert.equal(p.revokeBatch, switchBatch(infra, 'pro', null));
+    assert.equal(p.grantBatch, switchBatch(infra, null, 'perso'));
+    assert.equal(p.switchBatch, switchBatch(infra, 'pro', 'perso'));
+    assert.match(p.revokeBatch, /delete element inet anklume ai_holder \{\s*"net-pro",\s*\}/);
+    assert.doesNotMatch(p.revokeBatch, /add element/);
+    assert.match(p.grantBatch, /add element inet anklume ai_holder \{\s*"net-perso",\s*\}/);
+    assert.doesNotMatch(p.grantBatch, /delete element/);
+    assert.equal(p.rulesetNone, renderRuleset(infra, null));
+    assert.equal(p.rulesetNew, renderRuleset(infra, 'perso'));
+  });
+
+  it('empties the holder set when the live holder is not one known domain', () => {
+    const p = plan(infra, undefined, 'perso');
+    assert.equal(p.from, null);
+    assert.match(p.revokeBatch, /^flush set inet anklume ai_holder$/m);
+  });
+
+  it('skips GPU steps with a note when ai-tools has no GPU machine', () => {
+    const noGpu = structuredClone(infra);
+    delete noGpu.domains['ai-tools'].machines!['gpu-server'].profiles;
+    const p = plan(noGpu, 'pro', 'perso');
+    assert.deepEqual(p.gpuMachines, []);
+    assert.equal(p.flushes, false);
+    assert.ok(p.notes.some((n) => /no machine of 'ai-tools' has GPU access/.test(n)));
+  });
+
+  it('describes a dry run: old -> new, flush, the nft change, SECURITY without flush', () => {
+    const text = describePlan(plan(infra, 'pro', 'perso')).join('\n');
+    assert.match(text, /'pro' -> 'perso'/);
+    assert.match(text, /VRAM flush: yes/);
+    assert.ok(text.includes(switchBatch(infra, 'pro', null).trimEnd()));
+    assert.ok(text.includes(switchBatch(infra, null, 'perso').trimEnd()));
+    assert.doesNotMatch(text, /SECURITY/);
+    const noFlush = describePlan(plan(infra, null, 'perso', false)).join('\n');
+    assert.match(noFlush, /'<none>' -> 'perso'/);
+    assert.match(noFlush, /VRAM flush: no/);
+    assert.ok(noFlush.includes(securityWarning({ from: null, to: 'perso' })));
+  });
+
+  it('writes the log lines of spec §8', () => {
+    const at = new Date('2026-01-02T03:04:05.678Z');
+    assert.equal(switchLogLine(at, 'pro', 'perso', true), "2026-01-02T03:04:05.678Z switched ai-tools access: 'pro' -> 'perso' flush=true");
+    assert.equal(switchLogLine(at, null, 'perso', false), "2026-01-02T03:04:05.678Z switched ai-tools access: '<none>' -> 'perso' flush=false");
+    assert.match(switchLogLine(new Date(), 'a', 'b', true), LOG_LINE);
+    const failed = failureLogLine(at, 'pro', 'perso', true, 'Stop the GPU services:\nboom');
+    assert.equal(failed.includes('\n'), false);
+    assert.match(failed, /FAILED switch of ai-tools access: 'pro' -> 'perso' flush=true: Stop the GPU services: boom; nobody has AI access$/);
+  });
+
+  it('passes the per-switch values as JSON, paths baked into the playbook', () => {
+    const p = plan(infra, 'pro', 'perso');
+    const files = { dir: '/r', playbook: '/r/p.yml', vars: '/r/v.json', revoke: '/r/revoke.nft', grant: '/r/grant.nft', rulesetNone: '/r/n.nft', rulesetNew: '/r/new.nft', result: '/r/result.json' };
+    const vars = extraVars(p, files);
+    assert.equal(vars.ai_switch_new, 'perso');
+    assert.equal(vars.ai_switch_flush, true);
+    const playbook = renderPlaybook(p);
+    assert.match(playbook, /ai_switch_gpu_machines: \["gpu-server"\]/);
+    assert.match(playbook, /ai_switch_services: \["ollama","speaches"\]/);
+    assert.match(playbook, /ai_switch_new_bridge: "net-perso"/);
+    assert.match(playbook, /ai_switch_state_file: "\/s\/state"/);
+  });
+
+  it('reads the state file like ai-status does', () => {
+    assert.deepEqual(stateHolder({ kind: 'absent' }, infra, '/s').holder, 'pro');
+    assert.equal(stateHolder({ kind: 'none' }, infra, '/s').holder, null);
+    assert.equal(stateHolder({ kind: 'corrupt', text: 'x y' }, infra, '/s').holder, undefined);
+    assert.equal(agrees([], null), true);
+    assert.equal(agrees(['pro'], 'pro'), true);
+    assert.equal(agrees(['pro', 'perso'], 'pro'), false);
+    assert.equal(agrees(['pro'], undefined), false);
+    const text = formatStatus({ holder: 'pro', holder_source: 'state file', state_file: '/s', live: { holders: ['perso'], agrees: false }, history: ['h1'], problems: [] }).join('\n');
+    assert.match(text, /AI access holder: pro/);
+    assert.match(text, /DISAGREES \(ai_holder: net-perso\)/);
+    assert.match(text, /  h1/);
+  });
+});
+
+describe('ai-switch lock', () => {
+  let t: TestEnv;
+  before(() => {
+    t = testEnv('anklume-lock-');
+  });
+  after(() => t.cleanup());
+
+  it('lets one holder in at a time, fails fast with who holds it, then frees it', async () => {
+    const path = join(t.dir, 'a', 'switch.lock');
+    const results = await Promise.allSettled([1, 2, 3, 4, 5].map(() => acquireLock(path)));
+    const won = results.filter((r) => r.status === 'fulfilled');
+    assert.equal(won.length, 1);
+    const lost = results.find((r) => r.status === 'rejected');
+    assert.ok(lost && lost.status === 'rejected' && lost.reason instanceof LockBusyError);
+    assert.match((lost.reason as Error).message, new RegExp(`Another ai-switch is running \\(pid ${process.pid}, started .*\\); wait for it to finish, or use --wait SECONDS`));
+    await (won[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof acquireLock>>>).value.release();
+    assert.equal(existsSync(path), false);
+    const again = await acquireLock(path);
+    await again.release();
+  });
+
+  it('waits for a holder with a bound', async () => {
+    const path = join(t.dir, 'b.lock');
+    const first = await acquireLock(path);
+    const started = Date.now();
+    const waiting = acquireLock(path, { waitMs: 5_000, pollMs: 20 });
+    setTimeout(() => void first.release(), 200);
+    const second = await waiting;
+    assert.ok(Date.now() - started >= 150);
+    await second.release();
+    const held = await acquireLock(path);
+    await assert.rejects(acquireLock(path, { waitMs: 150, pollMs: 20 }), LockBusyError);
+    await held.release();
+  });
+
+  it('takes over a lock whose owner is dead or whose pid was reused', async () => {
+    const dead = await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, ['-e', '0']);
+      child.on('exit', () => resolve(child.pid!));
+    });
+    const path = join(t.dir, 'c.lock');
+    mkdirSync(t.dir, { recursive: true });
+    writeFileSync(path, JSON.stringify({ pid: dead, startedAt: 'earlier', token: 'old' }));
+    const lock = await acquireLock(path);
+    assert.equal(lock.recovered?.pid, dead);
+    await lock.release();
+    writeFileSync(path, JSON.stringify({ pid: process.pid, procStart: 'not-this-one', startedAt: 'earlier', token: 'old' }));
+    const reused = await acquireLock(path);
+    assert.equal(reused.recovered?.procStart, 'not-this-one');
+    await reused.release();
+  });
+
+  it('never deletes a lock that is not its own', async () => {
+    const path = join(t.dir, 'd.lock');
+    const lock = await acquireLock(path);
+    writeFileSync(path, JSON.stringify({ pid: process.pid, startedAt: 'now', token: 'someone-else' }));
+    await lock.release();
+    assert.equal(existsSync(path), true);
+  });
+});
+
+describe('ai-switch playbook and role (real ansible-playbook)', () => {
+  let t: TestEnv;
+  before(() => {
+    t = testEnv('anklume-ai-playbook-');
+  });
+  after(() => t.cleanup());
+
+  it('renders a playbook that passes ansible-playbook --syntax-check with the role', async () => {
+    const infra = await fixture();
+    const dir = join(t.dir, 'run');
+    mkdirSync(dir, { recursive: true });
+    const p = planSwitch({ infra, infraPath: FIXTURE, from: 'pro', to: 'perso', flush: true, stateFile: join(t.dir, 'state'), logFile: join(t.dir, 'log'), persist: [join(t.dir, 'a.nft')] });
+    writeFileSync(join(dir, 'ai-switch.yml'), renderPlaybook(p));
+    writeFileSync(join(dir, 'vars.json'), JSON.stringify(extraVars(p, { dir, playbook: '', vars: '', revoke: 'r', grant: 'g', rulesetNone: 'n', rulesetNew: 'w', result: 'x' })));
+    const r = await execa('ansible-playbook', ['--syntax-check', join(dir, 'ai-switch.yml'), '-e', `@${join(dir, 'vars.json')}`], { env: ansibleEnv(process.env, false), reject: false });
+    assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+  });
+
+  it('writes files atomically with the role helper (several per call, parents created, unchanged = no change)', async () => {
+    const helper = join(ROLES_DIR, 'ai_switch/files/install_atomic.py');
+    const src = join(t.dir, 'src.nft');
+    writeFileSync(src, 'table inet anklume\n');
+    const a = join(t.dir, 'x/y/a.nft');
+    const b = join(t.dir, 'b.nft');
+    const state = join(t.dir, 's/state');
+    const first = await execa('python3', [helper, '--file', src, a, b, '--text', 'perso\n', state]);
+    assert.equal(first.stdout.split('\n').length, 3);
+    assert.equal(readFileSync(a, 'utf8'), 'table inet anklume\n');
+    assert.equal(readFileSync(state, 'utf8'), 'perso\n');
+    const second = await execa('python3', [helper, '--file', src, a, b, '--text', '', state]);
+    assert.equal(second.stdout, `changed: ${state}`);
+    assert.equal(readFileSync(state, 'utf8'), '');
+  });
+});
