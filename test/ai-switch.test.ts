@@ -189,8 +189,11 @@ describe('ai-switch plan (pure)', () => {
     assert.equal(vars.ai_switch_new, 'perso');
     assert.equal(vars.ai_switch_flush, true);
     const playbook = renderPlaybook(p);
-    assert.match(playbook, /ai_switch_gpu_machines: \["gpu-server"\]/);
-    assert.match(playbook, /ai_switch_services: \["ollama","speaches"\]/);
+    assert.match(playbook, /ai_switch_gpu_machines:\n {6}- "gpu-server"\n/);
+    assert.match(playbook, /ai_switch_services:\n {6}- "ollama"\n {6}- "speaches"\n/);
+    const none = renderPlaybook({ ...p, gpuMachines: [], services: [] });
+    assert.match(none, /ai_switch_gpu_machines: \[\]\n/);
+    assert.match(none, /ai_switch_services: \[\]\n/);
     assert.match(playbook, /ai_switch_new_bridge: "net-perso"/);
     assert.match(playbook, /ai_switch_state_file: "\/s\/state"/);
   });
@@ -287,6 +290,9 @@ describe('ai-switch playbook and role (real ansible-playbook)', () => {
     writeFileSync(join(dir, 'vars.json'), JSON.stringify(extraVars(p, { dir, playbook: '', vars: '', revoke: 'r', grant: 'g', rulesetNone: 'n', rulesetNew: 'w', result: 'x' })));
     const r = await execa('ansible-playbook', ['--syntax-check', join(dir, 'ai-switch.yml'), '-e', `@${join(dir, 'vars.json')}`], { env: ansibleEnv(process.env, false), reject: false });
     assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+    // ansible-lint (production profile) on the rendered playbook and the role, when installed.
+    const lint = await execa('ansible-lint', ['--nocolor', '--offline', '--profile', 'production', 'ai-switch.yml'], { cwd: dir, env: { ...ansibleEnv(process.env, false), NO_COLOR: '1' }, reject: false });
+    if (lint.exitCode !== undefined && !/ENOENT/.test(lint.shortMessage ?? '')) assert.equal(lint.exitCode, 0, `${lint.stdout}\n${lint.stderr}`);
   });
 
   it('writes files atomically with the role helper (several per call, parents created, unchanged = no change)', async () => {
