@@ -231,14 +231,17 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), []);
   });
 
-  it('--no-flush skips every flush call, warns SECURITY, logs flush=false; a stale lock is taken over', async () => {
+  it('--no-flush skips every flush call, warns SECURITY, logs flush=false; a stale lock is taken over, a corrupt state file repaired', async () => {
     const dead = await new Promise<number>((resolve) => {
       const child = spawn(process.execPath, ['-e', '0']);
       child.on('exit', () => resolve(child.pid!));
     });
     writeFileSync(`${stateFile}.lock`, JSON.stringify({ pid: dead, startedAt: 'earlier', token: 'stale' }));
+    writeFileSync(stateFile, 'Not A Domain!\n');
     const r = await cli(switchArgs('--domain', 'pro', '--no-flush'));
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /holds 'Not A Domain!', not a domain name.*read as "nobody"/);
+    assert.equal(readFileSync(stateFile, 'utf8'), 'pro\n');
     assert.match(r.stderr, /SECURITY: --no-flush: GPU memory is NOT flushed/);
     assert.match(r.stderr, new RegExp(`took over a stale lock left by pid ${dead}`));
     const journal = standins!.journal();
