@@ -8,12 +8,12 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { enrich } from '../generator/enrich.ts';
-import { inParallel, ensureDirs, writeAtomic } from '../generator/files.ts';
+import { ensureDirs, writeAtomic } from '../generator/files.ts';
 import { parseFast } from '../generator/load.ts';
 import { mergeManaged } from '../generator/managedBlock.ts';
 import { countForwardRules, renderRuleset } from '../generator/nftables.ts';
 import { checkShape } from '../generator/schema.ts';
-import { planOutputs } from '../generator/sync.ts';
+import { planOutputs } from '../generator/outputs.ts';
 import { checkSemantics } from '../generator/validate.ts';
 import type { Infra } from '../generator/types.ts';
 import { syntheticInfraText } from './synthetic.ts';
@@ -90,8 +90,8 @@ async function main(): Promise<void> {
       const files = planOutputs(infra, undefined).map((o) => ({ path: o.path, content: o.managed ? mergeManaged(undefined, o.text()) : o.text() }));
       lap(phases.render);
       const base = join(work, `phase-${run}`);
-      await ensureDirs(files.map((f) => join(base, f.path)));
-      await inParallel(files, (f) => writeAtomic(join(base, f.path), f.content));
+      ensureDirs(files.map((f) => join(base, f.path)));
+      for (const f of files) writeAtomic(join(base, f.path), f.content);
       lap(phases.write);
     }
     console.log('\nwhere a full sync spends its time (in-process)');

@@ -58,7 +58,7 @@ export interface StatusReport {
 
 /** The last `count` non-empty lines of the switch log (oldest first). */
 export async function readHistory(logFile: string, count: number): Promise<string[]> {
-  const text = (await readIfExists(logFile)) ?? '';
+  const text = readIfExists(logFile) ?? '';
   const lines = text.split('\n').filter((l) => l.trim() !== '');
   return count > 0 ? lines.slice(-count) : [];
 }

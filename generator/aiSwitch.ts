@@ -364,7 +364,7 @@ async function appendLog(path: string, line: string): Promise<string | undefined
 async function writeState(path: string, content: string): Promise<boolean> {
   try {
     await mkdir(dirname(path), { recursive: true });
-    await writeAtomic(path, content, 0o644);
+    writeAtomic(path, content, 0o644);
     return true;
   } catch {
     return false;

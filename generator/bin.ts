@@ -2,8 +2,6 @@
 import { EXIT_FAILED, main } from './cli.js';
 import { defaultStreams } from './output.js';
 
-// Thousands of small file writes are latency-bound: more threads keep the disk queue full.
-process.env.UV_THREADPOOL_SIZE ??= '16';
 const streams = defaultStreams();
 main({ args: process.argv.slice(2), env: process.env, streams, cwd: process.cwd() }).then(
   (code) => {

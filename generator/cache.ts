@@ -4,20 +4,19 @@
  * of files. Any doubt (other inputs, a file touched since, another generator build) falls back to
  * the full path, which is always correct.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { createHash, hash } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { inParallel, writeAtomic } from './files.js';
+import { stampOf, writeAtomic, type FileStamp } from './files.js';
 import type { Source } from './load.js';
 
 export const CACHE_DIR = '.anklume-gen';
 const CACHE_FILE = 'cache.json';
 const CACHE_VERSION = 1;
 
-export interface CacheEntry {
-  size: number;
-  mtimeMs: number;
+export interface CacheEntry extends FileStamp {
   /** Digest of what was rendered for the file (its managed block, or its whole content). */
   digest: string;
 }
@@ -31,7 +30,7 @@ export interface SyncCache {
 }
 
 export function digest(text: string): string {
-  return createHash('sha1').update(text).digest('base64');
+  return hash('sha1', text, 'base64');
 }
 
 /** Identity of this build of the generator: its code, templates and schema, by size and mtime. */
@@ -61,43 +60,33 @@ async function generatorFingerprint(): Promise<string> {
 
 /** Everything the output depends on, hashed. */
 export async function inputKey(sources: Source[], extra: unknown): Promise<string> {
-  const hash = createHash('sha256');
-  hash.update(`v${CACHE_VERSION}\n`);
-  hash.update(await generatorFingerprint());
-  hash.update(JSON.stringify(extra));
-  for (const s of sources) hash.update(`\n${s.role}:${s.file}:${s.text.length}\n`).update(s.text);
-  return hash.digest('hex');
+  const hasher = createHash('sha256');
+  hasher.update(`v${CACHE_VERSION}\n`);
+  hasher.update(await generatorFingerprint());
+  hasher.update(JSON.stringify(extra));
+  for (const s of sources) hasher.update(`\n${s.role}:${s.file}:${s.text.length}\n`).update(s.text);
+  return hasher.digest('hex');
 }
 
-export async function loadCache(baseDir: string): Promise<SyncCache | undefined> {
+export function loadCache(baseDir: string): SyncCache | undefined {
   try {
-    const parsed = JSON.parse(await readFile(join(baseDir, CACHE_DIR, CACHE_FILE), 'utf8')) as SyncCache;
+    const parsed = JSON.parse(readFileSync(join(baseDir, CACHE_DIR, CACHE_FILE), 'utf8')) as SyncCache;
     return parsed.version === CACHE_VERSION && typeof parsed.files === 'object' ? parsed : undefined;
   } catch {
     return undefined;
   }
 }
 
-export async function saveCache(baseDir: string, cache: SyncCache): Promise<void> {
-  await mkdir(join(baseDir, CACHE_DIR), { recursive: true });
-  await writeAtomic(join(baseDir, CACHE_DIR, CACHE_FILE), JSON.stringify(cache));
-}
-
-export async function statEntry(path: string): Promise<Pick<CacheEntry, 'size' | 'mtimeMs'> | undefined> {
-  try {
-    const info = await stat(path);
-    return { size: info.size, mtimeMs: info.mtimeMs };
-  } catch {
-    return undefined;
-  }
+export function saveCache(baseDir: string, cache: SyncCache): void {
+  mkdirSync(join(baseDir, CACHE_DIR), { recursive: true });
+  writeAtomic(join(baseDir, CACHE_DIR, CACHE_FILE), JSON.stringify(cache));
 }
 
 /** True when every file the cache lists is still exactly as the last sync left it. */
-export async function filesUntouched(baseDir: string, cache: SyncCache): Promise<boolean> {
-  const entries = Object.entries(cache.files);
-  const ok = await inParallel(entries, async ([path, entry]) => {
-    const now = await statEntry(join(baseDir, path));
-    return now !== undefined && now.size === entry.size && now.mtimeMs === entry.mtimeMs;
-  }, 64);
-  return ok.every(Boolean);
+export function filesUntouched(baseDir: string, cache: SyncCache): boolean {
+  for (const [path, entry] of Object.entries(cache.files)) {
+    const now = stampOf(join(baseDir, path));
+    if (!now || now.size !== entry.size || now.mtimeMs !== entry.mtimeMs) return false;
+  }
+  return true;
 }

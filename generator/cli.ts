@@ -8,7 +8,8 @@ import { jsonError, jsonWarning, printDiagnostics, printJson, type Streams } fro
 import type { Diagnostic } from './types.js';
 import { isDomainName } from './names.js';
 import { countForwardRules, renderRuleset } from './nftables.js';
-import { effectiveHolder, prepare, sync, type SyncReport } from './sync.js';
+import { effectiveHolder } from './outputs.js';
+import { prepare, sync, type SyncReport } from './sync.js';
 import { AI_DOMAIN } from './validate.js';
 
 export const EXIT_OK = 0;

@@ -1,64 +1,91 @@
-/** File-system edge: atomic writes, bounded parallel I/O. */
+/**
+ * File-system edge. Synchronous on purpose: a sync writes thousands of small files, and with
+ * promises the per-call overhead on the main thread (handles, thread-pool hops) costs several times
+ * the system calls themselves.
+ */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 
-/** Enough parallel requests to keep libuv's thread pool busy without opening thousands of files. */
-const IO_PARALLELISM = 32;
-
-export async function inParallel<T, R>(items: readonly T[], work: (item: T) => Promise<R>, limit = IO_PARALLELISM): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await work(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
+export interface FileStamp {
+  size: number;
+  mtimeMs: number;
 }
 
-/** Reads a file known to a directory listing; skips the open when the listing says it is absent. */
-export async function readListed(path: string, listings: Map<string, Set<string>>): Promise<string | undefined> {
-  const listing = listings.get(dirname(path));
-  if (listing && !listing.has(basename(path))) return undefined;
-  return readIfExists(path);
-}
-
-export async function readIfExists(path: string): Promise<string | undefined> {
+export function readIfExists(path: string): string | undefined {
   try {
-    return await readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
 }
 
+/** Reads a file known to a directory listing; skips the open when the listing says it is absent. */
+export function readListed(path: string, listings: Map<string, Set<string>>): string | undefined {
+  const listing = listings.get(dirname(path));
+  if (listing && !listing.has(basename(path))) return undefined;
+  return readIfExists(path);
+}
+
+/** The names in each directory (empty for a missing one): one readdir instead of a failed open per new file. */
+export function listDirs(dirs: Iterable<string>): Map<string, Set<string>> {
+  const listings = new Map<string, Set<string>>();
+  for (const dir of dirs) {
+    if (listings.has(dir)) continue;
+    let names: string[] = [];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      names = [];
+    }
+    listings.set(dir, new Set(names));
+  }
+  return listings;
+}
+
+export function stampOf(path: string): FileStamp | undefined {
+  try {
+    const info = statSync(path);
+    return { size: info.size, mtimeMs: info.mtimeMs };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Unique to this process, so that two writers never share a temporary file. */
 const TMP_SUFFIX = `.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
 
-/** Temporary file in the same directory, then rename: readers see the old or the new file, never half. */
-export async function writeAtomic(path: string, content: string, mode?: number): Promise<void> {
+/**
+ * Temporary file in the same directory, then rename: readers see the old or the new file, never
+ * half. Returns the file's size and mtime, which a rename does not change.
+ */
+export function writeAtomic(path: string, content: string, mode?: number): FileStamp {
   const tmp = path + TMP_SUFFIX;
   try {
-    await writeFile(tmp, content, mode === undefined ? undefined : { mode });
-    await rename(tmp, path);
+    const fd = openSync(tmp, 'w', mode);
+    let stamp: FileStamp;
+    try {
+      writeSync(fd, content);
+      const info = fstatSync(fd);
+      stamp = { size: info.size, mtimeMs: info.mtimeMs };
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+    return stamp;
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // Nothing was created.
+    }
     throw err;
   }
 }
 
-/** The names in each directory (empty for a missing one): one readdir instead of a failed open per new file. */
-export async function listDirs(dirs: Iterable<string>): Promise<Map<string, Set<string>>> {
-  const unique = [...new Set(dirs)];
-  const listings = await Promise.all(unique.map((d) => readdir(d).then((names) => new Set(names), () => new Set<string>())));
-  return new Map(unique.map((d, i) => [d, listings[i]]));
-}
-
-export async function ensureDirs(paths: Iterable<string>): Promise<void> {
+export function ensureDirs(paths: Iterable<string>): void {
   const dirs = new Set<string>();
   for (const p of paths) dirs.add(dirname(p));
-  await Promise.all([...dirs].map((d) => mkdir(d, { recursive: true })));
+  for (const d of dirs) mkdirSync(d, { recursive: true });
 }

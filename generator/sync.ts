@@ -1,21 +1,21 @@
 /**
  * `anklume-gen sync`: infra → validated, enriched model → Ansible tree on disk (spec §6).
- * Reading and writing happen here; deciding what to write is pure (tree, managedBlock).
+ * Reading and the orchestration happen here; what to write comes from outputs (tree, nftables).
  */
-import { readdir, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { digest, filesUntouched, inputKey, loadCache, saveCache, statEntry, type SyncCache } from './cache.js';
+import { filesUntouched, inputKey, loadCache, saveCache, type SyncCache } from './cache.js';
 import { readContext, readHolderState, stateFilePath, type HolderState } from './context.js';
 import { enrich } from './enrich.js';
-import { ensureDirs, inParallel, listDirs, readIfExists, readListed, writeAtomic } from './files.js';
+import { ensureDirs, readIfExists } from './files.js';
 import { analyse, readSources } from './infra.js';
-import { managedBlock, mergeManaged } from './managedBlock.js';
-import { renderRuleset, RULESET_FILE } from './nftables.js';
-import { buildTree, TREE_DIRS } from './tree.js';
+import { planOutputs, processOutputs } from './outputs.js';
+import { TREE_DIRS } from './tree.js';
 import { AI_DOMAIN } from './validate.js';
 import type { Source } from './load.js';
 import type { Context, Diagnostic, Infra } from './types.js';
+import { inlineWriter, threadWriter, type Writer } from './writer.js';
 
 export interface SyncOptions {
   infraPath: string;
@@ -43,29 +43,6 @@ export interface SyncReport {
   cached: boolean;
 }
 
-/**
- * A file of the output: a managed block inside a user-editable file, or a whole generated file.
- * Rendering is deferred to the moment the file is compared, so that CPU work overlaps file I/O.
- */
-export interface Output {
-  path: string;
-  managed: boolean;
-  text: () => string;
-}
-
-function once(produce: () => string): () => string {
-  let value: string | undefined;
-  return () => (value ??= produce());
-}
-
-export function managedOutput(path: string, vars: object): Output {
-  return { path, managed: true, text: once(() => managedBlock(vars)) };
-}
-
-export function wholeFileOutput(path: string, produce: () => string): Output {
-  return { path, managed: false, text: once(produce) };
-}
-
 const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], cached: false });
 
 /**
@@ -89,38 +66,27 @@ export function resolveHolder(infra: Infra, state: HolderState, stateFile: strin
   }
 }
 
-/** Who the generated ruleset lets reach ai-tools: the state file's holder, else the default. */
-export function effectiveHolder(infra: Infra, holder: string | null | undefined): string | null {
-  return holder === undefined ? (infra.global.ai_access_default ?? null) : holder;
-}
-
-/** Every output of a sync for a valid model: the Ansible tree and the isolation ruleset. */
-export function planOutputs(infra: Infra, holder: string | null | undefined): Output[] {
-  const ruleset = wholeFileOutput(RULESET_FILE, () => renderRuleset(infra, effectiveHolder(infra, holder)));
-  return [...buildTree(infra).map((file) => managedOutput(file.path, file.vars)), ruleset];
-}
-
-async function findOrphans(baseDir: string, known: Set<string>): Promise<Orphan[]> {
-  const candidates: string[] = [];
+function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
+  const orphans: Orphan[] = [];
   for (const dir of TREE_DIRS) {
     let names: string[] = [];
     try {
-      names = await readdir(join(baseDir, dir));
+      names = readdirSync(join(baseDir, dir));
     } catch {
       continue;
     }
     for (const name of names.sort()) {
-      const rel = `${dir}/${name}`;
-      if (name.endsWith('.yml') && !known.has(rel) && rel !== 'group_vars/all.yml') candidates.push(rel);
+      const path = `${dir}/${name}`;
+      if (name.endsWith('.yml') && !known.has(path) && path !== 'group_vars/all.yml') orphans.push({ path, protected: isProtected(join(baseDir, path)) });
     }
   }
-  return inParallel(candidates, async (path) => ({ path, protected: await isProtected(join(baseDir, path)) }));
+  return orphans;
 }
 
 /** A file that says ephemeral: false belongs to something the user wants kept: never delete it. */
-async function isProtected(path: string): Promise<boolean> {
+function isProtected(path: string): boolean {
   try {
-    const data = parseYaml((await readIfExists(path)) ?? '', { maxAliasCount: 100 }) as unknown;
+    const data = parseYaml(readIfExists(path) ?? '', { maxAliasCount: 100 }) as unknown;
     if (typeof data !== 'object' || data === null) return false;
     const vars = data as Record<string, unknown>;
     return vars.domain_ephemeral === false || vars.instance_ephemeral === false;
@@ -169,10 +135,10 @@ export async function prepare(infraPath: string, env: NodeJS.ProcessEnv): Promis
   return evaluate(await gather(infraPath, env));
 }
 
-/** Outputs beyond the Ansible tree (the ruleset, playbooks), computed from the same model. */
-export type ExtraOutputs = (infra: Infra, holder: string | null | undefined) => Output[];
+/** Above this many files, a writer thread pays for its start-up. */
+const THREAD_WRITER_MIN_FILES = 500;
 
-export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = () => []): Promise<SyncReport> {
+export async function sync(options: SyncOptions): Promise<SyncReport> {
   const env = options.env ?? process.env;
   const baseDir = options.baseDir;
   const writes = !options.dryRun && !options.check;
@@ -180,8 +146,8 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
   if (gathered.readErrors.length) return { ...empty(), errors: gathered.readErrors };
 
   const key = await inputKey(gathered.sources, { ctx: gathered.ctx, state: gathered.state });
-  const cache = await loadCache(baseDir);
-  if (cache && cache.key === key && (await filesUntouched(baseDir, cache))) {
+  const cache = loadCache(baseDir);
+  if (cache && cache.key === key && filesUntouched(baseDir, cache)) {
     const report: SyncReport = {
       ...empty(),
       warnings: cache.warnings.map((message) => ({ message })),
@@ -193,49 +159,25 @@ export async function sync(options: SyncOptions, extraOutputs: ExtraOutputs = ()
   }
   const { report, infra, holder } = evaluate(gathered);
   if (report.errors.length || !infra) return report;
-
-  const outputs = [...planOutputs(infra, holder), ...extraOutputs(infra, holder)];
-  const changed: { output: Output; content: string }[] = [];
-  const unchanged: Output[] = [];
-  const listings = await listDirs(outputs.map((o) => dirname(join(baseDir, o.path))));
-  await inParallel(outputs, async (output) => {
-    const target = join(baseDir, output.path);
-    const entry = cache?.files[output.path];
-    if (entry && entry.digest === digest(output.text())) {
-      const now = await statEntry(target);
-      if (now && now.size === entry.size && now.mtimeMs === entry.mtimeMs) {
-        unchanged.push(output);
-        return;
-      }
-    }
-    const existing = await readListed(target, listings);
-    const content = output.managed ? mergeManaged(existing, output.text()) : output.text();
-    if (content === existing) unchanged.push(output);
-    else changed.push({ output, content });
-  });
-  report.written = changed.map((c) => c.output.path).sort();
-  report.unchanged = unchanged.map((o) => o.path).sort();
-
+  const outputs = planOutputs(infra, holder);
+  let writer: Writer | undefined;
   if (writes) {
-    await ensureDirs(changed.map((c) => join(baseDir, c.output.path)));
-    await inParallel(changed, ({ output, content }) => writeAtomic(join(baseDir, output.path), content));
-    const files: SyncCache['files'] = {};
-    const stats = await inParallel(outputs, (o) => statEntry(join(baseDir, o.path)));
-    outputs.forEach((o, i) => {
-      const s = stats[i];
-      if (s) files[o.path] = { ...s, digest: digest(o.text()) };
-    });
-    await saveCache(baseDir, { version: 1, key, files, warnings: report.warnings.map((w) => w.message), info: report.info });
+    ensureDirs(outputs.map((o) => join(baseDir, o.path)));
+    writer = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
   }
+  const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer });
+  report.written = outcome.written.sort();
+  report.unchanged = outcome.unchanged.sort();
+  if (writes) saveCache(baseDir, { version: 1, key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
   return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
 }
 
-async function finish(report: SyncReport, baseDir: string, known: Set<string>, options: SyncOptions, writes: boolean): Promise<SyncReport> {
-  report.orphans = await findOrphans(baseDir, known);
+function finish(report: SyncReport, baseDir: string, known: Set<string>, options: SyncOptions, writes: boolean): SyncReport {
+  report.orphans = findOrphans(baseDir, known);
   if (options.cleanOrphans && writes) {
     for (const orphan of report.orphans) {
       if (orphan.protected) continue;
-      await unlink(join(baseDir, orphan.path));
+      unlinkSync(join(baseDir, orphan.path));
       report.deleted.push(orphan.path);
     }
   }

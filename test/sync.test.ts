@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sync } from '../generator/sync.ts';
+import { syntheticInfraText } from '../bench/synthetic.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 
 const EXAMPLE = 'examples/infra.yml';
@@ -123,6 +124,28 @@ describe('sync --dry-run and --check', () => {
       const report = await sync({ infraPath: bad, baseDir: t.baseDir, env: t.env });
       assert.ok(report.errors.some((e) => e.message.includes("subnet_id must be 0-254, got 300")));
       assert.ok(!existsSync(t.baseDir));
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+describe('a large tree (written by the writer thread)', () => {
+  it('writes every file, the same bytes as a small sync would, and nothing on the next run', async () => {
+    const t = testEnv();
+    try {
+      const infra = join(t.dir, 'large.yml');
+      writeFileSync(infra, syntheticInfraText({ domains: 30, machinesPerDomain: 20 }));
+      const first = await sync({ infraPath: infra, baseDir: t.baseDir, env: t.env });
+      assert.deepEqual(first.errors, []);
+      assert.equal(first.written.length, 1 + 30 * 2 + 600 + 1, 'all.yml, inventory + group_vars per domain, host_vars, ruleset');
+      const host = readFileSync(join(t.baseDir, 'host_vars/dom7-m3.yml'), 'utf8');
+      assert.match(host, /^instance_name: dom7-m3$/m);
+      assert.match(host, /^instance_ip: 10\.100\.7\.4$/m);
+      const before = mtimes(t.baseDir);
+      const again = await sync({ infraPath: infra, baseDir: t.baseDir, env: t.env });
+      assert.deepEqual(again.written, []);
+      assert.deepEqual(mtimes(t.baseDir), before);
     } finally {
       t.cleanup();
     }

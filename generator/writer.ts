@@ -1,0 +1,80 @@
+/**
+ * Where a sync's files get written: inline, or by a worker thread so that the main thread renders
+ * the next files while the kernel creates the previous ones (a tree of thousands of files costs
+ * about as much to write as to render).
+ */
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { writeAtomic, type FileStamp } from './files.js';
+
+export interface Writer {
+  write(path: string, content: string): void;
+  /** Every write done; the stamp of each written file. Rejects if any write failed. */
+  finish(): Promise<Map<string, FileStamp>>;
+}
+
+export function inlineWriter(): Writer {
+  const stamps = new Map<string, FileStamp>();
+  return {
+    write: (path, content) => void stamps.set(path, writeAtomic(path, content)),
+    finish: async () => stamps,
+  };
+}
+
+/** Files per message: few enough messages to be cheap, small enough batches to keep both threads busy. */
+const BATCH = 64;
+
+export interface WriterMessage {
+  files?: [string, string][];
+  end?: true;
+}
+
+export interface WriterReply {
+  stamps?: [string, FileStamp][];
+  error?: string;
+}
+
+/** A worker that writes what it is sent. Undefined when no worker can be started here. */
+export function threadWriter(): Writer | undefined {
+  const self = fileURLToPath(import.meta.url);
+  const entry = JSON.stringify(pathToFileURL(join(dirname(self), `writerWorker${extname(self)}`)).href);
+  // Run from the TypeScript sources (tests, development), the worker needs tsx's loader too.
+  const source = extname(self) === '.ts'
+    ? `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); })`
+    : `import(${entry})`;
+  let worker: Worker;
+  try {
+    worker = new Worker(source, { eval: true });
+  } catch {
+    return undefined;
+  }
+  let batch: [string, string][] = [];
+  const done = new Promise<Map<string, FileStamp>>((resolve, reject) => {
+    worker.once('message', (reply: WriterReply) => {
+      if (reply.error !== undefined) reject(new Error(reply.error));
+      else resolve(new Map(reply.stamps));
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the writer thread stopped (exit code ${code}) before finishing`)));
+  });
+  const flush = (): void => {
+    if (batch.length) worker.postMessage({ files: batch } satisfies WriterMessage);
+    batch = [];
+  };
+  return {
+    write: (path, content) => {
+      batch.push([path, content]);
+      if (batch.length >= BATCH) flush();
+    },
+    finish: async () => {
+      flush();
+      worker.postMessage({ end: true } satisfies WriterMessage);
+      try {
+        return await done;
+      } finally {
+        void worker.terminate();
+      }
+    },
+  };
+}

@@ -1,0 +1,19 @@
+/** The writer thread (see writer.ts): writes every file it is sent, answers once with all stamps. */
+import { parentPort } from 'node:worker_threads';
+import { writeAtomic, type FileStamp } from './files.js';
+import type { WriterMessage, WriterReply } from './writer.js';
+
+const stamps: [string, FileStamp][] = [];
+let failure: string | undefined;
+
+parentPort?.on('message', (message: WriterMessage) => {
+  for (const [path, content] of message.files ?? []) {
+    if (failure !== undefined) break;
+    try {
+      stamps.push([path, writeAtomic(path, content)]);
+    } catch (err) {
+      failure = `cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+  if (message.end) parentPort?.postMessage((failure === undefined ? { stamps } : { error: failure }) satisfies WriterReply);
+});
