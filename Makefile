@@ -41,7 +41,7 @@ validate: build
 	$(GEN) validate "$$INFRA"
 
 nftables: build
-	ansible-playbook site.yml --tags nftables -e "anklume_base_dir=$$(realpath "$$BASE_DIR")"
+	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, site.yml --tags nftables
 
 ai-switch: build
 	$(GEN) ai-switch --infra "$$INFRA" --base-dir "$$BASE_DIR" $(if $(DOMAIN),--domain "$$DOMAIN") $(if $(NO_FLUSH),--no-flush) $(if $(DRY_RUN),--dry-run)
@@ -51,6 +51,8 @@ ai-status: build
 
 lint: build
 	npx tsc -p tsconfig.test.json
+	ansible-lint
+	ansible-playbook -i localhost, site.yml --syntax-check
 
 test: lint
 	npm test

@@ -24,8 +24,8 @@ import { isDomainName } from './names.js';
 import { AI_HOLDER_SET, bridgeOf, renderRuleset, RULESET_FILE, switchBatch, TABLE_FAMILY, TABLE_NAME } from './nftables.js';
 import { evaluate, gather } from './sync.js';
 import { render } from './templates.js';
-import { AI_DOMAIN } from './validate.js';
-import type { Diagnostic, Domain, Infra, Machine } from './types.js';
+import { AI_DOMAIN, hasGpu } from './validate.js';
+import type { Diagnostic, Infra, Mapping } from './types.js';
 
 /** Where `make nftables` installs the ruleset for the host to load at boot (role incus_nftables). */
 export const DEFAULT_INSTALLED_RULESET = '/etc/nftables.d/anklume.nft';
@@ -61,23 +61,12 @@ export function checkPath(label: string, path: string): string | undefined {
 // =============================================================================================
 // Pure: what the infra says about the AI domain
 
-function isGpuDevice(device: unknown): boolean {
-  return typeof device === 'object' && device !== null && (device as { type?: unknown }).type === 'gpu';
-}
-
-/** Same rule as validation: `gpu: true`, a gpu device, or a profile of the domain with one. */
-export function hasGpuAccess(machine: Machine, domain: Domain): boolean {
-  if (machine.gpu === true) return true;
-  if (machine.devices && Object.values(machine.devices).some(isGpuDevice)) return true;
-  return (machine.profiles ?? []).some((p) => Object.values(domain.profiles?.[p]?.devices ?? {}).some(isGpuDevice));
-}
-
 /** The ai-tools machines with GPU access (one under gpu_policy: exclusive, maybe more if shared). */
 export function gpuMachines(infra: Infra): string[] {
   const ai = infra.domains[AI_DOMAIN];
   if (!ai) return [];
   return Object.entries(ai.machines ?? {})
-    .filter(([, m]) => hasGpuAccess(m, ai))
+    .filter(([, m]) => hasGpu(m as Mapping, ai as unknown as Mapping))
     .map(([name]) => name)
     .sort();
 }

@@ -19,6 +19,8 @@ export interface SemanticResult {
 }
 
 export const AI_DOMAIN = 'ai-tools';
+/** Every inventory already has these groups: a domain by that name would merge into them. */
+const RESERVED_GROUPS = new Set(['all', 'ungrouped']);
 
 const entries = (value: unknown): [string, Mapping][] =>
   isMapping(value) ? Object.entries(value).filter((e): e is [string, Mapping] => isMapping(e[1])) : [];
@@ -63,7 +65,8 @@ function isGpuDevice(device: unknown): boolean {
   return isMapping(device) && device.type === 'gpu';
 }
 
-function hasGpu(machine: Mapping, domain: Mapping): boolean {
+/** GPU access: `gpu: true`, a device of type gpu, or a profile of its domain with one. */
+export function hasGpu(machine: Mapping, domain: Mapping): boolean {
   if (machine.gpu === true) return true;
   if (isMapping(machine.devices) && Object.values(machine.devices).some(isGpuDevice)) return true;
   const profiles = isMapping(domain.profiles) ? domain.profiles : {};
@@ -124,6 +127,13 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
   const gpuMachines: { name: string; path: PathSegment[] }[] = [];
 
   for (const [domain, def] of entries(raw.domains)) {
+    if (RESERVED_GROUPS.has(domain)) {
+      errors.push({
+        path: ['domains', domain],
+        onKey: true,
+        message: `Domain '${domain}': invalid name ('${domain}' is an Ansible built-in group, and group_vars/all.yml holds the project's variables); choose another name`,
+      });
+    }
     const sid = def.subnet_id;
     const validSid = typeof sid === 'number' && Number.isInteger(sid) && sid >= 0 && sid <= 254;
     if (validSid) {
