@@ -1,55 +1,21 @@
 /** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
-import { existsSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
 import { readRaw, readSources } from './infra.js';
-import { jsonError, jsonWarning, printDiagnostics, printJson, type Streams } from './output.js';
-import type { Diagnostic } from './types.js';
+import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
+import { printDiagnostics, printJson, type Streams } from './output.js';
 import { isDomainName } from './names.js';
 import { countForwardRules, renderRuleset } from './nftables.js';
 import { effectiveHolder } from './outputs.js';
 import { prepare, sync, type SyncReport } from './sync.js';
 import { AI_DOMAIN } from './validate.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILED = 1;
-export const EXIT_USAGE = 2;
-
-export class UsageError extends Error {}
-
-export interface Invocation {
-  args: string[];
-  env: NodeJS.ProcessEnv;
-  streams: Streams;
-  cwd: string;
-}
-
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-export interface Command {
-  summary: string;
-  usage: string;
-  options: Options;
-  run: (values: Record<string, string | boolean | (string | boolean)[] | undefined>, positionals: string[], inv: Invocation) => Promise<number>;
-}
-
-const JSON_OPTION: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
-
-/** `infra/` when infra/base.yml exists, else infra.yml (the same rule as `make sync`). */
-export function defaultInfra(cwd: string): string {
-  return existsSync(`${cwd}/infra/base.yml`) ? 'infra' : 'infra.yml';
-}
+export { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command, type Invocation } from './command.js';
 
 function onePositional(positionals: string[], cwd: string): string {
   if (positionals.length > 1) throw new UsageError(`expected one infra path, got ${positionals.length}: ${positionals.join(' ')}`);
   return positionals[0] ?? defaultInfra(cwd);
-}
-
-/** Problems with the infra: JSON (the validate shape) for --json, else located lines on stderr. */
-export function reportProblems(inv: Invocation, json: boolean, errors: Diagnostic[], warnings: Diagnostic[]): void {
-  if (json) printJson(inv.streams, { errors: errors.map(jsonError), warnings: warnings.map(jsonWarning) });
-  else printDiagnostics(inv.streams, errors, warnings);
 }
 
 function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean): void {
@@ -66,14 +32,20 @@ function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, chec
 }
 
 const syncCommand: Command = {
-  summary: 'validate infra.yml (or infra/) and write the Ansible tree, ruleset and playbooks (the default command)',
+  summary: 'validate infra.yml (or infra/) and write the Ansible tree and the nftables ruleset (the default command)',
   usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--clean-orphans] [--json]',
   options: {
-    ...JSON_OPTION,
+    ...COMMON_OPTIONS,
     'base-dir': { type: 'string' },
     'dry-run': { type: 'boolean' },
     check: { type: 'boolean' },
     'clean-orphans': { type: 'boolean' },
+  },
+  flags: {
+    'base-dir': 'where the Ansible tree is written (default .)',
+    'dry-run': "write nothing; print 'Would write: <path>' per file that would change",
+    check: 'write nothing; exit 1 when any file would change (drift check)',
+    'clean-orphans': 'delete orphan files, except those of ephemeral: false domains and machines',
   },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
@@ -99,7 +71,7 @@ const syncCommand: Command = {
 const validateCommand: Command = {
   summary: 'check infra.yml (or infra/) and report every error; writes nothing',
   usage: 'anklume-gen validate <infra.yml|infra/> [--json]',
-  options: { ...JSON_OPTION },
+  options: { ...COMMON_OPTIONS },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
     const { report } = await prepare(infraPath, inv.env);
@@ -115,7 +87,8 @@ const validateCommand: Command = {
 const resolveCommand: Command = {
   summary: 'print the model after validation and enrichment (--raw: only read and merge the files)',
   usage: 'anklume-gen resolve <infra.yml|infra/> [--raw] [--json]',
-  options: { ...JSON_OPTION, raw: { type: 'boolean' } },
+  options: { ...COMMON_OPTIONS, raw: { type: 'boolean' } },
+  flags: { raw: 'only read and merge the files: no validation, no defaults' },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
     let model: unknown;
@@ -146,7 +119,8 @@ const resolveCommand: Command = {
 const nftablesCommand: Command = {
   summary: 'print the nftables ruleset that isolates the domains (the one sync writes to nftables/anklume.nft)',
   usage: 'anklume-gen nftables <infra.yml|infra/> [--ai-domain DOMAIN] [--json]',
-  options: { ...JSON_OPTION, 'ai-domain': { type: 'string' } },
+  options: { ...COMMON_OPTIONS, 'ai-domain': { type: 'string' } },
+  flags: { 'ai-domain': 'render for this AI access holder (default: the state file, else ai_access_default)' },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
     const { report, infra, holder } = await prepare(infraPath, inv.env);
@@ -187,7 +161,11 @@ export const COMMANDS: Record<string, Command> = {
 function help(name: string | undefined): string {
   if (name && COMMANDS[name]) {
     const c = COMMANDS[name];
-    const flags = Object.entries(c.options).map(([flag, o]) => `  --${flag}${o.type === 'string' ? ' VALUE' : ''}`);
+    const described = { ...COMMON_FLAGS, ...c.flags };
+    const flags = Object.entries(c.options).map(([flag, o]) => {
+      const name = `--${flag}${o.type === 'string' ? ' VALUE' : ''}`;
+      return `  ${name.padEnd(28)} ${described[flag] ?? ''}`.trimEnd();
+    });
     return `${c.usage}\n\n${c.summary}\n\nOptions:\n${flags.join('\n')}\n\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
   }
   const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
