@@ -1,10 +1,10 @@
 /** The `ai-switch` and `ai-status` commands: flags in, results out; the work is in aiSwitch / aiStatus. */
-import { formatStatus, status } from './aiStatus.js';
-import { aiSwitch, DEFAULT_INSTALLED_RULESET, type SwitchResult } from './aiSwitch.js';
+// The switch and status modules (execa, ansible) load only when their command runs.
+import type { SwitchResult } from './aiSwitch.js';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, stringValue as str, UsageError, type Command } from './command.js';
-import { logFilePath, stateFilePath } from './context.js';
+import { DEFAULT_INSTALLED_RULESET, logFilePath, stateFilePath } from './context.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson } from './output.js';
-import { prepare } from './sync.js';
+
 
 function seconds(value: string | undefined, flag: string): number {
   if (value === undefined) return 0;
@@ -62,6 +62,7 @@ export const aiSwitchCommand: Command = {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
     const json = values.json === true;
     const waitMs = seconds(str(values.wait), '--wait');
+    const { aiSwitch } = await import('./aiSwitch.js');
     const result = await aiSwitch({
       infraPath: str(values.infra) ?? defaultInfra(inv.cwd),
       baseDir: str(values['base-dir']) ?? '.',
@@ -121,6 +122,7 @@ export const aiStatusCommand: Command = {
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     // The infra only supplies the default holder; a broken infra must not hide the live state.
+    const [{ prepare }, { formatStatus, status }] = await Promise.all([import('./pipeline.js'), import('./aiStatus.js')]);
     const { infra } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile }).catch(() => ({ infra: undefined }));
     const report = await status({ infra, stateFile, logFile: logFilePath(inv.env, str(values['log-file'])), history: Number(historyText) });
     if (values.json) printJson(inv.streams, report);

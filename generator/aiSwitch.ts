@@ -22,13 +22,12 @@ import { acquireLock, type Lock } from './lock.js';
 import { nftApply } from './nft.js';
 import { isDomainName } from './names.js';
 import { AI_HOLDER_SET, bridgeOf, renderRuleset, RULESET_FILE, switchBatch, TABLE_FAMILY, TABLE_NAME } from './nftables.js';
-import { evaluate, gather } from './sync.js';
+import { evaluate, gather } from './pipeline.js';
 import { render } from './templates.js';
 import { AI_DOMAIN, hasGpu } from './validate.js';
 import type { Diagnostic, Infra, Mapping } from './types.js';
 
 /** Where `make nftables` installs the ruleset for the host to load at boot (role incus_nftables). */
-export const DEFAULT_INSTALLED_RULESET = '/etc/nftables.d/anklume.nft';
 
 // =============================================================================================
 // Pure: checks

@@ -1,15 +1,12 @@
 /** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
-import { readRaw, readSources } from './infra.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
 import { printDiagnostics, printJson, type Streams } from './output.js';
-import { isDomainName } from './names.js';
-import { countForwardRules, renderRuleset } from './nftables.js';
-import { effectiveHolder } from './outputs.js';
-import { prepare, sync, type SyncReport } from './sync.js';
-import { AI_DOMAIN } from './validate.js';
+import type { SyncReport } from './sync.js';
+
+// Each command loads what it needs when it runs: `validate` never loads the templates, `--help`
+// loads nothing, and start-up stays short for every command.
 
 export { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, type Command, type Invocation } from './command.js';
 
@@ -51,6 +48,7 @@ const syncCommand: Command = {
     const infraPath = onePositional(positionals, inv.cwd);
     const dryRun = values['dry-run'] === true;
     const check = values.check === true;
+    const { sync } = await import('./sync.js');
     const report = await sync(
       { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, env: inv.env },
     );
@@ -74,6 +72,7 @@ const validateCommand: Command = {
   options: { ...COMMON_OPTIONS },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
+    const { prepare } = await import('./pipeline.js');
     const { report } = await prepare(infraPath, inv.env);
     reportProblems(inv, values.json === true, report.errors, report.warnings);
     if (!values.json) {
@@ -93,6 +92,7 @@ const resolveCommand: Command = {
     const infraPath = onePositional(positionals, inv.cwd);
     let model: unknown;
     if (values.raw) {
+      const { readRaw, readSources } = await import('./infra.js');
       const { sources, errors: readErrors } = await readSources(infraPath);
       const { raw, errors } = readErrors.length ? { raw: undefined, errors: readErrors } : readRaw(sources);
       if (!raw) {
@@ -101,6 +101,7 @@ const resolveCommand: Command = {
       }
       model = raw;
     } else {
+      const { prepare } = await import('./pipeline.js');
       const { report, infra } = await prepare(infraPath, inv.env);
       if (!infra) {
         reportProblems(inv, values.json === true, report.errors, report.warnings);
@@ -111,7 +112,7 @@ const resolveCommand: Command = {
       model = infra;
     }
     if (values.json) printJson(inv.streams, model);
-    else inv.streams.out(stringify(model, { version: '1.1', lineWidth: 0 }));
+    else inv.streams.out((await import('./templates.js')).toYaml(model));
     return EXIT_OK;
   },
 };
@@ -123,6 +124,12 @@ const nftablesCommand: Command = {
   flags: { 'ai-domain': 'render for this AI access holder (default: the state file, else ai_access_default)' },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
+    const [{ effectiveHolder, prepare }, { countForwardRules, renderRuleset }, { isDomainName }, { AI_DOMAIN }] = await Promise.all([
+      import('./pipeline.js'),
+      import('./nftables.js'),
+      import('./names.js'),
+      import('./validate.js'),
+    ]);
     const { report, infra, holder } = await prepare(infraPath, inv.env);
     if (!infra) {
       reportProblems(inv, values.json === true, report.errors, report.warnings);

@@ -7,6 +7,8 @@ import type { Context } from './types.js';
 export const DEFAULT_CONF_DIR = '/etc/anklume';
 export const DEFAULT_STATE_FILE = '/opt/anklume/ai-access-current';
 export const DEFAULT_LOG_FILE = '/var/log/anklume/ai-switch.log';
+/** Where the incus_nftables role installs the ruleset for the host to load at boot. */
+export const DEFAULT_INSTALLED_RULESET = '/etc/nftables.d/anklume.nft';
 
 async function readFlag(path: string): Promise<boolean | undefined> {
   let text: string;

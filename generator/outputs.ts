@@ -7,6 +7,7 @@ import { listDirs, readListed, stampOf } from './files.js';
 import { managedBlock, mergeManaged } from './managedBlock.js';
 import { renderRuleset, RULESET_FILE } from './nftables.js';
 import { buildTree } from './tree.js';
+import { effectiveHolder } from './pipeline.js';
 import type { Infra } from './types.js';
 import type { Writer } from './writer.js';
 
@@ -31,11 +32,6 @@ function managedOutput(path: string, vars: object): Output {
 
 function wholeFileOutput(path: string, produce: () => string): Output {
   return { path, managed: false, text: once(produce) };
-}
-
-/** Who the generated ruleset lets reach ai-tools: the state file's holder, else the default. */
-export function effectiveHolder(infra: Infra, holder: string | null | undefined): string | null {
-  return holder === undefined ? (infra.global.ai_access_default ?? null) : holder;
 }
 
 /** Every output of a sync for a valid model: the Ansible tree and the isolation ruleset. */

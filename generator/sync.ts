@@ -6,15 +6,11 @@ import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { filesUntouched, inputKey, loadCache, saveCache, type SyncCache } from './cache.js';
-import { readContext, readHolderState, stateFilePath, type HolderState } from './context.js';
-import { enrich } from './enrich.js';
 import { ensureDirs, readIfExists } from './files.js';
-import { analyse, readSources } from './infra.js';
 import { planOutputs, processOutputs } from './outputs.js';
+import { evaluate, gather } from './pipeline.js';
 import { TREE_DIRS } from './tree.js';
-import { AI_DOMAIN } from './validate.js';
-import type { Source } from './load.js';
-import type { Context, Diagnostic, Infra } from './types.js';
+import type { Diagnostic } from './types.js';
 import { inlineWriter, threadWriter, type Writer } from './writer.js';
 
 export interface SyncOptions {
@@ -44,27 +40,6 @@ export interface SyncReport {
 }
 
 const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], cached: false });
-
-/**
- * The AI access holder the outputs must reflect: the state file's word, checked against the infra.
- * Returns undefined when no switch ever happened (the default applies), null when nobody has access.
- */
-export function resolveHolder(infra: Infra, state: HolderState, stateFile: string): { holder?: string | null; error?: Diagnostic } {
-  if (infra.global.ai_access_policy !== 'exclusive') return {};
-  switch (state.kind) {
-    case 'absent':
-      return {};
-    case 'none':
-      return { holder: null };
-    case 'corrupt':
-      return { error: { file: stateFile, message: `${stateFile}: holds '${state.text}', not a domain name; fix it with 'make ai-switch DOMAIN=<domain>'` } };
-    case 'domain':
-      if (state.domain === AI_DOMAIN || !(state.domain in infra.domains)) {
-        return { error: { file: stateFile, message: `${stateFile}: names '${state.domain}' as the AI access holder, but it is not a client domain of the infra; fix it with 'make ai-switch DOMAIN=<domain>'` } };
-      }
-      return { holder: state.domain };
-  }
-}
 
 function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
   const orphans: Orphan[] = [];
@@ -96,45 +71,6 @@ function isProtected(path: string): boolean {
   }
 }
 
-export interface Gathered {
-  sources: Source[];
-  readErrors: Diagnostic[];
-  ctx: Context;
-  state: HolderState;
-  stateFile: string;
-}
-
-export interface Prepared {
-  report: SyncReport;
-  infra?: Infra;
-  holder?: string | null;
-}
-
-/** Everything read from disk that the result depends on (cheap: no parsing). */
-export async function gather(infraPath: string, env: NodeJS.ProcessEnv): Promise<Gathered> {
-  const stateFile = stateFilePath(env);
-  const [{ sources, errors }, ctx, state] = await Promise.all([readSources(infraPath), readContext(env), readHolderState(stateFile)]);
-  return { sources, readErrors: errors, ctx, state, stateFile };
-}
-
-/** Validates and enriches what was gathered. */
-export function evaluate(gathered: Gathered): Prepared {
-  const report = empty();
-  if (gathered.readErrors.length) return { report: { ...report, errors: gathered.readErrors } };
-  const analysis = analyse(gathered.sources, gathered.ctx);
-  report.warnings = analysis.warnings;
-  if (!analysis.infra || analysis.errors.length) return { report: { ...report, errors: analysis.errors } };
-  const { holder, error } = resolveHolder(analysis.infra, gathered.state, gathered.stateFile);
-  if (error) return { report: { ...report, errors: [error] } };
-  const enriched = enrich(analysis.infra, holder);
-  report.info = enriched.info;
-  return { report, infra: enriched.infra, holder };
-}
-
-export async function prepare(infraPath: string, env: NodeJS.ProcessEnv): Promise<Prepared> {
-  return evaluate(await gather(infraPath, env));
-}
-
 /** Above this many files, a writer thread pays for its start-up. */
 const THREAD_WRITER_MIN_FILES = 500;
 
@@ -157,7 +93,8 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     };
     return finish(report, baseDir, new Set(Object.keys(cache.files)), options, writes);
   }
-  const { report, infra, holder } = evaluate(gathered);
+  const { report: checked, infra, holder } = evaluate(gathered);
+  const report: SyncReport = { ...empty(), ...checked };
   if (report.errors.length || !infra) return report;
   const outputs = planOutputs(infra, holder);
   let writer: Writer | undefined;
