@@ -16,6 +16,7 @@ import { checkShape } from '../generator/schema.ts';
 import { planOutputs } from '../generator/outputs.ts';
 import { checkSemantics } from '../generator/validate.ts';
 import type { Infra } from '../generator/types.ts';
+import { benchAiSwitch } from './aiSwitch.ts';
 import { syntheticInfraText } from './synthetic.ts';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -109,8 +110,20 @@ async function main(): Promise<void> {
     console.log('\nnftables');
     console.log(`  render the ruleset                 ${ms(median(rulesetTimes))}   (${(ruleset.length / 1024).toFixed(0)} KiB, ${countForwardRules(ruleset)} rules in the forward chain)`);
     console.log(`  nft -f in a scratch namespace      ${nftLoad(ruleset, work)}`);
+    await aiSwitchFigures();
   } finally {
     rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function aiSwitchFigures(): Promise<void> {
+  console.log('\nai-switch (250-domain ruleset, scratch namespace, stand-ins for incus/nvidia-smi/systemctl)');
+  try {
+    const r = await benchAiSwitch({ runs: RUNS });
+    console.log(`  network part (revoke + grant)      ${ms(r.network.totalMs)}   (revoke ${r.network.revokeMs.toFixed(1)} ms, grant ${r.network.grantMs.toFixed(1)} ms; target ≤ ${r.network.targetMs} ms)`);
+    console.log(`  whole --no-flush switch            ${ms(r.switch.totalMs)}   (ansible start-up ${r.switch.ansibleStartupMs.toFixed(0)} ms, the rest ${r.switch.restMs.toFixed(0)} ms)`);
+  } catch (err) {
+    console.log(`  skipped: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
   }
 }
 
