@@ -1,7 +1,7 @@
 /** The `ai-switch` and `ai-status` commands: flags in, results out; the work is in aiSwitch / aiStatus. */
 // The switch and status modules (execa, ansible) load only when their command runs.
 import type { SwitchResult } from './aiSwitch.js';
-import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, stringValue as str, UsageError, type Command } from './command.js';
+import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, stringValue as str, UsageError, type Command, type Options } from './command.js';
 import { DEFAULT_INSTALLED_RULESET, logFilePath, stateFilePath } from './context.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson } from './output.js';
 
@@ -32,6 +32,14 @@ function switchJson(r: SwitchResult): Record<string, unknown> {
   };
 }
 
+/** Where the infra, the AI state and the switch log are: both commands take the same flags. */
+const WHERE_FLAGS = {
+  infra: 'infra.yml or infra/ (default: infra/ when infra/base.yml exists, else infra.yml)',
+  'state-file': 'default $ANKLUME_STATE_FILE or /opt/anklume/ai-access-current',
+  'log-file': 'default $ANKLUME_LOG_FILE or /var/log/anklume/ai-switch.log',
+};
+const WHERE_OPTIONS: Options = { infra: { type: 'string' }, 'state-file': { type: 'string' }, 'log-file': { type: 'string' } };
+
 export const aiSwitchCommand: Command = {
   summary: 'give exclusive access to ai-tools to another domain, flushing GPU memory in between',
   usage: 'anklume-gen ai-switch --domain DOMAIN [--no-flush] [--dry-run] [--infra PATH] [--base-dir DIR] [--state-file PATH] [--log-file PATH] [--installed-ruleset PATH] [--wait SECONDS] [--json]',
@@ -39,10 +47,8 @@ export const aiSwitchCommand: Command = {
     domain: 'the domain that gets AI access (not ai-tools)',
     'no-flush': 'skip the GPU memory flush (prints a SECURITY warning)',
     'dry-run': 'change nothing; print old -> new, flush or not, and the exact nft change',
-    infra: 'infra.yml or infra/ (default: infra/ when infra/base.yml exists, else infra.yml)',
+    ...WHERE_FLAGS,
     'base-dir': 'the generated tree; its nftables/anklume.nft is updated (default .)',
-    'state-file': 'default $ANKLUME_STATE_FILE or /opt/anklume/ai-access-current',
-    'log-file': 'default $ANKLUME_LOG_FILE or /var/log/anklume/ai-switch.log',
     'installed-ruleset': `the host's boot copy of the ruleset (default ${DEFAULT_INSTALLED_RULESET})`,
     wait: 'wait up to SECONDS for a running switch to finish (default: fail at once)',
   },
@@ -51,10 +57,8 @@ export const aiSwitchCommand: Command = {
     domain: { type: 'string' },
     'no-flush': { type: 'boolean' },
     'dry-run': { type: 'boolean' },
-    infra: { type: 'string' },
+    ...WHERE_OPTIONS,
     'base-dir': { type: 'string' },
-    'state-file': { type: 'string' },
-    'log-file': { type: 'string' },
     'installed-ruleset': { type: 'string' },
     wait: { type: 'string' },
   },
@@ -103,16 +107,12 @@ export const aiStatusCommand: Command = {
   summary: 'show who holds AI access, whether the live ruleset agrees, and the last switches',
   usage: 'anklume-gen ai-status [--infra PATH] [--state-file PATH] [--log-file PATH] [--history N] [--json]',
   flags: {
-    infra: 'infra.yml or infra/ (default: infra/ when infra/base.yml exists, else infra.yml)',
-    'state-file': 'default $ANKLUME_STATE_FILE or /opt/anklume/ai-access-current',
-    'log-file': 'default $ANKLUME_LOG_FILE or /var/log/anklume/ai-switch.log',
+    ...WHERE_FLAGS,
     history: 'how many past switches to show (default 10)',
   },
   options: {
     ...COMMON_OPTIONS,
-    infra: { type: 'string' },
-    'state-file': { type: 'string' },
-    'log-file': { type: 'string' },
+    ...WHERE_OPTIONS,
     history: { type: 'string' },
   },
   async run(values, positionals, inv) {

@@ -2,25 +2,10 @@
  * Running ansible-playbook (I/O edge). Argument arrays only, and extra vars as one JSON document
  * in a file (`-e @vars.json`): nothing a user typed is ever parsed as `key=value` or by a shell.
  */
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { packagePath } from './packageRoot.js';
 
-/** The package's roles/ (sources run from generator/, the build from dist/generator/). */
-function locateRoles(): string {
-  for (const candidate of ['../roles/', '../../roles/']) {
-    const dir = fileURLToPath(new URL(candidate, import.meta.url));
-    try {
-      readFileSync(dir + 'ai_switch/tasks/main.yml');
-      return dir;
-    } catch {
-      continue;
-    }
-  }
-  throw new Error('roles/ai_switch is missing from the installation');
-}
-
-export const ROLES_DIR = locateRoles();
+export const ROLES_DIR = packagePath('roles') + '/';
 
 /**
  * The environment ansible-playbook runs with: the package's roles first, quiet about the implicit

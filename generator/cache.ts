@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stampOf, writeAtomic, type FileStamp } from './files.js';
 import type { Source } from './load.js';
+import { packagePath } from './packageRoot.js';
 
 export const CACHE_DIR = '.anklume-gen';
 const CACHE_FILE = 'cache.json';
@@ -35,8 +36,7 @@ export function digest(text: string): string {
 
 /** Identity of this build of the generator: its code, templates and schema, by size and mtime. */
 async function generatorFingerprint(): Promise<string> {
-  const here = fileURLToPath(new URL('.', import.meta.url));
-  const roots = [here, join(here, '..', 'templates'), join(here, '..', '..', 'templates'), join(here, '..', 'schema'), join(here, '..', '..', 'schema')];
+  const roots = [fileURLToPath(new URL('.', import.meta.url)), packagePath('templates'), packagePath('schema')];
   const parts: string[] = [];
   const walk = async (dir: string): Promise<void> => {
     let entries;

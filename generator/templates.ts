@@ -5,23 +5,10 @@
  */
 import Handlebars from 'handlebars';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from './packageRoot.js';
 import { stringify } from 'yaml';
 
-function locateTemplates(): string {
-  for (const candidate of ['../templates/', '../../templates/']) {
-    const dir = fileURLToPath(new URL(candidate, import.meta.url));
-    try {
-      readFileSync(dir + 'README.md');
-      return dir;
-    } catch {
-      continue;
-    }
-  }
-  throw new Error('templates/ is missing from the installation');
-}
-
-export const TEMPLATES_DIR = locateTemplates();
+export const TEMPLATES_DIR = packagePath('templates') + '/';
 
 const hbs = Handlebars.create();
 
