@@ -5,7 +5,7 @@
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { filesUntouched, inputKey, loadCache, saveCache, type SyncCache } from './cache.js';
+import { filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { ensureDirs, readIfExists } from './files.js';
 import { planOutputs, processOutputs } from './outputs.js';
 import { evaluate, gather } from './pipeline.js';

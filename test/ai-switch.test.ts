@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { ansibleEnv, ROLES_DIR } from '../generator/ansible.ts';
-import { checkDomainArgument, checkPath, describePlan, extraVars, failureLogLine, gpuMachines, planSwitch, renderPlaybook, securityWarning, switchLogLine, type SwitchPlan } from '../generator/aiSwitch.ts';
+import { checkDomainArgument, checkPath, describePlan, extraVars, failureLogLine, gpuMachines, planSwitch, renderPlaybook, securityWarning, switchLogLine, type SwitchPlan } from '../generator/aiPlan.ts';
 import { agrees, formatStatus, stateHolder } from '../generator/aiStatus.ts';
 import { acquireLock, LockBusyError } from '../generator/lock.ts';
 import { enrich } from '../generator/enrich.ts';
