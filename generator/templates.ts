@@ -6,19 +6,25 @@
 import Handlebars from 'handlebars';
 import { readFileSync } from 'node:fs';
 import { packagePath } from './packageRoot.js';
-import { stringify } from 'yaml';
+import { Document } from 'yaml';
 
 export const TEMPLATES_DIR = packagePath('templates') + '/';
 
 const hbs = Handlebars.create();
+
+// One document, its contents replaced per call: building a document (schema, directives) for each
+// of thousands of small files costs more than serialising them.
+const yamlDocument = new Document(null, { version: '1.1' });
 
 /**
  * YAML 1.1 output: Ansible reads generated files with a YAML 1.1 loader, which would take an
  * unquoted `yes`, `on` or `10:20` for a boolean or a sexagesimal number.
  */
 export function toYaml(value: unknown): string {
-  return stringify(value, { version: '1.1', lineWidth: 0, aliasDuplicateObjects: false, sortMapEntries: false });
+  yamlDocument.contents = yamlDocument.createNode(value, { aliasDuplicateObjects: false });
+  return yamlDocument.toString({ lineWidth: 0 });
 }
+
 
 /** A double-quoted nft string: only characters an interface or set name can hold pass. */
 export function nftString(value: unknown): string {
