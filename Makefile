@@ -1,9 +1,11 @@
 # anklume-gen — what a user touches: make sync, make nftables, make ai-switch DOMAIN=...
 SHELL := /bin/bash
 
+# This checkout, wherever make is run from (make -f path/to/Makefile works from a project dir).
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 INFRA ?= $(if $(wildcard infra/base.yml),infra,infra.yml)
 BASE_DIR ?= .
-GEN := node dist/generator/bin.js
+GEN := node $(ROOT)dist/generator/bin.js
 # Debian packages the tests run for real (see README).
 DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack
 # User values reach the commands through the environment, quoted by the shell, never re-parsed.
@@ -12,14 +14,14 @@ export INFRA BASE_DIR DOMAIN
 .PHONY: help build deps sync sync-dry sync-check sync-clean validate nftables ai-switch ai-status lint test bench
 
 help:
-	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$(INFRA) BASE_DIR=$(BASE_DIR))"
+	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$$INFRA BASE_DIR=$$BASE_DIR)"
 	@echo "make nftables | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
 	@echo "make deps (root: Debian packages) | build | lint | test | bench"
 
-dist/generator/bin.js: $(wildcard generator/*.ts) tsconfig.json package.json
-	npx tsc -p tsconfig.json
+$(ROOT)dist/generator/bin.js: $(wildcard $(ROOT)generator/*.ts) $(ROOT)tsconfig.json $(ROOT)package.json
+	cd $(ROOT) && npx tsc -p tsconfig.json
 
-build: dist/generator/bin.js
+build: $(ROOT)dist/generator/bin.js
 
 deps:
 	apt-get update -qq
@@ -41,7 +43,7 @@ validate: build
 	$(GEN) validate "$$INFRA"
 
 nftables: build
-	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, site.yml --tags nftables
+	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml --tags nftables
 
 ai-switch: build
 	$(GEN) ai-switch --infra "$$INFRA" --base-dir "$$BASE_DIR" $(if $(DOMAIN),--domain "$$DOMAIN") $(if $(NO_FLUSH),--no-flush) $(if $(DRY_RUN),--dry-run)
@@ -50,12 +52,12 @@ ai-status: build
 	$(GEN) ai-status --infra "$$INFRA"
 
 lint: build
-	npx tsc -p tsconfig.test.json
-	ansible-lint
-	ansible-playbook -i localhost, site.yml --syntax-check
+	cd $(ROOT) && npx tsc -p tsconfig.test.json
+	cd $(ROOT) && ansible-lint
+	cd $(ROOT) && ansible-playbook -i localhost, site.yml --syntax-check
 
 test: lint
-	npm test
+	cd $(ROOT) && npm test
 
 bench: build
-	npm run bench
+	cd $(ROOT) && npm run bench
