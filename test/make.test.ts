@@ -11,8 +11,18 @@ import { testEnv } from './helpers/env.ts';
 
 const ROOT = process.cwd();
 
+/**
+ * The environment of a nested make: without the variables an outer `make test` exports, which
+ * would otherwise win over the Makefile's defaults.
+ */
+const OUTER_MAKE = new Set(['INFRA', 'BASE_DIR', 'DOMAIN', 'MAKEFLAGS', 'MAKELEVEL', 'MFLAGS']);
+
+function makeEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([key]) => !OUTER_MAKE.has(key)));
+}
+
 function make(args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync('make', ['-s', '-C', cwd, ...args], { env, encoding: 'utf8' });
+  const r = spawnSync('make', ['-s', '-C', cwd, ...args], { env: makeEnv(env), encoding: 'utf8' });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -38,7 +48,7 @@ describe('make targets', () => {
     try {
       const project = join(t.dir, 'project');
       mkdirSync(project, { recursive: true });
-      const run = () => spawnSync('make', ['-s', '-f', join(ROOT, 'Makefile'), 'validate'], { cwd: project, env: t.env, encoding: 'utf8' });
+      const run = () => spawnSync('make', ['-s', '-f', join(ROOT, 'Makefile'), 'validate'], { cwd: project, env: makeEnv(t.env), encoding: 'utf8' });
       writeFileSync(join(project, 'infra.yml'), 'project_name: single\nglobal: {base_subnet: "10.1"}\ndomains: {solo: {subnet_id: 1}}\n');
       const single = run();
       assert.equal(single.status, 0, single.stderr);
