@@ -46,11 +46,6 @@ export interface Job {
   cached: Record<string, CacheEntry>;
   /** Undefined for --dry-run and --check: compare only. */
   writer?: Writer;
-  /**
-   * Shared with another thread: the next output index to process, claimed atomically, so that each
-   * output is processed exactly once by whichever thread is free. Undefined: process them all.
-   */
-  cursor?: Int32Array;
 }
 
 export interface Outcome {
@@ -60,28 +55,16 @@ export interface Outcome {
   files: Record<string, CacheEntry>;
 }
 
-/** Claims the next output index: from the shared cursor, or simply the next one. */
-export function claimer(cursor: Int32Array | undefined): () => number {
-  let next = 0;
-  return cursor ? () => Atomics.add(cursor, 0, 1) : () => next++;
-}
-
-/**
- * Renders and compares the outputs (those this thread claims), and hands the changed ones to the
- * writer. `between` runs after each output: the helper thread writes what it was sent there.
- */
-export async function processOutputs(outputs: Output[], job: Job, between: () => void = () => undefined): Promise<Outcome> {
+/** Renders and compares every output, and hands the changed ones to the writer. */
+export async function processOutputs(outputs: Output[], job: Job): Promise<Outcome> {
   const outcome: Outcome = { written: [], unchanged: [], files: {} };
   const digests = new Map<string, string>();
   const listings = listDirs(outputs.map((o) => dirname(join(job.baseDir, o.path))));
-  const claim = claimer(job.cursor);
-  for (let i = claim(); i < outputs.length; i = claim()) {
-    const output = outputs[i];
+  for (const output of outputs) {
     const target = join(job.baseDir, output.path);
     const rendered = output.text();
     const fileDigest = digest(rendered);
     const entry = job.cached[output.path];
-    between();
     if (entry && entry.digest === fileDigest) {
       const now = stampOf(target);
       if (now && now.size === entry.size && now.mtimeMs === entry.mtimeMs) {
@@ -112,13 +95,4 @@ export async function processOutputs(outputs: Output[], job: Job, between: () =>
     }
   }
   return outcome;
-}
-
-/** What the helper thread needs to take its share: the model (it renders its own outputs). */
-export interface ShareRequest {
-  infra: Infra;
-  holder: string | null | undefined;
-  baseDir: string;
-  cached: Record<string, CacheEntry>;
-  cursor: Int32Array;
 }

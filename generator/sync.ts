@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { ensureDirs, readIfExists } from './files.js';
-import { planOutputs, processOutputs, type Outcome } from './outputs.js';
+import { planOutputs, processOutputs } from './outputs.js';
 import { evaluate, gather } from './pipeline.js';
 import { TREE_DIRS } from './tree.js';
 import type { Diagnostic } from './types.js';
-import { inlineWriter, startHelper } from './writer.js';
+import { inlineWriter, threadWriter, type Writer } from './writer.js';
 
 export interface SyncOptions {
   infraPath: string;
@@ -71,8 +71,8 @@ function isProtected(path: string): boolean {
   }
 }
 
-/** Infra files this large make trees of thousands of files: a helper thread pays for its start-up. */
-const HELPER_MIN_SOURCE_BYTES = 128 * 1024;
+/** Above this many files, a writer thread pays for its start-up. */
+const THREAD_WRITER_MIN_FILES = 500;
 
 export async function sync(options: SyncOptions): Promise<SyncReport> {
   const env = options.env ?? process.env;
@@ -93,33 +93,20 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     };
     return finish(report, baseDir, new Set(Object.keys(cache.files)), options, writes);
   }
-  const sourceBytes = gathered.sources.reduce((n, source) => n + source.text.length, 0);
-  const helper = writes && sourceBytes >= HELPER_MIN_SOURCE_BYTES ? startHelper() : undefined;
-  try {
-    const { report: checked, infra, holder } = evaluate(gathered);
-    const report: SyncReport = { ...empty(), ...checked };
-    if (report.errors.length || !infra) return report;
-    const outputs = planOutputs(infra, holder);
-    const cached = cache?.files ?? {};
-    if (writes) ensureDirs(outputs.map((o) => join(baseDir, o.path)));
-    let outcome: Outcome;
-    if (helper) {
-      const cursor = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
-      helper.share({ infra, holder, baseDir, cached, cursor });
-      const mine = await processOutputs(outputs, { baseDir, cached, writer: helper.writer, cursor });
-      const theirs = await helper.outcome();
-      if (!theirs) throw new Error('the helper thread did not report its outputs');
-      outcome = { written: [...mine.written, ...theirs.written], unchanged: [...mine.unchanged, ...theirs.unchanged], files: { ...mine.files, ...theirs.files } };
-    } else {
-      outcome = await processOutputs(outputs, { baseDir, cached, writer: writes ? inlineWriter() : undefined });
-    }
-    report.written = outcome.written.sort();
-    report.unchanged = outcome.unchanged.sort();
-    if (writes) saveCache(baseDir, { version: 1, key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
-    return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
-  } finally {
-    helper?.stop();
+  const { report: checked, infra, holder } = evaluate(gathered);
+  const report: SyncReport = { ...empty(), ...checked };
+  if (report.errors.length || !infra) return report;
+  const outputs = planOutputs(infra, holder);
+  let writer: Writer | undefined;
+  if (writes) {
+    ensureDirs(outputs.map((o) => join(baseDir, o.path)));
+    writer = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
   }
+  const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer });
+  report.written = outcome.written.sort();
+  report.unchanged = outcome.unchanged.sort();
+  if (writes) saveCache(baseDir, { version: 1, key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
+  return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
 }
 
 function finish(report: SyncReport, baseDir: string, known: Set<string>, options: SyncOptions, writes: boolean): SyncReport {
