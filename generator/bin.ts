@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { EXIT_FAILED, main } from './cli.js';
+import { main } from './cli.js';
+import { EXIT_FAILED } from './command.js';
 import { defaultStreams } from './output.js';
 
 const streams = defaultStreams();
