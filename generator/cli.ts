@@ -8,7 +8,6 @@ import type { SyncReport } from './sync.js';
 // Each command loads what it needs when it runs: `validate` never loads the templates, `--help`
 // loads nothing, and start-up stays short for every command.
 
-
 function onePositional(positionals: string[], cwd: string): string {
   if (positionals.length > 1) throw new UsageError(`expected one infra path, got ${positionals.length}: ${positionals.join(' ')}`);
   return positionals[0] ?? defaultInfra(cwd);
