@@ -10,6 +10,7 @@
  *
  * The pure half (checks, plan, texts) is aiPlan.ts; this module does the I/O.
  */
+import { existsSync } from 'node:fs';
 import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -20,6 +21,7 @@ import { writeAtomic } from './files.js';
 import { acquireLock, type Lock } from './lock.js';
 import { nftApply } from './nft.js';
 import { evaluate, gather } from './pipeline.js';
+import { sync } from './sync.js';
 import {
   checkDomainArgument,
   checkPath,
@@ -326,6 +328,23 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
   }
 }
 
+/**
+ * The generated tree names the AI holder too (the AI policy in group_vars/all.yml): re-sync an
+ * existing tree now, so that no generated file contradicts the new holder until the next
+ * `make sync`. Access has moved already: a problem here is a warning, not a failed switch.
+ */
+async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: Diagnostic[]): Promise<string[]> {
+  if (!existsSync(join(options.baseDir, 'group_vars', 'all.yml'))) return [];
+  try {
+    const report = await sync({ infraPath: options.infraPath, baseDir: options.baseDir, env: { ...options.env, ANKLUME_STATE_FILE: plan.stateFile } });
+    if (report.errors.length) throw new Error(report.errors.map((e) => e.message).join('; '));
+    return report.written.length ? [`Ansible tree in ${options.baseDir} updated: ${report.written.join(', ')}`] : [];
+  } catch (err) {
+    warnings.push({ message: `the Ansible tree in ${options.baseDir} still names the old holder (${err instanceof Error ? err.message : String(err)}); run 'make sync'` });
+    return [];
+  }
+}
+
 async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings: Diagnostic[], report: PlaybookReport): Promise<SwitchResult> {
   // Trust, but check: the wire and the state file must both name the new holder.
   const [live, state] = await Promise.all([readLiveHolders(), readFile(plan.stateFile, 'utf8').catch(() => undefined)]);
@@ -337,6 +356,7 @@ async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings:
   const logProblem = await appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes));
   if (logProblem) warnings.push({ message: logProblem });
   const messages = [`AI access switched: '${label(plan.from)}' -> '${plan.to}' (flush: ${plan.flushes})`];
+  messages.push(...(await refreshTree(options, plan, warnings)));
   for (const g of report.gpu ?? []) {
     messages.push(`  ${g.machine}: killed ${g.killed.length ? g.killed.join(', ') : 'no process'}; GPU reset ${g.reset ? 'done' : 'not done (WARNING: freed memory was not cleared by a reset)'}; memory in use: ${g.memory.join('; ') || 'unknown'}`);
     if (!g.reset) warnings.push({ message: `nvidia-smi --gpu-reset failed on ${g.machine}: the compute processes were killed, but their freed GPU memory was not cleared by a reset` });

@@ -124,6 +124,9 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     lab = await Lab.create(labSpecFromInfra(infra), { prefix: 'akai' });
     await lab.listen([AI_PORT, 80]);
     await lab.nft(['-f', '-'], renderRuleset(infra, 'pro'));
+    // A tree synced before any switch: the switch must bring its AI policy up to date.
+    const synced = await runCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env);
+    assert.equal(synced.code, 0, synced.stderr);
   });
 
   after(async () => {
@@ -145,6 +148,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   });
 
   it('--dry-run changes nothing and prints old -> new, flush, the exact nft change (and SECURITY with --no-flush)', async () => {
+    const synced = readFileSync(baseCopy, 'utf8');
     const r = await cli(switchArgs('--domain', 'perso', '--dry-run'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /'pro' -> 'perso'/);
@@ -159,7 +163,8 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.equal(j.flush, false);
     assert.equal(j.revoke_batch, switchBatch(infra, 'pro', null));
     assert.ok(j.messages.some((m: string) => m.startsWith('SECURITY: --no-flush')));
-    for (const path of [stateFile, logFile, installed, baseCopy, `${stateFile}.lock`]) assert.equal(existsSync(path), false, `${path} was written`);
+    for (const path of [stateFile, logFile, installed, `${stateFile}.lock`]) assert.equal(existsSync(path), false, `${path} was written`);
+    assert.equal(readFileSync(baseCopy, 'utf8'), synced, 'the synced ruleset of the tree is unchanged');
     assert.deepEqual(await liveHolders(), ['net-pro']);
     assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), [], 'only reads');
   });
@@ -206,6 +211,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     const expected = renderRuleset(infra, 'perso');
     assert.equal(readFileSync(installed, 'utf8'), expected, 'the installed copy agrees');
     assert.equal(readFileSync(baseCopy, 'utf8'), expected, '<base-dir>/nftables/anklume.nft agrees');
+    assert.match(readFileSync(join(t.baseDir, 'group_vars', 'all.yml'), 'utf8'), /from: perso\n {4}to: ai-tools/, 'group_vars/all.yml names the new holder at once');
     const live = await lab!.nft(['-s', 'list', 'table', 'inet', 'anklume']);
     assert.equal(live, await listing(expected), 'the live table is exactly a fresh load of the ruleset for perso');
   });
