@@ -18,8 +18,8 @@ help:
 	@echo "make nftables | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
 	@echo "make deps (root: Debian packages) | build | lint | test | bench"
 
-$(ROOT)dist/generator/bin.js: $(wildcard $(ROOT)generator/*.ts) $(ROOT)tsconfig.json $(ROOT)package.json
-	cd $(ROOT) && npx tsc -p tsconfig.json
+$(ROOT)dist/generator/bin.js: $(wildcard $(ROOT)generator/*.ts) $(ROOT)schema/infra.schema.json $(ROOT)tsconfig.json $(ROOT)package.json
+	cd $(ROOT) && npm run -s build
 
 build: $(ROOT)dist/generator/bin.js
 

@@ -7,7 +7,8 @@ interface SchemaDocument {
 }
 
 export const SCHEMA_FILE = packagePath('schema', 'infra.schema.json');
-export const infraSchema = JSON.parse(readFileSync(SCHEMA_FILE, 'utf8')) as SchemaDocument & object;
+export const SCHEMA_TEXT = readFileSync(SCHEMA_FILE, 'utf8');
+export const infraSchema = JSON.parse(SCHEMA_TEXT) as SchemaDocument & object;
 
 const DNS_NAME = new RegExp(infraSchema.definitions.dnsName.pattern);
 export const MAX_DOMAIN_NAME = 11;

@@ -2,10 +2,10 @@
  * Shape checks: schema/infra.schema.json through ajv, with ajv's errors turned into the messages
  * anklume users know (spec §4). The schema owns the rules; this module only words them.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import addFormats from 'ajv-formats';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
 import type { PathSegment } from './load.js';
-import { infraSchema } from './names.js';
+import { compileValidator, PRECOMPILED_FILE, schemaDigest } from './schemaCompiler.js';
 import { closest } from './suggest.js';
 import type { Mapping } from './types.js';
 
@@ -18,12 +18,18 @@ export interface ShapeError {
 
 let compiled: ValidateFunction | undefined;
 
-function validator(): ValidateFunction {
-  if (!compiled) {
-    const ajv = new Ajv({ allErrors: true, verbose: true, strictTypes: true });
-    addFormats.default(ajv, ['ipv4']);
-    compiled = ajv.compile(infraSchema);
+/** The build's precompiled validator, if it was made from the schema on disk. */
+function precompiled(): ValidateFunction | undefined {
+  try {
+    const loaded = createRequire(import.meta.url)(`./${PRECOMPILED_FILE}`) as ValidateFunction & { schemaDigest?: unknown };
+    return loaded.schemaDigest === schemaDigest() ? loaded : undefined;
+  } catch {
+    return undefined;
   }
+}
+
+function validator(): ValidateFunction {
+  compiled ??= precompiled() ?? compileValidator();
   return compiled;
 }
 
@@ -170,8 +176,7 @@ function isNameCheck(err: ErrorObject, raw: unknown): boolean {
   return typeof node === 'object' && node !== null;
 }
 
-export function checkShape(raw: unknown): ShapeError[] {
-  const validate = validator();
+export function checkShape(raw: unknown, validate: ValidateFunction = validator()): ShapeError[] {
   if (validate(raw)) return [];
   const out: ShapeError[] = [];
   const seen = new Set<string>();
