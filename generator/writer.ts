@@ -35,14 +35,20 @@ export interface WriterReply {
   error?: string;
 }
 
-/** A worker that writes what it is sent. Undefined when no worker can be started here. */
-export function threadWriter(): Writer | undefined {
+function workerSource(): string {
   const self = fileURLToPath(import.meta.url);
   const entry = JSON.stringify(pathToFileURL(join(dirname(self), `writerWorker${extname(self)}`)).href);
   // Run from the TypeScript sources (tests, development), the worker needs tsx's loader too.
-  const source = extname(self) === '.ts'
+  return extname(self) === '.ts'
     ? `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); })`
     : `import(${entry})`;
+}
+
+/**
+ * A worker that writes what it is sent. Undefined when no worker can be started here.
+ * @param source the worker's code (tests give one that dies, to prove nothing is lost)
+ */
+export function threadWriter(source = workerSource()): Writer | undefined {
   let worker: Worker;
   try {
     worker = new Worker(source, { eval: true });
@@ -50,16 +56,20 @@ export function threadWriter(): Writer | undefined {
     return undefined;
   }
   let batch: [string, string][] = [];
-  const done = new Promise<Map<string, FileStamp>>((resolve, reject) => {
+  // Everything sent, kept until the thread answers: if the thread itself is lost, this thread
+  // writes it all again (writes are atomic and idempotent), so a lost thread costs time, not files.
+  const sent: [string, string][] = [];
+  const done = new Promise<Map<string, FileStamp> | undefined>((resolve, reject) => {
     worker.once('message', (reply: WriterReply) => {
       if (reply.error !== undefined) reject(new Error(reply.error));
       else resolve(new Map(reply.stamps));
     });
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`the writer thread stopped (exit code ${code}) before finishing`)));
+    worker.once('error', () => resolve(undefined));
+    worker.once('exit', () => resolve(undefined));
   });
   const flush = (): void => {
     if (batch.length) worker.postMessage({ files: batch } satisfies WriterMessage);
+    sent.push(...batch);
     batch = [];
   };
   return {
@@ -71,7 +81,11 @@ export function threadWriter(): Writer | undefined {
       flush();
       worker.postMessage({ end: true } satisfies WriterMessage);
       try {
-        return await done;
+        const stamps = await done;
+        if (stamps) return stamps;
+        const fallback = inlineWriter();
+        for (const [path, content] of sent) fallback.write(path, content);
+        return fallback.finish();
       } finally {
         void worker.terminate();
       }

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { threadWriter, type Writer } from '../generator/writer.ts';
+
+function writeMany(writer: Writer, dir: string, count: number): string[] {
+  const paths = Array.from({ length: count }, (_, i) => join(dir, `f${i}.yml`));
+  paths.forEach((p, i) => writer.write(p, `n: ${i}\n`));
+  return paths;
+}
+
+describe('writer thread', () => {
+  it('writes every file it is sent and returns their stamps', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      const writer = threadWriter();
+      assert.ok(writer);
+      const paths = writeMany(writer, dir, 200);
+      const stamps = await writer.finish();
+      assert.equal(stamps.size, 200);
+      paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
+      assert.equal(stamps.get(paths[7])?.size, 'n: 7\n'.length);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a thread that dies loses no file: this thread writes them all', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      const writer = threadWriter('process.exit(3)');
+      assert.ok(writer);
+      const paths = writeMany(writer, dir, 150);
+      const stamps = await writer.finish();
+      assert.equal(stamps.size, 150);
+      paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a write that fails is an error, not a silent loss', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      const writer = threadWriter();
+      assert.ok(writer);
+      writer.write(join(dir, 'missing-dir', 'x.yml'), 'x: 1\n');
+      await assert.rejects(writer.finish(), /cannot write .*x\.yml/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
