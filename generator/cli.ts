@@ -110,7 +110,7 @@ const resolveCommand: Command = {
       model = infra;
     }
     if (values.json) printJson(inv.streams, model);
-    else inv.streams.out((await import('./templates.js')).toYaml(model));
+    else inv.streams.out((await import('./yamlOut.js')).toYaml(model));
     return EXIT_OK;
   },
 };

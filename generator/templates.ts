@@ -1,33 +1,16 @@
 /**
  * The one Handlebars environment. Templates own the layout of every generated file; data enters
- * only through helpers that serialise it safely (YAML through the yaml library, nft strings and
+ * only through helpers that serialise it safely (YAML through js-yaml's dumper, nft strings and
  * comments through the sanitisers below).
  */
 import Handlebars from 'handlebars';
 import { readFileSync } from 'node:fs';
 import { packagePath } from './packageRoot.js';
-import { Document } from 'yaml';
+import { toYaml } from './yamlOut.js';
 
 export const TEMPLATES_DIR = packagePath('templates') + '/';
 
 const hbs = Handlebars.create();
-
-// One document, its contents replaced per call: building a document (schema, directives) for each
-// of thousands of small files costs more than serialising them. No tag handles either: plain data
-// never carries explicit tags, and with handles declared every toString walks the whole tree
-// looking for tags to declare (a tenth of the rendering time of a large sync).
-const yamlDocument = new Document(null, { version: '1.1' });
-if (yamlDocument.directives) yamlDocument.directives.tags = {};
-
-/**
- * YAML 1.1 output: Ansible reads generated files with a YAML 1.1 loader, which would take an
- * unquoted `yes`, `on` or `10:20` for a boolean or a sexagesimal number.
- */
-export function toYaml(value: unknown): string {
-  yamlDocument.contents = yamlDocument.createNode(value, { aliasDuplicateObjects: false });
-  return yamlDocument.toString({ lineWidth: 0 });
-}
-
 
 /** A double-quoted nft string: only characters an interface or set name can hold pass. */
 export function nftString(value: unknown): string {

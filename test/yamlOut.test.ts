@@ -1,0 +1,86 @@
+/**
+ * What toYaml writes must read back identically with PyYAML, the YAML 1.1 loader Ansible uses
+ * (Debian's python3-yaml, run for real). One Python process reads a whole batch.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { toYaml } from '../generator/yamlOut.ts';
+
+/** Non-finite floats have no JSON form: they come back as their Python repr. */
+const PYTHON_LOAD = `
+import json, math, sys, yaml
+def plain(x):
+    if isinstance(x, float) and not math.isfinite(x): return repr(x)
+    if isinstance(x, dict): return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, list): return [plain(v) for v in x]
+    return x
+print(json.dumps(plain(yaml.safe_load(sys.stdin))))
+`;
+
+function pyyamlRead(text: string): unknown {
+  return JSON.parse(execFileSync('/usr/bin/python3', ['-c', PYTHON_LOAD], { input: text, encoding: 'utf8', maxBuffer: 1 << 28 }));
+}
+
+/** Every string as a value and as a key, in block and nested positions. */
+function roundTrips(strings: string[]): void {
+  const unique = [...new Set(strings)];
+  const doc = {
+    values: unique,
+    keys: Object.fromEntries(unique.map((s, i) => [s, i])),
+    nested: [{ deeper: { list: unique.slice(0, 100) } }],
+  };
+  const back = pyyamlRead(toYaml(doc)) as typeof doc;
+  const wrongValues = unique.filter((s, i) => back.values[i] !== s);
+  const wrongKeys = unique.filter((s, i) => back.keys[s] !== i);
+  assert.deepEqual(wrongValues, [], 'strings PyYAML read back as something else');
+  assert.deepEqual(wrongKeys, [], 'keys PyYAML read back as something else');
+  assert.deepEqual(back.nested, doc.nested);
+}
+
+/** Each of PyYAML's implicit resolvers, its edges, and YAML's indicators. */
+const YAML_1_1_TRAPS = [
+  'yes', 'Yes', 'YES', 'no', 'No', 'NO', 'on', 'On', 'ON', 'off', 'Off', 'OFF', 'true', 'False', 'y', 'Y', 'n', 'N',
+  '~', 'null', 'Null', 'NULL', '', '=', '<<',
+  '1:30', '1:30.5', '190:20:30', '-1:00', '1:60', '12:59', '0:30',
+  '012', '0777', '08', '0_7', '0b101', '-0b1_0', '0x1F', '0x_', '1_000', '1_', '+1', '-0', '0o17',
+  '1.', '1._', '1.5', '.5', '._5', '1.0e+3', '1.0e3', '1e3', '.inf', '-.INF', '+.Inf', '.NaN', '.nan',
+  '2001-12-14', '2001-1-4', '2001-12-14t21:59:43.10-05:00', '2001-12-14 21:59:43.10 -5', '2001-12-14T21:59:43Z',
+  'a: b', 'a:b', '#x', 'x #y', 'x#y', '- a', '-', '? x', '?', ':', 'x:', ': x', '[a]', '{a}', 'a, b', '!tag', '&a', '*a',
+  '|', '>', '%x', '@x', '`x', "'q'", '"q"', "it's", 'a\nb', 'a\n', '\n', 'a\n\n', ' lead', 'trail ', 'tab\t', '\tlead',
+  '\u0085', '\u2028', '\ufeff', 'é😀', '\u0000\u0007', '\r\n', 'limits.cpu', 'images:debian/13', '10.100.1.2',
+  '{{ lookup("x") }}', '--- doc', '...', '---',
+];
+
+describe('toYaml writes YAML 1.1 that PyYAML reads back identically', () => {
+  it('every implicit-resolver trap and indicator, as values and as keys', () => {
+    roundTrips(YAML_1_1_TRAPS);
+  });
+
+  it('quotes what only a YAML 1.1 reader would take for something else', () => {
+    // Plain in YAML 1.2, a number, a float or an error for PyYAML: the quoting schema must catch them.
+    for (const text of ['1:30', '1._', '=', '0b101', '2001-1-4 1:02:03']) {
+      assert.equal(toYaml({ k: text }), `k: "${text}"\n`, text);
+    }
+  });
+
+  it('random strings from a YAML-heavy alphabet, as values and as keys', () => {
+    const alphabet = fc.constantFrom(...'0123456789._:-+eExXbBoO yYnNtTfF~=<#\'"aA\t\n!&*|>%@`,[]{}?');
+    const strings = fc.sample(fc.string({ unit: alphabet, minLength: 0, maxLength: 10 }), 20000);
+    roundTrips([...strings, ...fc.sample(fc.string({ unit: 'binary', maxLength: 8 }), 2000)]);
+  });
+
+  it('numbers, booleans, null and empty collections keep their type', () => {
+    const doc = { ints: [0, -2, 65535], floats: [0.5, -1.25, 1e-7, 1.5e300], flags: [true, false], none: null, map: {}, list: [] };
+    assert.deepEqual(pyyamlRead(toYaml(doc)), doc);
+    assert.deepEqual(pyyamlRead(toYaml([Infinity, -Infinity, NaN])), ['inf', '-inf', 'nan']);
+  });
+
+  it('writes a shared value in full at each place, never as an alias, and leaves undefined out', () => {
+    const shared = { a: 1 };
+    const text = toYaml({ x: shared, y: shared, z: undefined });
+    assert.doesNotMatch(text, /[&*]ref/);
+    assert.deepEqual(pyyamlRead(text), { x: { a: 1 }, y: { a: 1 } });
+  });
+});
