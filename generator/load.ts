@@ -7,8 +7,23 @@
  * out to be invalid, so every message a user sees is located by the precise reader.
  */
 import * as jsyaml from 'js-yaml';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node as YamlNode } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as YamlLibrary from 'yaml';
+import type { Document, LineCounter, Node as YamlNode } from 'yaml';
 import type { Diagnostic, Location, Mapping } from './types.js';
+
+const requireCjs = createRequire(import.meta.url);
+let yamlLibrary: typeof YamlLibrary | undefined;
+
+/**
+ * The `yaml` library, loaded the first time a file needs the precise reader (about 45 ms that a
+ * run reading only valid files never pays). Its Node entry point is CommonJS, so require loads it
+ * synchronously.
+ */
+export function yaml(): typeof YamlLibrary {
+  yamlLibrary ??= requireCjs('yaml') as typeof YamlLibrary;
+  return yamlLibrary;
+}
 
 export interface Source {
   file: string;
@@ -226,6 +241,7 @@ function rootShapeError(source: Source, root: unknown, at: Location): Diagnostic
 
 /** Duplicate keys found on the AST, so that the path (and so the right message) is known. */
 function findDuplicateKeys(node: unknown, path: PathSegment[], report: (path: PathSegment[], key: string, first: PathSegment[], offset?: number) => void): void {
+  const { isMap, isScalar, isSeq } = yaml();
   if (isMap(node)) {
     const seen = new Set<string>();
     for (const pair of node.items) {
@@ -250,7 +266,7 @@ function explainSyntax(message: string): string {
 /** Start offset of the quoted scalar that runs into `errorOffset` (where its closing quote is missing). */
 function unclosedQuoteStart(doc: Document, errorOffset: number): number | undefined {
   let start: number | undefined;
-  visit(doc, {
+  yaml().visit(doc, {
     Scalar(_key, node) {
       const range = node.range;
       if (!range || (node.type !== 'QUOTE_DOUBLE' && node.type !== 'QUOTE_SINGLE')) return;
@@ -262,6 +278,7 @@ function unclosedQuoteStart(doc: Document, errorOffset: number): number | undefi
 
 /** The first alias node in document order: where an over-expanding document starts to repeat itself. */
 function firstAliasStart(doc: Document): number | undefined {
+  const { visit } = yaml();
   let start: number | undefined;
   visit(doc, {
     Alias(_key, node) {
@@ -273,6 +290,7 @@ function firstAliasStart(doc: Document): number | undefined {
 }
 
 function parseDetailed(source: Source): { detailed: Detailed; root: unknown; errors: Diagnostic[]; docPrefixToModel: (p: PathSegment[]) => PathSegment[] } {
+  const { LineCounter, parseDocument } = yaml();
   const lineCounter = new LineCounter();
   const doc = parseDocument(source.text, { lineCounter, uniqueKeys: false, stringKeys: true, prettyErrors: false });
   const detailed = { doc, lineCounter };
@@ -326,6 +344,7 @@ function parseDetailed(source: Source): { detailed: Detailed; root: unknown; err
 export const KEY_MARKER = '\u0000key';
 
 function keyPosition(detailed: Detailed, docPath: PathSegment[], file: string): Location | undefined {
+  const { isMap, isScalar } = yaml();
   const parent = docPath.length === 1 ? detailed.doc.contents : detailed.doc.getIn(docPath.slice(0, -1), true);
   if (!isMap(parent)) return undefined;
   const name = String(docPath[docPath.length - 1]);
@@ -354,7 +373,7 @@ function makeLocator(owners: Owner[], detailedByFile: Map<string, Detailed>): Lo
     }
     // An empty value (`key:` and nothing after) has no text of its own: point at its key.
     const exact = docPath.length > 0 ? detailed.doc.getIn(docPath, true) : undefined;
-    if (isScalar(exact) && exact.range && exact.range[0] === exact.range[1]) {
+    if (yaml().isScalar(exact) && exact.range && exact.range[0] === exact.range[1]) {
       const at = keyPosition(detailed, docPath, best.file);
       if (at) return at;
     }

@@ -1,21 +1,26 @@
 /**
- * The schema validator, compiled by ajv. Compiling costs about 70 ms at every start, so the build
- * also writes it as standalone code (dist/generator/infraValidator.cjs, see buildValidator.ts),
- * stamped with the digest of the schema it was made from; schema.ts uses it when the stamp
- * matches the schema on disk and compiles at run time otherwise (sources run through tsx, a
- * schema edited after the build).
+ * The schema validator, compiled by ajv. Compiling costs about 70 ms at every start, and loading
+ * ajv itself about 45 ms, so the build also writes the validator as standalone code
+ * (dist/generator/infraValidator.cjs, see buildValidator.ts), stamped with the digest of the
+ * schema it was made from; schema.ts uses it when the stamp matches the schema on disk and
+ * compiles at run time otherwise (sources run through tsx, a schema edited after the build).
+ * ajv is therefore loaded only by the functions that compile.
  */
-import { Ajv, type ValidateFunction } from 'ajv';
-import addFormats from 'ajv-formats';
-import standaloneCode from 'ajv/dist/standalone/index.js';
+import type { Ajv as AjvInstance, ValidateFunction } from 'ajv';
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { infraSchema, SCHEMA_TEXT } from './names.js';
 
 export const PRECOMPILED_FILE = 'infraValidator.cjs';
 
-function newAjv(source: boolean): Ajv {
+// ajv and ajv-formats are CommonJS: require loads them synchronously, when first needed.
+const requireCjs = createRequire(import.meta.url);
+
+function newAjv(source: boolean): AjvInstance {
+  const { Ajv } = requireCjs('ajv') as typeof import('ajv');
+  const addFormats = requireCjs('ajv-formats') as typeof import('ajv-formats').default;
   const ajv = new Ajv({ allErrors: true, verbose: true, strictTypes: true, code: { source } });
-  addFormats.default(ajv, ['ipv4']);
+  addFormats(ajv, ['ipv4']);
   return ajv;
 }
 
@@ -30,6 +35,7 @@ export function compileValidator(): ValidateFunction {
 /** The CommonJS module that buildValidator.ts writes: the validator, and the schema's digest. */
 export function standaloneValidatorCode(): string {
   const ajv = newAjv(true);
-  const code = standaloneCode.default(ajv, ajv.compile(infraSchema));
+  const standaloneCode = requireCjs('ajv/dist/standalone/index.js') as typeof import('ajv/dist/standalone/index.js').default;
+  const code = standaloneCode(ajv, ajv.compile(infraSchema));
   return `${code}\nmodule.exports.schemaDigest = ${JSON.stringify(schemaDigest())};\n`;
 }

@@ -4,9 +4,9 @@
  */
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { ensureDirs, readIfExists } from './files.js';
+import { yaml } from './load.js';
 import { planOutputs, processOutputs } from './outputs.js';
 import { evaluate, gather } from './pipeline.js';
 import { TREE_DIRS } from './tree.js';
@@ -61,7 +61,7 @@ function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
 /** A file that says ephemeral: false belongs to something the user wants kept: never delete it. */
 function isProtected(path: string): boolean {
   try {
-    const data = parseYaml(readIfExists(path) ?? '', { maxAliasCount: 100 }) as unknown;
+    const data = yaml().parse(readIfExists(path) ?? '', { maxAliasCount: 100 }) as unknown;
     if (typeof data !== 'object' || data === null) return false;
     const vars = data as Record<string, unknown>;
     return vars.domain_ephemeral === false || vars.instance_ephemeral === false;
