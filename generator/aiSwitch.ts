@@ -318,7 +318,9 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
     const detail = report?.message ? `: ${report.message}` : '';
     const safe = await restoreSafeState(plan, options.env, rescueRan && !interrupted);
     if (rescueRan && report?.services_started !== undefined) safe.servicesStarted = report.services_started;
-    return await finishFailure(plan, warnings, `${step}${detail}`, step, safe, report?.gpu);
+    const failure = await finishFailure(plan, warnings, `${step}${detail}`, step, safe, report?.gpu);
+    if (safe.stateFileSaysNobody) failure.messages.push(...(await refreshTree(options, plan, warnings)));
+    return failure;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -330,8 +332,9 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
 
 /**
  * The generated tree names the AI holder too (the AI policy in group_vars/all.yml): re-sync an
- * existing tree now, so that no generated file contradicts the new holder until the next
- * `make sync`. Access has moved already: a problem here is a warning, not a failed switch.
+ * existing tree now, so that no generated file contradicts the state file (the new holder, or
+ * nobody after a failure) until the next `make sync`. Access has already been decided: a problem
+ * here is a warning, never a different outcome.
  */
 async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: Diagnostic[]): Promise<string[]> {
   if (!existsSync(join(options.baseDir, 'group_vars', 'all.yml'))) return [];
@@ -340,7 +343,7 @@ async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: D
     if (report.errors.length) throw new Error(report.errors.map((e) => e.message).join('; '));
     return report.written.length ? [`Ansible tree in ${options.baseDir} updated: ${report.written.join(', ')}`] : [];
   } catch (err) {
-    warnings.push({ message: `the Ansible tree in ${options.baseDir} still names the old holder (${err instanceof Error ? err.message : String(err)}); run 'make sync'` });
+    warnings.push({ message: `the Ansible tree in ${options.baseDir} may still name the previous holder (${err instanceof Error ? err.message : String(err)}); run 'make sync'` });
     return [];
   }
 }

@@ -37,7 +37,7 @@ function wholeFileOutput(path: string, produce: () => string): Output {
 /** Every output of a sync for a valid model: the Ansible tree and the isolation ruleset. */
 export function planOutputs(infra: Infra, holder: string | null | undefined): Output[] {
   const ruleset = wholeFileOutput(RULESET_FILE, () => renderRuleset(infra, effectiveHolder(infra, holder)));
-  return [...buildTree(infra).map((file) => managedOutput(file.path, file.vars)), ruleset];
+  return [...buildTree(infra, holder).map((file) => managedOutput(file.path, file.vars)), ruleset];
 }
 
 export interface Job {

@@ -1,7 +1,8 @@
 /**
  * The Ansible tree (spec §6) as data: relative path → variables of its managed block. Pure.
  */
-import type { Domain, Infra, Machine } from './types.js';
+import { aiPolicyIndex } from './enrich.js';
+import type { Domain, Infra, Machine, NetworkPolicy } from './types.js';
 
 export type VarFile = { path: string; vars: Record<string, unknown>; kind: 'all' | 'inventory' | 'group' | 'host' };
 
@@ -16,7 +17,18 @@ export function imageOf(infra: Infra, machine: Machine): string | undefined {
   return machine.os_image ?? infra.global.default_os_image;
 }
 
-function allVars(infra: Infra): Record<string, unknown> {
+/**
+ * The policies Ansible is told about. When nobody holds AI access (a switch failed half-way), the
+ * AI policy is left out: listing it would name a domain that has no access. The model keeps it,
+ * because the ruleset derives the next grant's elements (ports, direction) from it.
+ */
+function policiesFor(infra: Infra, holder: string | null | undefined): NetworkPolicy[] {
+  const policies = infra.network_policies ?? [];
+  const aiIndex = holder === null && infra.global.ai_access_policy === 'exclusive' ? aiPolicyIndex(infra) : -1;
+  return aiIndex < 0 ? policies : policies.filter((_, i) => i !== aiIndex);
+}
+
+function allVars(infra: Infra, holder: string | null | undefined): Record<string, unknown> {
   const images = new Set<string>();
   for (const domain of Object.values(infra.domains)) {
     for (const machine of Object.values(domain.machines ?? {})) {
@@ -32,7 +44,7 @@ function allVars(infra: Infra): Record<string, unknown> {
     psot_default_connection: g.default_connection,
     psot_default_user: g.default_user,
     incus_all_images: [...images].sort(),
-    network_policies: infra.network_policies ?? [],
+    network_policies: policiesFor(infra, holder),
   });
 }
 
@@ -79,9 +91,13 @@ function hostVars(infra: Infra, domainName: string, domain: Domain, name: string
   });
 }
 
-/** Every var file of the tree, in a stable order. Names were validated (DNS-safe) before this. */
-export function buildTree(infra: Infra): VarFile[] {
-  const files: VarFile[] = [{ path: 'group_vars/all.yml', vars: allVars(infra), kind: 'all' }];
+/**
+ * Every var file of the tree, in a stable order. Names were validated (DNS-safe) before this.
+ * @param holder the AI access holder as the state file says (pipeline.resolveHolder): null when
+ *   nobody has access, undefined when no switch ever happened.
+ */
+export function buildTree(infra: Infra, holder?: string | null): VarFile[] {
+  const files: VarFile[] = [{ path: 'group_vars/all.yml', vars: allVars(infra, holder), kind: 'all' }];
   for (const [name, domain] of Object.entries(infra.domains)) {
     files.push({ path: `inventory/${name}.yml`, vars: inventoryVars(name, domain), kind: 'inventory' });
     files.push({ path: `group_vars/${name}.yml`, vars: groupVars(infra, name, domain), kind: 'group' });

@@ -281,6 +281,10 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
       assert.deepEqual(await liveHolders(), []);
       assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody');
       assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'the boot copy gives nobody access');
+      assert.equal(readFileSync(baseCopy, 'utf8'), renderRuleset(infra, null), 'so does the ruleset of the Ansible tree');
+      const policies = readFileSync(join(t.baseDir, 'group_vars', 'all.yml'), 'utf8');
+      assert.doesNotMatch(policies, /to: ai-tools/, 'group_vars/all.yml names no AI access holder');
+      assert.match(policies, /from: pro\n {4}to: guest/, 'and keeps the other policies');
       assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, FAILED_LINE);
       const journal = standins!.journal();
       const failedAt = index(journal, (e) => e.tool === 'FAIL' || (f.step === 'verify' && isCall('incus', '--query-compute-apps')(e) && journal.indexOf(e) > journal.findIndex(isCall('incus', 'kill'))), 'the failure');

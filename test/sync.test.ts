@@ -101,6 +101,35 @@ describe('sync writes the Ansible tree', () => {
   });
 });
 
+describe('the AI access holder of the state file reaches the tree', () => {
+  const aiPolicies = (baseDir: string) =>
+    ((pythonLoad(join(baseDir, 'group_vars/all.yml')) as { network_policies: { from: string; to: string }[] }).network_policies).filter((p) => p.to === 'ai-tools');
+
+  it('names the holder after a switch, and no holder when nobody has access', async () => {
+    const t = testEnv();
+    try {
+      const stateFile = t.env.ANKLUME_STATE_FILE!;
+      mkdirSync(join(stateFile, '..'), { recursive: true });
+      await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+      assert.deepEqual(aiPolicies(t.baseDir).map((p) => p.from), ['pro'], 'no switch yet: the default');
+
+      writeFileSync(stateFile, 'perso\n');
+      const switched = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+      assert.deepEqual(switched.written, ['group_vars/all.yml', 'nftables/anklume.nft']);
+      assert.deepEqual(aiPolicies(t.baseDir).map((p) => p.from), ['perso']);
+
+      // A failed switch leaves the state file empty: nobody has access, and no file may say otherwise.
+      writeFileSync(stateFile, '');
+      const nobody = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+      assert.deepEqual(nobody.written, ['group_vars/all.yml', 'nftables/anklume.nft']);
+      assert.deepEqual(aiPolicies(t.baseDir), []);
+      assert.match(readFileSync(join(t.baseDir, 'nftables/anklume.nft'), 'utf8'), /^# AI access holder: none$/m);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
 describe('sync --dry-run and --check', () => {
   it('write nothing, and --check reports what is out of date', async () => {
     const t = testEnv();
