@@ -50,11 +50,35 @@ export function isMapping(value: unknown): value is Mapping {
 }
 
 /**
- * Aliases could let a small file expand into a huge tree, and tags are read differently by the two
- * libraries (`key: !` is '' for one and null for the other): only the precise reader handles them.
+ * What only the precise reader reads. Aliases could let a small file expand into a huge tree, and
+ * tags are read differently by the two libraries (`key: !` is '' for one and null for the other).
+ * The rest are constructs on which js-yaml is more lenient than the YAML spec and the `yaml`
+ * library, or reads them differently: js-yaml alone would accept such a file without a message,
+ * or build another model. A property test (test/property.test.ts) hunts for more.
  */
+const PRECISE_ONLY = new RegExp(
+  [
+    // After the start of a token: an anchor or alias, a tag, an explicit key (`? `), a quoted
+    // string that goes on past its line, a block scalar with an indentation indicator.
+    /(^|[\s[{,:-])([&*][^\s,\]}]|!|\?(\s|$)|"([^"\\\n]|\\.)*\\?$|'([^'\n]|'')*$|[|>][-+]?[0-9])/,
+    // Carriage returns and byte-order marks: line breaks and spaces the libraries count differently.
+    /\r|\ufeff/,
+    // Merge keys, and a comment stuck to a quote or a bracket (js-yaml takes it as a comment).
+    /<<|['"[\]{}]#/,
+    // Flow collections spanning lines, used as keys, or with empty keys.
+    /[[{][^\]}\n]*$|[\]}][ \t]*:|[[{,][ \t]*:/,
+    // A tab in indentation, an empty sequence item (js-yaml lets the next item dedent).
+    /^ *\t|^ *-[ \t]*$/,
+    // Directives, document end markers, content on the `---` line.
+    /^%|^\.\.\.|^---(?![ \t]+#|[ \t]*$)/,
+  ]
+    .map((part) => part.source)
+    .join('|'),
+  'm',
+);
+
 function needsPreciseReader(text: string): boolean {
-  return /(^|[\s[{,:-])([&*][^\s,\]}]|!)/m.test(text);
+  return PRECISE_ONLY.test(text);
 }
 
 /**
