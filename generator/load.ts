@@ -10,6 +10,7 @@ import * as jsyaml from 'js-yaml';
 import { createRequire } from 'node:module';
 import type * as YamlLibrary from 'yaml';
 import type { Document, LineCounter, Node as YamlNode } from 'yaml';
+import { depthProblem } from './depth.js';
 import type { Diagnostic, Location, Mapping } from './types.js';
 
 const requireCjs = createRequire(import.meta.url);
@@ -65,8 +66,10 @@ const PRECISE_ONLY = new RegExp(
     /\r|\ufeff/,
     // Merge keys, and a comment stuck to a quote or a bracket (js-yaml takes it as a comment).
     /<<|['"[\]{}]#/,
-    // Flow collections spanning lines, used as keys, or with empty keys.
-    /[[{][^\]}\n]*$|[\]}][ \t]*:|[[{,][ \t]*:/,
+    // Flow collections spanning lines (a line whose last bracket opens one, a line ending with a
+    // comma, a line starting with a closing bracket), used as keys, or with empty keys. No pattern
+    // may rescan what follows it: a line of brackets must cost linear time, not quadratic.
+    /[[{][^[\]{}\n]*$|,[ \t]*$|^[ \t]*[\]}]|[\]}][ \t]*:|[[{,][ \t]*:/,
     // A tab in indentation, an empty sequence item (js-yaml lets the next item dedent).
     /^ *\t|^ *-[ \t]*$/,
     // Directives, document end markers, content on the `---` line.
@@ -284,6 +287,7 @@ function explainSyntax(message: string): string {
   if (/^Tabs are not allowed/.test(message)) return `${message} (indent with spaces)`;
   if (/multiple documents/.test(message)) return `an infra file holds a single YAML document, but a second one starts here (after '---' or '...')`;
   if (/stringKeys/.test(message)) return `keys must be plain strings; a list or a mapping cannot be a key`;
+  if (/Maximum call stack size exceeded/.test(message)) return `the document nests too deeply to be read (hundreds of levels of [ ] or { }); an infra file nests a few levels`;
   return message;
 }
 
@@ -411,12 +415,25 @@ function makeLocator(owners: Owner[], detailedByFile: Map<string, Detailed>): Lo
   };
 }
 
+/** Line and column of an offset, for a file no parser has read. */
+function offsetPosition(source: Source, offset: number): Location {
+  const before = source.text.slice(0, offset);
+  const lineStart = before.lastIndexOf('\n') + 1;
+  return { file: source.file, line: before.split('\n').length, column: offset - lineStart + 1 };
+}
+
 /** The precise reader: located errors, alias limit, duplicate keys. */
 export function parsePrecise(sources: Source[]): Parsed {
   const errors: Diagnostic[] = [];
   const detailedByFile = new Map<string, Detailed>();
   const roots: unknown[] = [];
   for (const source of sources) {
+    const tooDeep = depthProblem(source.text);
+    if (tooDeep) {
+      errors.push({ ...offsetPosition(source, tooDeep.offset), message: `YAML syntax error: ${tooDeep.message}` });
+      roots.push(undefined);
+      continue;
+    }
     const { detailed, root, errors: fileErrors } = parseDetailed(source);
     detailedByFile.set(source.file, detailed);
     errors.push(...fileErrors);
@@ -445,7 +462,7 @@ export function parsePrecise(sources: Source[]): Parsed {
 export function parseFast(sources: Source[]): Mapping | undefined {
   const roots: unknown[] = [];
   for (const source of sources) {
-    if (needsPreciseReader(source.text)) return undefined;
+    if (needsPreciseReader(source.text) || depthProblem(source.text)) return undefined;
     let root: unknown;
     try {
       root = readFast(source);

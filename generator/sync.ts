@@ -5,6 +5,7 @@
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
+import { depthProblem } from './depth.js';
 import { ensureDirs, readIfExists } from './files.js';
 import { yaml } from './load.js';
 import { planOutputs, processOutputs } from './outputs.js';
@@ -61,7 +62,10 @@ function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
 /** A file that says ephemeral: false belongs to something the user wants kept: never delete it. */
 function isProtected(path: string): boolean {
   try {
-    const data = yaml().parse(readIfExists(path) ?? '', { maxAliasCount: 100 }) as unknown;
+    const text = readIfExists(path) ?? '';
+    // Too deep to parse safely: unreadable, so kept.
+    if (depthProblem(text)) return true;
+    const data = yaml().parse(text, { maxAliasCount: 100 }) as unknown;
     if (typeof data !== 'object' || data === null) return false;
     const vars = data as Record<string, unknown>;
     return vars.domain_ephemeral === false || vars.instance_ephemeral === false;

@@ -131,6 +131,11 @@ test('YAML problems: each is a located message', () => {
     ['? [a, b]\n: c\n', /./],
     ['project_name: !!binary aGVsbG8=\n', /./],
     ['project_name: !custom t\n', /./],
+    // Deep enough to exhaust the parsers' stack: refused before parsing (depth.ts), a message, not a
+    // crash. A line of brackets also checks that the fast reader's screening (PRECISE_ONLY) stays linear.
+    [`x: ${'['.repeat(100000)}${']'.repeat(100000)}\n`, /^YAML syntax error: the document nests too deeply \(more than 64 levels/],
+    [Array.from({ length: 1000 }, (_, i) => `${' '.repeat(i)}k${i}:\n`).join(''), /^YAML syntax error: the document is indented too deeply \(past column 256\)/],
+    [`x:\n${'- '.repeat(2000)}a\n`, /^YAML syntax error: the document is indented too deeply/],
   ];
   for (const [text, message] of cases) {
     const result = run(text);

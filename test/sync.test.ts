@@ -88,9 +88,12 @@ describe('sync writes the Ansible tree', () => {
   it('lists orphans, protects ephemeral=false ones, and cleans only unprotected ones', async () => {
     writeFileSync(join(t.baseDir, 'host_vars/gone.yml'), '---\ninstance_name: gone\ninstance_ephemeral: true\n');
     writeFileSync(join(t.baseDir, 'group_vars/old.yml'), '---\ndomain_name: old\ndomain_ephemeral: false\n');
+    // Unreadable (nested too deeply to parse safely): kept, like any file sync cannot read.
+    writeFileSync(join(t.baseDir, 'host_vars/deep.yml'), `x: ${'['.repeat(5000)}${']'.repeat(5000)}\n`);
     const dry = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env, dryRun: true, cleanOrphans: true });
     assert.deepEqual(dry.orphans, [
       { path: 'group_vars/old.yml', protected: true },
+      { path: 'host_vars/deep.yml', protected: true },
       { path: 'host_vars/gone.yml', protected: false },
     ]);
     assert.deepEqual(dry.deleted, [], 'dry-run never deletes');

@@ -1,0 +1,51 @@
+/**
+ * The nesting screen that runs before either YAML reader (generator/depth.ts): texts deep enough to
+ * exhaust a parser's stack are refused; what an infra file holds is never mistaken for depth.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { depthProblem, MAX_FLOW_DEPTH, MAX_INDENT } from '../generator/depth.ts';
+import { syntheticInfraText } from '../bench/synthetic.ts';
+
+const nested = (levels: number) => `x: ${'['.repeat(levels)}1${']'.repeat(levels)}\n`;
+
+test('every bundled example, fixture and the benchmark infra pass', () => {
+  const files = ['examples/infra.yml', 'examples/network-policies.yml', 'examples/infra/base.yml', 'test/fixtures/valid/full.yml', 'test/fixtures/sync/tricky.yml', 'test/fixtures/ai-switch/infra.yml'];
+  for (const file of files) assert.equal(depthProblem(readFileSync(file, 'utf8')), undefined, file);
+  assert.equal(depthProblem(syntheticInfraText({ domains: 20, machinesPerDomain: 5 })), undefined);
+});
+
+test(`flow collections: ${MAX_FLOW_DEPTH} levels pass, one more is refused at the bracket that goes too deep`, () => {
+  assert.equal(depthProblem(nested(MAX_FLOW_DEPTH)), undefined);
+  const problem = depthProblem(nested(MAX_FLOW_DEPTH + 1));
+  assert.equal(problem?.offset, 'x: '.length + MAX_FLOW_DEPTH);
+  assert.match(problem?.message ?? '', /nests too deeply/);
+  assert.ok(depthProblem(`a:\n  - {b: [${'{c: ['.repeat(40)}1${']}'.repeat(40)}]}\n`), 'mappings and sequences both count');
+  assert.ok(depthProblem(`${'[\n'.repeat(100)}${']\n'.repeat(100)}`), 'a flow collection spanning lines');
+});
+
+test('brackets that open nothing are not depth: in quotes, comments, plain scalars and block scalars', () => {
+  const brackets = '['.repeat(200);
+  assert.equal(depthProblem(`a: "${brackets}"\nb: '${brackets}'\nc: x ${brackets}\n# ${brackets}\nd: see[1${brackets}\n`), undefined);
+  assert.equal(depthProblem(`a: "escaped \\" ${brackets}"\nb: 'it''s ${brackets}'\n`), undefined);
+  assert.equal(depthProblem(`a: [ "${brackets}", '${brackets}', x ]\n`), undefined, 'quoted inside a flow collection');
+  assert.equal(depthProblem(`a: l'accès ${'[ '.repeat(10)}\nb: 1\n`), undefined, 'an apostrophe inside a word opens no quote');
+});
+
+test(`indentation: column ${MAX_INDENT} passes, deeper is refused; compact sequences count`, () => {
+  assert.equal(depthProblem(`a:\n${' '.repeat(MAX_INDENT)}b: 1\n`), undefined);
+  assert.equal(depthProblem(`a:\n${' '.repeat(MAX_INDENT + 1)}b: 1\n`)?.offset, 3 + MAX_INDENT);
+  assert.ok(depthProblem(`a:\n${'- '.repeat(MAX_INDENT)}b\n`));
+  assert.equal(depthProblem(`a: |\n  ${'- '.repeat(10)}text\n`), undefined);
+});
+
+// The timeout is a guard, not a measure: these lines take milliseconds in one pass, and minutes if
+// any step rescanned what it had read (a file of up to 16 MiB must not hang the validator).
+test('one pass over lines of brackets, quotes and spaces', { timeout: 30000 }, () => {
+  assert.equal(depthProblem('[]'.repeat(500000)), undefined);
+  assert.equal(depthProblem(` ${'"'.repeat(1000001)}`), undefined);
+  assert.equal(depthProblem(`a:${' '.repeat(1000000)}[`), undefined);
+  assert.equal(depthProblem(`a: ${' ['.repeat(50)}${' '.repeat(1000000)}`), undefined);
+  assert.ok(depthProblem(`a: ${'['.repeat(1000000)}`));
+});
