@@ -318,9 +318,7 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
     const detail = report?.message ? `: ${report.message}` : '';
     const safe = await restoreSafeState(plan, options.env, rescueRan && !interrupted);
     if (rescueRan && report?.services_started !== undefined) safe.servicesStarted = report.services_started;
-    const failure = await finishFailure(plan, warnings, `${step}${detail}`, step, safe, report?.gpu);
-    if (safe.stateFileSaysNobody) failure.messages.push(...(await refreshTree(options, plan, warnings)));
-    return failure;
+    return await finishFailure(options, plan, warnings, `${step}${detail}`, step, safe, report?.gpu);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -354,7 +352,7 @@ async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings:
   if (!live.ok || live.holders.length !== 1 || live.holders[0] !== plan.to || state !== `${plan.to}\n`) {
     const safe = await restoreSafeState(plan, options.env, false);
     const seen = live.ok ? (live.holders.join(', ') || 'nobody') : live.error;
-    return finishFailure(plan, warnings, `final check: the live holder set names ${seen} and the state file holds ${JSON.stringify(state)}`, 'final check', safe, report.gpu);
+    return finishFailure(options, plan, warnings, `final check: the live holder set names ${seen} and the state file holds ${JSON.stringify(state)}`, 'final check', safe, report.gpu);
   }
   const logProblem = await appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes));
   if (logProblem) warnings.push({ message: logProblem });
@@ -368,6 +366,7 @@ async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings:
 }
 
 async function finishFailure(
+  options: SwitchOptions,
   plan: SwitchPlan,
   warnings: Diagnostic[],
   what: string,
@@ -385,5 +384,6 @@ async function finishFailure(
   ];
   const errors: Diagnostic[] = [{ message: `ai-switch failed: ${what}` }, ...safe.problems.map((message) => ({ message }))];
   if (logProblem) warnings.push({ message: logProblem });
+  if (safe.stateFileSaysNobody) messages.push(...(await refreshTree(options, plan, warnings)));
   return { status: 'failed', code: 1, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors, warnings, plan, failedStep: step, safe: { nobodyHasAccess: safe.nobodyHasAccess, stateFileSaysNobody: safe.stateFileSaysNobody, servicesStarted: safe.servicesStarted }, ...(gpu ? { gpu } : {}) };
 }

@@ -21,6 +21,9 @@ const TAB = 0x09;
 const NEWLINE = 0x0a;
 const RETURN = 0x0d;
 const DASH = 0x2d;
+const QUESTION = 0x3f;
+/** Longest anchor or tag looked back over. */
+const MAX_TOKEN = 128;
 
 function isBlank(code: number): boolean {
   return code === SPACE || code === TAB || code === NEWLINE || code === RETURN;
@@ -40,23 +43,47 @@ function skipQuoted(text: string, start: number): number {
   return i;
 }
 
-/** In block context a bracket opens a flow collection only where a value starts. */
-function startsValue(text: string, i: number, lineStart: number): boolean {
-  let j = i - 1;
-  while (j >= lineStart && text.charCodeAt(j) === SPACE) j--;
-  return j < lineStart || text[j] === ':' || text[j] === '-';
+function isBlankAt(text: string, i: number): boolean {
+  return i < 0 || i >= text.length || isBlank(text.charCodeAt(i));
 }
 
-/** Indentation of the line at `start`, `- ` sequence indicators included, counted up to `limit`. */
+/**
+ * Whether offset `i` starts a value in block context: only there does a bracket open a flow
+ * collection, or a quote a quoted scalar (`rock 'n roll` holds no quoted string). Looks back on the
+ * line over blanks, anchors and tags, to a line start or a `:`, `-` or `?` indicator.
+ */
+function startsValue(text: string, i: number, lineStart: number): boolean {
+  let j = i - 1;
+  for (;;) {
+    while (j >= lineStart && (text.charCodeAt(j) === SPACE || text.charCodeAt(j) === TAB)) j--;
+    if (j < lineStart) return true;
+    const c = text[j];
+    if (c === ':' || ((c === '-' || c === '?') && isBlankAt(text, j - 1))) return true;
+    // An anchor or a tag before the value: step over it (they are short; a longer token is not one,
+    // and the bound keeps a long line of brackets from being rescanned for each bracket).
+    let tokenStart = j;
+    while (tokenStart > lineStart && j - tokenStart < MAX_TOKEN && !isBlankAt(text, tokenStart - 1)) tokenStart--;
+    if (!isBlankAt(text, tokenStart - 1) && tokenStart > lineStart) return false;
+    if (text[tokenStart] !== '&' && text[tokenStart] !== '!') return false;
+    j = tokenStart - 1;
+  }
+}
+
+/**
+ * Indentation of the line at `start`, `- ` and `? ` indicators included (`- - - x` nests three
+ * sequences on one line), counted up to `limit`; 0 for a line with only blanks or a comment.
+ */
 function indentOf(text: string, start: number, limit: number): number {
   let i = start;
   while (i - start <= limit) {
     const code = text.charCodeAt(i);
     if (code === SPACE) i++;
-    else if (code === DASH && (text.charCodeAt(i + 1) === SPACE || i + 1 === text.length || text.charCodeAt(i + 1) === NEWLINE)) i += 2;
+    else if ((code === DASH || code === QUESTION) && isBlankAt(text, i + 1)) i += 2;
     else break;
   }
-  return i - start;
+  if (i - start <= limit) return i - start;
+  while (text.charCodeAt(i) === SPACE || text.charCodeAt(i) === TAB) i++;
+  return i >= text.length || text[i] === '\n' || text[i] === '\r' || text[i] === '#' ? 0 : i - start;
 }
 
 /** The characters that can change the depth; everything between them is skipped by one search. */
@@ -76,7 +103,6 @@ export function depthProblem(text: string): DepthProblem | undefined {
   while ((match = next.exec(text))) {
     const i = match.index;
     const c = text[i];
-    const afterBlank = i === 0 || isBlank(text.charCodeAt(i - 1));
     if (c === '\n') {
       lineStart = i + 1;
       const deep = tooIndented(lineStart);
@@ -84,9 +110,10 @@ export function depthProblem(text: string): DepthProblem | undefined {
     } else if (c === '#') {
       // A comment runs to the end of its line; the newline itself still counts.
       const end = text.indexOf('\n', i);
-      if (afterBlank) next.lastIndex = end < 0 ? text.length : end;
+      if (isBlankAt(text, i - 1)) next.lastIndex = end < 0 ? text.length : end;
     } else if (c === '"' || c === "'") {
-      if (afterBlank || (flow > 0 && '[{,:'.includes(text[i - 1]))) next.lastIndex = skipQuoted(text, i);
+      const opens = flow > 0 ? isBlankAt(text, i - 1) || '[{,:'.includes(text[i - 1]) : startsValue(text, i, lineStart);
+      if (opens) next.lastIndex = skipQuoted(text, i);
     } else if (c === '[' || c === '{') {
       if ((flow > 0 || startsValue(text, i, lineStart)) && ++flow > MAX_FLOW_DEPTH) {
         return { offset: i, message: `the document nests too deeply (more than ${MAX_FLOW_DEPTH} levels of [ ] or { }); an infra file nests a few levels` };

@@ -63,7 +63,9 @@ const PRECISE_ONLY = new RegExp(
     // string that goes on past its line, a block scalar with an indentation indicator.
     /(^|[\s[{,:-])([&*][^\s,\]}]|!|\?(\s|$)|"([^"\\\n]|\\.)*\\?$|'([^'\n]|'')*$|[|>][-+]?[0-9])/,
     // Carriage returns and byte-order marks: line breaks and spaces the libraries count differently.
-    /\r|\ufeff/,
+    // `\U` escapes: js-yaml turns one past U+10FFFF into garbage instead of refusing it. A line of
+    // 1024 characters or more: a key that long is refused by the YAML spec, not by js-yaml.
+    /\r|\ufeff|\\U|^.{1024}/,
     // Merge keys, and a comment stuck to a quote or a bracket (js-yaml takes it as a comment).
     /<<|['"[\]{}]#/,
     // Flow collections spanning lines (a line whose last bracket opens one, a line ending with a

@@ -35,13 +35,30 @@ const PYYAML_IMPLICIT = new RegExp(
     ')$',
 );
 
+/** A plain `---` or `...` at the start of a line ends the document for every YAML reader. */
+const DOCUMENT_MARKER = /^(?:---|\.\.\.)(?:[ \t]|$)/;
+
 /** Never used to read: its only job is to make the dumper quote what PyYAML would not read as a string. */
 const yaml11NonString = new jsyaml.Type('tag:anklume-gen,2026:yaml-1.1-non-string', {
   kind: 'scalar',
-  resolve: (text: unknown) => typeof text === 'string' && PYYAML_IMPLICIT.test(text),
+  resolve: (text: unknown) => typeof text === 'string' && (PYYAML_IMPLICIT.test(text) || DOCUMENT_MARKER.test(text)),
 });
 
-const DUMP_SCHEMA = jsyaml.CORE_SCHEMA.extend({ implicit: [yaml11NonString] });
+/**
+ * Numbers JavaScript prints without a dot: integers from 1e21 up print as `1e+21`, which PyYAML's
+ * float rule (it needs a dot) reads as a string; -0 would otherwise be written as the float -0.0.
+ * Written `1.e+21` and `-0`. Checked before the core number types.
+ */
+const pyyamlSafeNumber = new jsyaml.Type('tag:anklume-gen,2026:pyyaml-safe-number', {
+  kind: 'scalar',
+  resolve: () => false,
+  predicate: (value: unknown) => typeof value === 'number' && (Object.is(value, -0) || (Number.isInteger(value) && Math.abs(value) >= 1e21)),
+  represent: (value: object) => (Object.is(value, -0) ? '-0' : String(value).replace(/^([-+]?\d+)e/, '$1.e')),
+});
+
+const DUMP_SCHEMA = jsyaml.FAILSAFE_SCHEMA.extend({
+  implicit: [pyyamlSafeNumber, jsyaml.types.null, jsyaml.types.bool, jsyaml.types.int, jsyaml.types.float, yaml11NonString],
+});
 
 const DUMP_OPTIONS: jsyaml.DumpOptions = {
   schema: DUMP_SCHEMA,

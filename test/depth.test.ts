@@ -25,6 +25,14 @@ test(`flow collections: ${MAX_FLOW_DEPTH} levels pass, one more is refused at th
   assert.ok(depthProblem(`${'[\n'.repeat(100)}${']\n'.repeat(100)}`), 'a flow collection spanning lines');
 });
 
+test('deep flow nesting is found behind a tab, an anchor, a tag or an explicit key, and below a stray quote', () => {
+  const deep = '['.repeat(1000);
+  for (const text of [`a:\t${deep}`, `a: &x ${deep}`, `a: !!seq ${deep}`, `a: &x !!seq ${deep}`, `? ${deep}`, `- ${deep}`, `a: rock 'n roll\nb: ${deep}\nc: it's\n`]) {
+    assert.match(depthProblem(text)?.message ?? 'nothing found', /nests too deeply/, JSON.stringify(text.slice(0, 30)));
+  }
+  assert.match(depthProblem(`${'? '.repeat(1000)}x\n`)?.message ?? 'nothing found', /indented too deeply/, 'explicit keys on one line');
+});
+
 test('brackets that open nothing are not depth: in quotes, comments, plain scalars and block scalars', () => {
   const brackets = '['.repeat(200);
   assert.equal(depthProblem(`a: "${brackets}"\nb: '${brackets}'\nc: x ${brackets}\n# ${brackets}\nd: see[1${brackets}\n`), undefined);
@@ -38,6 +46,7 @@ test(`indentation: column ${MAX_INDENT} passes, deeper is refused; compact seque
   assert.equal(depthProblem(`a:\n${' '.repeat(MAX_INDENT + 1)}b: 1\n`)?.offset, 3 + MAX_INDENT);
   assert.ok(depthProblem(`a:\n${'- '.repeat(MAX_INDENT)}b\n`));
   assert.equal(depthProblem(`a: |\n  ${'- '.repeat(10)}text\n`), undefined);
+  assert.equal(depthProblem(`a: 1\n${' '.repeat(300)}\n${' '.repeat(300)}# note\nb: 2\n`), undefined, 'blank and comment lines do not count');
 });
 
 // The timeout is a guard, not a measure: these lines take milliseconds in one pass, and minutes if

@@ -71,9 +71,19 @@ describe('toYaml writes YAML 1.1 that PyYAML reads back identically', () => {
     roundTrips([...strings, ...fc.sample(fc.string({ unit: 'binary', maxLength: 8 }), 2000)]);
   });
 
-  it('numbers, booleans, null and empty collections keep their type', () => {
-    const doc = { ints: [0, -2, 65535], floats: [0.5, -1.25, 1e-7, 1.5e300], flags: [true, false], none: null, map: {}, list: [] };
+  it('document markers stay content at the top level too, as keys and as the whole document', () => {
+    const markers = ['...', '... x', '---', '--- x', '---\tx', '...\t'];
+    const doc = Object.fromEntries(markers.map((m, i) => [m, i]));
     assert.deepEqual(pyyamlRead(toYaml(doc)), doc);
+    for (const m of markers) assert.equal(pyyamlRead(toYaml(m)), m);
+  });
+
+  it('numbers, booleans, null and empty collections keep their type', () => {
+    const doc = { ints: [0, -2, 65535, 2 ** 53], floats: [0.5, -1.25, 1e-7, 1.5e300], flags: [true, false], none: null, map: {}, list: [] };
+    assert.deepEqual(pyyamlRead(toYaml(doc)), doc);
+    // JavaScript prints these without a dot (1e+21), which PyYAML would read as a string.
+    assert.deepEqual(pyyamlRead(toYaml([1e21, -1e21, 1e300, 123e25])), [1e21, -1e21, 1e300, 123e25]);
+    assert.equal(toYaml(-0), '-0\n', 'the integer a user wrote as -0, not the float -0.0');
     assert.deepEqual(pyyamlRead(toYaml([Infinity, -Infinity, NaN])), ['inf', '-inf', 'nan']);
   });
 
