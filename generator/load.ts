@@ -63,9 +63,8 @@ const PRECISE_ONLY = new RegExp(
     // string that goes on past its line, a block scalar with an indentation indicator.
     /(^|[\s[{,:-])([&*][^\s,\]}]|!|\?(\s|$)|"([^"\\\n]|\\.)*\\?$|'([^'\n]|'')*$|[|>][-+]?[0-9])/,
     // Carriage returns and byte-order marks: line breaks and spaces the libraries count differently.
-    // `\U` escapes: js-yaml turns one past U+10FFFF into garbage instead of refusing it. A line of
-    // 1024 characters or more: a key that long is refused by the YAML spec, not by js-yaml.
-    /\r|\ufeff|\\U|^.{1024}/,
+    // `\U` escapes: js-yaml turns one past U+10FFFF into garbage instead of refusing it.
+    /\r|\ufeff|\\U/,
     // Merge keys, and a comment stuck to a quote or a bracket (js-yaml takes it as a comment).
     /<<|['"[\]{}]#/,
     // Flow collections spanning lines (a line whose last bracket opens one, a line ending with a
@@ -82,8 +81,21 @@ const PRECISE_ONLY = new RegExp(
   'm',
 );
 
+/** A key of 1024 characters or more is refused by the YAML spec, not by js-yaml. */
+const MAX_KEY_LENGTH = 1024;
+
+/** Whether a line is long enough to hold such a key (a loop: as a regex, `^.{1024}` costs 10-25 ms on a large file). */
+function hasLongLine(text: string): boolean {
+  for (let start = 0; ; ) {
+    const end = text.indexOf('\n', start);
+    if ((end < 0 ? text.length : end) - start >= MAX_KEY_LENGTH) return true;
+    if (end < 0) return false;
+    start = end + 1;
+  }
+}
+
 function needsPreciseReader(text: string): boolean {
-  return PRECISE_ONLY.test(text);
+  return PRECISE_ONLY.test(text) || hasLongLine(text);
 }
 
 /**

@@ -136,6 +136,9 @@ test('YAML problems: each is a located message', () => {
     [`x: ${'['.repeat(100000)}${']'.repeat(100000)}\n`, /^YAML syntax error: the document nests too deeply \(more than 64 levels/],
     [Array.from({ length: 1000 }, (_, i) => `${' '.repeat(i)}k${i}:\n`).join(''), /^YAML syntax error: the document is indented too deeply \(past column 256\)/],
     [`x:\n${'- '.repeat(2000)}a\n`, /^YAML syntax error: the document is indented too deeply/],
+    // What js-yaml alone would accept: a key over 1024 characters, an escape past U+10FFFF.
+    [`${'k'.repeat(1100)}: 1\n`, /^YAML syntax error: .*at most 1024 chars/],
+    ['project_name: "\\U00110000"\n', /^YAML syntax error: Invalid escape sequence/],
   ];
   for (const [text, message] of cases) {
     const result = run(text);
