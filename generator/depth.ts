@@ -92,8 +92,10 @@ const SIGNIFICANT = /[\n#"'[\]{}]/g;
 export function depthProblem(text: string): DepthProblem | undefined {
   let flow = 0;
   let lineStart = 0;
+  // Indentation past MAX_INDENT needs an indentation character at MAX_INDENT: most lines are ruled
+  // out by that one look.
   const tooIndented = (start: number) =>
-    flow === 0 && indentOf(text, start, MAX_INDENT) > MAX_INDENT
+    flow === 0 && ' -?'.includes(text[start + MAX_INDENT] ?? 'x') && indentOf(text, start, MAX_INDENT) > MAX_INDENT
       ? { offset: start + MAX_INDENT, message: `the document is indented too deeply (past column ${MAX_INDENT}); an infra file nests a few levels` }
       : undefined;
   const first = tooIndented(0);
