@@ -172,7 +172,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   it('switches to perso: revoke, stop, flush, grant, start — on the wire, in the journal, on disk', async () => {
     const held = await lab!.hold('pro-dev', 'gpu-server', AI_PORT);
     try {
-      assert.equal(await held.ping(), true, 'pro has a working connection before the switch');
+      assert.equal((await held.ping()).echoed, true, 'pro has a working connection before the switch');
       standins!.gpuPids(['4242', '4243']);
       standins!.resetFails(true);
       const r = await cli(switchArgs('--domain', 'perso'));
@@ -182,7 +182,9 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
       assert.match(r.stderr, /WARNING: nvidia-smi --gpu-reset failed on gpu-server/, 'a failed reset is a warning');
 
       assert.deepEqual(await wire(), { pro: 'timeout', perso: 'open', guest: 'timeout', unrelated: 'open' });
-      assert.equal(await held.ping(400), false, "pro's connection opened before the switch carries nothing after it");
+      const after = await held.ping(400);
+      assert.equal(after.echoed, false, "pro's connection opened before the switch carries nothing after it");
+      assert.equal(await lab!.received('gpu-server', after.token, 300), false, 'not even one way: the data does not reach ai-tools');
     } finally {
       held.close();
     }
