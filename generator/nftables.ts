@@ -48,6 +48,8 @@ export type SetName = keyof typeof SET_TYPES;
 export interface ElementGroup {
   /** Free text (a policy description); the template passes it through nftComment. */
   comment: string;
+  /** The index of the policy these elements come from (absent for the sets that describe the infra). */
+  policy?: number;
   /** Element keys, unique within their set. */
   elements: string[];
 }
@@ -228,7 +230,7 @@ function collect(infra: Infra, exclusive: boolean, holder: string | null): Colle
       elements.set(set, groups);
       let group = groups[groups.length - 1];
       if (!group || group.comment !== comment) {
-        group = { comment, elements: [] };
+        group = { comment, policy: i, elements: [] };
         groups.push(group);
       }
       group.elements.push(key);
