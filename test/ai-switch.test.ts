@@ -35,7 +35,7 @@ async function fixture(): Promise<Infra> {
 }
 
 function plan(infra: Infra, from: string | null | undefined, to: string, flush = true): SwitchPlan {
-  return planSwitch({ infra, infraPath: FIXTURE, from, to, flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'] });
+  return planSwitch({ infra, infraPath: FIXTURE, from, to, flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'], procRoot: '/proc' });
 }
 
 describe('ai-switch checks (messages of spec §8, before anything is touched)', () => {
@@ -184,7 +184,7 @@ describe('ai-switch plan (pure)', () => {
 
   it('passes the per-switch values as JSON, paths baked into the playbook', () => {
     const p = plan(infra, 'pro', 'perso');
-    const files = { dir: '/r', playbook: '/r/p.yml', vars: '/r/v.json', revoke: '/r/revoke.nft', grant: '/r/grant.nft', rulesetNone: '/r/n.nft', rulesetNew: '/r/new.nft', result: '/r/result.json' };
+    const files = { dir: '/r', playbook: '/r/p.yml', vars: '/r/v.json', revoke: '/r/revoke.nft', grant: '/r/grant.nft', rulesetNone: '/r/n.nft', rulesetNew: '/r/new.nft', result: '/r/result.json', gpuRecords: '/r/gpu' };
     const vars = extraVars(p, files);
     assert.equal(vars.ai_switch_new, 'perso');
     assert.equal(vars.ai_switch_flush, true);
@@ -206,7 +206,7 @@ describe('ai-switch plan (pure)', () => {
     assert.equal(agrees(['pro'], 'pro'), true);
     assert.equal(agrees(['pro', 'perso'], 'pro'), false);
     assert.equal(agrees(['pro'], undefined), false);
-    const text = formatStatus({ holder: 'pro', holder_source: 'state file', state_file: '/s', live: { holders: ['perso'], agrees: false }, history: ['h1'], problems: [] }).join('\n');
+    const text = formatStatus({ holder: 'pro', holder_source: 'state file', state_file: '/s', live: { holders: ['perso'], agrees: false }, history: ['h1'], last_flush: null, problems: [] }).join('\n');
     assert.match(text, /AI access holder: pro/);
     assert.match(text, /DISAGREES \(ai_holder: net-perso\)/);
     assert.match(text, /  h1/);
@@ -285,9 +285,9 @@ describe('ai-switch playbook and role (real ansible-playbook)', () => {
     const infra = await fixture();
     const dir = join(t.dir, 'run');
     mkdirSync(dir, { recursive: true });
-    const p = planSwitch({ infra, infraPath: FIXTURE, from: 'pro', to: 'perso', flush: true, stateFile: join(t.dir, 'state'), logFile: join(t.dir, 'log'), persist: [join(t.dir, 'a.nft')] });
+    const p = planSwitch({ infra, infraPath: FIXTURE, from: 'pro', to: 'perso', flush: true, stateFile: join(t.dir, 'state'), logFile: join(t.dir, 'log'), persist: [join(t.dir, 'a.nft')], procRoot: '/proc' });
     writeFileSync(join(dir, 'ai-switch.yml'), renderPlaybook(p));
-    writeFileSync(join(dir, 'vars.json'), JSON.stringify(extraVars(p, { dir, playbook: '', vars: '', revoke: 'r', grant: 'g', rulesetNone: 'n', rulesetNew: 'w', result: 'x' })));
+    writeFileSync(join(dir, 'vars.json'), JSON.stringify(extraVars(p, { dir, playbook: '', vars: '', revoke: 'r', grant: 'g', rulesetNone: 'n', rulesetNew: 'w', result: 'x', gpuRecords: 'd' })));
     const r = await execa('ansible-playbook', ['--syntax-check', join(dir, 'ai-switch.yml'), '-e', `@${join(dir, 'vars.json')}`], { env: ansibleEnv(process.env, false), reject: false });
     assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
     // ansible-lint (production profile) on the rendered playbook and the role, when installed.
