@@ -213,7 +213,7 @@ export function describePlan(plan: SwitchPlan): string[] {
     ...(plan.flushes ? flushSteps(plan) : []),
     ...plan.notes.map((n) => `  ${n}`),
     `  Steps: 1 revoke '${label(plan.from)}' (nobody has access), 2 stop services, ${plan.flushes ? '3 flush GPU memory' : '3 (no flush)'}, 4 grant '${plan.to}', 5 start services, 6 record`,
-    `  Would write: ${[...plan.persist, plan.stateFile].join(', ')}; would append to ${plan.logFile}`,
+    `  Would write: ${[...plan.persist, plan.stateFile].join(', ')}; would append to ${plan.logFile} and ${jsonLogPath(plan.logFile)}`,
     `Ruleset change, step 1 (revoke):`,
     plan.revokeBatch.trimEnd(),
     `Ruleset change, step 4 (grant):`,
