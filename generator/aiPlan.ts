@@ -209,7 +209,7 @@ export function describePlan(plan: SwitchPlan): string[] {
     `ai-switch plan (dry run: nothing is changed)`,
     `  AI access: '${label(plan.from)}' -> '${plan.to}'`,
     `  GPU machine(s) of ${plan.project}: ${plan.gpuMachines.join(', ') || 'none'}; services: ${plan.services.join(', ') || 'none'}`,
-    `  VRAM flush: ${plan.flushes ? 'yes (kill GPU compute processes, try nvidia-smi --gpu-reset, verify none left)' : 'no'}`,
+    `  VRAM flush: ${plan.flushes ? "yes (kill the GPU machine's compute processes, verify none left, try nvidia-smi --gpu-reset on each GPU no process uses)" : 'no'}`,
     ...(plan.flushes ? flushSteps(plan) : []),
     ...plan.notes.map((n) => `  ${n}`),
     `  Steps: 1 revoke '${label(plan.from)}' (nobody has access), 2 stop services, ${plan.flushes ? '3 flush GPU memory' : '3 (no flush)'}, 4 grant '${plan.to}', 5 start services, 6 record`,

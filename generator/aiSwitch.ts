@@ -239,7 +239,7 @@ export async function aiSwitch(options: SwitchOptions): Promise<SwitchResult> {
   if (argProblem) return refused(2, argProblem);
   const to = options.domain as string;
   const persist = [options.installedRuleset, join(options.baseDir, RULESET_FILE)].map((p) => resolve(p));
-  const procRoot = options.env.ANKLUME_PROC_ROOT || '/proc';
+  const procRoot = resolve(options.env.ANKLUME_PROC_ROOT || '/proc');
   for (const [what, path] of [['--state-file', options.stateFile], ['--installed-ruleset', persist[0]], ['--base-dir', persist[1]], ['ANKLUME_PROC_ROOT', procRoot]] as const) {
     const bad = checkPath(what, path);
     if (bad) return refused(2, bad);

@@ -126,7 +126,8 @@ class Machine:
         return found
 
     def record(self, step, result):
-        result = dict(result, step=step, machine=self.instance, type=self.type, where="instance" if self.type == "vm" else "host")
+        inside = self.type == "vm" or step == "scrub"
+        result = dict(result, step=step, machine=self.instance, type=self.type, where="instance" if inside else "host")
         text = json.dumps(result, sort_keys=True)
         os.makedirs(self.record_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.record_dir, prefix=".gpu-", suffix=".tmp")
