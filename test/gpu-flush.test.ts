@@ -25,7 +25,8 @@ const GPU1 = 'GPU-00000000-0000-0000-0000-0000000000a1';
 
 async function owner(text: string, project: string, instance: string): Promise<[string, string | null]> {
   const code = 'import json, sys; sys.path.insert(0, sys.argv[1]); import gpu_flush; a = json.loads(sys.argv[2]); print(json.dumps(gpu_flush.cgroup_owner(*a)))';
-  const r = await execa('python3', ['-c', code, join(ROLES_DIR, 'ai_switch/files'), JSON.stringify([text, project, instance])]);
+  // PYTHONDONTWRITEBYTECODE: importing the role's module must not leave a __pycache__ in the role.
+  const r = await execa('python3', ['-c', code, join(ROLES_DIR, 'ai_switch/files'), JSON.stringify([text, project, instance])], { env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } });
   return JSON.parse(r.stdout) as [string, string | null];
 }
 
