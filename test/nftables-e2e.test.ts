@@ -99,8 +99,9 @@ async function checkMatrix(lab: Lab, infra: Infra, holder: string | null): Promi
   const probes: Probe[] = pairs.flatMap(([s, d]) => PORTS.map((port) => ({ from: s.name, to: d.name, port })));
   const datagrams: Probe[] = pairs.flatMap(([s, d]) => UDP_PORTS.map((port) => ({ from: s.name, to: d.name, port })));
   const [results, tokens] = await Promise.all([lab.probeMany(probes), lab.sendUdp(datagrams)]);
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  const arrived = await Promise.all(datagrams.map((d, i) => lab.received(d.to, tokens[i], 0)));
+  // Blocked datagrams never arrive; allowed ones may be late on a loaded machine.
+  const deadline = Date.now() + 2_000;
+  const arrived = await Promise.all(datagrams.map((d, i) => lab.received(d.to, tokens[i], Math.max(0, deadline - Date.now()))));
   const model = flowModel(infra, holder);
   const machine = (name: string) => lab.machines.get(name)!;
   const want = (p: Probe, proto: 'tcp' | 'udp') => allowed(infra, holder, machine(p.from), machine(p.to), p.port, proto);
@@ -145,7 +146,7 @@ async function relayChecks(lab: Lab): Promise<void> {
       const held = await lab.hold(client, 'incus-relay', r.port);
       try {
         const { token } = await held.ping(300);
-        const arrived = await lab.received(r.to, token, r.to === 'lan-host' || r.to === 'pro-web' ? 1_500 : 400);
+        const arrived = await lab.received(r.to, token, r.to === 'lan-host' || r.to === 'pro-web' ? 3_000 : 400);
         got.push(`${client} -> relay -> ${r.to}:${r.toPort}: ${arrived ? 'arrived' : 'lost'}`);
       } finally {
         held.close();

@@ -31,7 +31,8 @@
  *   lab.probe(from, [{ to, port }], timeoutMs?) → per target 'open' | 'refused' | 'timeout' | 'error'
  *                                              (one process per call, connects in parallel); `to`
  *                                              is a machine name or an address
- *   lab.probeMany(list, timeoutMs?)          → same for many sources at once (one process each)
+ *   lab.probeMany(list, timeoutMs?, patientMs?) → same for many sources at once (one process each);
+ *                                              a timeout is tried again with patientMs
  *   lab.hold(from, to, port)                 → a long-lived TCP connection: held.ping(timeoutMs)
  *                                              → { echoed, token }: echoed is true when data still
  *                                              makes the round trip; the token tells whether it
@@ -353,21 +354,39 @@ export class Lab {
     return this.machines.get(to)?.ip ?? to;
   }
 
-  async probe(from: string, targets: { to: string; port: number }[], timeoutMs = 700): Promise<ProbeResult[]> {
+  probe(from: string, targets: { to: string; port: number }[], timeoutMs = 700): Promise<ProbeResult[]> {
+    return this.probeMany(targets.map((t) => ({ from, ...t })), timeoutMs);
+  }
+
+  /** One probe process in `from`: connects to every target in parallel. */
+  private async probeFrom(from: string, targets: { to: string; port: number }[], timeoutMs: number): Promise<ProbeResult[]> {
     const src = this.machine(from);
     const args = targets.map((t) => `${this.address(t.to)}:${t.port}`);
     const out = await must(['ip', 'netns', 'exec', src.ns, process.execPath, '--input-type=module', '-e', AGENT, 'probe', String(timeoutMs), ...args]);
     return JSON.parse(out) as ProbeResult[];
   }
 
-  /** Probes from several machines at once; results in the order of `list`. */
-  async probeMany(list: { from: string; to: string; port: number }[], timeoutMs = 700): Promise<ProbeResult[]> {
+  /**
+   * Probes from several machines at once; results in the order of `list`. A probe that times out is
+   * tried once more with `patientMs`: on a loaded machine an open port can miss the first timeout,
+   * while a dropped connection times out however long one waits.
+   */
+  async probeMany(list: { from: string; to: string; port: number }[], timeoutMs = 700, patientMs = 2_500): Promise<ProbeResult[]> {
+    const first = await this.probeOnce(list, timeoutMs);
+    const again = first.flatMap((r, i) => (r === 'timeout' ? [i] : []));
+    if (again.length === 0 || patientMs <= timeoutMs) return first;
+    const second = await this.probeOnce(again.map((i) => list[i]), patientMs);
+    again.forEach((i, k) => (first[i] = second[k]));
+    return first;
+  }
+
+  private async probeOnce(list: { from: string; to: string; port: number }[], timeoutMs: number): Promise<ProbeResult[]> {
     const bySource = new Map<string, number[]>();
     list.forEach((p, i) => bySource.set(p.from, [...(bySource.get(p.from) ?? []), i]));
     const results: ProbeResult[] = new Array<ProbeResult>(list.length);
     await Promise.all(
       [...bySource.entries()].map(async ([from, indexes]) => {
-        const r = await this.probe(from, indexes.map((i) => list[i]), timeoutMs);
+        const r = await this.probeFrom(from, indexes.map((i) => list[i]), timeoutMs);
         indexes.forEach((i, k) => (results[i] = r[k]));
       }),
     );
@@ -380,7 +399,7 @@ export class Lab {
     const first = await next(5_000);
     if (first !== 'connected') throw new Error(`hold ${from} -> ${to}:${port}: ${first}`);
     return {
-      ping: async (timeoutMs = 500) => {
+      ping: async (timeoutMs = 2_000) => {
         const token = this.token();
         child.stdin.write(`${token} ${timeoutMs}\n`);
         const line = await next(timeoutMs + 5_000);
