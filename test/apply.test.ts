@@ -121,7 +121,8 @@ domains = anklume_domains([load('/group_vars/work.yml')], 'default')
 machines = anklume_machines([load('/host_vars/desk.yml'), load('/host_vars/bare.yml')], domains, {'type': 'gpu', 'gputype': 'physical'})
 print(json.dumps({'domains': domains, 'machines': machines}))
 `;
-      const r = spawnSync('python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
+      // Ansible's Python (Debian's), which has the ansible package the filter imports.
+      const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
       const got = JSON.parse(r.stdout) as { domains: unknown[]; machines: unknown[] };
       assert.deepEqual(got.domains, [{

@@ -227,6 +227,12 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
   });
 
   it('make apply creates one project and one bridge per domain and every machine as a running instance, with its IPv4, profiles and GPU device', async () => {
+    const dry = await phase('apply --check on nothing', () => apply(FIXTURE, 'CHECK=1'));
+    assert.equal(dry.code, 0, dry.out);
+    assert.match(dry.out, /skipping: \[localhost\] => \(item=pro\/pro-dev\)/, 'the creation is planned, and skipped');
+    assert.ok(!(await query<string[]>('/1.0/projects')).some((u) => DOMAINS.includes(u.split('/').pop()!)), 'check mode made no project');
+    assert.ok(!(await query<string[]>('/1.0/networks')).some((n) => n.includes('net-')), 'check mode made no bridge');
+
     const r = await phase('first apply', () => apply());
     assert.equal(r.code, 0, r.out);
     assert.ok(r.changed > 0, r.out);
@@ -429,9 +435,9 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
       assert.equal((await query<unknown[]>(`/1.0/instances?project=${LAB}`)).length, 2);
       const deleted = await apply(FIXTURE, 'DELETE_ORPHANS=1');
       assert.equal(deleted.code, 0, deleted.out);
-      assert.deepEqual((await query<string[]>(`/1.0/instances?project=${LAB}`)).map((p) => p.split('/').pop()), ['lab-keep']);
+      assert.deepEqual((await query<string[]>(`/1.0/instances?project=${LAB}`)).map((u) => u.split('/').pop()!.split('?')[0]), ['lab-keep']);
       // Still in use by lab-keep: the bridge stays, and the run says why rather than failing silently.
-      assert.match(deleted.out, /net-lab/);
+      assert.match(deleted.out, /NOT DELETED: bridge net-lab: .*in use/);
     });
   });
 });
