@@ -7,20 +7,21 @@ INFRA ?= $(if $(wildcard infra/base.yml),infra,infra.yml)
 BASE_DIR ?= .
 GEN := node $(ROOT)dist/generator/bin.js
 # Debian packages the tests run for real (see README).
-DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack
+DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz
 # User values reach the commands through the environment, quoted by the shell, never re-parsed.
-export INFRA BASE_DIR DOMAIN EXTRA_VARS
+FORMAT ?= md
+export INFRA BASE_DIR DOMAIN FORMAT EXTRA_VARS
 
 # make apply: --check with CHECK=1, unprotected orphans deleted with DELETE_ORPHANS=1, any other
 # ansible variable with EXTRA_VARS (passed as one -e argument: JSON, or @file).
 APPLY_FLAGS = $(if $(CHECK),--check --diff) $(if $(DELETE_ORPHANS),-e '{"incus_orphans_delete": true}') $(if $(EXTRA_VARS),-e "$$EXTRA_VARS")
 
-.PHONY: help build deps sync sync-dry sync-check sync-clean validate apply nftables ai-switch ai-status lint test bench
+.PHONY: help build deps sync sync-dry sync-check sync-clean validate apply nftables flows ai-switch ai-status lint test bench
 
 help:
 	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$$INFRA BASE_DIR=$$BASE_DIR)"
 	@echo "make apply [CHECK=1] [DELETE_ORPHANS=1] [EXTRA_VARS=...]   (after make sync: Incus projects, bridges, instances, ruleset)"
-	@echo "make nftables | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
+	@echo "make nftables | flows [FORMAT=svg] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
 	@echo "make deps (root: Debian packages) | build | lint | test | bench"
 
 $(ROOT)dist/generator/bin.js: $(wildcard $(ROOT)generator/*.ts) $(ROOT)schema/infra.schema.json $(ROOT)tsconfig.json $(ROOT)package.json
@@ -52,6 +53,9 @@ apply:
 
 nftables: build
 	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml --tags nftables
+
+flows: build
+	$(GEN) flows "$$INFRA" --output "$$BASE_DIR/flows.$$FORMAT"
 
 ai-switch: build
 	$(GEN) ai-switch --infra "$$INFRA" --base-dir "$$BASE_DIR" $(if $(DOMAIN),--domain "$$DOMAIN") $(if $(NO_FLUSH),--no-flush) $(if $(DRY_RUN),--dry-run)

@@ -55,6 +55,7 @@ async function main(): Promise<void> {
     const full: number[] = [];
     const resync: number[] = [];
     const validate: number[] = [];
+    const flows: number[] = [];
     const copy: number[] = [];
     let writtenOnResync = -1;
     let treeFiles = 0;
@@ -76,12 +77,14 @@ async function main(): Promise<void> {
       writtenOnResync = (JSON.parse(again.stdout) as { written: string[] }).written.length;
       if (statSync(join(base, 'host_vars', 'dom1-m1.yml')).mtimeMs !== before) throw new Error('re-sync touched a file');
       validate.push(timeCli(['validate', infraFile], env).ms);
+      flows.push(timeCli(['flows', infraFile, '--from', 'dom4-m0', '--to', 'dom5', '--port', '22'], env).ms);
     }
     console.log('end to end (a new process each run, start-up included)');
     console.log(`  full sync into an empty directory  ${ms(median(full))}   (${treeFiles} files; target ≤ 1500 ms)`);
     console.log(`    cp -r of that tree, for scale    ${ms(median(copy))}   (the disk alone, same minutes)`);
     console.log(`  unchanged re-sync                  ${ms(median(resync))}   (${writtenOnResync} files written; target ≤ 700 ms, 0 files)`);
     console.log(`  validate                           ${ms(median(validate))}   (target ≤ 800 ms)`);
+    console.log(`  flows: one flow (domain side)      ${ms(median(flows))}   (about as long as validate)`);
 
     const phases = { parse: [] as number[], validate: [] as number[], render: [] as number[], write: [] as number[] };
     for (let run = 0; run < RUNS; run++) {

@@ -35,6 +35,7 @@ export function syntheticInfra(size: SyntheticSize = BENCH_SIZE): Record<string,
       { description: 'dom4 to one machine of dom5', from: 'dom4', to: 'dom5-m1', ports: [22] },
       { description: 'dom6 and dom7 talk freely', from: 'dom6', to: 'dom7', ports: 'all', bidirectional: true },
       { description: 'DNS from dom8 to dom9', from: 'dom8', to: 'dom9-m0', ports: [53], protocol: 'udp' },
+      { description: 'dom10 web front published', from: 'outside', to: 'dom10-m0', ports: [443] },
     ],
   };
 }

@@ -22,7 +22,9 @@ function switchJson(r: SwitchResult): Record<string, unknown> {
     grant_batch: r.plan?.grantBatch ?? null,
     switch_batch: r.plan?.switchBatch ?? null,
     gpu_machines: r.plan?.gpuMachines ?? [],
+    gpu_machine_types: r.plan?.gpuTypes ?? {},
     services: r.plan?.services ?? [],
+    vram_scrub_command: r.plan?.scrubCommand ?? [],
     gpu: r.gpu ?? [],
     failed_step: r.failedStep ?? null,
     safe_state: r.safe ?? null,
@@ -122,9 +124,10 @@ export const aiStatusCommand: Command = {
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     // The infra only supplies the default holder; a broken infra must not hide the live state.
-    const [{ prepare }, { formatStatus, status }] = await Promise.all([import('./pipeline.js'), import('./aiStatus.js')]);
+    const [{ prepare }, { formatStatus, status }, { jsonLogPath }] = await Promise.all([import('./pipeline.js'), import('./aiStatus.js'), import('./aiPlan.js')]);
     const { infra } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile }).catch(() => ({ infra: undefined }));
-    const report = await status({ infra, stateFile, logFile: logFilePath(inv.env, str(values['log-file'])), history: Number(historyText) });
+    const logFile = logFilePath(inv.env, str(values['log-file']));
+    const report = await status({ infra, stateFile, logFile, jsonLogFile: jsonLogPath(logFile), history: Number(historyText) });
     if (values.json) printJson(inv.streams, report);
     else {
       for (const line of formatStatus(report)) inv.streams.out(line);

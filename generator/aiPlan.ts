@@ -7,7 +7,7 @@ import { isDomainName } from './names.js';
 import { AI_HOLDER_SET, bridgeOf, renderRuleset, switchBatch, TABLE_FAMILY, TABLE_NAME } from './nftables.js';
 import { render } from './templates.js';
 import { AI_DOMAIN, hasGpu } from './validate.js';
-import type { Infra, Mapping } from './types.js';
+import type { Infra, MachineType, Mapping } from './types.js';
 
 // Checks
 
@@ -48,6 +48,12 @@ export function gpuMachines(infra: Infra): string[] {
     .sort();
 }
 
+/** Each GPU machine's type: it decides where the VRAM flush runs (lxc: on the host; vm: inside). */
+export function gpuMachineTypes(infra: Infra): Record<string, MachineType> {
+  const machines = infra.domains[AI_DOMAIN]?.machines ?? {};
+  return Object.fromEntries(gpuMachines(infra).map((name) => [name, machines[name].type ?? 'lxc']));
+}
+
 export function aiServices(infra: Infra): string[] {
   return infra.global.ai_services ?? DEFAULT_AI_SERVICES;
 }
@@ -64,6 +70,8 @@ export interface PlanInput {
   stateFile: string;
   logFile: string;
   persist: string[];
+  /** Where the host's processes are read (ANKLUME_PROC_ROOT). */
+  procRoot: string;
 }
 
 export interface SwitchPlan {
@@ -76,7 +84,11 @@ export interface SwitchPlan {
   flushes: boolean;
   project: string;
   gpuMachines: string[];
+  gpuTypes: Record<string, MachineType>;
   services: string[];
+  /** global.ai_vram_scrub_command, run in each GPU machine after the kill ([]: none). */
+  scrubCommand: string[];
+  procRoot: string;
   aiBridge: string;
   newBridge: string;
   /** Run first: the live holder's elements out (or, holder unknown, the holder set emptied). */
@@ -116,7 +128,10 @@ export function planSwitch(input: PlanInput): SwitchPlan {
     flushes: input.flush && machines.length > 0,
     project: AI_DOMAIN,
     gpuMachines: machines,
+    gpuTypes: gpuMachineTypes(infra),
     services,
+    scrubCommand: infra.global.ai_vram_scrub_command ?? [],
+    procRoot: input.procRoot,
     aiBridge: bridgeOf(AI_DOMAIN),
     newBridge: bridgeOf(to),
     revokeBatch: known ? switchBatch(infra, from, null) : revokeAllBatch(),
@@ -136,7 +151,9 @@ export function renderPlaybook(plan: SwitchPlan): string {
     infraLabel: plan.infraPath,
     project: plan.project,
     gpuMachines: plan.gpuMachines,
+    gpuTypes: plan.gpuTypes,
     services: plan.services,
+    scrubCommand: plan.scrubCommand,
     aiBridge: plan.aiBridge,
     newBridge: plan.newBridge,
     stateFile: plan.stateFile,
@@ -155,6 +172,8 @@ export function extraVars(plan: SwitchPlan, files: RunFiles): Record<string, unk
     ai_switch_ruleset_none: files.rulesetNone,
     ai_switch_ruleset_new: files.rulesetNew,
     ai_switch_result_file: files.result,
+    ai_switch_proc_root: plan.procRoot,
+    ai_switch_gpu_record_dir: files.gpuRecords,
   };
 }
 
@@ -172,6 +191,14 @@ export function switchLogLine(at: Date, from: string | null, to: string, flushed
   return `${at.toISOString()} switched ai-tools access: '${label(from)}' -> '${to}' flush=${flushed}`;
 }
 
+/**
+ * The detail of a switch, for the JSON log beside the text log (`ai-switch.log` -> `ai-switch.jsonl`):
+ * the text log keeps its one line per switch, this one holds the flush report.
+ */
+export function jsonLogPath(logFile: string): string {
+  return `${logFile.replace(/\.log$/, '')}.jsonl`;
+}
+
 export function failureLogLine(at: Date, from: string | null, to: string, flush: boolean, what: string): string {
   return `${at.toISOString()} FAILED switch of ai-tools access: '${label(from)}' -> '${to}' flush=${flush}: ${oneLine(what)}; nobody has AI access`;
 }
@@ -182,10 +209,11 @@ export function describePlan(plan: SwitchPlan): string[] {
     `ai-switch plan (dry run: nothing is changed)`,
     `  AI access: '${label(plan.from)}' -> '${plan.to}'`,
     `  GPU machine(s) of ${plan.project}: ${plan.gpuMachines.join(', ') || 'none'}; services: ${plan.services.join(', ') || 'none'}`,
-    `  VRAM flush: ${plan.flushes ? 'yes (kill GPU compute processes, try nvidia-smi --gpu-reset, verify none left)' : 'no'}`,
+    `  VRAM flush: ${plan.flushes ? "yes (kill the GPU machine's compute processes, verify none left, try nvidia-smi --gpu-reset on each GPU no process uses)" : 'no'}`,
+    ...(plan.flushes ? flushSteps(plan) : []),
     ...plan.notes.map((n) => `  ${n}`),
     `  Steps: 1 revoke '${label(plan.from)}' (nobody has access), 2 stop services, ${plan.flushes ? '3 flush GPU memory' : '3 (no flush)'}, 4 grant '${plan.to}', 5 start services, 6 record`,
-    `  Would write: ${[...plan.persist, plan.stateFile].join(', ')}; would append to ${plan.logFile}`,
+    `  Would write: ${[...plan.persist, plan.stateFile].join(', ')}; would append to ${plan.logFile} and ${jsonLogPath(plan.logFile)}`,
     `Ruleset change, step 1 (revoke):`,
     plan.revokeBatch.trimEnd(),
     `Ruleset change, step 4 (grant):`,
@@ -194,6 +222,24 @@ export function describePlan(plan: SwitchPlan): string[] {
   if (!plan.flush) lines.push(securityWarning(plan));
   return lines;
 }
+
+/** Where each flush step runs, per GPU machine, for the dry run. */
+function flushSteps(plan: SwitchPlan): string[] {
+  const lines = plan.gpuMachines.map((m) =>
+    plan.gpuTypes[m] === 'vm'
+      ? `    ${m} (vm): nvidia-smi, kill -9 and the reset run inside the VM (incus exec ${m} --project ${plan.project} -- ...): its PIDs are its own`
+      : `    ${m} (lxc): nvidia-smi, kill -9 and the reset run on the host: compute processes whose cgroup (${plan.procRoot}/<pid>/cgroup) is ${m}'s are killed, the host's and other containers' are reported and left alone; a GPU is reset only when no process uses it`,
+  );
+  lines.push(
+    plan.scrubCommand.length
+      ? `    VRAM scrub after the kill, in each GPU machine (its failure fails the switch): ${plan.scrubCommand.map(shellWord).join(' ')}`
+      : '    VRAM scrub: none (global.ai_vram_scrub_command is not set)',
+  );
+  return lines;
+}
+
+/** A command word as a shell would need it, so that the dry run shows exactly what runs. */
+const shellWord = (w: string) => (/^[A-Za-z0-9_./=:@%+,-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
 
 export interface RunFiles {
   dir: string;
@@ -204,4 +250,6 @@ export interface RunFiles {
   rulesetNone: string;
   rulesetNew: string;
   result: string;
+  /** Where the flush steps record what they saw (gpuReport.ts reads it back). */
+  gpuRecords: string;
 }

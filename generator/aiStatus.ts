@@ -4,6 +4,7 @@
  */
 import { readHolderState, type HolderState } from './context.js';
 import { readIfExists } from './files.js';
+import { formatGpuReport, type GpuReport } from './gpuReport.js';
 import { readLiveHolders as nftLiveHolders } from './nft.js';
 import { AI_HOLDER_SET, TABLE_FAMILY, TABLE_NAME } from './nftables.js';
 import type { Infra } from './types.js';
@@ -53,7 +54,31 @@ export interface StatusReport {
   state_file: string;
   live: { holders: string[]; agrees: boolean } | { error: string };
   history: string[];
+  /** The flush report of the last switch that flushed (from the JSON log), or null. */
+  last_flush: LastFlush | null;
   problems: string[];
+}
+
+export interface LastFlush {
+  time: string;
+  status: 'switched' | 'failed';
+  from: string | null;
+  to: string;
+  gpu: GpuReport[];
+}
+
+/** The last entry of the JSON log with a flush report; lines that do not parse are skipped. */
+export function lastFlush(jsonLog: string | undefined): LastFlush | null {
+  const lines = (jsonLog ?? '').split('\n').filter((l) => l.trim() !== '');
+  for (const line of lines.reverse()) {
+    try {
+      const entry = JSON.parse(line) as LastFlush;
+      if (Array.isArray(entry.gpu) && entry.gpu.length > 0) return entry;
+    } catch {
+      // A torn or foreign line: the one before it may still say it.
+    }
+  }
+  return null;
 }
 
 /** The last `count` non-empty lines of the switch log (oldest first). */
@@ -68,7 +93,7 @@ export function agrees(live: string[], holder: string | null | undefined): boole
   return holder === null ? live.length === 0 : live.length === 1 && live[0] === holder;
 }
 
-export async function status(opts: { infra: Infra | undefined; stateFile: string; logFile: string; history: number }): Promise<StatusReport> {
+export async function status(opts: { infra: Infra | undefined; stateFile: string; logFile: string; jsonLogFile: string; history: number }): Promise<StatusReport> {
   const [state, live, history] = await Promise.all([readHolderState(opts.stateFile), readLiveHolders(), readHistory(opts.logFile, opts.history)]);
   const sh = stateHolder(state, opts.infra, opts.stateFile);
   const problems = sh.problem ? [sh.problem] : [];
@@ -78,6 +103,7 @@ export async function status(opts: { infra: Infra | undefined; stateFile: string
     state_file: opts.stateFile,
     live: live.ok ? { holders: live.holders, agrees: agrees(live.holders, sh.holder) } : { error: live.error },
     history,
+    last_flush: lastFlush(readIfExists(opts.jsonLogFile)),
     problems,
   };
   if (!live.ok) problems.push(live.error);
@@ -93,5 +119,10 @@ export function formatStatus(r: StatusReport): string[] {
   else lines.push(`Live ruleset: ${r.live.agrees ? 'agrees' : 'DISAGREES'} (ai_holder: ${r.live.holders.length ? r.live.holders.map((h) => `net-${h}`).join(', ') : 'empty'})`);
   lines.push(r.history.length ? 'Recent switches:' : 'Recent switches: none recorded');
   for (const h of r.history) lines.push(`  ${h}`);
+  if (r.last_flush) {
+    const f = r.last_flush;
+    lines.push(`Last VRAM flush: ${f.time} ('${f.from ?? '<none>'}' -> '${f.to}', ${f.status})`);
+    for (const g of f.gpu) lines.push(...formatGpuReport(g).map((l) => `  ${l}`));
+  }
   return lines;
 }

@@ -29,6 +29,7 @@ import {
   describePlan,
   extraVars,
   failureLogLine,
+  jsonLogPath,
   label,
   planSwitch,
   renderPlaybook,
@@ -38,6 +39,7 @@ import {
   type RunFiles,
   type SwitchPlan,
 } from './aiPlan.js';
+import { formatGpuReport, gpuWarnings, readGpuReports, type GpuReport } from './gpuReport.js';
 import { RULESET_FILE } from './nftables.js';
 import { AI_DOMAIN } from './validate.js';
 import type { Diagnostic, Infra } from './types.js';
@@ -65,13 +67,6 @@ export interface SwitchOptions {
 
 export type SwitchStatus = 'switched' | 'already' | 'planned' | 'failed' | 'refused';
 
-export interface GpuReport {
-  machine: string;
-  killed: string[];
-  reset: boolean;
-  memory: string[];
-}
-
 export interface SwitchResult {
   status: SwitchStatus;
   /** Exit code for the CLI. */
@@ -96,7 +91,6 @@ interface PlaybookReport {
   message?: string;
   revoked?: boolean;
   services_started?: boolean;
-  gpu?: GpuReport[];
 }
 
 const refused = (code: 1 | 2, message: string, extra: Partial<SwitchResult> = {}): SwitchResult => ({ status: 'refused', code, messages: [message], errors: [{ message }], warnings: [], ...extra });
@@ -133,6 +127,7 @@ async function writeRunFiles(plan: SwitchPlan): Promise<RunFiles> {
     rulesetNone: join(dir, 'ruleset-none.nft'),
     rulesetNew: join(dir, 'ruleset-new.nft'),
     result: join(dir, 'result.json'),
+    gpuRecords: join(dir, 'gpu'),
   };
   await Promise.all([
     writeFile(files.playbook, renderPlaybook(plan)),
@@ -162,6 +157,12 @@ async function appendLog(path: string, line: string): Promise<string | undefined
   } catch (err) {
     return `could not append to ${path}: ${(err as Error).message}`;
   }
+}
+
+/** The JSON log beside the text log: one object per switch that ran, with its flush report. */
+async function appendJsonLog(plan: SwitchPlan, entry: { status: 'switched' | 'failed'; failed_step?: string; gpu: GpuReport[] }): Promise<string | undefined> {
+  const line = JSON.stringify({ time: new Date().toISOString(), status: entry.status, from: plan.from, to: plan.to, flush: plan.flushes, ...(entry.failed_step ? { failed_step: entry.failed_step } : {}), gpu: entry.gpu });
+  return appendLog(jsonLogPath(plan.logFile), line);
 }
 
 async function writeState(path: string, content: string): Promise<boolean> {
@@ -238,7 +239,8 @@ export async function aiSwitch(options: SwitchOptions): Promise<SwitchResult> {
   if (argProblem) return refused(2, argProblem);
   const to = options.domain as string;
   const persist = [options.installedRuleset, join(options.baseDir, RULESET_FILE)].map((p) => resolve(p));
-  for (const [what, path] of [['--state-file', options.stateFile], ['--installed-ruleset', persist[0]], ['--base-dir', persist[1]]] as const) {
+  const procRoot = resolve(options.env.ANKLUME_PROC_ROOT || '/proc');
+  for (const [what, path] of [['--state-file', options.stateFile], ['--installed-ruleset', persist[0]], ['--base-dir', persist[1]], ['ANKLUME_PROC_ROOT', procRoot]] as const) {
     const bad = checkPath(what, path);
     if (bad) return refused(2, bad);
   }
@@ -261,13 +263,13 @@ export async function aiSwitch(options: SwitchOptions): Promise<SwitchResult> {
     if (lock.recovered) options.progress(`NOTE: took over a stale lock left by pid ${lock.recovered.pid} (started ${lock.recovered.startedAt}), which is no longer running`);
   }
   try {
-    return await switchLocked(options, infra, to, persist, warnings);
+    return await switchLocked(options, infra, to, persist, procRoot, warnings);
   } finally {
     await lock?.release();
   }
 }
 
-async function switchLocked(options: SwitchOptions, infra: Infra, to: string, persist: string[], warnings: Diagnostic[]): Promise<SwitchResult> {
+async function switchLocked(options: SwitchOptions, infra: Infra, to: string, persist: string[], procRoot: string, warnings: Diagnostic[]): Promise<SwitchResult> {
   const stateEnv = { ...options.env, ANKLUME_STATE_FILE: options.stateFile };
   // Read again under the lock: the switch that held it may have changed both.
   const [gathered, live] = await Promise.all([gather(options.infraPath, stateEnv), readLiveHolders()]);
@@ -283,7 +285,7 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
   if (live.ok && state.kind !== 'corrupt' && !(from === stateSays)) {
     warnings.push({ message: `the state file says ${stateSays === null ? 'nobody' : `'${stateSays}'`} holds AI access, the live ruleset says ${live.holders.length ? live.holders.map((h) => `'${h}'`).join(', ') : 'nobody'}: the switch starts from the live ruleset` });
   }
-  const plan = planSwitch({ infra, infraPath: options.infraPath, from, to, flush: options.flush, stateFile: options.stateFile, logFile: options.logFile, persist });
+  const plan = planSwitch({ infra, infraPath: options.infraPath, from, to, flush: options.flush, stateFile: options.stateFile, logFile: options.logFile, persist, procRoot });
   if (!live.ok) plan.notes.push(`NOTE: ${live.error}; the plan starts from the state file`);
 
   if (options.dryRun) return { status: 'planned', code: 0, from: plan.from, to, flush: plan.flushes, messages: describePlan(plan), errors: [], warnings, plan };
@@ -309,16 +311,16 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
   try {
     const run = await runPlaybook({ playbook: files.playbook, varsFile: files.vars, env: options.env, color: options.color, onOutput: out.push, signal: abort.signal });
     out.flush();
-    const report = await readReport(files.result);
+    const [report, gpu] = await Promise.all([readReport(files.result), plan.flushes ? readGpuReports(files.gpuRecords, plan.gpuTypes) : []]);
     if (run.ok && report?.ok && !interrupted) {
-      return await finishSuccess(plan, options, warnings, report);
+      return await finishSuccess(plan, options, warnings, gpu);
     }
     const rescueRan = report !== undefined && report.ok === false;
     const step = interrupted ? `interrupted by ${interrupted}` : report?.failed_task ? `${report.failed_task}` : run.spawnError ? `starting ansible-playbook: ${run.spawnError}` : `ansible-playbook ended (${run.signal ? `signal ${run.signal}` : `exit ${run.exitCode}`}) without reporting`;
     const detail = report?.message ? `: ${report.message}` : '';
     const safe = await restoreSafeState(plan, options.env, rescueRan && !interrupted);
     if (rescueRan && report?.services_started !== undefined) safe.servicesStarted = report.services_started;
-    return await finishFailure(options, plan, warnings, `${step}${detail}`, step, safe, report?.gpu);
+    return await finishFailure(options, plan, warnings, `${step}${detail}`, step, safe, gpu);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -346,23 +348,24 @@ async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: D
   }
 }
 
-async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings: Diagnostic[], report: PlaybookReport): Promise<SwitchResult> {
+async function finishSuccess(plan: SwitchPlan, options: SwitchOptions, warnings: Diagnostic[], gpu: GpuReport[]): Promise<SwitchResult> {
   // Trust, but check: the wire and the state file must both name the new holder.
   const [live, state] = await Promise.all([readLiveHolders(), readFile(plan.stateFile, 'utf8').catch(() => undefined)]);
   if (!live.ok || live.holders.length !== 1 || live.holders[0] !== plan.to || state !== `${plan.to}\n`) {
     const safe = await restoreSafeState(plan, options.env, false);
     const seen = live.ok ? (live.holders.join(', ') || 'nobody') : live.error;
-    return finishFailure(options, plan, warnings, `final check: the live holder set names ${seen} and the state file holds ${JSON.stringify(state)}`, 'final check', safe, report.gpu);
+    return finishFailure(options, plan, warnings, `final check: the live holder set names ${seen} and the state file holds ${JSON.stringify(state)}`, 'final check', safe, gpu);
   }
-  const logProblem = await appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes));
-  if (logProblem) warnings.push({ message: logProblem });
+  for (const problem of await Promise.all([appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes)), appendJsonLog(plan, { status: 'switched', gpu })])) {
+    if (problem) warnings.push({ message: problem });
+  }
   const messages = [`AI access switched: '${label(plan.from)}' -> '${plan.to}' (flush: ${plan.flushes})`];
   messages.push(...(await refreshTree(options, plan, warnings)));
-  for (const g of report.gpu ?? []) {
-    messages.push(`  ${g.machine}: killed ${g.killed.length ? g.killed.join(', ') : 'no process'}; GPU reset ${g.reset ? 'done' : 'not done (WARNING: freed memory was not cleared by a reset)'}; memory in use: ${g.memory.join('; ') || 'unknown'}`);
-    if (!g.reset) warnings.push({ message: `nvidia-smi --gpu-reset failed on ${g.machine}: the compute processes were killed, but their freed GPU memory was not cleared by a reset` });
+  for (const g of gpu) {
+    messages.push(...formatGpuReport(g).map((line) => `  ${line}`));
+    warnings.push(...gpuWarnings(g).map((message) => ({ message })));
   }
-  return { status: 'switched', code: 0, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors: [], warnings, plan, ...(report.gpu ? { gpu: report.gpu } : {}) };
+  return { status: 'switched', code: 0, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors: [], warnings, plan, gpu };
 }
 
 async function finishFailure(
@@ -372,9 +375,9 @@ async function finishFailure(
   what: string,
   step: string,
   safe: NonNullable<SwitchResult['safe']> & { problems: string[] },
-  gpu: GpuReport[] | undefined,
+  gpu: GpuReport[],
 ): Promise<SwitchResult> {
-  const logProblem = await appendLog(plan.logFile, failureLogLine(new Date(), plan.from, plan.to, plan.flushes, what));
+  const logProblems = await Promise.all([appendLog(plan.logFile, failureLogLine(new Date(), plan.from, plan.to, plan.flushes, what)), appendJsonLog(plan, { status: 'failed', failed_step: step, gpu })]);
   const finish = `make ai-switch DOMAIN=${plan.to}${plan.flush ? '' : ' NO_FLUSH=1'}`;
   const messages = [
     `ai-switch failed: ${what}`,
@@ -383,7 +386,8 @@ async function finishFailure(
     `To finish, fix the cause and run again: ${finish}`,
   ];
   const errors: Diagnostic[] = [{ message: `ai-switch failed: ${what}` }, ...safe.problems.map((message) => ({ message }))];
-  if (logProblem) warnings.push({ message: logProblem });
+  for (const problem of logProblems) if (problem) warnings.push({ message: problem });
+  for (const g of gpu) messages.push(...formatGpuReport(g).map((line) => `  ${line}`));
   if (safe.stateFileSaysNobody) messages.push(...(await refreshTree(options, plan, warnings)));
-  return { status: 'failed', code: 1, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors, warnings, plan, failedStep: step, safe: { nobodyHasAccess: safe.nobodyHasAccess, stateFileSaysNobody: safe.stateFileSaysNobody, servicesStarted: safe.servicesStarted }, ...(gpu ? { gpu } : {}) };
+  return { status: 'failed', code: 1, from: plan.from, to: plan.to, flush: plan.flushes, messages, errors, warnings, plan, failedStep: step, safe: { nobodyHasAccess: safe.nobodyHasAccess, stateFileSaysNobody: safe.stateFileSaysNobody, servicesStarted: safe.servicesStarted }, gpu };
 }

@@ -1,6 +1,7 @@
 /** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
 import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
+import { flowsCommand } from './flowsCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
 import { printDiagnostics, printJson, type Streams } from './output.js';
 import type { SyncReport } from './sync.js';
@@ -122,30 +123,23 @@ const nftablesCommand: Command = {
   flags: { 'ai-domain': 'render for this AI access holder (default: the state file, else ai_access_default)' },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
-    const [{ effectiveHolder, prepare }, { countForwardRules, renderRuleset }, { isDomainName }, { AI_DOMAIN }] = await Promise.all([
+    const [{ prepare }, { countForwardRules, renderRuleset }, { chooseHolder, HolderRefused }] = await Promise.all([
       import('./pipeline.js'),
       import('./nftables.js'),
-      import('./names.js'),
-      import('./validate.js'),
+      import('./holderOption.js'),
     ]);
     const { report, infra, holder } = await prepare(infraPath, inv.env);
     if (!infra) {
       reportProblems(inv, values.json === true, report.errors, report.warnings);
       return EXIT_FAILED;
     }
-    let aiDomain = effectiveHolder(infra, holder);
-    const requested = values['ai-domain'];
-    if (typeof requested === 'string') {
-      if (!isDomainName(requested)) throw new UsageError(`Invalid domain name: ${requested} (must be DNS-safe)`);
-      if (infra.global.ai_access_policy !== 'exclusive') {
-        inv.streams.err(`--ai-domain needs ai_access_policy: exclusive in ${infraPath}`);
-        return EXIT_FAILED;
-      }
-      if (requested === AI_DOMAIN || !(requested in infra.domains)) {
-        inv.streams.err(requested === AI_DOMAIN ? `Cannot give AI access to 'ai-tools' itself` : `Domain '${requested}' not found in ${infraPath}`);
-        return EXIT_FAILED;
-      }
-      aiDomain = requested;
+    let aiDomain: string | null;
+    try {
+      aiDomain = chooseHolder(infra, infraPath, holder, values['ai-domain']);
+    } catch (err) {
+      if (!(err instanceof HolderRefused)) throw err;
+      inv.streams.err(err.message);
+      return EXIT_FAILED;
     }
     const ruleset = renderRuleset(infra, aiDomain);
     if (values.json) printJson(inv.streams, { ruleset, ai_domain: infra.global.ai_access_policy === 'exclusive' ? aiDomain : null, forward_rules: countForwardRules(ruleset) });
@@ -159,6 +153,7 @@ export const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   resolve: resolveCommand,
   nftables: nftablesCommand,
+  flows: flowsCommand,
   'ai-switch': aiSwitchCommand,
   'ai-status': aiStatusCommand,
 };

@@ -2,7 +2,7 @@
  * Enrichment (spec §5): defaults made explicit, the auto-created AI access policy, sys-firewall.
  * Pure: the holder of AI access is passed in.
  */
-import { AI_DOMAIN, endpointDomain, indexNames } from './validate.js';
+import { AI_DOMAIN, endpointDomain, indexNames, isAiAccessPolicy } from './validate.js';
 import type { Domain, Infra, Machine, NetworkPolicy } from './types.js';
 
 export const DEFAULT_AI_SERVICES = ['ollama', 'speaches'];
@@ -15,7 +15,7 @@ export interface Enriched {
 /** The index of the one policy that targets ai-tools, if any. */
 export function aiPolicyIndex(infra: Infra): number {
   const index = indexNames(infra as unknown as Record<string, unknown>);
-  return (infra.network_policies ?? []).findIndex((p) => endpointDomain(p.to, index) === AI_DOMAIN);
+  return (infra.network_policies ?? []).findIndex((p) => isAiAccessPolicy(p, index));
 }
 
 function withDefaults(infra: Infra): Infra {

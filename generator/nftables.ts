@@ -10,7 +10,7 @@
  * whose interface names go through nftString and whose other fields are checked numbers/addresses.
  * The same key string identifies an element when two rulesets are diffed.
  */
-import { AI_DOMAIN, endpointDomain, indexNames } from './validate.js';
+import { AI_DOMAIN, endpointDomain, HOST_ENDPOINT, indexNames, OUTSIDE_ENDPOINT } from './validate.js';
 import { aiPolicyIndex } from './enrich.js';
 import { nftString, render } from './templates.js';
 import type { Infra, NetworkPolicy, Protocol } from './types.js';
@@ -26,6 +26,7 @@ export const BRIDGE_PREFIX = 'net-';
 /** The named sets, in the order the template declares them, with their key types. */
 export const SET_TYPES = {
   ai_holder: 'ifname',
+  domain_bridges: 'ifname',
   intra: 'ifname . ifname',
   allow_bridges: 'ifname . ifname',
   allow_bridge_ports: 'ifname . ifname . inet_proto . inet_service',
@@ -36,6 +37,10 @@ export const SET_TYPES = {
   allow_addr_pairs: 'ifname . ipv4_addr . ifname . ipv4_addr',
   allow_addr_pairs_tcp: 'ifname . ipv4_addr . ifname . ipv4_addr . inet_service',
   allow_addr_pairs_udp: 'ifname . ipv4_addr . ifname . ipv4_addr . inet_service',
+  allow_outside: 'ifname',
+  allow_outside_ports: 'ifname . inet_proto . inet_service',
+  allow_outside_to_addr: 'ifname . ipv4_addr',
+  allow_outside_to_addr_ports: 'ifname . ipv4_addr . inet_proto . inet_service',
 } as const;
 
 export type SetName = keyof typeof SET_TYPES;
@@ -43,6 +48,8 @@ export type SetName = keyof typeof SET_TYPES;
 export interface ElementGroup {
   /** Free text (a policy description); the template passes it through nftComment. */
   comment: string;
+  /** The index of the policy these elements come from (absent for the sets that describe the infra). */
+  policy?: number;
   /** Element keys, unique within their set. */
   elements: string[];
 }
@@ -121,6 +128,20 @@ function resolveEndpoint(ref: string, infra: Infra, index: ReturnType<typeof ind
   return { ok: true, endpoint: { bridge: bridgeOf(domain), addr: ip } };
 }
 
+/**
+ * A policy from outside → (set, key) pairs. The source is any interface that is not a domain
+ * bridge, so only the destination is a key; the reverse direction is outbound, which is open.
+ */
+function outsideElements(dst: Endpoint, ports: number[] | 'all', proto: Protocol): [SetName, string][] {
+  const db = { ifname: dst.bridge };
+  if (ports === 'all') return dst.addr ? [['allow_outside_to_addr', elementKey([db, { addr: dst.addr }])]] : [['allow_outside', elementKey([db])]];
+  return ports.map((port): [SetName, string] =>
+    dst.addr
+      ? ['allow_outside_to_addr_ports', elementKey([db, { addr: dst.addr }, { proto }, { port }])]
+      : ['allow_outside_ports', elementKey([db, { proto }, { port }])],
+  );
+}
+
 /** One direction of one policy → (set, key) pairs. */
 function flowElements(src: Endpoint, dst: Endpoint, ports: number[] | 'all', proto: Protocol): [SetName, string][] {
   const sb = { ifname: src.bridge };
@@ -179,20 +200,22 @@ function collect(infra: Infra, exclusive: boolean, holder: string | null): Colle
       notes.push({ index: i, summary, outcome: 'AI access policy: nobody holds access, no element' });
       return;
     }
-    if (policy.from === 'host' || policy.to === 'host') {
+    if (policy.from === HOST_ENDPOINT || policy.to === HOST_ENDPOINT) {
       notes.push({ index: i, summary, outcome: 'host policy: not a forward rule (the host input/output is not filtered by this table)' });
       return;
     }
-    const from = resolveEndpoint(policy.from, infra, index);
+    const fromOutside = policy.from === OUTSIDE_ENDPOINT;
+    const from = fromOutside ? undefined : resolveEndpoint(policy.from, infra, index);
     const to = resolveEndpoint(policy.to, infra, index);
-    if (!from.ok || !to.ok) {
-      notes.push({ index: i, summary, outcome: `skipped: ${!from.ok ? from.why : ''}${!from.ok && !to.ok ? '; ' : ''}${!to.ok ? to.why : ''}` });
+    if ((from && !from.ok) || !to.ok) {
+      const why = [from && !from.ok ? from.why : '', !to.ok ? to.why : ''].filter(Boolean).join('; ');
+      notes.push({ index: i, summary, outcome: `skipped: ${why}` });
       return;
     }
     const ports = policy.ports ?? 'all';
     const proto = policy.protocol ?? 'tcp';
-    const pairs = flowElements(from.endpoint, to.endpoint, ports, proto);
-    if (policy.bidirectional) pairs.push(...flowElements(to.endpoint, from.endpoint, ports, proto));
+    const pairs = from?.ok ? flowElements(from.endpoint, to.endpoint, ports, proto) : outsideElements(to.endpoint, ports, proto);
+    if (policy.bidirectional && from?.ok) pairs.push(...flowElements(to.endpoint, from.endpoint, ports, proto));
 
     const comment = policy.description ? `policy ${i}: ${policy.description}` : `policy ${i}: ${summary}`;
     const used = new Set<SetName>();
@@ -207,12 +230,13 @@ function collect(infra: Infra, exclusive: boolean, holder: string | null): Colle
       elements.set(set, groups);
       let group = groups[groups.length - 1];
       if (!group || group.comment !== comment) {
-        group = { comment, elements: [] };
+        group = { comment, policy: i, elements: [] };
         groups.push(group);
       }
       group.elements.push(key);
     }
-    notes.push({ index: i, summary, outcome: [...used].join(', ') });
+    const outbound = fromOutside && policy.bidirectional ? ' (the way back is outbound, always open)' : '';
+    notes.push({ index: i, summary, outcome: [...used].join(', ') + outbound });
   });
   return { elements, notes };
 }
@@ -238,6 +262,7 @@ export function buildRuleset(infra: Infra, holder: string | null): Ruleset {
   const { elements, notes } = collect(infra, exclusive, effectiveHolder);
 
   const domains = Object.keys(infra.domains);
+  elements.set('domain_bridges', [{ comment: 'the bridges of the domains: every other interface is outside', elements: domains.map((d) => elementKey([{ ifname: bridgeOf(d) }])) }]);
   elements.set('intra', [{ comment: 'traffic within one bridge (seen here when br_netfilter is loaded)', elements: domains.map((d) => elementKey([{ ifname: bridgeOf(d) }, { ifname: bridgeOf(d) }])) }]);
   if (exclusive && effectiveHolder) {
     elements.set('ai_holder', [{ comment: `the bridge that holds AI access: ${effectiveHolder}`, elements: [elementKey([{ ifname: bridgeOf(effectiveHolder) }])] }]);

@@ -134,6 +134,10 @@ function word(err: ErrorObject, nameReasons: string[]): ShapeError | undefined {
   }
   if (inPolicy && path.length === 2 && err.keyword === 'type') return { path, message: `${policy}: must be a mapping, got ${show(data)}` };
   if (inPolicy && third === 'protocol') return { path, message: `${policy}: protocol must be 'tcp' or 'udp', got ${show(data)}` };
+  if (top === 'global' && second === 'ai_vram_scrub_command') {
+    const what = path.length === 2 ? 'global.ai_vram_scrub_command must be a list of the program and its arguments (at least the program; leave the key out for no scrub)' : `${dotted(path)} must be a non-empty string`;
+    return { path, message: `${what}, got ${show(data)}` };
+  }
   if (top === 'global' && path.length === 2) {
     const choices: Record<string, string> = {
       ai_access_policy: `'exclusive' or 'open'`,

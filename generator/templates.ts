@@ -28,9 +28,19 @@ export function nftComment(value: unknown): string {
     .slice(0, 160);
 }
 
+/** Text drawn in a picture (a node, an edge label, a title): one line, no quote or bracket of the picture's syntax. */
+export function pictureText(value: unknown): string {
+  return String(value ?? '')
+    .replace(/[^A-Za-z0-9 _.,:/()+=@*<>-]/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 160);
+}
+
 hbs.registerHelper('yaml', (value: unknown) => toYaml(value).replace(/\n$/, ''));
 hbs.registerHelper('nftString', (value: unknown) => nftString(value));
 hbs.registerHelper('nftComment', (value: unknown) => nftComment(value));
+hbs.registerHelper('pictureText', (value: unknown) => pictureText(value));
 hbs.registerHelper('json', (value: unknown) => JSON.stringify(value));
 hbs.registerHelper('join', (values: unknown, separator: unknown) =>
   (Array.isArray(values) ? values : []).map(String).join(typeof separator === 'string' ? separator : ', '));
@@ -38,7 +48,7 @@ hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
 
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 
-export const KNOWN_HELPERS = { yaml: true, nftString: true, nftComment: true, json: true, join: true, eq: true } as const;
+export const KNOWN_HELPERS = { yaml: true, nftString: true, nftComment: true, pictureText: true, json: true, join: true, eq: true } as const;
 
 /** Compiles templates/<name> once. */
 export function template(name: string): Handlebars.TemplateDelegate {

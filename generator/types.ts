@@ -16,6 +16,7 @@ export interface GlobalSettings {
   ai_access_policy?: AiAccessPolicy;
   ai_access_default?: string;
   ai_services?: string[];
+  ai_vram_scrub_command?: string[];
 }
 
 export type Mapping = Record<string, unknown>;

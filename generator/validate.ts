@@ -19,8 +19,17 @@ export interface SemanticResult {
 }
 
 export const AI_DOMAIN = 'ai-tools';
+/** Policy endpoint: the host's own input and output (not a forward rule). */
+export const HOST_ENDPOINT = 'host';
+/** Policy endpoint, `from` only: anything that is not a domain bridge (uplink, incusbr0, VPNs...). */
+export const OUTSIDE_ENDPOINT = 'outside';
 /** Every inventory already has these groups: a domain by that name would merge into them. */
 const RESERVED_GROUPS = new Set(['all', 'ungrouped']);
+/** A domain or machine by one of these names would make a policy endpoint ambiguous. */
+const RESERVED_ENDPOINTS: Record<string, string> = {
+  [HOST_ENDPOINT]: 'the host itself',
+  [OUTSIDE_ENDPOINT]: 'anything that is not a domain bridge',
+};
 
 const entries = (value: unknown): [string, Mapping][] =>
   isMapping(value) ? Object.entries(value).filter((e): e is [string, Mapping] => isMapping(e[1])) : [];
@@ -51,6 +60,20 @@ export function endpointDomain(ref: unknown, index: ReturnType<typeof indexNames
   if (typeof ref !== 'string') return undefined;
   if (index.domains.has(ref)) return ref;
   return index.machines.get(ref)?.domain;
+}
+
+/**
+ * Whether a policy is an AI access policy: one from a domain (or machine) to ai-tools. In exclusive
+ * mode its `from` is whoever holds access; a policy from outside to ai-tools is not one (it is
+ * refused in exclusive mode).
+ */
+export function isAiAccessPolicy(policy: { from?: unknown; to?: unknown }, index: ReturnType<typeof indexNames>): boolean {
+  return policy.from !== OUTSIDE_ENDPOINT && endpointDomain(policy.to, index) === AI_DOMAIN;
+}
+
+function reservedName(kind: 'Domain' | 'Machine', name: string): string | undefined {
+  const meaning = RESERVED_ENDPOINTS[name];
+  return meaning && `${kind} '${name}': invalid name ('${name}' is reserved: network policies use it for ${meaning}); choose another name`;
 }
 
 function ipv4(text: unknown): number[] | undefined {
@@ -100,7 +123,7 @@ function checkAiAccess(raw: Mapping, index: ReturnType<typeof indexNames>, error
   const policies = list(raw.network_policies);
   const targeting = policies
     .map((p, i) => ({ p, i }))
-    .filter(({ p }) => isMapping(p) && endpointDomain(p.to, index) === AI_DOMAIN);
+    .filter(({ p }) => isMapping(p) && isAiAccessPolicy(p, index));
   if (targeting.length > 1) {
     errors.push({
       path: ['network_policies', targeting[1].i, 'to'],
@@ -108,6 +131,12 @@ function checkAiAccess(raw: Mapping, index: ReturnType<typeof indexNames>, error
     });
   }
   policies.forEach((p, i) => {
+    if (isMapping(p) && p.from === OUTSIDE_ENDPOINT && endpointDomain(p.to, index) === AI_DOMAIN) {
+      errors.push({
+        path: ['network_policies', i, 'from'],
+        message: `network_policies[${i}]: goes from outside to ai-tools ('${String(p.to)}'), which would bypass ai_access_policy 'exclusive' (only the current holder may reach ai-tools; set ai_access_policy: open to let anything else in)`,
+      });
+    }
     if (!isMapping(p) || endpointDomain(p.from, index) !== AI_DOMAIN) return;
     const to = endpointDomain(p.to, index);
     if (to === undefined || to === AI_DOMAIN) return;
@@ -127,6 +156,8 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
   const gpuMachines: { name: string; path: PathSegment[] }[] = [];
 
   for (const [domain, def] of entries(raw.domains)) {
+    const reserved = reservedName('Domain', domain);
+    if (reserved) errors.push({ path: ['domains', domain], onKey: true, message: reserved });
     if (RESERVED_GROUPS.has(domain)) {
       errors.push({
         path: ['domains', domain],
@@ -147,6 +178,8 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
     const profiles = isMapping(def.profiles) ? def.profiles : {};
     for (const [name, machine] of entries(def.machines)) {
       const at = (...rest: PathSegment[]): PathSegment[] => ['domains', domain, 'machines', name, ...rest];
+      const reservedMachine = reservedName('Machine', name);
+      if (reservedMachine) errors.push({ path: at(), onKey: true, message: reservedMachine });
       const ownerDomain = machineOwner.get(name);
       if (ownerDomain !== undefined) {
         errors.push({ path: at(), onKey: true, message: `Machine '${name}': duplicate (already in '${ownerDomain}')` });
@@ -204,12 +237,23 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
 }
 
 function checkPolicies(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
-  const names = [...index.domains, ...index.machines.keys(), 'host'];
+  const names = [...index.domains, ...index.machines.keys(), HOST_ENDPOINT];
   list(raw.network_policies).forEach((p, i) => {
     if (!isMapping(p)) return;
+    if (p.to === OUTSIDE_ENDPOINT) {
+      errors.push({
+        path: ['network_policies', i, 'to'],
+        message: `network_policies[${i}]: 'to: outside' is not needed: domains always reach the outside (only connections into a domain are judged); remove this policy`,
+      });
+    } else if (p.from === OUTSIDE_ENDPOINT && p.to === HOST_ENDPOINT) {
+      errors.push({
+        path: ['network_policies', i, 'to'],
+        message: `network_policies[${i}]: 'from: outside' to 'host' is the host's own input, which anklume does not filter; name a domain or machine as 'to', or remove this policy`,
+      });
+    }
     for (const field of ['from', 'to'] as const) {
       const ref = p[field];
-      if (typeof ref !== 'string' || ref === 'host' || index.domains.has(ref)) continue;
+      if (typeof ref !== 'string' || ref === HOST_ENDPOINT || ref === OUTSIDE_ENDPOINT || index.domains.has(ref)) continue;
       const machine = index.machines.get(ref);
       if (machine) {
         if (machine.machine.ip === undefined) {
@@ -220,10 +264,11 @@ function checkPolicies(raw: Mapping, index: ReturnType<typeof indexNames>, error
         }
         continue;
       }
-      const guess = closest(ref, names);
+      const guess = closest(ref, field === 'from' ? [...names, OUTSIDE_ENDPOINT] : names);
+      const outside = field === 'from' ? ` (or '${OUTSIDE_ENDPOINT}', for anything that is not a domain bridge)` : '';
       errors.push({
         path: ['network_policies', i, field],
-        message: `network_policies[${i}]: '${field}: ${ref}' is not a known domain, machine, or 'host'${guess ? `; did you mean '${guess}'?` : ''}`,
+        message: `network_policies[${i}]: '${field}: ${ref}' is not a known domain, machine, or 'host'${outside}${guess ? `; did you mean '${guess}'?` : ''}`,
       });
     }
   });

@@ -3,9 +3,12 @@
  * network lab (test/helpers/netns.ts: bridges net-<domain>, one namespace per machine, the generated
  * ruleset loaded), so every nft call acts on the lab, never on this machine's own namespace.
  *
- * STAND-INS: `incus`, `nvidia-smi` and `systemctl` cannot run here; recording stand-ins
- * (test/fixtures/standins/, test/helpers/standins.ts) are first on PATH, plus a wrapper around the
- * real nft that journals its calls. Every journal line carries the live holder set at that moment,
+ * STAND-INS: `incus`, `nvidia-smi`, `systemctl` and the host's `kill` cannot run here (or must
+ * not: `kill` never signals anything); recording stand-ins (test/fixtures/standins/,
+ * test/helpers/standins.ts) are first on PATH, plus a wrapper around the real nft that journals its
+ * calls, and the host's processes are read from a proc root the test builds. gpu-server is a
+ * container: its VRAM flush runs on the host (the VM variant and the scrub are in
+ * test/ai-switch-flush-e2e.test.ts). Every journal line carries the live holder set at that moment,
  * so the order "revoke before stop/flush, grant after" is checked against the kernel's state.
  * Who reaches whom is proven with real TCP connections. Needs root.
  */
@@ -24,12 +27,13 @@ import type { Infra } from '../generator/types.ts';
 import { runCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 import { canRunNetns, Lab, labSpecFromInfra, type ProbeResult } from './helpers/netns.ts';
-import { StandIns, type JournalEntry } from './helpers/standins.ts';
+import { GPU0, HOST_CGROUP, instanceCgroup, StandIns, type JournalEntry } from './helpers/standins.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
 const BIN = join(ROOT, 'generator/bin.ts');
 const AI_PORT = 11434;
+const GPU1 = 'GPU-00000000-0000-0000-0000-0000000000a1';
 const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '([a-z0-9-]+)' flush=(true|false)$/;
 const FAILED_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z FAILED switch of ai-tools access: '[^']+' -> 'perso' flush=(true|false): .*; nobody has AI access$/;
 
@@ -48,7 +52,7 @@ interface Run {
 
 const support = await canRunNetns();
 
-describe('ai-switch end to end (network namespaces, real ansible-playbook, stand-ins for incus/nvidia-smi/systemctl)', { skip: support.ok ? false : support.why }, () => {
+describe('ai-switch end to end (network namespaces, real ansible-playbook, stand-ins for incus/nvidia-smi/systemctl/kill)', { skip: support.ok ? false : support.why }, () => {
   let lab: Lab | undefined;
   let standins: StandIns | undefined;
   let t: TestEnv;
@@ -111,7 +115,8 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     return i;
   };
   const isCall = (tool: string, fragment: string) => (e: JournalEntry) => e.tool === tool && e.args.includes(fragment);
-  const GPU_TOOLS = new Set(['incus', 'systemctl', 'nvidia-smi']);
+  const GPU_TOOLS = new Set(['incus', 'systemctl', 'nvidia-smi', 'nvidia-smi@instance', 'kill']);
+  const MINE = instanceCgroup('ai-tools', 'gpu-server');
 
   before(async () => {
     infra = await fixture();
@@ -172,17 +177,30 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   it('switches to perso: revoke, stop, flush, grant, start — on the wire, in the journal, on disk', async () => {
     const held = await lab!.hold('pro-dev', 'gpu-server', AI_PORT);
     try {
-      assert.equal(await held.ping(), true, 'pro has a working connection before the switch');
-      standins!.gpuPids(['4242', '4243']);
+      assert.equal((await held.ping()).echoed, true, 'pro has a working connection before the switch');
+      // Host PIDs: two of gpu-server (the container), one of the host, one of another container.
+      standins!.hostGpus([{ index: '0', uuid: GPU0, total: 81559 }, { index: '1', uuid: GPU1, total: 81559 }]);
+      standins!.hostApps([
+        { pid: '4242', mib: 30000, cgroup: MINE },
+        { pid: '4243', mib: 2000, cgroup: MINE },
+        { pid: '5000', gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
+        { pid: '6000', gpu: GPU1, mib: 800, cgroup: '0::/lxc.payload.lab_trainer\n' },
+      ]);
       standins!.resetFails(true);
       const r = await cli(switchArgs('--domain', 'perso'));
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /AI access switched: 'pro' -> 'perso' \(flush: true\)/);
-      assert.match(r.stdout, /killed 4242, 4243/);
-      assert.match(r.stderr, /WARNING: nvidia-smi --gpu-reset failed on gpu-server/, 'a failed reset is a warning');
+      assert.match(r.stdout, /gpu-server \(lxc, flushed from the host\): killed 4242, 4243; left alone \(not the instance's\): pid 5000 \(the host, 500 MiB\), pid 6000 \(container lab_trainer, 800 MiB\)/);
+      assert.match(r.stdout, /GPU 0 \S+: memory in use 32003 MiB before, 3 MiB after \(of 81559 MiB\); reset failed/);
+      assert.match(r.stdout, /GPU 1 \S+: memory in use 1303 MiB before, 1303 MiB after \(of 81559 MiB\); reset skipped \(in use by pid 5000 \(the host\), pid 6000 \(container lab_trainer\)\)/);
+      assert.match(r.stderr, /WARNING: nvidia-smi --gpu-reset failed on gpu-server \(GPU 0 /, 'a failed reset is a warning');
+      assert.match(r.stderr, /WARNING: GPU reset skipped on gpu-server \(GPU 1 /);
+      assert.deepEqual(standins!.hostPids(), ['5000', '6000'], 'the foreign processes are still there');
 
       assert.deepEqual(await wire(), { pro: 'timeout', perso: 'open', guest: 'timeout', unrelated: 'open' });
-      assert.equal(await held.ping(400), false, "pro's connection opened before the switch carries nothing after it");
+      const after = await held.ping(400);
+      assert.equal(after.echoed, false, "pro's connection opened before the switch carries nothing after it");
+      assert.equal(await lab!.received('gpu-server', after.token, 300), false, 'not even one way: the data does not reach ai-tools');
     } finally {
       held.close();
     }
@@ -190,24 +208,30 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     const journal = standins!.journal();
     const revoke = index(journal, isCall('nft', '-f revoke.nft rc=0'), 'the revoke');
     const stop = index(journal, isCall('incus', 'systemctl stop ollama speaches'), 'stop');
-    const query = index(journal, isCall('incus', 'nvidia-smi --query-compute-apps=pid --format=csv,noheader'), 'the pid query');
-    const kill = index(journal, isCall('incus', 'kill -9 4242 4243'), 'the kill');
-    const reset = index(journal, isCall('incus', 'nvidia-smi --gpu-reset'), 'the reset');
-    const verify = journal.findIndex((e, i) => i > reset && isCall('incus', '--query-compute-apps=pid')(e));
+    const query = index(journal, isCall('nvidia-smi', '--query-compute-apps=pid,gpu_uuid,used_memory'), 'the host pid query');
+    const kill = index(journal, isCall('kill', '-9 4242'), 'the kill');
+    assert.deepEqual(journal.filter((e) => e.tool === 'kill').map((e) => e.args), ['-9 4242', '-9 4243'], 'only the instance\'s processes are killed, from the host');
+    const verify = journal.findIndex((e, i) => i > kill + 1 && isCall('nvidia-smi', '--query-compute-apps')(e));
+    const reset = index(journal, isCall('nvidia-smi', `--gpu-reset -i ${GPU0}`), 'the reset');
+    assert.equal(journal.filter(isCall('nvidia-smi', '--gpu-reset')).length, 1, 'no reset of the GPU that foreign processes use');
     const grant = index(journal, isCall('nft', '-f grant.nft rc=0'), 'the grant');
     const startAt = index(journal, isCall('incus', 'systemctl start ollama speaches'), 'start');
-    assert.ok(revoke < stop && stop < query && query < kill && kill < reset && reset < verify && verify < grant && grant < startAt, `order: ${[revoke, stop, query, kill, reset, verify, grant, startAt]}`);
+    assert.ok(revoke < stop && stop < query && query < kill && kill < verify && verify < reset && reset < grant && grant < startAt, `order: ${[revoke, stop, query, kill, verify, reset, grant, startAt]}`);
     assert.deepEqual(journal[revoke].holders, [], 'the holder set is empty right after the revoke');
     for (const e of journal.slice(0, grant).filter((x) => GPU_TOOLS.has(x.tool))) assert.deepEqual(e.holders, [], `nobody holds access during ${e.tool} ${e.args}`);
     assert.deepEqual(journal[grant].holders, ['net-perso']);
     assert.deepEqual(journal[startAt].holders, ['net-perso']);
-    assert.ok(journal.every((e) => e.tool !== 'incus' || e.args.startsWith('exec gpu-server --project ai-tools -- ')), 'every GPU command runs in the GPU machine of ai-tools');
+    assert.ok(journal.every((e) => e.tool !== 'incus' || e.args.startsWith('exec gpu-server --project ai-tools -- systemctl ')), 'only the services are handled in the container; the flush runs on the host');
 
     assert.equal(readFileSync(stateFile, 'utf8'), 'perso\n');
     const log = readFileSync(logFile, 'utf8').trimEnd().split('\n');
     assert.equal(log.length, 1);
     assert.match(log[0], LOG_LINE);
     assert.ok(log[0].endsWith("switched ai-tools access: 'pro' -> 'perso' flush=true"));
+    const detail = readFileSync(logFile.replace(/\.log$/, '.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
+    assert.equal(detail.length, 1);
+    assert.equal(detail[0].status, 'switched');
+    assert.deepEqual(detail[0].gpu[0].gpus.map((g: { memory_used_before_mib: number; memory_used_after_mib: number }) => [g.memory_used_before_mib, g.memory_used_after_mib]), [[32003, 3], [1303, 1303]]);
     const expected = renderRuleset(infra, 'perso');
     assert.equal(readFileSync(installed, 'utf8'), expected, 'the installed copy agrees');
     assert.equal(readFileSync(baseCopy, 'utf8'), expected, '<base-dir>/nftables/anklume.nft agrees');
@@ -225,6 +249,10 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.match(status.stdout, /AI access holder: perso \(state file/);
     assert.match(status.stdout, /Live ruleset: agrees \(ai_holder: net-perso\)/);
     assert.match(status.stdout, /switched ai-tools access: 'pro' -> 'perso' flush=true/);
+    assert.match(status.stdout, /Last VRAM flush: \S+ \('pro' -> 'perso', switched\)\n {2}gpu-server \(lxc, flushed from the host\): killed 4242, 4243/);
+    assert.match(status.stdout, /GPU 0 \S+: memory in use 32003 MiB before, 3 MiB after/);
+    const json = JSON.parse((await cli(['ai-status', '--infra', FIXTURE, '--json'])).stdout);
+    assert.deepEqual(json.last_flush.gpu[0].killed, ['4242', '4243']);
   });
 
   it('already the holder: says so, exits 0, touches nothing', async () => {
@@ -251,7 +279,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.match(r.stderr, /SECURITY: --no-flush: GPU memory is NOT flushed/);
     assert.match(r.stderr, new RegExp(`took over a stale lock left by pid ${dead}`));
     const journal = standins!.journal();
-    assert.equal(journal.filter((e) => e.tool === 'nvidia-smi' || e.args.includes('nvidia-smi') || e.args.includes('kill')).length, 0, 'no flush call');
+    assert.equal(journal.filter((e) => e.tool.startsWith('nvidia-smi') || e.tool === 'kill' || e.args.includes('nvidia-smi') || e.args.includes('kill')).length, 0, 'no flush call, on the host or in the machine');
     assert.ok(journal.some(isCall('incus', 'systemctl stop')) && journal.some(isCall('incus', 'systemctl start')), 'services still stopped and started');
     assert.deepEqual(await wire(), { pro: 'open', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
     assert.ok(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!.endsWith("switched ai-tools access: 'perso' -> 'pro' flush=false"));
@@ -262,9 +290,9 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   // are started again, the state file says nobody, the failure is logged, the message says how to finish.
   const failures: { step: string; setup: (s: StandIns) => void; task: RegExp }[] = [
     { step: 'stop', setup: (s) => s.fail('systemctl stop'), task: /Stop the GPU services/ },
-    { step: 'pid query', setup: (s) => s.fail('--query-compute-apps'), task: /List the GPU compute processes/ },
-    { step: 'kill', setup: (s) => (s.gpuPids(['77']), s.fail('kill -9')), task: /Kill the remaining GPU compute processes/ },
-    { step: 'verify', setup: (s) => (s.gpuPids(['77', '78']), s.sticky(['78'])), task: /Verify that no GPU compute process is left/ },
+    { step: 'pid query', setup: (s) => s.fail('--query-compute-apps'), task: /Kill the GPU compute processes of the GPU machine/ },
+    { step: 'kill', setup: (s) => (s.hostApps([{ pid: '77', cgroup: MINE }]), s.fail('kill -9')), task: /Kill the GPU compute processes of the GPU machine/ },
+    { step: 'verify', setup: (s) => (s.hostApps([{ pid: '77', cgroup: MINE }, { pid: '78', cgroup: MINE }]), s.sticky(['78'])), task: /Verify that no GPU compute process is left.*still on the GPU: pid 78 \(the instance\)/ },
     { step: 'start', setup: (s) => s.fail('systemctl start'), task: /Start the GPU services/ },
     { step: 'nft grant', setup: (s) => s.fail('-f grant.nft'), task: /Grant AI access to the new holder/ },
   ];
@@ -287,7 +315,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
       assert.match(policies, /from: pro\n {4}to: guest/, 'and keeps the other policies');
       assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, FAILED_LINE);
       const journal = standins!.journal();
-      const failedAt = index(journal, (e) => e.tool === 'FAIL' || (f.step === 'verify' && isCall('incus', '--query-compute-apps')(e) && journal.indexOf(e) > journal.findIndex(isCall('incus', 'kill'))), 'the failure');
+      const failedAt = index(journal, (e) => e.tool === 'FAIL' || (f.step === 'verify' && isCall('nvidia-smi', '--query-compute-apps')(e) && journal.indexOf(e) > journal.findIndex((x) => x.tool === 'kill')), 'the failure');
       const restarted = journal.findIndex((e, i) => i > failedAt && isCall('incus', 'systemctl start')(e));
       assert.ok(restarted > failedAt, 'the services are started again after the failure');
       assert.deepEqual(journal[restarted].holders, [], 'and nobody holds access when they come back');

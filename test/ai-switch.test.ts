@@ -25,17 +25,18 @@ import { testEnv, type TestEnv } from './helpers/env.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
+const VM_SCRUB_FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra-vm-scrub.yml');
 export const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '[a-z0-9-]+' flush=(true|false)$/;
 
-async function fixture(): Promise<Infra> {
-  const text = await readFile(FIXTURE, 'utf8');
-  const a = analyse([{ file: FIXTURE, text, role: 'single' }], { yolo: false });
+async function fixture(file = FIXTURE): Promise<Infra> {
+  const text = await readFile(file, 'utf8');
+  const a = analyse([{ file, text, role: 'single' }], { yolo: false });
   assert.ok(a.infra, JSON.stringify(a.errors));
   return enrich(a.infra).infra;
 }
 
 function plan(infra: Infra, from: string | null | undefined, to: string, flush = true): SwitchPlan {
-  return planSwitch({ infra, infraPath: FIXTURE, from, to, flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'] });
+  return planSwitch({ infra, infraPath: FIXTURE, from, to, flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'], procRoot: '/proc' });
 }
 
 describe('ai-switch checks (messages of spec §8, before anything is touched)', () => {
@@ -92,6 +93,9 @@ describe('ai-switch checks (messages of spec §8, before anything is touched)', 
     assert.equal(r.code, 2);
     assert.match(r.stderr, /which Ansible would evaluate/);
     assert.equal(checkPath('x', '/opt/anklume/ai-access-current'), undefined);
+    const proc = await runCli(['ai-switch', '--infra', FIXTURE, '--domain', 'perso'], { ...t.env, ANKLUME_PROC_ROOT: '/tmp/{{ 7 * 7 }}' });
+    assert.equal(proc.code, 2);
+    assert.match(proc.stderr, /ANKLUME_PROC_ROOT "\/tmp\/\{\{ 7 \* 7 \}\}" contains/);
   });
 
   it('wrote nothing while refusing', () => {
@@ -170,6 +174,24 @@ describe('ai-switch plan (pure)', () => {
     assert.match(noFlush, /'<none>' -> 'perso'/);
     assert.match(noFlush, /VRAM flush: no/);
     assert.ok(noFlush.includes(securityWarning({ from: null, to: 'perso' })));
+    assert.doesNotMatch(noFlush, /scrub|run on the host/);
+  });
+
+  it('says where the flush of each GPU machine runs: a container from the host, a VM inside; and the scrub', async () => {
+    const lxc = describePlan(plan(infra, 'pro', 'perso')).join('\n');
+    assert.match(lxc, /gpu-server \(lxc\): nvidia-smi, kill -9 and the reset run on the host: compute processes whose cgroup \(\/proc\/<pid>\/cgroup\) is gpu-server's are killed/);
+    assert.match(lxc, /VRAM scrub: none/);
+    const vm = await fixture(VM_SCRUB_FIXTURE);
+    const p = plan(vm, 'pro', 'perso');
+    assert.deepEqual(p.gpuTypes, { 'gpu-server': 'vm' });
+    assert.deepEqual(p.scrubCommand, ['/usr/local/bin/zero-vram', '--pattern', '0x00 {{ not jinja }}']);
+    const text = describePlan(p).join('\n');
+    assert.match(text, /gpu-server \(vm\): nvidia-smi, kill -9 and the reset run inside the VM \(incus exec gpu-server --project ai-tools -- \.\.\.\)/);
+    assert.ok(text.includes("VRAM scrub after the kill, in each GPU machine (its failure fails the switch): /usr/local/bin/zero-vram --pattern '0x00 {{ not jinja }}'"), text);
+    const playbook = renderPlaybook(p);
+    assert.match(playbook, /ai_switch_gpu_types:\n {6}"gpu-server": "vm"\n/);
+    assert.match(playbook, /ai_switch_vram_scrub_command:\n {6}- !unsafe "\/usr\/local\/bin\/zero-vram"\n {6}- !unsafe "--pattern"\n {6}- !unsafe "0x00 \{\{ not jinja \}\}"\n/);
+    assert.match(renderPlaybook(plan(infra, 'pro', 'perso')), /ai_switch_gpu_types:\n {6}"gpu-server": "lxc"\n {4}# [^\n]*\n {4}# [^\n]*\n {4}ai_switch_vram_scrub_command: \[\]\n/);
   });
 
   it('writes the log lines of spec §8', () => {
@@ -184,9 +206,11 @@ describe('ai-switch plan (pure)', () => {
 
   it('passes the per-switch values as JSON, paths baked into the playbook', () => {
     const p = plan(infra, 'pro', 'perso');
-    const files = { dir: '/r', playbook: '/r/p.yml', vars: '/r/v.json', revoke: '/r/revoke.nft', grant: '/r/grant.nft', rulesetNone: '/r/n.nft', rulesetNew: '/r/new.nft', result: '/r/result.json' };
+    const files = { dir: '/r', playbook: '/r/p.yml', vars: '/r/v.json', revoke: '/r/revoke.nft', grant: '/r/grant.nft', rulesetNone: '/r/n.nft', rulesetNew: '/r/new.nft', result: '/r/result.json', gpuRecords: '/r/gpu' };
     const vars = extraVars(p, files);
     assert.equal(vars.ai_switch_new, 'perso');
+    assert.equal(vars.ai_switch_proc_root, '/proc');
+    assert.equal(vars.ai_switch_gpu_record_dir, '/r/gpu');
     assert.equal(vars.ai_switch_flush, true);
     const playbook = renderPlaybook(p);
     assert.match(playbook, /ai_switch_gpu_machines:\n {6}- "gpu-server"\n/);
@@ -206,7 +230,7 @@ describe('ai-switch plan (pure)', () => {
     assert.equal(agrees(['pro'], 'pro'), true);
     assert.equal(agrees(['pro', 'perso'], 'pro'), false);
     assert.equal(agrees(['pro'], undefined), false);
-    const text = formatStatus({ holder: 'pro', holder_source: 'state file', state_file: '/s', live: { holders: ['perso'], agrees: false }, history: ['h1'], problems: [] }).join('\n');
+    const text = formatStatus({ holder: 'pro', holder_source: 'state file', state_file: '/s', live: { holders: ['perso'], agrees: false }, history: ['h1'], last_flush: null, problems: [] }).join('\n');
     assert.match(text, /AI access holder: pro/);
     assert.match(text, /DISAGREES \(ai_holder: net-perso\)/);
     assert.match(text, /  h1/);
@@ -281,13 +305,13 @@ describe('ai-switch playbook and role (real ansible-playbook)', () => {
   });
   after(() => t.cleanup());
 
-  it('renders a playbook that passes ansible-playbook --syntax-check with the role', async () => {
-    const infra = await fixture();
-    const dir = join(t.dir, 'run');
+  for (const file of [FIXTURE, VM_SCRUB_FIXTURE]) it(`renders a playbook that passes ansible-playbook --syntax-check with the role (${file.split('/').at(-1)})`, async () => {
+    const infra = await fixture(file);
+    const dir = join(t.dir, `run-${file.split('/').at(-1)}`);
     mkdirSync(dir, { recursive: true });
-    const p = planSwitch({ infra, infraPath: FIXTURE, from: 'pro', to: 'perso', flush: true, stateFile: join(t.dir, 'state'), logFile: join(t.dir, 'log'), persist: [join(t.dir, 'a.nft')] });
+    const p = planSwitch({ infra, infraPath: FIXTURE, from: 'pro', to: 'perso', flush: true, stateFile: join(t.dir, 'state'), logFile: join(t.dir, 'log'), persist: [join(t.dir, 'a.nft')], procRoot: '/proc' });
     writeFileSync(join(dir, 'ai-switch.yml'), renderPlaybook(p));
-    writeFileSync(join(dir, 'vars.json'), JSON.stringify(extraVars(p, { dir, playbook: '', vars: '', revoke: 'r', grant: 'g', rulesetNone: 'n', rulesetNew: 'w', result: 'x' })));
+    writeFileSync(join(dir, 'vars.json'), JSON.stringify(extraVars(p, { dir, playbook: '', vars: '', revoke: 'r', grant: 'g', rulesetNone: 'n', rulesetNew: 'w', result: 'x', gpuRecords: 'd' })));
     const r = await execa('ansible-playbook', ['--syntax-check', join(dir, 'ai-switch.yml'), '-e', `@${join(dir, 'vars.json')}`], { env: ansibleEnv(process.env, false), reject: false });
     assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
     // ansible-lint (production profile) on the rendered playbook and the role, when installed.

@@ -107,10 +107,35 @@ describe('ruleset data', () => {
     // Validation refuses a policy naming a machine without an ip; the generator stays safe anyway.
     infra.network_policies = [...(infra.network_policies ?? []), { from: 'b', to: 'a2', ports: 'all', protocol: 'tcp', bidirectional: false }];
     const r = buildRuleset(infra, null);
-    assert.ok(r.sets.every((s) => s.name === 'intra' || s.groups.length === 0));
+    assert.ok(r.sets.every((s) => s.name === 'intra' || s.name === 'domain_bridges' || s.groups.length === 0));
     assert.match(r.notes[0].outcome, /host policy: not a forward rule/);
     assert.match(r.notes[1].outcome, /host policy/);
     assert.match(r.notes[2].outcome, /machine 'a2' has no ip/);
+  });
+
+  it('every domain bridge is in domain_bridges: any other interface is outside', () => {
+    assert.deepEqual(elements(buildRuleset(model(SMALL('  []')), null), 'domain_bridges'), ['"net-a"', '"net-b"']);
+  });
+
+  it('policies from outside: only the destination is a key; the way back is outbound, so bidirectional adds nothing', () => {
+    const r = buildRuleset(model(SMALL([
+      '  - { from: outside, to: a }',
+      '  - { from: outside, to: b, ports: [443, 8443], bidirectional: true }',
+      '  - { from: outside, to: b1 }',
+      '  - { from: outside, to: a1, ports: [53], protocol: udp }',
+    ].join('\n'))), null);
+    assert.deepEqual(elements(r, 'allow_outside'), ['"net-a"']);
+    assert.deepEqual(elements(r, 'allow_outside_ports'), ['"net-b" . tcp . 443', '"net-b" . tcp . 8443']);
+    assert.deepEqual(elements(r, 'allow_outside_to_addr'), ['"net-b" . 10.1.2.10']);
+    assert.deepEqual(elements(r, 'allow_outside_to_addr_ports'), ['"net-a" . 10.1.1.10 . udp . 53']);
+    for (const name of ['allow_bridges', 'allow_bridge_ports', 'allow_from_addr', 'allow_to_addr'] as SetName[]) assert.deepEqual(elements(r, name), [], name);
+    assert.equal(r.notes[1].outcome, 'allow_outside_ports (the way back is outbound, always open)');
+  });
+
+  it('a switch leaves the outside policies alone', async () => {
+    const infra = await fixture();
+    const changed = diffRulesets(buildRuleset(infra, 'pro'), buildRuleset(infra, 'perso')).map((c) => c.set);
+    assert.ok(changed.every((set) => !set.startsWith('allow_outside') && set !== 'domain_bridges'), changed.join(', '));
   });
 
   it('duplicate elements are kept once (first policy wins)', () => {
@@ -176,12 +201,18 @@ describe('rendered ruleset', () => {
     }
   });
 
-  it('the chain has the same number of rules for 3 domains and for 250', kernel, async () => {
+  it('the chain has the same number of rules for 3 domains and for 250, with policies from outside', kernel, async () => {
     const sized = (n: number): Infra => {
       const domains = Array.from({ length: n }, (_, i) => `  d${i}: { subnet_id: ${i}, machines: { m${i}: { ip: "10.2.${i}.10" } } }`).join('\n');
       const policies = Array.from({ length: n }, (_, i) => {
         const j = (i + 1) % n;
-        return [`  - { from: d${i}, to: d${j}, ports: [80, 443] }`, `  - { from: m${i}, to: d${j} }`, `  - { from: d${i}, to: m${j}, bidirectional: true }`].join('\n');
+        return [
+          `  - { from: d${i}, to: d${j}, ports: [80, 443] }`,
+          `  - { from: m${i}, to: d${j} }`,
+          `  - { from: d${i}, to: m${j}, bidirectional: true }`,
+          `  - { from: outside, to: d${i}, ports: [443] }`,
+          `  - { from: outside, to: m${i} }`,
+        ].join('\n');
       }).join('\n');
       return model(`project_name: s\nglobal: { base_subnet: "10.2" }\ndomains:\n${domains}\nnetwork_policies:\n${policies}\n`);
     };
@@ -226,11 +257,15 @@ describe('switching AI access', () => {
     const changes = diffRulesets(buildRuleset(infra, 'pro'), buildRuleset(infra, 'perso'));
     assert.deepEqual(changes, [
       { set: 'ai_holder', remove: ['"net-pro"'], add: ['"net-perso"'] },
-      { set: 'allow_bridge_ports', remove: ['"net-pro" . "net-ai-tools" . tcp . 11434'], add: ['"net-perso" . "net-ai-tools" . tcp . 11434'] },
+      {
+        set: 'allow_bridge_ports',
+        remove: ['"net-pro" . "net-ai-tools" . tcp . 11434', '"net-ai-tools" . "net-pro" . tcp . 11434'],
+        add: ['"net-perso" . "net-ai-tools" . tcp . 11434', '"net-ai-tools" . "net-perso" . tcp . 11434'],
+      },
     ]);
     const batch = switchBatch(infra, 'pro', 'perso');
     assert.match(batch, /^delete element inet anklume ai_holder \{\n\t"net-pro",\n\}$/m);
-    assert.match(batch, /^add element inet anklume allow_bridge_ports \{\n\t"net-perso" \. "net-ai-tools" \. tcp \. 11434,\n\}$/m);
+    assert.match(batch, /^add element inet anklume allow_bridge_ports \{\n\t"net-perso" \. "net-ai-tools" \. tcp \. 11434,\n\t"net-ai-tools" \. "net-perso" \. tcp \. 11434,\n\}$/m);
     assert.ok(batch.indexOf('delete element') < batch.indexOf('add element'));
   });
 

@@ -7,7 +7,11 @@
  *   - one "host" namespace with IPv4 forwarding on and, per domain, a bridge `net-<domain>` holding
  *     the gateway `<base>.<subnet_id>.254/24`;
  *   - one namespace per machine, its `eth0` a veth whose peer is a port of its domain's bridge,
- *     with the machine's IP /24 and a default route via the gateway.
+ *     with the machine's IP /24 and a default route via the gateway;
+ *   - per outside network (spec.outside): an interface of the host that is not a domain bridge,
+ *     either a bridge (`kind: 'bridge'`, e.g. incusbr0, its machines attached like a domain's) or
+ *     a point-to-point link (`kind: 'link'`, e.g. the uplink: a veth named `iface` whose peer is
+ *     the one machine's eth0). Its machines have `outside: true`.
  * Namespace names are `<prefix><pid>h` (host) and `<prefix><pid>m<i>` (machines), unique per run.
  *
  * API (all async):
@@ -17,12 +21,21 @@
  *   lab.host(argv, { input? })               → run a command in the host namespace (never throws;
  *                                              returns { exitCode, stdout, stderr })
  *   lab.nft(args, input?)                    → nft in the host namespace; throws on failure
- *   lab.listen(ports)                        → TCP echo listeners on every machine, on every port
+ *   lab.listen(ports, udpPorts?)             → TCP echo listeners (and UDP receivers) on every
+ *                                              machine; every line or datagram a machine receives
+ *                                              is logged: lab.received(machine, token, waitMs)
+ *   lab.relay(machine, [{ port, to, toPort }]) → on `machine`, forward each TCP connection on `port`
+ *                                              to `to`:`toPort` (a relay between two networks)
+ *   lab.sendUdp(list)                        → one datagram per { from, to, port }, with a unique
+ *                                              token each; resolves to the tokens
  *   lab.probe(from, [{ to, port }], timeoutMs?) → per target 'open' | 'refused' | 'timeout' | 'error'
- *                                              (one process per call, connects in parallel)
+ *                                              (one process per call, connects in parallel); `to`
+ *                                              is a machine name or an address
  *   lab.probeMany(list, timeoutMs?)          → same for many sources at once (one process each)
  *   lab.hold(from, to, port)                 → a long-lived TCP connection: held.ping(timeoutMs)
- *                                              → true when data still makes the round trip; close()
+ *                                              → { echoed, token }: echoed is true when data still
+ *                                              makes the round trip; the token tells whether it
+ *                                              reached the far end (lab.received); close()
  *   lab.teardown()                           → kills every process it started, deletes every
  *                                              namespace; idempotent — call it in after()/finally
  *   canRunNetns()                            → whether this process may build a lab (root, ip, nft)
@@ -38,22 +51,34 @@ export interface LabDomain {
   machines: { name: string; ip: string }[];
 }
 
+/** A network of the host that is not a domain bridge. Addresses are /24, the host's is `gateway`. */
+export interface OutsideNet {
+  iface: string;
+  kind: 'bridge' | 'link';
+  gateway: string;
+  machines: { name: string; ip: string }[];
+}
+
 export interface LabSpec {
   base: string;
   domains: LabDomain[];
+  outside?: OutsideNet[];
 }
 
 export interface LabMachine {
   name: string;
+  /** The domain, or for a machine outside the domains, the host interface it sits behind. */
   domain: string;
   ip: string;
   ns: string;
+  outside: boolean;
 }
 
 export type ProbeResult = 'open' | 'refused' | 'timeout' | 'error';
 
 export interface Held {
-  ping(timeoutMs?: number): Promise<boolean>;
+  /** Sends a fresh token; `echoed`: it came back. Whether it arrived: lab.received(to, token). */
+  ping(timeoutMs?: number): Promise<{ echoed: boolean; token: string }>;
   close(): void;
 }
 
@@ -66,14 +91,41 @@ export interface CommandResult {
 /** The agent that runs inside a machine namespace: echo server, prober, or long-lived client. */
 const AGENT = String.raw`
 import net from 'node:net';
+import dgram from 'node:dgram';
 import readline from 'node:readline';
 const [mode, ...args] = process.argv.slice(1);
+const log = (what, data) => { for (const line of data.toString().split('\n')) if (line) process.stdout.write('recv ' + what + ' ' + line + '\n'); };
 if (mode === 'serve') {
+  const [tcp, udp] = args.map((a) => (a ? a.split(',') : []));
+  let pending = tcp.length + udp.length;
+  const up = () => { if (--pending === 0) process.stdout.write('ready\n'); };
+  for (const port of tcp) {
+    const server = net.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => { log('tcp/' + port, d); s.write(d); }); });
+    server.listen(Number(port), '0.0.0.0', up);
+  }
+  for (const port of udp) {
+    const socket = dgram.createSocket('udp4');
+    socket.on('message', (d) => log('udp/' + port, d));
+    socket.bind(Number(port), '0.0.0.0', up);
+  }
+} else if (mode === 'relay') {
   let pending = args.length;
-  for (const port of args) {
-    const server = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
+  for (const spec of args) {
+    const [port, host, toPort] = spec.split(':');
+    const server = net.createServer((inbound) => {
+      const outbound = net.connect({ host, port: Number(toPort) });
+      for (const [a, b] of [[inbound, outbound], [outbound, inbound]]) { a.on('error', () => b.destroy()); a.pipe(b); }
+    });
     server.listen(Number(port), '0.0.0.0', () => { if (--pending === 0) process.stdout.write('ready\n'); });
   }
+} else if (mode === 'udp') {
+  const socket = dgram.createSocket('udp4');
+  const sends = args.map((spec) => {
+    const [host, port, token] = spec.split(':');
+    // Twice: a datagram lost by chance must not read as a datagram dropped by the ruleset.
+    return Promise.all([0, 1].map(() => new Promise((resolve) => socket.send(token + '\n', Number(port), host, resolve))));
+  });
+  Promise.all(sends).then(() => { socket.close(); process.stdout.write('sent\n'); });
 } else if (mode === 'probe') {
   const timeout = Number(args[0]);
   const one = (target) => new Promise((resolve) => {
@@ -115,6 +167,8 @@ export function labSpecFromInfra(infra: Infra, extraDomains: LabDomain[] = []): 
   }));
   return { base: infra.global.base_subnet, domains: [...domains, ...extraDomains] };
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function canRunNetns(): Promise<{ ok: boolean; why?: string }> {
   if (process.getuid?.() !== 0) return { ok: false, why: 'needs root (ip netns)' };
@@ -162,7 +216,9 @@ export class Lab {
   readonly bridges: string[] = [];
   private readonly namespaces: string[] = [];
   private readonly children: ChildProcessWithoutNullStreams[] = [];
-  private holdCounter = 0;
+  /** Every line or datagram each machine received, as its listener logged it. */
+  private readonly receivedLog = new Map<string, string[]>();
+  private tokenCounter = 0;
 
   private constructor(readonly hostNs: string) {}
 
@@ -180,7 +236,11 @@ export class Lab {
 
   private async build(spec: LabSpec, prefix: string): Promise<void> {
     const h = this.hostNs;
-    const machines = spec.domains.flatMap((d) => d.machines.map((m) => ({ ...m, domain: d.name, subnetId: d.subnetId })));
+    const inDomains = spec.domains.flatMap((d) =>
+      d.machines.map((m) => ({ ...m, domain: d.name, outside: false, gateway: `${spec.base}.${d.subnetId}.254`, port: `net-${d.name}` })));
+    const outside = (spec.outside ?? []).flatMap((n) =>
+      n.machines.map((m) => ({ ...m, domain: n.iface, outside: true, gateway: n.gateway, port: n.kind === 'bridge' ? n.iface : undefined })));
+    const machines = [...inDomains, ...outside];
     const all = [h, ...machines.map((_, i) => `${prefix}m${i}`)];
     // Recorded before creation, so that teardown also removes a half-built lab.
     this.namespaces.push(...all);
@@ -192,17 +252,24 @@ export class Lab {
       this.bridges.push(bridge);
       hostCmds.push(`link add ${bridge} type bridge`, `addr add ${spec.base}.${d.subnetId}.254/24 dev ${bridge}`, `link set ${bridge} up`);
     }
+    for (const n of spec.outside ?? []) {
+      if (n.kind === 'bridge') hostCmds.push(`link add ${n.iface} type bridge`, `addr add ${n.gateway}/24 dev ${n.iface}`, `link set ${n.iface} up`);
+    }
     machines.forEach((m, i) => {
       const ns = `${prefix}m${i}`;
-      this.machines.set(m.name, { name: m.name, domain: m.domain, ip: m.ip, ns });
-      hostCmds.push(`link add vh${i} type veth peer name eth0 netns ${ns}`, `link set vh${i} master net-${m.domain}`, `link set vh${i} up`);
+      this.machines.set(m.name, { name: m.name, domain: m.domain, ip: m.ip, ns, outside: m.outside });
+      if (m.port) {
+        hostCmds.push(`link add vh${i} type veth peer name eth0 netns ${ns}`, `link set vh${i} master ${m.port}`, `link set vh${i} up`);
+      } else {
+        hostCmds.push(`link add ${m.domain} type veth peer name eth0 netns ${ns}`, `addr add ${m.gateway}/24 dev ${m.domain}`, `link set ${m.domain} up`);
+      }
     });
     await must(['ip', '-n', h, '-batch', '-'], hostCmds.map((c) => c + '\n').join(''));
     await must(['ip', 'netns', 'exec', h, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
     await Promise.all(
       machines.map((m, i) =>
         must(['ip', '-n', `${prefix}m${i}`, '-batch', '-'],
-          ['link set lo up', `addr add ${m.ip}/24 dev eth0`, 'link set eth0 up', `route add default via ${spec.base}.${m.subnetId}.254`].map((c) => c + '\n').join('')),
+          ['link set lo up', `addr add ${m.ip}/24 dev eth0`, 'link set eth0 up', `route add default via ${m.gateway}`].map((c) => c + '\n').join('')),
       ),
     );
   }
@@ -227,19 +294,68 @@ export class Lab {
     return must(['ip', 'netns', 'exec', this.hostNs, 'nft', ...args], input);
   }
 
-  async listen(ports: number[]): Promise<void> {
-    await Promise.all(
-      [...this.machines.values()].map(async (m) => {
-        const child = this.agent(m.ns, ['serve', ...ports.map(String)]);
-        const line = await lineReader(child)(10_000);
-        if (line !== 'ready') throw new Error(`listener in ${m.name}: ${line}`);
-      }),
-    );
+  /** Starts an agent that answers 'ready' once up; every `recv` line after that is logged for `machine`. */
+  private async start(machine: LabMachine, args: string[]): Promise<void> {
+    const child = this.agent(machine.ns, args);
+    const log = this.receivedLog.get(machine.name) ?? [];
+    this.receivedLog.set(machine.name, log);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`agent ${args[0]} in ${machine.name} did not start`)), 10_000);
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line === 'ready') {
+          clearTimeout(timer);
+          resolve();
+        } else if (line.startsWith('recv ')) {
+          log.push(line);
+        }
+      });
+    });
+  }
+
+  async listen(ports: number[], udpPorts: number[] = []): Promise<void> {
+    await Promise.all([...this.machines.values()].map((m) => this.start(m, ['serve', ports.join(','), udpPorts.join(',')])));
+  }
+
+  async relay(machine: string, forwards: { port: number; to: string; toPort: number }[]): Promise<void> {
+    await this.start(this.machine(machine), ['relay', ...forwards.map((f) => `${f.port}:${this.machine(f.to).ip}:${f.toPort}`)]);
+  }
+
+  /** A token no listener has seen yet. */
+  token(): string {
+    return `tok${process.pid}x${++this.tokenCounter}`;
+  }
+
+  /**
+   * Whether `machine` received `token` (on any port, TCP or UDP). Waits up to waitMs for it: a
+   * negative answer therefore always costs waitMs.
+   */
+  async received(machine: string, token: string, waitMs = 1_500): Promise<boolean> {
+    const log = this.receivedLog.get(this.machine(machine).name) ?? [];
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      if (log.some((line) => line.endsWith(` ${token}`))) return true;
+      if (Date.now() >= deadline) return false;
+      await sleep(20);
+    }
+  }
+
+  /** Sends one UDP datagram per entry (a fresh token each); resolves to the tokens, in order. */
+  async sendUdp(list: { from: string; to: string; port: number }[]): Promise<string[]> {
+    const tokens = list.map(() => this.token());
+    const bySource = new Map<string, string[]>();
+    list.forEach((d, i) => bySource.set(d.from, [...(bySource.get(d.from) ?? []), `${this.machine(d.to).ip}:${d.port}:${tokens[i]}`]));
+    await Promise.all([...bySource.entries()].map(([from, specs]) =>
+      must(['ip', 'netns', 'exec', this.machine(from).ns, process.execPath, '--input-type=module', '-e', AGENT, 'udp', ...specs])));
+    return tokens;
+  }
+
+  private address(to: string): string {
+    return this.machines.get(to)?.ip ?? to;
   }
 
   async probe(from: string, targets: { to: string; port: number }[], timeoutMs = 700): Promise<ProbeResult[]> {
     const src = this.machine(from);
-    const args = targets.map((t) => `${this.machine(t.to).ip}:${t.port}`);
+    const args = targets.map((t) => `${this.address(t.to)}:${t.port}`);
     const out = await must(['ip', 'netns', 'exec', src.ns, process.execPath, '--input-type=module', '-e', AGENT, 'probe', String(timeoutMs), ...args]);
     return JSON.parse(out) as ProbeResult[];
   }
@@ -265,10 +381,10 @@ export class Lab {
     if (first !== 'connected') throw new Error(`hold ${from} -> ${to}:${port}: ${first}`);
     return {
       ping: async (timeoutMs = 500) => {
-        const token = `t${++this.holdCounter}`;
+        const token = this.token();
         child.stdin.write(`${token} ${timeoutMs}\n`);
         const line = await next(timeoutMs + 5_000);
-        return line === `ok ${token}`;
+        return { echoed: line === `ok ${token}`, token };
       },
       close: () => child.stdin.end(),
     };

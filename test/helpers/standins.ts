@@ -1,7 +1,9 @@
 /**
- * Recording stand-ins (TEST-ONLY) for what cannot run here: `incus`, `nvidia-smi`, `systemctl`, plus
+ * Recording stand-ins (TEST-ONLY) for what cannot run here: `incus`, `nvidia-smi`, `systemctl`, the
+ * host's `kill` (it never signals anything: it edits the nvidia-smi stand-in's process list), plus
  * a journaling wrapper around the real `nft`. They live in test/fixtures/standins/ (read lib.sh
  * there); putting that directory first on PATH makes ansible and anklume-gen call them.
+ * The host's processes are read from a proc root built here (ANKLUME_PROC_ROOT), never /proc.
  *
  * Each stand-in appends one journal line per call with a timestamp and the holder set at that
  * moment (read with the real nft in the namespace the call runs in), so a test can check the
@@ -10,13 +12,30 @@
  *   const s = await StandIns.create();      // a fresh state dir; s.env(base) → env with PATH
  *   s.fail('systemctl stop'); s.slow(3, 'systemctl stop'); s.gpuPids(['4242']); s.sticky(['4242'])
  *   s.resetFails(true); await s.journal() → JournalEntry[]; s.reset(); s.cleanup()
+ *   s.hostGpus([...]); s.hostApps([{ pid: '4242', cgroup: instanceCgroup('ai-tools', 'gpu-server') }])
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const STANDINS_BIN = fileURLToPath(new URL('../fixtures/standins/', import.meta.url)).replace(/\/$/, '');
+
+/** The host GPU of the nvidia-smi stand-in when hostGpus() is not called. */
+export const GPU0 = 'GPU-00000000-0000-0000-0000-0000000000a0';
+
+/** A compute process as the host sees it, and the cgroup file the proc root gives it. */
+export interface HostApp {
+  pid: string;
+  gpu?: string;
+  mib?: number;
+  /** The text of <proc root>/<pid>/cgroup; absent: no such entry (an unknown owner). */
+  cgroup?: string;
+}
+
+/** Cgroup files as Incus 6.0 gives a container's processes (v2, nested below the payload). */
+export const instanceCgroup = (project: string, name: string, below = '/system.slice/ollama.service') => `0::/lxc.payload.${project === 'default' ? name : `${project}_${name}`}${below}\n`;
+export const HOST_CGROUP = '0::/system.slice/some-host-daemon.service\n';
 
 export interface JournalEntry {
   /** Seconds since the epoch (ns resolution). */
@@ -37,7 +56,32 @@ export class StandIns {
 
   /** `base` with the stand-ins first on PATH, pointed at this state dir. */
   env(base: NodeJS.ProcessEnv, tag?: string): NodeJS.ProcessEnv {
-    return { ...base, PATH: `${STANDINS_BIN}:${base.PATH ?? process.env.PATH ?? '/usr/bin:/bin'}`, STANDIN_DIR: this.dir, ...(tag ? { STANDIN_TAG: tag } : {}) };
+    return { ...base, PATH: `${STANDINS_BIN}:${base.PATH ?? process.env.PATH ?? '/usr/bin:/bin'}`, STANDIN_DIR: this.dir, ANKLUME_PROC_ROOT: this.procRoot, ...(tag ? { STANDIN_TAG: tag } : {}) };
+  }
+
+  get procRoot(): string {
+    return this.file('proc');
+  }
+
+  /** The host's GPUs: index, uuid, total MiB. */
+  hostGpus(gpus: { index: string; uuid: string; total: number }[]): void {
+    writeFileSync(this.file('host-gpus'), gpus.map((g) => `${g.index}, ${g.uuid}, ${g.total}\n`).join(''));
+  }
+
+  /** The host's compute processes (host PIDs) and, in the proc root, the cgroup of each. */
+  hostApps(apps: HostApp[]): void {
+    writeFileSync(this.file('host-gpu-apps'), apps.map((a) => `${a.pid}, ${a.gpu ?? GPU0}, ${a.mib ?? 1024}\n`).join(''));
+    for (const a of apps) {
+      if (a.cgroup === undefined) continue;
+      mkdirSync(join(this.procRoot, a.pid), { recursive: true });
+      writeFileSync(join(this.procRoot, a.pid, 'cgroup'), a.cgroup);
+    }
+  }
+
+  /** The pids the host nvidia-smi stand-in still lists. */
+  hostPids(): string[] {
+    const path = this.file('host-gpu-apps');
+    return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => l.split(',')[0]) : [];
   }
 
   private file(name: string): string {
@@ -79,7 +123,7 @@ export class StandIns {
 
   /** Back to normal behaviour with an empty journal. */
   reset(): void {
-    for (const name of ['fail', 'slow', 'gpu-pids', 'gpu-sticky', 'gpu-reset-fails', 'journal']) rmSync(this.file(name), { force: true });
+    for (const name of ['fail', 'slow', 'gpu-pids', 'gpu-sticky', 'gpu-reset-fails', 'journal', 'host-gpus', 'host-gpu-apps', 'proc']) rmSync(this.file(name), { recursive: true, force: true });
   }
 
   cleanup(): void {

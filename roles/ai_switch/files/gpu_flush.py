@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""The steps of the VRAM flush of an ai-switch, for one GPU machine of ai-tools.
+
+    gpu_flush.py STEP --type lxc|vm --project P --instance I --record-dir DIR [--proc-root R] [-- CMD...]
+
+STEP is kill, scrub (runs CMD in the GPU machine), verify, reset or scan. Each step prints its
+result as one JSON object and writes it to DIR/<instance>.<step>.json, so that anklume-gen can
+report what happened even when a later step fails. Exit status: 0 done (a failed or skipped GPU
+reset is a warning, not a failure); 1 the step failed (why on stderr); 3 (verify) a compute
+process of the instance, or one whose owner cannot be told, is still on the GPU.
+
+Where it runs (docs/ai-switch.md):
+- lxc: nvidia-smi and kill run on the HOST. The NVIDIA driver has no PID-namespace support
+  (NVIDIA/nvidia-docker issue #1483): NVML inside a container reports host PIDs, which name no
+  process there, or the wrong one. The host lists every compute process, and the cgroup of each
+  PID (<proc root>/<pid>/cgroup) tells whether it runs in the instance: Incus runs a container in
+  /lxc.payload.<project>_<name> (/lxc.payload.<name> in the default project).
+- vm: the VM has its own kernel, driver and PIDs: every command runs inside, through incus exec.
+nvidia-smi and kill are found on PATH (the tests put recording stand-ins there).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+PAYLOAD = "lxc.payload."
+APPS_QUERY = ["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"]
+GPUS_QUERY = ["nvidia-smi", "--query-gpu=index,uuid,memory.used,memory.total", "--format=csv,noheader,nounits"]
+# Processes that may hold the instance's memory: never left behind by a successful flush.
+MUST_GO = ("instance", "unknown")
+
+
+class StepError(Exception):
+    pass
+
+
+def payload_name(project, instance):
+    return instance if project == "default" else "%s_%s" % (project, instance)
+
+
+def cgroup_owner(text, project, instance):
+    """Who a process belongs to, from the text of its /proc/<pid>/cgroup.
+
+    Returns (owner, container): owner is "instance", "container" (another Incus container, named
+    by container), "host" (in no container's payload), or "unknown" (nothing readable, or lines
+    naming the instance and another container at once: too odd to kill, too odd to let pass).
+    Lines are "<id>:<controllers>:<path>", cgroup v1 (one per hierarchy) or v2 ("0::<path>");
+    only the path's first component decides, so a cgroup a container creates below its own
+    (named like another container's, say) never changes whose process it is.
+    """
+    containers = set()
+    lines = 0
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        lines += 1
+        top = parts[2][1:].split("/", 1)[0]
+        if top.startswith(PAYLOAD) and len(top) > len(PAYLOAD):
+            containers.add(top[len(PAYLOAD):])
+    own = payload_name(project, instance)
+    if lines == 0 or (own in containers and len(containers) > 1):
+        return "unknown", None
+    if containers == {own}:
+        return "instance", None
+    if containers:
+        return "container", ",".join(sorted(containers))
+    return "host", None
+
+
+class Machine:
+    def __init__(self, args):
+        self.type = args.type
+        self.project = args.project
+        self.instance = args.instance
+        self.proc_root = args.proc_root
+        self.record_dir = args.record_dir
+        self.inside = ["incus", "exec", args.instance, "--project", args.project, "--"]
+        self.prefix = self.inside if args.type == "vm" else []
+
+    def run(self, argv, inside=False):
+        cmd = (self.inside if inside else self.prefix) + argv
+        try:
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        except OSError as err:
+            raise StepError("%s: %s" % (" ".join(cmd), err)) from err
+        return done
+
+    def query(self, argv):
+        done = self.run(argv)
+        if done.returncode != 0:
+            raise StepError("%s failed (exit %d): %s" % (" ".join(argv), done.returncode, (done.stderr or done.stdout).strip()))
+        return [[f.strip() for f in line.split(",")] for line in done.stdout.splitlines() if line.strip()]
+
+    def gpus(self):
+        return [
+            {"index": f[0], "uuid": f[1], "memory_used_mib": mib(f[2]), "memory_total_mib": mib(f[3])}
+            for f in self.query(GPUS_QUERY)
+            if len(f) >= 4
+        ]
+
+    def owner(self, pid):
+        if self.type == "vm":
+            return "instance", None
+        try:
+            with open(os.path.join(self.proc_root, pid, "cgroup"), encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            # Exited since the listing, or a proc root that is not the host's: the latter must
+            # not pass for "nothing left", so this is unknown (verify retries, then fails closed).
+            return "unknown", None
+        return cgroup_owner(text, self.project, self.instance)
+
+    def processes(self):
+        found = []
+        for f in self.query(APPS_QUERY):
+            if len(f) < 2 or not f[0].isdigit():
+                continue
+            owner, container = self.owner(f[0])
+            entry = {"pid": f[0], "gpu_uuid": f[1], "used_memory_mib": mib(f[2]) if len(f) > 2 else None, "owner": owner}
+            if container:
+                entry["container"] = container
+            found.append(entry)
+        return found
+
+    def record(self, step, result):
+        inside = self.type == "vm" or step == "scrub"
+        result = dict(result, step=step, machine=self.instance, type=self.type, where="instance" if inside else "host")
+        text = json.dumps(result, sort_keys=True)
+        os.makedirs(self.record_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.record_dir, prefix=".gpu-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+        os.replace(tmp, os.path.join(self.record_dir, "%s.%s.json" % (self.instance, step)))
+        print(text)
+
+
+def mib(field):
+    """nvidia-smi's nounits numbers; "[N/A]" and the like when the driver does not say."""
+    try:
+        return int(float(field))
+    except ValueError:
+        return None
+
+
+def step_kill(m, _args):
+    result = {"killed": []}
+    try:
+        result["gpus_before"] = m.gpus()
+        result["processes"] = m.processes()
+        for p in result["processes"]:
+            if p["owner"] != "instance":
+                continue
+            # Looked at again just before the kill: a PID freed and reused since the listing
+            # must not take a foreign process down with it.
+            if m.owner(p["pid"])[0] != "instance":
+                continue
+            done = m.run(["kill", "-9", p["pid"]])
+            if done.returncode != 0 and "No such process" not in done.stderr:
+                raise StepError("kill -9 %s failed (exit %d): %s" % (p["pid"], done.returncode, done.stderr.strip()))
+            result["killed"].append(p["pid"])
+    finally:
+        m.record("kill", result)
+    return 0
+
+
+def step_scrub(m, args):
+    done = m.run(args.command, inside=True)
+    m.record("scrub", {"command": args.command, "rc": done.returncode, "detail": (done.stderr or done.stdout).strip()[-2000:]})
+    if done.returncode != 0:
+        raise StepError("%s failed in %s (exit %d): %s" % (" ".join(args.command), m.instance, done.returncode, done.stderr.strip()))
+    return 0
+
+
+def step_verify(m, _args):
+    processes = m.processes()
+    left = [p for p in processes if p["owner"] in MUST_GO]
+    m.record("verify", {"processes": processes, "left": left})
+    if left:
+        print("%s: still on the GPU: %s" % (m.instance, ", ".join(describe(p) for p in left)), file=sys.stderr)
+        return 3
+    return 0
+
+
+def step_reset(m, _args):
+    processes = m.processes()
+    resets = []
+    for gpu in m.gpus():
+        users = [p for p in processes if p["gpu_uuid"] == gpu["uuid"]]
+        if users:
+            resets.append({"uuid": gpu["uuid"], "index": gpu["index"], "reset": "skipped", "detail": "in use by " + ", ".join(describe(p) for p in users)})
+            continue
+        done = m.run(["nvidia-smi", "--gpu-reset", "-i", gpu["uuid"]])
+        detail = ((done.stderr or "") + " " + (done.stdout or "")).strip()
+        resets.append({"uuid": gpu["uuid"], "index": gpu["index"], "reset": "done" if done.returncode == 0 else "failed", "detail": detail})
+    m.record("reset", {"gpus": resets})
+    return 0
+
+
+def step_scan(m, _args):
+    m.record("scan", {"gpus": m.gpus()})
+    return 0
+
+
+def describe(p):
+    who = {"instance": "the instance", "host": "the host", "unknown": "owner unknown"}.get(p["owner"])
+    return "pid %s (%s)" % (p["pid"], who or "container " + p.get("container", "?"))
+
+
+STEPS = {"kill": step_kill, "scrub": step_scrub, "verify": step_verify, "reset": step_reset, "scan": step_scan}
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description="VRAM flush steps of an ai-switch")
+    parser.add_argument("step", choices=sorted(STEPS))
+    parser.add_argument("--type", choices=["lxc", "vm"], required=True)
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--instance", required=True)
+    parser.add_argument("--record-dir", required=True)
+    parser.add_argument("--proc-root", default="/proc")
+    # Everything after "--" is the scrub command, options included: split before argparse sees it.
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[: len(argv) - len(command) - 1] if "--" in argv else argv)
+    args.command = command
+    if args.step == "scrub" and not command:
+        parser.error("scrub needs the command after --")
+    m = Machine(args)
+    try:
+        return STEPS[args.step](m, args)
+    except StepError as err:
+        print("%s: %s" % (args.instance, err), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
