@@ -189,9 +189,9 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
   async function cleanup(): Promise<void> {
     for (const child of holds) child.kill('SIGKILL');
     const instances = await query<{ name: string; project: string }[]>('/1.0/instances?recursion=1&all-projects=true').catch(() => []);
-    for (const i of instances) {
-      if ([...DOMAINS, LAB].includes(i.project) || (i.project === 'default' && i.name === RELAY)) await sh(['incus', 'delete', '--force', i.name, '--project', i.project]);
-    }
+    await Promise.all(instances
+      .filter((i) => [...DOMAINS, LAB].includes(i.project) || (i.project === 'default' && i.name === RELAY))
+      .map((i) => sh(['incus', 'delete', '--force', i.name, '--project', i.project])));
     for (const d of [...DOMAINS, LAB]) {
       // A project is deleted only once empty: the domain profiles go first.
       const profiles = await query<string[]>(`/1.0/profiles?project=${d}`).catch(() => []);
