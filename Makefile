@@ -10,12 +10,17 @@ GEN := node $(ROOT)dist/generator/bin.js
 DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz
 # User values reach the commands through the environment, quoted by the shell, never re-parsed.
 FORMAT ?= md
-export INFRA BASE_DIR DOMAIN FORMAT
+export INFRA BASE_DIR DOMAIN FORMAT EXTRA_VARS
 
-.PHONY: help build deps sync sync-dry sync-check sync-clean validate nftables flows ai-switch ai-status lint test bench
+# make apply: --check with CHECK=1, unprotected orphans deleted with DELETE_ORPHANS=1, any other
+# ansible variable with EXTRA_VARS (passed as one -e argument: JSON, or @file).
+APPLY_FLAGS = $(if $(CHECK),--check --diff) $(if $(DELETE_ORPHANS),-e '{"incus_orphans_delete": true}') $(if $(EXTRA_VARS),-e "$$EXTRA_VARS")
+
+.PHONY: help build deps sync sync-dry sync-check sync-clean validate apply nftables flows ai-switch ai-status lint test bench
 
 help:
 	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$$INFRA BASE_DIR=$$BASE_DIR)"
+	@echo "make apply [CHECK=1] [DELETE_ORPHANS=1] [EXTRA_VARS=...]   (after make sync: Incus projects, bridges, instances, ruleset)"
 	@echo "make nftables | flows [FORMAT=svg] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
 	@echo "make deps (root: Debian packages) | build | lint | test | bench"
 
@@ -42,6 +47,9 @@ sync-clean: build
 
 validate: build
 	$(GEN) validate "$$INFRA"
+
+apply:
+	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml $(APPLY_FLAGS)
 
 nftables: build
 	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml --tags nftables

@@ -44,6 +44,8 @@ function allVars(infra: Infra, holder: string | null | undefined): Record<string
     psot_default_connection: g.default_connection,
     psot_default_user: g.default_user,
     incus_all_images: [...images].sort(),
+    // What `make apply` builds: files of domains infra.yml no longer names stay on disk as orphans.
+    anklume_domains: Object.keys(infra.domains),
     network_policies: policiesFor(infra, holder),
   });
 }

@@ -1,0 +1,104 @@
+"""What the generated tree asks Incus for, in the shape Incus reports it (every config value a string).
+
+The tree (`anklume-gen sync`) holds infra.yml's values as the user wrote them: `limits.cpu: 2` or
+`security.nesting: true` are numbers and booleans there, strings in Incus. Normalising them here
+lets the roles compare the desired state with `incus query` output by plain equality, which is what
+makes a second apply report no change.
+"""
+
+from ansible.errors import AnsibleFilterError
+
+MARK = "user.anklume."
+
+
+def incus_string(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def incus_map(mapping):
+    return {str(k): incus_string(v) for k, v in (mapping or {}).items()}
+
+
+def incus_devices(devices):
+    return {str(name): incus_map(device) for name, device in (devices or {}).items()}
+
+
+def prefix_of(subnet):
+    return subnet.split("/", 1)[1] if "/" in subnet else "24"
+
+
+def anklume_domains(group_vars, pool):
+    """One entry per domain: its project, bridge and profiles (`default` gets the root disk)."""
+    domains = []
+    for gv in group_vars:
+        name = gv["domain_name"]
+        net = gv["incus_network"]
+        ephemeral = incus_string(bool(gv.get("domain_ephemeral", False)))
+        profiles = {}
+        for pname, profile in (gv.get("incus_profiles") or {}).items():
+            profile = profile or {}
+            entry = {"config": incus_map(profile.get("config")), "devices": incus_devices(profile.get("devices"))}
+            if profile.get("description") is not None:
+                entry["description"] = str(profile["description"])
+            profiles[str(pname)] = entry
+        default = profiles.setdefault("default", {"config": {}, "devices": {}})
+        default["devices"].setdefault("root", {"type": "disk", "path": "/", "pool": pool})
+        domains.append({
+            "name": name,
+            "project": gv.get("incus_project", name),
+            "ephemeral": ephemeral,
+            "network": {
+                "name": net["name"],
+                "config": {
+                    "ipv4.address": "%s/%s" % (net["gateway"], prefix_of(net["subnet"])),
+                    "ipv4.nat": "true",
+                    # The isolation ruleset reasons about IPv4 addresses; no IPv6 path between domains.
+                    "ipv6.address": "none",
+                    MARK + "domain": name,
+                    MARK + "ephemeral": ephemeral,
+                },
+            },
+            "profiles": [dict(v, name=k) for k, v in sorted(profiles.items())],
+        })
+    return domains
+
+
+def anklume_machines(host_vars, domains, gpu_device):
+    """One entry per machine: image, type, profiles, config (with anklume's marks) and devices."""
+    by_domain = {d["name"]: d for d in domains}
+    machines = []
+    for hv in host_vars:
+        name = hv["instance_name"]
+        domain = by_domain.get(hv.get("instance_domain"))
+        if domain is None:
+            raise AnsibleFilterError("host_vars of %s names domain %r, which the tree does not define" % (name, hv.get("instance_domain")))
+        nic = {"type": "nic", "name": "eth0", "network": domain["network"]["name"]}
+        if hv.get("instance_ip"):
+            nic["ipv4.address"] = str(hv["instance_ip"])
+        devices = {"eth0": nic}
+        if hv.get("instance_gpu"):
+            devices["gpu"] = incus_map(gpu_device)
+        devices.update(incus_devices(hv.get("instance_devices")))
+        config = incus_map(hv.get("instance_config"))
+        config[MARK + "domain"] = domain["name"]
+        config[MARK + "ephemeral"] = incus_string(bool(hv.get("instance_ephemeral", False)))
+        machines.append({
+            "key": "%s/%s" % (domain["project"], name),
+            "name": name,
+            "project": domain["project"],
+            "type": "virtual-machine" if hv.get("instance_type") == "vm" else "container",
+            "image": hv.get("instance_os_image") or "",
+            "profiles": [str(p) for p in (hv.get("instance_profiles") or ["default"])],
+            "config": config,
+            "devices": devices,
+        })
+    return machines
+
+
+class FilterModule:
+    def filters(self):
+        return {"anklume_domains": anklume_domains, "anklume_machines": anklume_machines}
