@@ -32,6 +32,7 @@ build: $(ROOT)dist/generator/bin.js
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+	$(ROOT).ci/incus-setup
 
 sync: build
 	$(GEN) sync "$$INFRA" --base-dir "$$BASE_DIR"
