@@ -373,46 +373,56 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     await resetTo('pro');
     standins!.slow(5, 'systemctl stop');
     const child = start(switchArgs('--domain', 'perso'));
-    await journaled(isCall('incus', 'systemctl stop'), 'the stop step');
-    // The playbook's own record: from the revoke on, the disk says nobody, before anything can fail.
-    assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody while the services stop');
-    assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'and so does the boot copy');
-    const signalled = Date.now() / 1000;
-    child.kill('SIGTERM');
-    const r = await child;
-    assert.equal(r.exitCode, 1, String(r.stderr));
-    assert.match(String(r.stderr), /interrupted by SIGTERM/);
-    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
-    assert.equal(readFileSync(stateFile, 'utf8'), '');
-    assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, /FAILED .*interrupted by SIGTERM/);
-    assert.ok(standins!.journal().some((e) => e.t > signalled && isCall('incus', 'systemctl start')(e)), 'services started again after the signal');
-    assert.equal(existsSync(`${stateFile}.lock`), false);
-    assert.deepEqual(leftovers(), [], 'the interrupted ansible left no temporary file');
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('incus', 'systemctl stop'), 'the stop step');
+      // The playbook's own record: from the revoke on, the disk says nobody, before anything can fail.
+      assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody while the services stop');
+      assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'and so does the boot copy');
+      const signalled = Date.now() / 1000;
+      child.kill('SIGTERM');
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /interrupted by SIGTERM/);
+      assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+      assert.equal(readFileSync(stateFile, 'utf8'), '');
+      assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, /FAILED .*interrupted by SIGTERM/);
+      assert.ok(standins!.journal().some((e) => e.t > signalled && isCall('incus', 'systemctl start')(e)), 'services started again after the signal');
+      assert.equal(existsSync(`${stateFile}.lock`), false);
+      assert.deepEqual(leftovers(), [], 'the interrupted ansible left no temporary file');
+    } finally {
+      await child;
+    }
   });
 
   it('ansible-playbook killed during the revoke: no rescue runs, anklume-gen restores the safe state itself', async () => {
     await resetTo('pro');
     standins!.slow(10, '-f revoke.nft');
     const child = start(switchArgs('--domain', 'perso'));
-    await journaled(isCall('SLOW', '-f revoke.nft'), 'the revoke');
-    assert.equal(readFileSync(stateFile, 'utf8'), 'pro\n', 'nothing recorded yet');
-    // ansible-playbook runs in its own process group, a child of the CLI (ip netns exec execs it).
-    const ansible = readdirSync('/proc').find((p) => {
-      const stat = procStat(p);
-      return stat !== undefined && stat.ppid === child.pid && stat.comm.startsWith('ansible-playboo');
-    });
-    assert.ok(ansible, 'ansible-playbook is running');
-    process.kill(-Number(ansible), 'SIGKILL');
-    const r = await child;
-    assert.equal(r.exitCode, 1, String(r.stderr));
-    assert.match(String(r.stderr), /ansible-playbook ended \(signal SIGKILL\) without reporting/);
-    assert.match(String(r.stderr), /Nobody has AI access now/);
-    await assertSafeState();
-    const journal = standins!.journal();
-    assert.equal(journal.some(isCall('nft', '-f revoke.nft')), false, 'the killed revoke never reached nft');
-    assert.ok(journal.some(isCall('nft', '-f - rc=0')), 'anklume-gen revoked through nft itself');
-    assert.ok(journal.some(isCall('incus', 'systemctl start')), 'and started the services');
-    assert.deepEqual(leftovers(), [], 'the killed ansible left no temporary file');
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('SLOW', '-f revoke.nft'), 'the revoke');
+      assert.equal(readFileSync(stateFile, 'utf8'), 'pro\n', 'nothing recorded yet');
+      // ansible-playbook runs in its own process group, a child of the CLI (ip netns exec execs it).
+      const ansible = readdirSync('/proc').find((p) => {
+        const stat = procStat(p);
+        return stat !== undefined && stat.ppid === child.pid && stat.comm.startsWith('ansible-playboo');
+      });
+      assert.ok(ansible, 'ansible-playbook is running');
+      process.kill(-Number(ansible), 'SIGKILL');
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /ansible-playbook ended \(signal SIGKILL\) without reporting/);
+      assert.match(String(r.stderr), /Nobody has AI access now/);
+      await assertSafeState();
+      const journal = standins!.journal();
+      assert.equal(journal.some(isCall('nft', '-f revoke.nft')), false, 'the killed revoke never reached nft');
+      assert.ok(journal.some(isCall('nft', '-f - rc=0')), 'anklume-gen revoked through nft itself');
+      assert.ok(journal.some(isCall('incus', 'systemctl start')), 'and started the services');
+      assert.deepEqual(leftovers(), [], 'the killed ansible left no temporary file');
+    } finally {
+      await child;
+    }
   });
 
   it('the revoke batch fails: the no-holder ruleset is reloaded instead, and the switch goes on', async () => {
@@ -453,30 +463,40 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     standins!.fail('-f revoke.nft', '-f ruleset-none.nft', 'flush set');
     standins!.slow(2, 'systemctl start');
     const child = start(switchArgs('--domain', 'perso'));
-    await journaled(isCall('incus', 'systemctl start'), "the rescue's restart of the services");
-    // If anklume-gen died now, the disk would already tell the truth: the rescue wrote it.
-    assert.equal(readFileSync(stateFile, 'utf8'), '', 'the rescue recorded nobody');
-    assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'and the boot copy');
-    assert.deepEqual(await liveHolders(), ['net-pro'], 'pro still holds the set: only anklume-gen can empty it now');
-    const r = await child;
-    assert.equal(r.exitCode, 1, String(r.stderr));
-    assert.match(String(r.stderr), /ai-switch failed: Revoke by emptying the holder set/);
-    await assertSafeState();
-    const journal = standins!.journal();
-    const restarted = index(journal, isCall('incus', 'systemctl start'), 'the restart');
-    assert.ok(journal.findIndex((e, i) => i > restarted && isCall('nft', '-f - rc=0')(e)) > restarted, 'anklume-gen emptied the set after the rescue');
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('incus', 'systemctl start'), "the rescue's restart of the services");
+      // If anklume-gen died now, the disk would already tell the truth: the rescue wrote it.
+      assert.equal(readFileSync(stateFile, 'utf8'), '', 'the rescue recorded nobody');
+      assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'and the boot copy');
+      assert.deepEqual(await liveHolders(), ['net-pro'], 'pro still holds the set: only anklume-gen can empty it now');
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /ai-switch failed: Revoke by emptying the holder set/);
+      await assertSafeState();
+      const journal = standins!.journal();
+      const restarted = index(journal, isCall('incus', 'systemctl start'), 'the restart');
+      assert.ok(journal.findIndex((e, i) => i > restarted && isCall('nft', '-f - rc=0')(e)) > restarted, 'anklume-gen emptied the set after the rescue');
+    } finally {
+      await child;
+    }
   });
 
   it('the final check finds the holder set changed under the switch: it fails closed, the state file says nobody', async () => {
     await resetTo('pro');
     standins!.slow(2, 'systemctl start');
     const child = start(switchArgs('--domain', 'perso'));
-    await journaled(isCall('incus', 'systemctl start'), 'the start step');
-    await lab!.nft(['add', 'element', 'inet', 'anklume', 'ai_holder', '{ "net-guest" }']);
-    const r = await child;
-    assert.equal(r.exitCode, 1, String(r.stderr));
-    assert.match(String(r.stderr), /ai-switch failed: final check: the live holder set names [^\n]*guest[^\n]* and the state file holds "perso\\n"/);
-    await assertSafeState();
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('incus', 'systemctl start'), 'the start step');
+      await lab!.nft(['add', 'element', 'inet', 'anklume', 'ai_holder', '{ "net-guest" }']);
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /ai-switch failed: final check: the live holder set names [^\n]*guest[^\n]* and the state file holds "perso\\n"/);
+      await assertSafeState();
+    } finally {
+      await child;
+    }
   });
 
   it('two concurrent switches never interleave: one waits (--wait), one without --wait fails fast', async () => {

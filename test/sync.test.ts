@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterEach, beforeEach, describe, it } from 'node:test';
 import { CACHE_DIR } from '../generator/cache.ts';
 import { sync } from '../generator/sync.ts';
 import { syntheticInfraText } from '../bench/synthetic.ts';
@@ -33,15 +33,17 @@ function pythonLoad(path: string): unknown {
 }
 
 describe('sync writes the Ansible tree', () => {
+  // Each test starts from its own freshly synced tree: none may depend on what another left.
   let t: TestEnv;
-  before(() => {
+  let first: Awaited<ReturnType<typeof sync>>;
+  beforeEach(async () => {
     t = testEnv();
+    first = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
   });
-  after(() => t.cleanup());
+  afterEach(() => t.cleanup());
 
-  it('matches the golden files for the bundled example', async () => {
-    const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
-    assert.deepEqual(report.errors, []);
+  it('matches the golden files for the bundled example', () => {
+    assert.deepEqual(first.errors, []);
     const files = treeFiles(t.baseDir);
     assert.equal(files.length, 10);
     for (const f of files) maybeUpdateGolden(join(GOLDEN, f), readFileSync(join(t.baseDir, f)));
