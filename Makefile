@@ -66,6 +66,7 @@ ai-status: build
 
 lint: build
 	cd $(ROOT) && npx tsc -p tsconfig.test.json
+	@command -v ansible-lint >/dev/null || { echo "make lint: ansible-lint is not installed (sudo make deps): the roles and site.yml are NOT linted" >&2; exit 1; }
 	cd $(ROOT) && ansible-lint
 	cd $(ROOT) && ansible-playbook -i localhost, site.yml --syntax-check
 

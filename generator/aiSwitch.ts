@@ -129,6 +129,7 @@ async function writeRunFiles(plan: SwitchPlan): Promise<RunFiles> {
     result: join(dir, 'result.json'),
     gpuRecords: join(dir, 'gpu'),
   };
+  await mkdir(join(dir, 'tmp'));
   await Promise.all([
     writeFile(files.playbook, renderPlaybook(plan)),
     writeFile(files.vars, JSON.stringify(extraVars(plan, files), null, 2) + '\n'),
@@ -309,7 +310,7 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
   process.on('SIGHUP', onSignal);
   const out = lineSplitter(options.ansibleOutput);
   try {
-    const run = await runPlaybook({ playbook: files.playbook, varsFile: files.vars, env: options.env, color: options.color, onOutput: out.push, signal: abort.signal });
+    const run = await runPlaybook({ playbook: files.playbook, varsFile: files.vars, env: options.env, color: options.color, onOutput: out.push, signal: abort.signal, tempDir: join(files.dir, 'tmp') });
     out.flush();
     const [report, gpu] = await Promise.all([readReport(files.result), plan.flushes ? readGpuReports(files.gpuRecords, plan.gpuTypes) : []]);
     if (run.ok && report?.ok && !interrupted) {

@@ -2,6 +2,7 @@
  * Running ansible-playbook (I/O edge). Argument arrays only, and extra vars as one JSON document
  * in a file (`-e @vars.json`): nothing a user typed is ever parsed as `key=value` or by a shell.
  */
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { packagePath } from './packageRoot.js';
 
@@ -38,6 +39,12 @@ export interface PlaybookRun {
   onOutput: (chunk: string) => void;
   /** Aborting kills the whole ansible process group (SIGTERM, then SIGKILL after 5 s). */
   signal?: AbortSignal;
+  /**
+   * An existing directory that the caller removes afterwards, for every temporary file of the run
+   * (ansible's local temp, its module payloads, the tasks' own): a killed ansible cleans up
+   * nothing, and would leave them in ~/.ansible/tmp and /tmp.
+   */
+  tempDir: string;
 }
 
 export interface PlaybookResult {
@@ -55,7 +62,7 @@ export async function runPlaybook(run: PlaybookRun): Promise<PlaybookResult> {
   // Its own process group, so that a signal meant for this switch reaches ansible only through
   // us: we decide the order (stop ansible, then restore the safe state), not the terminal.
   const child = execa('ansible-playbook', playbookArgv(run.playbook, run.varsFile), {
-    env: ansibleEnv(run.env, run.color),
+    env: { ...ansibleEnv(run.env, run.color), TMPDIR: run.tempDir, ANSIBLE_LOCAL_TEMP: join(run.tempDir, 'ansible-local') },
     extendEnv: false,
     reject: false,
     detached: true,

@@ -15,7 +15,7 @@
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,18 @@ const AI_PORT = 11434;
 const GPU1 = 'GPU-00000000-0000-0000-0000-0000000000a1';
 const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '([a-z0-9-]+)' flush=(true|false)$/;
 const FAILED_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z FAILED switch of ai-tools access: '[^']+' -> 'perso' flush=(true|false): .*; nobody has AI access$/;
+
+/** Name (cut at 15 characters) and parent of a process, from /proc; undefined when it is gone. */
+function procStat(pid: string): { comm: string; ppid: number } | undefined {
+  if (!/^\d+$/.test(pid)) return undefined;
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = text.lastIndexOf(')');
+    return { comm: text.slice(text.indexOf('(') + 1, close), ppid: Number(text.slice(close + 2).split(' ')[1]) };
+  } catch {
+    return undefined;
+  }
+}
 
 async function fixture(): Promise<Infra> {
   const text = await readFile(FIXTURE, 'utf8');
@@ -109,6 +121,32 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     standins!.reset();
   }
 
+  /** Temporary files of the switches (ansible's included) that outlived them. */
+  function leftovers(): string[] {
+    const ansibleTmp = join(t.env.HOME!, '.ansible', 'tmp');
+    // tsx-*: the cache of tsx, which runs the CLI here.
+    return [...readdirSync(t.env.TMPDIR!).filter((n) => !n.startsWith('tsx-')), ...(existsSync(ansibleTmp) ? readdirSync(ansibleTmp).map((n) => `~/.ansible/tmp/${n}`) : [])];
+  }
+
+  /** Waits until the journal has an entry that `pred` accepts. */
+  async function journaled(pred: (e: JournalEntry) => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 20_000;
+    while (!standins!.journal().some(pred)) {
+      assert.ok(Date.now() < deadline, `the switch never reached ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** The safe state after a failed switch: nobody on the wire or in the set, nor on disk. */
+  async function assertSafeState(): Promise<void> {
+    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+    assert.deepEqual(await liveHolders(), []);
+    assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody');
+    assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'the boot copy gives nobody access');
+    assert.equal(readFileSync(baseCopy, 'utf8'), renderRuleset(infra, null), 'so does the ruleset of the Ansible tree');
+    assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, FAILED_LINE);
+  }
+
   const index = (journal: JournalEntry[], pred: (e: JournalEntry) => boolean, what: string): number => {
     const i = journal.findIndex(pred);
     assert.ok(i >= 0, `no journal entry for ${what}:\n${journal.map((e) => `${e.tool} ${e.args}`).join('\n')}`);
@@ -125,6 +163,11 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     baseCopy = join(t.baseDir, 'nftables', 'anklume.nft');
     stateFile = t.env.ANKLUME_STATE_FILE!;
     logFile = t.env.ANKLUME_LOG_FILE!;
+    // The switches' own temp dir and home, so that what a killed ansible leaves behind shows.
+    t.env.TMPDIR = join(t.dir, 'tmp');
+    t.env.HOME = join(t.dir, 'home');
+    mkdirSync(t.env.TMPDIR);
+    mkdirSync(t.env.HOME);
     standins = StandIns.create();
     lab = await Lab.create(labSpecFromInfra(infra), { prefix: 'akai' });
     await lab.listen([AI_PORT, 80]);
@@ -330,21 +373,130 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     await resetTo('pro');
     standins!.slow(5, 'systemctl stop');
     const child = start(switchArgs('--domain', 'perso'));
-    const deadline = Date.now() + 20_000;
-    while (!standins!.journal().some(isCall('incus', 'systemctl stop'))) {
-      assert.ok(Date.now() < deadline, 'the switch never reached the stop step');
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('incus', 'systemctl stop'), 'the stop step');
+      // The playbook's own record: from the revoke on, the disk says nobody, before anything can fail.
+      assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody while the services stop');
+      assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'and so does the boot copy');
+      const signalled = Date.now() / 1000;
+      child.kill('SIGTERM');
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /interrupted by SIGTERM/);
+      assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
+      assert.equal(readFileSync(stateFile, 'utf8'), '');
+      assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, /FAILED .*interrupted by SIGTERM/);
+      assert.ok(standins!.journal().some((e) => e.t > signalled && isCall('incus', 'systemctl start')(e)), 'services started again after the signal');
+      assert.equal(existsSync(`${stateFile}.lock`), false);
+      assert.deepEqual(leftovers(), [], 'the interrupted ansible left no temporary file');
+    } finally {
+      await child;
     }
-    const signalled = Date.now() / 1000;
-    child.kill('SIGTERM');
-    const r = await child;
-    assert.equal(r.exitCode, 1, String(r.stderr));
-    assert.match(String(r.stderr), /interrupted by SIGTERM/);
-    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
-    assert.equal(readFileSync(stateFile, 'utf8'), '');
-    assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, /FAILED .*interrupted by SIGTERM/);
-    assert.ok(standins!.journal().some((e) => e.t > signalled && isCall('incus', 'systemctl start')(e)), 'services started again after the signal');
-    assert.equal(existsSync(`${stateFile}.lock`), false);
+  });
+
+  it('ansible-playbook killed during the revoke: no rescue runs, anklume-gen restores the safe state itself', async () => {
+    await resetTo('pro');
+    standins!.slow(10, '-f revoke.nft');
+    const child = start(switchArgs('--domain', 'perso'));
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('SLOW', '-f revoke.nft'), 'the revoke');
+      assert.equal(readFileSync(stateFile, 'utf8'), 'pro\n', 'nothing recorded yet');
+      // ansible-playbook runs in its own process group, a child of the CLI (ip netns exec execs it).
+      const ansible = readdirSync('/proc').find((p) => {
+        const stat = procStat(p);
+        return stat !== undefined && stat.ppid === child.pid && stat.comm.startsWith('ansible-playboo');
+      });
+      assert.ok(ansible, 'ansible-playbook is running');
+      process.kill(-Number(ansible), 'SIGKILL');
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /ansible-playbook ended \(signal SIGKILL\) without reporting/);
+      assert.match(String(r.stderr), /Nobody has AI access now/);
+      await assertSafeState();
+      const journal = standins!.journal();
+      assert.equal(journal.some(isCall('nft', '-f revoke.nft')), false, 'the killed revoke never reached nft');
+      assert.ok(journal.some(isCall('nft', '-f - rc=0')), 'anklume-gen revoked through nft itself');
+      assert.ok(journal.some(isCall('incus', 'systemctl start')), 'and started the services');
+      assert.deepEqual(leftovers(), [], 'the killed ansible left no temporary file');
+    } finally {
+      await child;
+    }
+  });
+
+  it('the revoke batch fails: the no-holder ruleset is reloaded instead, and the switch goes on', async () => {
+    await resetTo('pro');
+    standins!.fail('-f revoke.nft');
+    const r = await cli(switchArgs('--domain', 'perso'));
+    assert.equal(r.code, 0, r.stderr);
+    const journal = standins!.journal();
+    const failed = index(journal, isCall('FAIL', '-f revoke.nft'), 'the failed batch');
+    const reload = index(journal, isCall('nft', '-f ruleset-none.nft rc=0'), 'the reload');
+    const stop = index(journal, isCall('incus', 'systemctl stop'), 'stop');
+    assert.ok(failed < reload && reload < stop, `order: ${[failed, reload, stop]}`);
+    assert.deepEqual(journal[reload].holders, [], 'the reload alone revoked');
+    assert.equal(journal.some(isCall('nft', 'flush set')), false, 'the last fallback was not needed');
+    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'open', guest: 'timeout', unrelated: 'open' });
+    assert.equal(readFileSync(stateFile, 'utf8'), 'perso\n');
+    // The reload also removed pro's allow elements, which emptying the set alone would leave.
+    assert.equal(await lab!.nft(['-s', 'list', 'table', 'inet', 'anklume']), await listing(renderRuleset(infra, 'perso')));
+  });
+
+  it('the batch and the reload fail: emptying the holder set still revokes, and the switch goes on', async () => {
+    await resetTo('pro');
+    standins!.fail('-f revoke.nft', '-f ruleset-none.nft');
+    const r = await cli(switchArgs('--domain', 'perso'));
+    assert.equal(r.code, 0, r.stderr);
+    const journal = standins!.journal();
+    const reloadFailed = index(journal, isCall('FAIL', '-f ruleset-none.nft'), 'the failed reload');
+    const emptied = index(journal, isCall('nft', 'flush set inet anklume ai_holder rc=0'), 'emptying the set');
+    const stop = index(journal, isCall('incus', 'systemctl stop'), 'stop');
+    assert.ok(index(journal, isCall('FAIL', '-f revoke.nft'), 'the failed batch') < reloadFailed && reloadFailed < emptied && emptied < stop);
+    for (const e of journal.slice(emptied, index(journal, isCall('nft', '-f grant.nft rc=0'), 'the grant'))) assert.deepEqual(e.holders, [], `nobody holds access during ${e.tool} ${e.args}`);
+    assert.deepEqual(await wire(), { pro: 'timeout', perso: 'open', guest: 'timeout', unrelated: 'open' });
+    assert.equal(readFileSync(stateFile, 'utf8'), 'perso\n');
+  });
+
+  it('every way to revoke fails: the rescue records nobody before it restarts the services, anklume-gen empties the set', async () => {
+    await resetTo('pro');
+    standins!.fail('-f revoke.nft', '-f ruleset-none.nft', 'flush set');
+    standins!.slow(2, 'systemctl start');
+    const child = start(switchArgs('--domain', 'perso'));
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('incus', 'systemctl start'), "the rescue's restart of the services");
+      // If anklume-gen died now, the disk would already tell the truth: the rescue wrote it.
+      assert.equal(readFileSync(stateFile, 'utf8'), '', 'the rescue recorded nobody');
+      assert.equal(readFileSync(installed, 'utf8'), renderRuleset(infra, null), 'and the boot copy');
+      assert.deepEqual(await liveHolders(), ['net-pro'], 'pro still holds the set: only anklume-gen can empty it now');
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /ai-switch failed: Revoke by emptying the holder set/);
+      await assertSafeState();
+      const journal = standins!.journal();
+      const restarted = index(journal, isCall('incus', 'systemctl start'), 'the restart');
+      assert.ok(journal.findIndex((e, i) => i > restarted && isCall('nft', '-f - rc=0')(e)) > restarted, 'anklume-gen emptied the set after the rescue');
+    } finally {
+      await child;
+    }
+  });
+
+  it('the final check finds the holder set changed under the switch: it fails closed, the state file says nobody', async () => {
+    await resetTo('pro');
+    standins!.slow(2, 'systemctl start');
+    const child = start(switchArgs('--domain', 'perso'));
+    // Whatever fails below, this switch ends before the next test starts one.
+    try {
+      await journaled(isCall('incus', 'systemctl start'), 'the start step');
+      await lab!.nft(['add', 'element', 'inet', 'anklume', 'ai_holder', '{ "net-guest" }']);
+      const r = await child;
+      assert.equal(r.exitCode, 1, String(r.stderr));
+      assert.match(String(r.stderr), /ai-switch failed: final check: the live holder set names [^\n]*guest[^\n]* and the state file holds "perso\\n"/);
+      await assertSafeState();
+    } finally {
+      await child;
+    }
   });
 
   it('two concurrent switches never interleave: one waits (--wait), one without --wait fails fast', async () => {

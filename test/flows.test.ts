@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { analyse } from '../generator/infra.ts';
+import { maybeUpdateGolden } from './helpers/golden.ts';
 import { enrich } from '../generator/enrich.ts';
 import { renderRuleset } from '../generator/nftables.ts';
 import { chainRules, flowMatrix, flowModel, judgeFlow, resolveFlowEndpoint, type FlowAnswer, type FlowProtocol } from '../generator/flows.ts';
@@ -111,10 +112,7 @@ describe('flows: the whole picture', () => {
 
   it('flows.md (Mermaid) matches the golden file; the AI edge follows the holder', () => {
     const text = renderPicture(flowModel(infra, 'pro'), flowMatrix(flowModel(infra, 'pro')), 'markdown');
-    if (process.env.UPDATE_GOLDEN === '1') {
-      mkdirSync(join(ROOT, 'test/fixtures/flows'), { recursive: true });
-      writeFileSync(GOLDEN, text);
-    }
+    maybeUpdateGolden(GOLDEN, text);
     assert.equal(text, readFileSync(GOLDEN, 'utf8'));
     const perso = renderPicture(flowModel(infra, 'perso'), flowMatrix(flowModel(infra, 'perso')), 'mermaid');
     assert.match(perso, /n_perso ==>\|"AI: tcp\/11434"\| n_ai_tools/);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { analyse } from '../generator/infra.ts';
+import { maybeUpdateGolden } from './helpers/golden.ts';
 import { enrich } from '../generator/enrich.ts';
 import {
   buildRuleset,
@@ -175,7 +176,7 @@ describe('ruleset data', () => {
 describe('rendered ruleset', () => {
   it('matches the golden file', async () => {
     const text = renderRuleset(await fixture(), 'pro');
-    if (process.env.UPDATE_GOLDEN === '1') await writeFile(GOLDEN, text);
+    maybeUpdateGolden(GOLDEN, text);
     assert.equal(text, await readFile(GOLDEN, 'utf8'));
   });
 

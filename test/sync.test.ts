@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { CACHE_DIR } from '../generator/cache.ts';
 import { sync } from '../generator/sync.ts';
 import { syntheticInfraText } from '../bench/synthetic.ts';
+import { maybeUpdateGolden } from './helpers/golden.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 
 const EXAMPLE = 'examples/infra.yml';
@@ -31,23 +33,20 @@ function pythonLoad(path: string): unknown {
 }
 
 describe('sync writes the Ansible tree', () => {
+  // Each test starts from its own freshly synced tree: none may depend on what another left.
   let t: TestEnv;
-  before(() => {
+  let first: Awaited<ReturnType<typeof sync>>;
+  beforeEach(async () => {
     t = testEnv();
+    first = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
   });
-  after(() => t.cleanup());
+  afterEach(() => t.cleanup());
 
-  it('matches the golden files for the bundled example', async () => {
-    const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
-    assert.deepEqual(report.errors, []);
+  it('matches the golden files for the bundled example', () => {
+    assert.deepEqual(first.errors, []);
     const files = treeFiles(t.baseDir);
     assert.equal(files.length, 10);
-    if (process.env.UPDATE_GOLDEN) {
-      for (const f of files) {
-        mkdirSync(join(GOLDEN, f, '..'), { recursive: true });
-        writeFileSync(join(GOLDEN, f), readFileSync(join(t.baseDir, f)));
-      }
-    }
+    for (const f of files) maybeUpdateGolden(join(GOLDEN, f), readFileSync(join(t.baseDir, f)));
     assert.deepEqual(files, treeFiles(GOLDEN), 'same file list as the golden tree');
     for (const f of files) {
       assert.equal(readFileSync(join(t.baseDir, f), 'utf8'), readFileSync(join(GOLDEN, f), 'utf8'), `${f} differs from its golden file`);
@@ -60,6 +59,27 @@ describe('sync writes the Ansible tree', () => {
     assert.deepEqual(report.written, []);
     assert.equal(report.unchanged.length, 11);
     assert.deepEqual(mtimes(t.baseDir), before);
+  });
+
+  // The run above is answered by the cache: here the files themselves must be compared. The
+  // files get an old mtime first, so that a rewrite shows whatever the clock's resolution.
+  it('rewrites no file whose content is unchanged: without the cache, and after a touch', async () => {
+    const all = [...treeFiles(t.baseDir), 'nftables/anklume.nft'];
+    const stamp = (f: string) => statSync(join(t.baseDir, f)).mtimeMs;
+    const old = new Date('2020-01-02T03:04:05Z');
+    for (const f of all) utimesSync(join(t.baseDir, f), old, old);
+    rmSync(join(t.baseDir, CACHE_DIR), { recursive: true });
+    const uncached = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.deepEqual(uncached.written, []);
+    assert.equal(uncached.unchanged.length, all.length);
+    for (const f of all) assert.equal(stamp(f), old.getTime(), `${f} was rewritten with its own content (no cache)`);
+    assert.ok(existsSync(join(t.baseDir, CACHE_DIR)), 'the cache is back for the next run');
+
+    const touched = new Date('2021-06-07T08:09:10Z');
+    for (const f of ['host_vars/pro-dev.yml', 'nftables/anklume.nft']) utimesSync(join(t.baseDir, f), touched, touched);
+    const afterTouch = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.deepEqual(afterTouch.written, []);
+    for (const f of all) assert.equal(stamp(f), ['host_vars/pro-dev.yml', 'nftables/anklume.nft'].includes(f) ? touched.getTime() : old.getTime(), `${f} was rewritten with its own content (after a touch)`);
   });
 
   it('keeps every byte outside the managed block', async () => {

@@ -35,7 +35,6 @@ function compare(kind: string, actual: Diagnostic[], expected: Expectation[]): v
 }
 
 const fixtures = await fixturesIn(INVALID);
-const phrasesCovered: string[] = [];
 
 for (const path of fixtures) {
   const name = path.slice(INVALID.length);
@@ -50,7 +49,6 @@ for (const path of fixtures) {
     for (const d of [...analysis.errors, ...analysis.warnings]) {
       assert.ok(!/\n\s+at /.test(d.message), `no stack trace in a message: ${d.message}`);
     }
-    phrasesCovered.push(...expected.map((e) => e.phrase));
   });
 }
 
@@ -105,8 +103,9 @@ const TABLE: [string, RegExp][] = [
   ['non-mapping root', /top level must be a mapping/],
 ];
 
-test('every row of the §4 table has a fixture', () => {
-  // Runs after the fixture tests (node:test runs a file's tests in order).
+test('every row of the §4 table has a fixture', async () => {
+  // The fixtures' own expectations, read here: the fixture tests check that they hold.
+  const phrasesCovered = (await Promise.all(fixtures.map(async (path) => (await analyseFixture(path)).expected))).flat().map((e) => e.phrase);
   const missing = TABLE.filter(([, pattern]) => !phrasesCovered.some((p) => pattern.test(p))).map(([row]) => row);
   assert.deepEqual(missing, []);
 });
