@@ -168,7 +168,7 @@ async function appendJsonLog(plan: SwitchPlan, entry: { status: 'switched' | 'fa
 async function writeState(path: string, content: string): Promise<boolean> {
   try {
     await mkdir(dirname(path), { recursive: true });
-    writeAtomic(path, content, 0o644);
+    writeAtomic(path, content, { mode: 0o644, durable: true });
     return true;
   } catch {
     return false;

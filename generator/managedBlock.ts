@@ -37,3 +37,13 @@ export function mergeManaged(existing: string | undefined, block: string): strin
   }
   return `---\n${block}${existing.length ? '\n' + existing : ''}`;
 }
+
+const PROBE = `${BEGIN_MARKER}\n${END_MARKER}\n`;
+
+/**
+ * Whether a file holds bytes of the user's (anything besides the managed block and the standard
+ * layout around it): such a file cannot be regenerated, so it is rewritten durably.
+ */
+export function holdsUserBytes(existing: string): boolean {
+  return mergeManaged(existing, PROBE) !== mergeManaged(undefined, PROBE);
+}

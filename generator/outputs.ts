@@ -4,7 +4,7 @@
 import { dirname, join } from 'node:path';
 import { digest, type CacheEntry } from './cache.js';
 import { listDirs, readListed, stampOf } from './files.js';
-import { managedBlock, mergeManaged } from './managedBlock.js';
+import { holdsUserBytes, managedBlock, mergeManaged } from './managedBlock.js';
 import { renderRuleset, RULESET_FILE } from './nftables.js';
 import { buildTree } from './tree.js';
 import { effectiveHolder } from './pipeline.js';
@@ -83,7 +83,7 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
     }
     outcome.written.push(output.path);
     digests.set(target, fileDigest);
-    job.writer?.write(target, content);
+    job.writer?.write(target, content, existing !== undefined && output.managed && holdsUserBytes(existing));
   }
   if (job.writer) {
     const stamps = await job.writer.finish();

@@ -4,7 +4,7 @@
  */
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
+import { bootId, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from './depth.js';
 import { ensureDirs, readIfExists } from './files.js';
 import { yaml } from './load.js';
@@ -109,7 +109,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer });
   report.written = outcome.written.sort();
   report.unchanged = outcome.unchanged.sort();
-  if (writes) saveCache(baseDir, { version: 1, key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
+  if (writes) saveCache(baseDir, { version: 1, boot: bootId(), key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
   return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
 }
 

@@ -7,10 +7,10 @@ const stamps: [string, FileStamp][] = [];
 let failure: string | undefined;
 
 parentPort?.on('message', (message: WriterMessage) => {
-  for (const [path, content] of message.files ?? []) {
+  for (const [path, content, durable] of message.files ?? []) {
     if (failure !== undefined) break;
     try {
-      stamps.push([path, writeAtomic(path, content)]);
+      stamps.push([path, writeAtomic(path, content, { durable })]);
     } catch (err) {
       failure = `cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`;
     }

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { holdsUserBytes, managedBlock, mergeManaged } from '../generator/managedBlock.ts';
 import { sync } from '../generator/sync.ts';
 import { syntheticInfraText } from '../bench/synthetic.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
@@ -232,5 +233,40 @@ describe('generated YAML reads back identically in Ansible (PyYAML, YAML 1.1)', 
     } finally {
       t.cleanup();
     }
+  });
+});
+
+describe('after a power cut', () => {
+  it('a cache from an earlier boot is not trusted: a file emptied behind its stamps is rewritten', async () => {
+    const t = testEnv();
+    try {
+      assert.deepEqual((await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env })).errors, []);
+      const file = join(t.baseDir, 'host_vars/pro-dev.yml');
+      const good = readFileSync(file, 'utf8');
+      // What a power cut can leave of a file that was never synced (empty), and a cache written
+      // after it that the disk kept: its stamps describe what is there now.
+      writeFileSync(file, '');
+      const cacheFile = join(t.baseDir, '.anklume-gen/cache.json');
+      const cache = JSON.parse(readFileSync(cacheFile, 'utf8')) as { boot: string; files: Record<string, { size: number; mtimeMs: number }> };
+      cache.files['host_vars/pro-dev.yml'] = { ...cache.files['host_vars/pro-dev.yml'], size: 0, mtimeMs: statSync(file).mtimeMs };
+      writeFileSync(cacheFile, JSON.stringify(cache));
+      assert.equal((await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env })).cached, true, 'in the same boot the stamps are believed');
+      writeFileSync(cacheFile, JSON.stringify({ ...cache, boot: 'an-earlier-boot' }));
+      const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+      assert.equal(report.cached, false);
+      assert.deepEqual(report.written, ['host_vars/pro-dev.yml']);
+      assert.ok(readFileSync(file, 'utf8').includes(good.slice(good.indexOf('# === MANAGED'), good.indexOf('# === END MANAGED ==='))));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('only a file with bytes of the user is rewritten durably (the rest can be regenerated)', () => {
+    const block = managedBlock({ a: 1 });
+    const fresh = mergeManaged(undefined, block);
+    assert.equal(holdsUserBytes(fresh), false);
+    assert.equal(holdsUserBytes(fresh + 'mine: 1\n'), true);
+    assert.equal(holdsUserBytes(`# header\n${fresh}`), true);
+    assert.equal(holdsUserBytes('---\nmine: true\n'), true, 'no markers: all of it is the user\'s');
   });
 });
