@@ -37,6 +37,7 @@ function allVars(infra: Infra, holder: string | null | undefined): Record<string
     }
   }
   const g = infra.global;
+  const policies = policiesFor(infra, holder);
   return present({
     project_name: infra.project_name,
     base_subnet: g.base_subnet,
@@ -44,7 +45,8 @@ function allVars(infra: Infra, holder: string | null | undefined): Record<string
     psot_default_connection: g.default_connection,
     psot_default_user: g.default_user,
     incus_all_images: [...images].sort(),
-    network_policies: policiesFor(infra, holder),
+    // Like the seed-era generator: no policies, no key (rather than an empty list).
+    network_policies: policies.length ? policies : undefined,
   });
 }
 

@@ -107,7 +107,7 @@ describe('sync writes the Ansible tree', () => {
 
 describe('the AI access holder of the state file reaches the tree', () => {
   const aiPolicies = (baseDir: string) =>
-    ((pythonLoad(join(baseDir, 'group_vars/all.yml')) as { network_policies: { from: string; to: string }[] }).network_policies).filter((p) => p.to === 'ai-tools');
+    ((pythonLoad(join(baseDir, 'group_vars/all.yml')) as { network_policies?: { from: string; to: string }[] }).network_policies ?? []).filter((p) => p.to === 'ai-tools');
 
   it('names the holder after a switch, and no holder when nobody has access', async () => {
     const t = testEnv();
@@ -127,6 +127,7 @@ describe('the AI access holder of the state file reaches the tree', () => {
       const nobody = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
       assert.deepEqual(nobody.written, ['group_vars/all.yml', 'nftables/anklume.nft']);
       assert.deepEqual(aiPolicies(t.baseDir), []);
+      assert.ok(!('network_policies' in (pythonLoad(join(t.baseDir, 'group_vars/all.yml')) as object)), 'an empty list is no key at all');
       assert.match(readFileSync(join(t.baseDir, 'nftables/anklume.nft'), 'utf8'), /^# AI access holder: none$/m);
     } finally {
       t.cleanup();
@@ -228,6 +229,7 @@ describe('generated YAML reads back identically in Ansible (PyYAML, YAML 1.1)', 
       assert.equal(all.project_name, 'tricky: project # not a comment');
       assert.deepEqual(all.incus_all_images, ['images:alpine/3.20', 'images:debian/13']);
       assert.ok(!('ansible_connection' in all) && !('ansible_user' in all));
+      assert.ok(!('network_policies' in all), 'no policies in the infra: no key');
       const inventory = pythonLoad(join(t.baseDir, 'inventory/lab.yml'));
       assert.deepEqual(inventory, { all: { children: { lab: { hosts: { 'lab-web': { ansible_host: '10.100.7.10' }, 'lab-db': null } } } } });
     } finally {
