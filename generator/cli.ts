@@ -1,9 +1,12 @@
 /** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
 import { flowsCommand } from './flowsCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
-import { printDiagnostics, printJson, type Streams } from './output.js';
+import { jsonError, printDiagnostics, printJson, type Streams } from './output.js';
+import { packagePath } from './packageRoot.js';
+import { closest } from './suggest.js';
 import type { SyncReport } from './sync.js';
 
 // Each command loads what it needs when it runs: `validate` never loads the templates, `--help`
@@ -138,7 +141,7 @@ const nftablesCommand: Command = {
       aiDomain = chooseHolder(infra, infraPath, holder, values['ai-domain']);
     } catch (err) {
       if (!(err instanceof HolderRefused)) throw err;
-      inv.streams.err(err.message);
+      reportProblems(inv, values.json === true, [{ message: err.message }], []);
       return EXIT_FAILED;
     }
     const ruleset = renderRuleset(infra, aiDomain);
@@ -172,8 +175,30 @@ function help(name: string | undefined): string {
   return `anklume-gen — generator for anklume (infra.yml → Ansible tree, nftables isolation, AI access)\n\nUsage: anklume-gen <command> [options]   (anklume-gen <infra> = anklume-gen sync <infra>)\n\nCommands:\n${lines.join('\n')}\n\nRun 'anklume-gen <command> --help' for a command's options. Every command takes --json.\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
 }
 
+/**
+ * Whether a first argument that names no command is an infra path (`anklume-gen <infra>` = sync):
+ * it exists, or it looks like one (a .yml/.yaml name, a path with a slash). Anything else is a
+ * mistyped command: `anklume-gen valdiate x.yml` must not sync two paths.
+ */
+function looksLikeInfra(arg: string): boolean {
+  return arg.startsWith('-') || /\.ya?ml$/i.test(arg) || arg.includes('/') || existsSync(arg);
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** A message for the person, or under --json the validate shape on stdout (nothing on stderr). */
+function fail(inv: Invocation, json: boolean, code: number, message: string, usage?: string): number {
+  if (json) printJson(inv.streams, { errors: [jsonError({ message })], warnings: [], ...(usage ? { usage } : {}) });
+  else inv.streams.err(usage ? `${message}\nUsage: ${usage}` : message);
+  return code;
+}
+
 export async function main(inv: Invocation): Promise<number> {
   const [first, ...rest] = inv.args;
+  const end = inv.args.indexOf('--');
+  const json = (end < 0 ? inv.args : inv.args.slice(0, end)).includes('--json');
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     if (first === undefined) {
       inv.streams.err(help(undefined));
@@ -182,6 +207,16 @@ export async function main(inv: Invocation): Promise<number> {
     inv.streams.out(help(rest[0]));
     return EXIT_OK;
   }
+  if (first === '--version' || first === '-V') {
+    if (json) printJson(inv.streams, { version: version() });
+    else inv.streams.out(`anklume-gen ${version()}`);
+    return EXIT_OK;
+  }
+  if (!COMMANDS[first] && !looksLikeInfra(first)) {
+    const near = closest(first, Object.keys(COMMANDS));
+    const hint = near ? `; did you mean '${near}'?` : '';
+    return fail(inv, json, EXIT_USAGE, `anklume-gen: unknown command '${first}'${hint} (an infra path must exist, or end in .yml or .yaml)`, 'anklume-gen <command> [options]; anklume-gen --help lists the commands');
+  }
   const name = COMMANDS[first] ? first : 'sync';
   const args = COMMANDS[first] ? rest : inv.args;
   const command = COMMANDS[name];
@@ -189,8 +224,7 @@ export async function main(inv: Invocation): Promise<number> {
   try {
     parsed = parseArgs({ args, options: command.options, allowPositionals: true, strict: true });
   } catch (err) {
-    inv.streams.err(`anklume-gen ${name}: ${(err as Error).message.split('\n')[0]}\nUsage: ${command.usage}`);
-    return EXIT_USAGE;
+    return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${(err as Error).message.split('\n')[0]}`, command.usage);
   }
   if (parsed.values.help) {
     inv.streams.out(help(name));
@@ -199,13 +233,9 @@ export async function main(inv: Invocation): Promise<number> {
   try {
     return await command.run(parsed.values, parsed.positionals, inv);
   } catch (err) {
-    if (err instanceof UsageError) {
-      inv.streams.err(`anklume-gen ${name}: ${err.message}\nUsage: ${command.usage}`);
-      return EXIT_USAGE;
-    }
+    if (err instanceof UsageError) return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${err.message}`, command.usage);
     const message = err instanceof Error ? err.message : String(err);
-    inv.streams.err(`anklume-gen ${name}: failed: ${message}`);
     if (inv.env.ANKLUME_DEBUG && err instanceof Error && err.stack) inv.streams.err(err.stack);
-    return EXIT_FAILED;
+    return fail(inv, json, EXIT_FAILED, `anklume-gen ${name}: failed: ${message}`);
   }
 }

@@ -53,6 +53,27 @@ export function stampOf(path: string): FileStamp | undefined {
   }
 }
 
+const REASONS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'a parent is not a directory',
+  EISDIR: 'it is a directory',
+  EROFS: 'read-only file system',
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+};
+
+/**
+ * Why a file operation failed, without the path: Node's own message repeats the path (or names a
+ * temporary file), and every message here already says which file it is about.
+ */
+export function systemReason(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code) return REASONS[code] ?? code;
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** Unique to this process, so that two writers never share a temporary file. */
 const TMP_SUFFIX = `.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
 
@@ -92,7 +113,7 @@ export function writeAtomic(path: string, content: string, options: WriteOptions
     } catch {
       // Nothing was created.
     }
-    throw err;
+    throw new Error(`cannot write ${path}: ${systemReason(err)}`, { cause: err });
   }
 }
 

@@ -12,7 +12,7 @@ parentPort?.on('message', (message: WriterMessage) => {
     try {
       stamps.push([path, writeAtomic(path, content, { durable })]);
     } catch (err) {
-      failure = `cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`;
+      failure = err instanceof Error ? err.message : `cannot write ${path}: ${String(err)}`;
     }
   }
   if (message.end) parentPort?.postMessage((failure === undefined ? { stamps } : { error: failure }) satisfies WriterReply);
