@@ -7,7 +7,7 @@ INFRA ?= $(if $(wildcard infra/base.yml),infra,infra.yml)
 BASE_DIR ?= .
 GEN := node $(ROOT)dist/generator/bin.js
 # Debian packages the tests run for real (see README).
-DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz strace
+DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz strace patch
 # User values reach the commands through the environment, quoted by the shell, never re-parsed.
 FORMAT ?= md
 export INFRA BASE_DIR DOMAIN FORMAT

@@ -19,6 +19,7 @@ function onePositional(positionals: string[], cwd: string): string {
 
 function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean): void {
   for (const line of report.info) streams.err(line);
+  for (const text of report.diffs.values()) streams.out(text.replace(/\n$/, ''));
   if (dryRun || check) {
     for (const path of report.written) streams.out(`${check ? 'Out of date' : 'Would write'}: ${path}`);
   }
@@ -32,18 +33,20 @@ function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, chec
 
 const syncCommand: Command = {
   summary: 'validate infra.yml (or infra/) and write the Ansible tree and the nftables ruleset (the default command)',
-  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--clean-orphans] [--json]',
+  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--diff] [--clean-orphans] [--json]',
   options: {
     ...COMMON_OPTIONS,
     'base-dir': { type: 'string' },
     'dry-run': { type: 'boolean' },
     check: { type: 'boolean' },
+    diff: { type: 'boolean' },
     'clean-orphans': { type: 'boolean' },
   },
   flags: {
     'base-dir': 'where the Ansible tree is written (default .)',
     'dry-run': "write nothing; print 'Would write: <path>' per file that would change",
     check: 'write nothing; exit 1 when any file would change (drift check)',
+    diff: 'print a unified diff of each file that changes (the managed block, or the whole new file); applies with patch -p0 in the base dir',
     'clean-orphans': 'delete orphan files, except those of ephemeral: false domains and machines',
   },
   async run(values, positionals, inv) {
@@ -52,10 +55,11 @@ const syncCommand: Command = {
     const check = values.check === true;
     const { sync } = await import('./sync.js');
     const report = await sync(
-      { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, env: inv.env },
+      { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, diff: values.diff === true, env: inv.env },
     );
     if (values.json && !report.errors.length) {
-      printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted });
+      const diffs = values.diff ? { diffs: Object.fromEntries(report.diffs) } : {};
+      printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted, ...diffs });
     } else {
       reportProblems(inv, values.json === true, report.errors, report.warnings);
     }
