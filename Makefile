@@ -44,7 +44,7 @@ validate: build
 	$(GEN) validate "$$INFRA"
 
 nftables: build
-	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml --tags nftables
+	$(GEN) apply-nftables --base-dir "$$BASE_DIR"
 
 flows: build
 	$(GEN) flows "$$INFRA" --output "$$BASE_DIR/flows.$$FORMAT"

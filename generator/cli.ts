@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
+import { applyNftablesCommand } from './applyNftables.js';
 import { flowsCommand } from './flowsCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
 import { jsonError, printDiagnostics, printJson, type Streams } from './output.js';
@@ -160,6 +161,7 @@ export const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   resolve: resolveCommand,
   nftables: nftablesCommand,
+  'apply-nftables': applyNftablesCommand,
   flows: flowsCommand,
   'ai-switch': aiSwitchCommand,
   'ai-status': aiStatusCommand,
@@ -175,7 +177,7 @@ function help(name: string | undefined): string {
     });
     return `${c.usage}\n\n${c.summary}\n\nOptions:\n${flags.join('\n')}\n\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
   }
-  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);
   return `anklume-gen — generator for anklume (infra.yml → Ansible tree, nftables isolation, AI access)\n\nUsage: anklume-gen <command> [options]   (anklume-gen <infra> = anklume-gen sync <infra>)\n\nCommands:\n${lines.join('\n')}\n\nRun 'anklume-gen <command> --help' for a command's options. Every command takes --json.\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
 }
 
