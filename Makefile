@@ -7,7 +7,7 @@ INFRA ?= $(if $(wildcard infra/base.yml),infra,infra.yml)
 BASE_DIR ?= .
 GEN := node $(ROOT)dist/generator/bin.js
 # Debian packages the tests run for real (see README).
-DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz
+DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz strace patch
 # User values reach the commands through the environment, quoted by the shell, never re-parsed.
 FORMAT ?= md
 export INFRA BASE_DIR DOMAIN FORMAT EXTRA_VARS
@@ -53,7 +53,7 @@ apply:
 	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml $(APPLY_FLAGS)
 
 nftables: build
-	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml --tags nftables
+	$(GEN) apply-nftables --base-dir "$$BASE_DIR"
 
 flows: build
 	$(GEN) flows "$$INFRA" --output "$$BASE_DIR/flows.$$FORMAT"

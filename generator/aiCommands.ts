@@ -85,8 +85,10 @@ export const aiSwitchCommand: Command = {
       ansibleOutput: (line) => inv.streams.err(line),
     });
     if (result.code === EXIT_USAGE) {
-      if (json) printJson(inv.streams, switchJson(result));
-      throw new UsageError(result.messages[0]);
+      // Under --json the switch's own document (status: refused) is the one answer.
+      if (!json) throw new UsageError(result.messages[0]);
+      printJson(inv.streams, switchJson(result));
+      return EXIT_USAGE;
     }
     if (json) {
       printJson(inv.streams, switchJson(result));

@@ -17,7 +17,7 @@ import { dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { runPlaybook } from './ansible.js';
 import { readLiveHolders, type LiveHolders } from './aiStatus.js';
-import { writeAtomic } from './files.js';
+import { systemReason, writeAtomic } from './files.js';
 import { acquireLock, type Lock } from './lock.js';
 import { nftApply } from './nft.js';
 import { evaluate, gather } from './pipeline.js';
@@ -104,7 +104,7 @@ async function loadInfra(options: SwitchOptions): Promise<{ infra?: Infra; error
   let stateProblem: string | undefined;
   const stateErrors = prepared.report.errors.filter((e) => e.file === gathered.stateFile && e.line === undefined);
   if (!prepared.infra && stateErrors.length && stateErrors.length === prepared.report.errors.length) {
-    stateProblem = stateErrors[0].message;
+    stateProblem = `${stateErrors[0].file}: ${stateErrors[0].message}`;
     prepared = evaluate({ ...gathered, state: { kind: 'none' } });
   }
   return { infra: prepared.infra, errors: prepared.report.errors, warnings: prepared.report.warnings, ...(stateProblem ? { stateProblem } : {}) };
@@ -156,7 +156,7 @@ async function appendLog(path: string, line: string): Promise<string | undefined
     await appendFile(path, line + '\n');
     return undefined;
   } catch (err) {
-    return `could not append to ${path}: ${(err as Error).message}`;
+    return `could not append to ${path}: ${systemReason(err)}`;
   }
 }
 
@@ -169,7 +169,7 @@ async function appendJsonLog(plan: SwitchPlan, entry: { status: 'switched' | 'fa
 async function writeState(path: string, content: string): Promise<boolean> {
   try {
     await mkdir(dirname(path), { recursive: true });
-    writeAtomic(path, content, 0o644);
+    writeAtomic(path, content, { mode: 0o644, durable: true });
     return true;
   } catch {
     return false;

@@ -26,13 +26,15 @@ export function ansibleEnv(env: NodeJS.ProcessEnv, color: boolean): NodeJS.Proce
   };
 }
 
-export function playbookArgv(playbook: string, varsFile: string): string[] {
-  return [playbook, '-e', `@${varsFile}`];
+export function playbookArgv(playbook: string, varsFile?: string, extraArgs: string[] = []): string[] {
+  return [playbook, ...(varsFile ? ['-e', `@${varsFile}`] : []), ...extraArgs];
 }
 
 export interface PlaybookRun {
   playbook: string;
-  varsFile: string;
+  varsFile?: string;
+  /** Given by the user after `--` (apply-nftables): more arguments for ansible-playbook, as they are. */
+  extraArgs?: string[];
   env: NodeJS.ProcessEnv;
   color: boolean;
   /** ansible's own output (it goes to stderr: stdout is for results and --json). */
@@ -61,7 +63,7 @@ export async function runPlaybook(run: PlaybookRun): Promise<PlaybookResult> {
   const started = performance.now();
   // Its own process group, so that a signal meant for this switch reaches ansible only through
   // us: we decide the order (stop ansible, then restore the safe state), not the terminal.
-  const child = execa('ansible-playbook', playbookArgv(run.playbook, run.varsFile), {
+  const child = execa('ansible-playbook', playbookArgv(run.playbook, run.varsFile, run.extraArgs), {
     env: { ...ansibleEnv(run.env, run.color), TMPDIR: run.tempDir, ANSIBLE_LOCAL_TEMP: join(run.tempDir, 'ansible-local') },
     extendEnv: false,
     reject: false,

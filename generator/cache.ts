@@ -24,6 +24,8 @@ export interface CacheEntry extends FileStamp {
 
 export interface SyncCache {
   version: number;
+  /** The boot it was written in (bootId()). */
+  boot: string;
   key: string;
   files: Record<string, CacheEntry>;
   warnings: string[];
@@ -68,10 +70,24 @@ export async function inputKey(sources: Source[], extra: unknown): Promise<strin
   return hasher.digest('hex');
 }
 
-export function loadCache(baseDir: string): SyncCache | undefined {
+/**
+ * The tree's files are not synced to disk one by one (a flush per file would cost seconds for a
+ * large tree): after a power cut, one may be empty or half while its size and mtime look right.
+ * So a cache is trusted only in the boot that wrote it; after a reboot, the next sync reads and
+ * compares every file, and rewrites whichever is not what it should be.
+ */
+export function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+export function loadCache(baseDir: string, boot = bootId()): SyncCache | undefined {
   try {
     const parsed = JSON.parse(readFileSync(join(baseDir, CACHE_DIR, CACHE_FILE), 'utf8')) as SyncCache;
-    return parsed.version === CACHE_VERSION && typeof parsed.files === 'object' ? parsed : undefined;
+    return parsed.version === CACHE_VERSION && parsed.boot === boot && typeof parsed.files === 'object' ? parsed : undefined;
   } catch {
     return undefined;
   }

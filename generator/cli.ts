@@ -1,9 +1,13 @@
 /** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
+import { applyNftablesCommand } from './applyNftables.js';
 import { flowsCommand } from './flowsCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
-import { printDiagnostics, printJson, type Streams } from './output.js';
+import { jsonError, printDiagnostics, printJson, type Streams } from './output.js';
+import { packagePath } from './packageRoot.js';
+import { closest } from './suggest.js';
 import type { SyncReport } from './sync.js';
 
 // Each command loads what it needs when it runs: `validate` never loads the templates, `--help`
@@ -16,6 +20,7 @@ function onePositional(positionals: string[], cwd: string): string {
 
 function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean): void {
   for (const line of report.info) streams.err(line);
+  for (const text of report.diffs.values()) streams.out(text.replace(/\n$/, ''));
   if (dryRun || check) {
     for (const path of report.written) streams.out(`${check ? 'Out of date' : 'Would write'}: ${path}`);
   }
@@ -29,18 +34,20 @@ function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, chec
 
 const syncCommand: Command = {
   summary: 'validate infra.yml (or infra/) and write the Ansible tree and the nftables ruleset (the default command)',
-  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--clean-orphans] [--json]',
+  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--diff] [--clean-orphans] [--json]',
   options: {
     ...COMMON_OPTIONS,
     'base-dir': { type: 'string' },
     'dry-run': { type: 'boolean' },
     check: { type: 'boolean' },
+    diff: { type: 'boolean' },
     'clean-orphans': { type: 'boolean' },
   },
   flags: {
     'base-dir': 'where the Ansible tree is written (default .)',
     'dry-run': "write nothing; print 'Would write: <path>' per file that would change",
     check: 'write nothing; exit 1 when any file would change (drift check)',
+    diff: 'print a unified diff of each file that changes (the managed block, or the whole new file); applies with patch -p0 in the base dir',
     'clean-orphans': 'delete orphan files, except those of ephemeral: false domains and machines',
   },
   async run(values, positionals, inv) {
@@ -49,10 +56,11 @@ const syncCommand: Command = {
     const check = values.check === true;
     const { sync } = await import('./sync.js');
     const report = await sync(
-      { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, env: inv.env },
+      { infraPath, baseDir: typeof values['base-dir'] === 'string' ? values['base-dir'] : '.', dryRun, check, cleanOrphans: values['clean-orphans'] === true, diff: values.diff === true, env: inv.env },
     );
     if (values.json && !report.errors.length) {
-      printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted });
+      const diffs = values.diff ? { diffs: Object.fromEntries(report.diffs) } : {};
+      printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted, ...diffs });
     } else {
       reportProblems(inv, values.json === true, report.errors, report.warnings);
     }
@@ -138,7 +146,7 @@ const nftablesCommand: Command = {
       aiDomain = chooseHolder(infra, infraPath, holder, values['ai-domain']);
     } catch (err) {
       if (!(err instanceof HolderRefused)) throw err;
-      inv.streams.err(err.message);
+      reportProblems(inv, values.json === true, [{ message: err.message }], []);
       return EXIT_FAILED;
     }
     const ruleset = renderRuleset(infra, aiDomain);
@@ -153,6 +161,7 @@ export const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   resolve: resolveCommand,
   nftables: nftablesCommand,
+  'apply-nftables': applyNftablesCommand,
   flows: flowsCommand,
   'ai-switch': aiSwitchCommand,
   'ai-status': aiStatusCommand,
@@ -168,12 +177,34 @@ function help(name: string | undefined): string {
     });
     return `${c.usage}\n\n${c.summary}\n\nOptions:\n${flags.join('\n')}\n\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
   }
-  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`);
+  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);
   return `anklume-gen — generator for anklume (infra.yml → Ansible tree, nftables isolation, AI access)\n\nUsage: anklume-gen <command> [options]   (anklume-gen <infra> = anklume-gen sync <infra>)\n\nCommands:\n${lines.join('\n')}\n\nRun 'anklume-gen <command> --help' for a command's options. Every command takes --json.\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
+}
+
+/**
+ * Whether a first argument that names no command is an infra path (`anklume-gen <infra>` = sync):
+ * it exists, or it looks like one (a .yml/.yaml name, a path with a slash). Anything else is a
+ * mistyped command: `anklume-gen valdiate x.yml` must not sync two paths.
+ */
+function looksLikeInfra(arg: string): boolean {
+  return arg.startsWith('-') || /\.ya?ml$/i.test(arg) || arg.includes('/') || existsSync(arg);
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(packagePath('package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** A message for the person, or under --json the validate shape on stdout (nothing on stderr). */
+function fail(inv: Invocation, json: boolean, code: number, message: string, usage?: string): number {
+  if (json) printJson(inv.streams, { errors: [jsonError({ message })], warnings: [], ...(usage ? { usage } : {}) });
+  else inv.streams.err(usage ? `${message}\nUsage: ${usage}` : message);
+  return code;
 }
 
 export async function main(inv: Invocation): Promise<number> {
   const [first, ...rest] = inv.args;
+  const end = inv.args.indexOf('--');
+  const json = (end < 0 ? inv.args : inv.args.slice(0, end)).includes('--json');
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     if (first === undefined) {
       inv.streams.err(help(undefined));
@@ -182,6 +213,16 @@ export async function main(inv: Invocation): Promise<number> {
     inv.streams.out(help(rest[0]));
     return EXIT_OK;
   }
+  if (first === '--version' || first === '-V') {
+    if (json) printJson(inv.streams, { version: version() });
+    else inv.streams.out(`anklume-gen ${version()}`);
+    return EXIT_OK;
+  }
+  if (!COMMANDS[first] && !looksLikeInfra(first)) {
+    const near = closest(first, Object.keys(COMMANDS));
+    const hint = near ? `; did you mean '${near}'?` : '';
+    return fail(inv, json, EXIT_USAGE, `anklume-gen: unknown command '${first}'${hint} (an infra path must exist, or end in .yml or .yaml)`, 'anklume-gen <command> [options]; anklume-gen --help lists the commands');
+  }
   const name = COMMANDS[first] ? first : 'sync';
   const args = COMMANDS[first] ? rest : inv.args;
   const command = COMMANDS[name];
@@ -189,8 +230,7 @@ export async function main(inv: Invocation): Promise<number> {
   try {
     parsed = parseArgs({ args, options: command.options, allowPositionals: true, strict: true });
   } catch (err) {
-    inv.streams.err(`anklume-gen ${name}: ${(err as Error).message.split('\n')[0]}\nUsage: ${command.usage}`);
-    return EXIT_USAGE;
+    return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${(err as Error).message.split('\n')[0]}`, command.usage);
   }
   if (parsed.values.help) {
     inv.streams.out(help(name));
@@ -199,13 +239,9 @@ export async function main(inv: Invocation): Promise<number> {
   try {
     return await command.run(parsed.values, parsed.positionals, inv);
   } catch (err) {
-    if (err instanceof UsageError) {
-      inv.streams.err(`anklume-gen ${name}: ${err.message}\nUsage: ${command.usage}`);
-      return EXIT_USAGE;
-    }
+    if (err instanceof UsageError) return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${err.message}`, command.usage);
     const message = err instanceof Error ? err.message : String(err);
-    inv.streams.err(`anklume-gen ${name}: failed: ${message}`);
     if (inv.env.ANKLUME_DEBUG && err instanceof Error && err.stack) inv.streams.err(err.stack);
-    return EXIT_FAILED;
+    return fail(inv, json, EXIT_FAILED, `anklume-gen ${name}: failed: ${message}`);
   }
 }

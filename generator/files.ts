@@ -4,7 +4,7 @@
  * the system calls themselves.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 
 export interface FileStamp {
@@ -53,26 +53,59 @@ export function stampOf(path: string): FileStamp | undefined {
   }
 }
 
+const REASONS: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'a parent is not a directory',
+  EISDIR: 'it is a directory',
+  EROFS: 'read-only file system',
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+};
+
+/**
+ * Why a file operation failed, without the path: Node's own message repeats the path (or names a
+ * temporary file), and every message here already says which file it is about.
+ */
+export function systemReason(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code) return REASONS[code] ?? code;
+  return err instanceof Error ? err.message : String(err);
+}
+
 /** Unique to this process, so that two writers never share a temporary file. */
 const TMP_SUFFIX = `.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+
+export interface WriteOptions {
+  mode?: number;
+  /**
+   * Survive a power cut: the data reaches the disk before the rename, and the rename before the
+   * call returns (the directory is synced too). Costs a disk flush per file (about 3 ms here), so
+   * only for what cannot be regenerated: the AI state file, a file holding the user's own bytes.
+   */
+  durable?: boolean;
+}
 
 /**
  * Temporary file in the same directory, then rename: readers see the old or the new file, never
  * half. Returns the file's size and mtime, which a rename does not change.
  */
-export function writeAtomic(path: string, content: string, mode?: number): FileStamp {
+export function writeAtomic(path: string, content: string, options: WriteOptions = {}): FileStamp {
   const tmp = path + TMP_SUFFIX;
   try {
-    const fd = openSync(tmp, 'w', mode);
+    const fd = openSync(tmp, 'w', options.mode);
     let stamp: FileStamp;
     try {
       writeSync(fd, content);
+      if (options.durable) fsyncSync(fd);
       const info = fstatSync(fd);
       stamp = { size: info.size, mtimeMs: info.mtimeMs };
     } finally {
       closeSync(fd);
     }
     renameSync(tmp, path);
+    if (options.durable) syncDir(dirname(path));
     return stamp;
   } catch (err) {
     try {
@@ -80,7 +113,17 @@ export function writeAtomic(path: string, content: string, mode?: number): FileS
     } catch {
       // Nothing was created.
     }
-    throw err;
+    throw new Error(`cannot write ${path}: ${systemReason(err)}`, { cause: err });
+  }
+}
+
+/** A rename is on disk only once its directory is. */
+function syncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 

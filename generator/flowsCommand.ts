@@ -106,7 +106,7 @@ export const flowsCommand: Command = {
       aiDomain = chooseHolder(infra, req.infraPath, holder, values['ai-domain']);
     } catch (err) {
       if (!(err instanceof HolderRefused)) throw err;
-      inv.streams.err(err.message);
+      reportProblems(inv, values.json === true, [{ message: err.message }], []);
       return EXIT_FAILED;
     }
     const model = flows.flowModel(infra, aiDomain);
@@ -115,10 +115,11 @@ export const flowsCommand: Command = {
       const ends = [req.from, req.to].map((name) => ({ name, endpoint: flows.resolveFlowEndpoint(infra, name) }));
       const unknown = ends.filter((e) => !e.endpoint);
       if (unknown.length) {
-        for (const { name } of unknown) {
+        const errors = unknown.map(({ name }) => {
           const guess = closest(name, flows.endpointNames(infra));
-          inv.streams.err(`'${name}' is not a domain, a machine or 'outside' in ${req.infraPath}${guess ? `; did you mean '${guess}'?` : ''}`);
-        }
+          return { message: `'${name}' is not a domain, a machine or 'outside' in ${req.infraPath}${guess ? `; did you mean '${guess}'?` : ''}` };
+        });
+        reportProblems(inv, values.json === true, errors, []);
         return EXIT_FAILED;
       }
       const answer = flows.judgeFlow(model, ends[0].endpoint!, ends[1].endpoint!, req.protocol, req.port);

@@ -21,24 +21,24 @@ async function readSource(file: string, role: Source['role'], errors: Diagnostic
   try {
     const info = await stat(file);
     if (!info.isFile()) {
-      errors.push(fileError(file, `${file}: not a regular file`));
+      errors.push(fileError(file, 'not a regular file'));
       return undefined;
     }
     if (info.size > MAX_SOURCE_BYTES) {
       const mb = (info.size / 1024 / 1024).toFixed(1);
-      errors.push({ file, line: 1, column: 1, message: `${file}: file too large (${mb} MiB; an infra file may hold at most ${MAX_SOURCE_BYTES / 1024 / 1024} MiB)` });
+      errors.push({ file, line: 1, column: 1, message: `file too large (${mb} MiB; an infra file may hold at most ${MAX_SOURCE_BYTES / 1024 / 1024} MiB)` });
       return undefined;
     }
     const bytes = await readFile(file);
     if (bytes.includes(0)) {
-      errors.push({ file, line: 1, column: 1, message: `${file}: binary content (NUL byte); expected a YAML text file` });
+      errors.push({ file, line: 1, column: 1, message: 'binary content (NUL byte); expected a YAML text file' });
       return undefined;
     }
     return { file, text: bytes.toString('utf8'), role };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(code ?? err);
-    errors.push(fileError(file, `${file}: cannot read (${why})`));
+    errors.push(fileError(file, `cannot read (${why})`));
     return undefined;
   }
 }
@@ -59,7 +59,7 @@ export async function readSources(infraPath: string): Promise<{ sources: Source[
   const base = join(infraPath, 'base.yml');
   const sources: Source[] = [];
   const baseSource = await readSource(base, 'base', errors);
-  if (!baseSource && errors.length) errors[errors.length - 1].message = `${base}: missing or unreadable; an infra/ directory needs base.yml (project_name, global)`;
+  if (!baseSource && errors.length) errors[errors.length - 1].message = 'missing or unreadable; an infra/ directory needs base.yml (project_name, global)';
   if (baseSource) sources.push(baseSource);
   let domainFiles: string[] = [];
   try {

@@ -268,14 +268,14 @@ function merge(
 
 function rootShapeError(source: Source, root: unknown, at: Location): Diagnostic | undefined {
   if (root === null || root === undefined) {
-    return { ...at, message: `${source.file}: file is empty; expected a YAML mapping (see examples/infra.yml)` };
+    return { ...at, message: `file is empty; expected a YAML mapping (see examples/infra.yml)` };
   }
   if (!isMapping(root)) {
     const kind = Array.isArray(root) ? 'a list' : `a ${typeof root}`;
-    return { ...at, message: `${source.file}: top level must be a mapping of keys, got ${kind}` };
+    return { ...at, message: `top level must be a mapping of keys, got ${kind}` };
   }
   if (source.role === 'policies' && Object.keys(root).some((k) => k !== 'network_policies')) {
-    return { ...at, message: `${source.file}: only the key 'network_policies' is allowed in a policies file` };
+    return { ...at, message: `only the key 'network_policies' is allowed in a policies file` };
   }
   return undefined;
 }

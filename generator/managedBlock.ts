@@ -18,22 +18,35 @@ function lineEnd(text: string, index: number): number {
   return end < 0 ? text.length : end + 1;
 }
 
+/** Where the block lies in a file (from the start of its first marker's line to the end of its last's), if it has one. */
+export function blockSpan(text: string): { start: number; end: number } | undefined {
+  const begin = text.indexOf(BEGIN_MARKER);
+  const end = begin < 0 ? -1 : text.indexOf(END_MARKER, begin);
+  return begin >= 0 && end >= 0 ? { start: lineStart(text, begin), end: lineEnd(text, end) } : undefined;
+}
+
 /**
  * The file's new content. A new file gets the standard layout; a file with markers has only its
  * block replaced; a file without markers gets the block inserted at the top, after `---`.
  */
 export function mergeManaged(existing: string | undefined, block: string): string {
   if (existing === undefined) return render('new-file.yml.hbs', { block: block.replace(/\n$/, '') });
-  const begin = existing.indexOf(BEGIN_MARKER);
-  const end = begin < 0 ? -1 : existing.indexOf(END_MARKER, begin);
-  if (begin >= 0 && end >= 0) {
-    const endOfBlock = lineEnd(existing, end);
-    return existing.slice(0, lineStart(existing, begin)) + block + existing.slice(endOfBlock);
-  }
+  const span = blockSpan(existing);
+  if (span) return existing.slice(0, span.start) + block + existing.slice(span.end);
   const header = /^---[ \t]*(\r?\n|$)/.exec(existing);
   if (header) {
     const rest = existing.slice(header[0].length);
     return `${header[0].endsWith('\n') ? header[0] : header[0] + '\n'}${block}${rest.length ? '\n' + rest : ''}`;
   }
   return `---\n${block}${existing.length ? '\n' + existing : ''}`;
+}
+
+const PROBE = `${BEGIN_MARKER}\n${END_MARKER}\n`;
+
+/**
+ * Whether a file holds bytes of the user's (anything besides the managed block and the standard
+ * layout around it): such a file cannot be regenerated, so it is rewritten durably.
+ */
+export function holdsUserBytes(existing: string): boolean {
+  return mergeManaged(existing, PROBE) !== mergeManaged(undefined, PROBE);
 }

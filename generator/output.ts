@@ -7,11 +7,12 @@ export interface Streams {
   color: boolean;
 }
 
-export function defaultStreams(env: NodeJS.ProcessEnv = process.env): Streams {
+export function defaultStreams(env: NodeJS.ProcessEnv = process.env, terminal = Boolean(process.stderr.isTTY)): Streams {
   return {
     out: (text) => process.stdout.write(text.endsWith('\n') ? text : text + '\n'),
     err: (text) => process.stderr.write(text.endsWith('\n') ? text : text + '\n'),
-    color: Boolean(process.stderr.isTTY) && !('NO_COLOR' in env) && env.TERM !== 'dumb',
+    // no-color.org: NO_COLOR set to anything but the empty string.
+    color: terminal && !env.NO_COLOR && env.TERM !== 'dumb',
   };
 }
 

@@ -3,8 +3,9 @@
  */
 import { dirname, join } from 'node:path';
 import { digest, type CacheEntry } from './cache.js';
+import { changeDiff } from './diff.js';
 import { listDirs, readListed, stampOf } from './files.js';
-import { managedBlock, mergeManaged } from './managedBlock.js';
+import { holdsUserBytes, managedBlock, mergeManaged } from './managedBlock.js';
 import { renderRuleset, RULESET_FILE } from './nftables.js';
 import { buildTree } from './tree.js';
 import { effectiveHolder } from './pipeline.js';
@@ -46,6 +47,8 @@ export interface Job {
   cached: Record<string, CacheEntry>;
   /** Undefined for --dry-run and --check: compare only. */
   writer?: Writer;
+  /** Collect a unified diff of each file that changes (--diff). */
+  diff?: boolean;
 }
 
 export interface Outcome {
@@ -53,11 +56,13 @@ export interface Outcome {
   unchanged: string[];
   /** The new cache entries (when writing). */
   files: Record<string, CacheEntry>;
+  /** With Job.diff: path → unified diff, in output order. */
+  diffs: Map<string, string>;
 }
 
 /** Renders and compares every output, and hands the changed ones to the writer. */
 export async function processOutputs(outputs: Output[], job: Job): Promise<Outcome> {
-  const outcome: Outcome = { written: [], unchanged: [], files: {} };
+  const outcome: Outcome = { written: [], unchanged: [], files: {}, diffs: new Map() };
   const digests = new Map<string, string>();
   const listings = listDirs(outputs.map((o) => dirname(join(job.baseDir, o.path))));
   for (const output of outputs) {
@@ -82,8 +87,9 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
       continue;
     }
     outcome.written.push(output.path);
+    if (job.diff) outcome.diffs.set(output.path, changeDiff(output.path, existing, content, output.managed));
     digests.set(target, fileDigest);
-    job.writer?.write(target, content);
+    job.writer?.write(target, content, existing !== undefined && output.managed && holdsUserBytes(existing));
   }
   if (job.writer) {
     const stamps = await job.writer.finish();

@@ -4,7 +4,7 @@
  */
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
+import { bootId, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from './depth.js';
 import { ensureDirs, readIfExists } from './files.js';
 import { yaml } from './load.js';
@@ -20,6 +20,8 @@ export interface SyncOptions {
   dryRun?: boolean;
   check?: boolean;
   cleanOrphans?: boolean;
+  /** Also give the unified diff of each file that changes (SyncReport.diffs). */
+  diff?: boolean;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -36,11 +38,13 @@ export interface SyncReport {
   unchanged: string[];
   orphans: Orphan[];
   deleted: string[];
+  /** With SyncOptions.diff: path → unified diff of what changes (the managed block, or the whole file). */
+  diffs: Map<string, string>;
   /** True when the cache proved that nothing changed without reading the infra. */
   cached: boolean;
 }
 
-const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], cached: false });
+const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], diffs: new Map(), cached: false });
 
 function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
   const orphans: Orphan[] = [];
@@ -106,10 +110,11 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     ensureDirs(outputs.map((o) => join(baseDir, o.path)));
     writer = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
   }
-  const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer });
+  const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer, diff: options.diff });
   report.written = outcome.written.sort();
   report.unchanged = outcome.unchanged.sort();
-  if (writes) saveCache(baseDir, { version: 1, key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
+  report.diffs = new Map([...outcome.diffs].sort(([a], [b]) => (a < b ? -1 : 1)));
+  if (writes) saveCache(baseDir, { version: 1, boot: bootId(), key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
   return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
 }
 

@@ -6,7 +6,7 @@
 import Handlebars from 'handlebars';
 import { readFileSync } from 'node:fs';
 import { packagePath } from './packageRoot.js';
-import { toYaml } from './yamlOut.js';
+import { toAnsibleYaml } from './yamlOut.js';
 
 export const TEMPLATES_DIR = packagePath('templates') + '/';
 
@@ -37,7 +37,8 @@ export function pictureText(value: unknown): string {
     .slice(0, 160);
 }
 
-hbs.registerHelper('yaml', (value: unknown) => toYaml(value).replace(/\n$/, ''));
+// Every YAML a template writes is read by Ansible.
+hbs.registerHelper('yaml', (value: unknown) => toAnsibleYaml(value).replace(/\n$/, ''));
 hbs.registerHelper('nftString', (value: unknown) => nftString(value));
 hbs.registerHelper('nftComment', (value: unknown) => nftComment(value));
 hbs.registerHelper('pictureText', (value: unknown) => pictureText(value));

@@ -37,6 +37,7 @@ function allVars(infra: Infra, holder: string | null | undefined): Record<string
     }
   }
   const g = infra.global;
+  const policies = policiesFor(infra, holder);
   return present({
     project_name: infra.project_name,
     base_subnet: g.base_subnet,
@@ -46,7 +47,8 @@ function allVars(infra: Infra, holder: string | null | undefined): Record<string
     incus_all_images: [...images].sort(),
     // What `make apply` builds: files of domains infra.yml no longer names stay on disk as orphans.
     anklume_domains: Object.keys(infra.domains),
-    network_policies: policiesFor(infra, holder),
+    // Like the seed-era generator: no policies, no key (rather than an empty list).
+    network_policies: policies.length ? policies : undefined,
   });
 }
 

@@ -9,7 +9,8 @@ import { Worker } from 'node:worker_threads';
 import { writeAtomic, type FileStamp } from './files.js';
 
 export interface Writer {
-  write(path: string, content: string): void;
+  /** @param durable see WriteOptions.durable */
+  write(path: string, content: string, durable?: boolean): void;
   /** Every write done; the stamp of each written file. Rejects if any write failed. */
   finish(): Promise<Map<string, FileStamp>>;
 }
@@ -17,7 +18,7 @@ export interface Writer {
 export function inlineWriter(): Writer {
   const stamps = new Map<string, FileStamp>();
   return {
-    write: (path, content) => void stamps.set(path, writeAtomic(path, content)),
+    write: (path, content, durable) => void stamps.set(path, writeAtomic(path, content, { durable })),
     finish: async () => stamps,
   };
 }
@@ -25,8 +26,10 @@ export function inlineWriter(): Writer {
 /** Files per message: few enough messages to be cheap, small enough batches to keep both threads busy. */
 const BATCH = 64;
 
+export type WriterFile = [path: string, content: string, durable?: boolean];
+
 export interface WriterMessage {
-  files?: [string, string][];
+  files?: WriterFile[];
   end?: true;
 }
 
@@ -55,10 +58,10 @@ export function threadWriter(source = workerSource()): Writer | undefined {
   } catch {
     return undefined;
   }
-  let batch: [string, string][] = [];
+  let batch: WriterFile[] = [];
   // Everything sent, kept until the thread answers: if the thread itself is lost, this thread
   // writes it all again (writes are atomic and idempotent), so a lost thread costs time, not files.
-  const sent: [string, string][] = [];
+  const sent: WriterFile[] = [];
   const done = new Promise<Map<string, FileStamp> | undefined>((resolve, reject) => {
     worker.once('message', (reply: WriterReply) => {
       if (reply.error !== undefined) reject(new Error(reply.error));
@@ -73,8 +76,8 @@ export function threadWriter(source = workerSource()): Writer | undefined {
     batch = [];
   };
   return {
-    write: (path, content) => {
-      batch.push([path, content]);
+    write: (path, content, durable) => {
+      batch.push([path, content, durable]);
       if (batch.length >= BATCH) flush();
     },
     finish: async () => {
@@ -84,7 +87,7 @@ export function threadWriter(source = workerSource()): Writer | undefined {
         const stamps = await done;
         if (stamps) return stamps;
         const fallback = inlineWriter();
-        for (const [path, content] of sent) fallback.write(path, content);
+        for (const [path, content, durable] of sent) fallback.write(path, content, durable);
         return fallback.finish();
       } finally {
         void worker.terminate();

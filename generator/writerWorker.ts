@@ -7,12 +7,12 @@ const stamps: [string, FileStamp][] = [];
 let failure: string | undefined;
 
 parentPort?.on('message', (message: WriterMessage) => {
-  for (const [path, content] of message.files ?? []) {
+  for (const [path, content, durable] of message.files ?? []) {
     if (failure !== undefined) break;
     try {
-      stamps.push([path, writeAtomic(path, content)]);
+      stamps.push([path, writeAtomic(path, content, { durable })]);
     } catch (err) {
-      failure = `cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`;
+      failure = err instanceof Error ? err.message : `cannot write ${path}: ${String(err)}`;
     }
   }
   if (message.end) parentPort?.postMessage((failure === undefined ? { stamps } : { error: failure }) satisfies WriterReply);

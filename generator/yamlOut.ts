@@ -75,3 +75,23 @@ const DUMP_OPTIONS: jsyaml.DumpOptions = {
 export function toYaml(value: unknown): string {
   return jsyaml.dump(value, DUMP_OPTIONS);
 }
+
+/**
+ * What Jinja would take for the start of a template: Ansible evaluates it in every variable it
+ * uses (a description saying `{{ lookup('pipe', 'id') }}` would run a command), unless the string
+ * is tagged `!unsafe`. Generated values are data, never templates.
+ */
+const JINJA = /\{[{%#]/;
+
+const ansibleUnsafe = new jsyaml.Type('!unsafe', {
+  kind: 'scalar',
+  predicate: (value: unknown) => typeof value === 'string' && JINJA.test(value),
+  represent: (value: object) => String(value),
+});
+
+const ANSIBLE_DUMP_OPTIONS: jsyaml.DumpOptions = { ...DUMP_OPTIONS, schema: DUMP_SCHEMA.extend({ explicit: [ansibleUnsafe] }) };
+
+/** toYaml for files Ansible reads: the same text, with every string Jinja would evaluate tagged `!unsafe`. */
+export function toAnsibleYaml(value: unknown): string {
+  return jsyaml.dump(value, ANSIBLE_DUMP_OPTIONS);
+}

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { defaultStreams } from '../generator/output.ts';
 import { runCli, spawnCli } from './helpers/cli.ts';
 import { testEnv } from './helpers/env.ts';
 
@@ -136,9 +137,76 @@ describe('CLI contract', () => {
     try {
       const r = await runCli(['validate', join(t.dir, 'nope.yml')], t.env);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /nope\.yml: cannot read \(no such file\)/);
+      assert.equal(r.stderr.split('\n')[0], `${join(t.dir, 'nope.yml')}: error: cannot read (no such file)`, 'the path once');
     } finally {
       t.cleanup();
     }
+  });
+
+  it('--version and -V print the package version; --json makes it a document', async () => {
+    const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = spawnCli([flag], { ...process.env, NO_COLOR: '1' });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `anklume-gen ${version}\n`);
+    }
+    assert.deepEqual(JSON.parse((await runCli(['-V', '--json'], process.env)).stdout), { version });
+  });
+
+  it('an unknown command is a usage error with a did-you-mean, and nothing is read or written', async () => {
+    const t = testEnv();
+    try {
+      const r = await runCli(['valdiate', 'x.yml', '--base-dir', t.baseDir], t.env, t.dir);
+      assert.equal(r.code, 2);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, /^anklume-gen: unknown command 'valdiate'; did you mean 'validate'\?/);
+      assert.equal((await runCli(['frobnicate'], t.env, t.dir)).code, 2);
+      assert.deepEqual(readdirSync(t.dir).sort(), ['etc-anklume', 'log', 'state'].filter((d) => existsSync(join(t.dir, d))));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('anklume-gen <infra> still syncs when <infra> exists, ends in .yml/.yaml, or is a path', async () => {
+    const t = testEnv();
+    try {
+      // Paths are read from the process's directory (the repository here), like every infra path.
+      const dir = await runCli(['examples', '--dry-run', '--base-dir', t.baseDir], t.env);
+      assert.equal(dir.code, 1, 'an existing directory is an infra path, here one without base.yml');
+      assert.match(dir.stderr, /^examples/m);
+      const file = await runCli([join(t.dir, '..', basename(t.dir), 'x'), '--base-dir', t.baseDir], t.env);
+      assert.equal(file.code, 1, 'a path with a slash is an infra path, even a missing one');
+      const ok = await runCli([EXAMPLE, '--dry-run', '--base-dir', t.baseDir], t.env);
+      assert.equal(ok.code, 0, ok.stderr);
+      const missing = await runCli(['gone.yaml', '--base-dir', t.baseDir], t.env);
+      assert.equal(missing.code, 1, 'a .yaml name is an infra path, even a missing one');
+      assert.match(missing.stderr, /gone\.yaml: error: cannot read \(no such file\)/);
+      assert.ok(!existsSync(t.baseDir));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('usage errors follow --json: one document on stdout, exit 2, nothing on stderr', async () => {
+    const t = testEnv();
+    for (const args of [['sync', EXAMPLE, '--frobnicate', '--json'], ['valdiate', '--json'], ['validate', 'a.yml', 'b.yml', '--json']]) {
+      const r = await runCli(args, t.env);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.equal(r.stderr, '');
+      const doc = JSON.parse(r.stdout) as { errors: { message: string }[]; warnings: unknown[]; usage: string };
+      assert.equal(doc.errors.length, 1);
+      assert.deepEqual(Object.keys(doc.errors[0]).sort(), ['column', 'file', 'line', 'message', 'path']);
+      assert.deepEqual(doc.warnings, []);
+      assert.match(doc.usage, /anklume-gen/);
+    }
+    t.cleanup();
+  });
+
+  it('NO_COLOR turns colour off only when it is not empty (no-color.org)', () => {
+    assert.equal(defaultStreams({}, true).color, true);
+    assert.equal(defaultStreams({ NO_COLOR: '' }, true).color, true);
+    assert.equal(defaultStreams({ NO_COLOR: '1' }, true).color, false);
+    assert.equal(defaultStreams({ TERM: 'dumb' }, true).color, false);
+    assert.equal(defaultStreams({}, false).color, false, 'never into a pipe');
   });
 });

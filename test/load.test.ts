@@ -167,12 +167,14 @@ test('a missing file, a directory without base.yml, a file with NUL bytes: messa
   const dir = await tempDir();
   try {
     const missing = await readSources(join(dir, 'nope.yml'));
-    assert.match(missing.errors[0].message, /nope\.yml: cannot read \(no such file\)/);
+    assert.equal(missing.errors[0].message, 'cannot read (no such file)');
+    assert.equal(missing.errors[0].file, join(dir, 'nope.yml'));
     assert.ok(analyse(missing.sources, NO_CONTEXT).errors.length > 0);
 
     const noBase = await readSources(join(FIXTURES, 'invalid/_dir-no-base'));
     assert.equal(noBase.errors.length, 1, listing(noBase.errors));
-    assert.match(noBase.errors[0].message, /base\.yml: missing or unreadable; an infra\/ directory needs base\.yml/);
+    assert.match(noBase.errors[0].message, /^missing or unreadable; an infra\/ directory needs base\.yml/);
+    assert.equal(noBase.errors[0].file, join(FIXTURES, 'invalid/_dir-no-base', 'base.yml'));
     assert.ok(analyse(noBase.sources, NO_CONTEXT).errors.length > 0, 'analyse of the rest does not throw');
     assert.ok(readRaw(noBase.sources).errors.length > 0);
 
@@ -245,7 +247,8 @@ test('infra/ layout: policies in two places, and stray keys in policies.yml, are
     await writeFile(join(dir, 'policies.yml'), 'network_policies: []\n');
     await writeFile(join(dir, 'domains', 'x.yml'), '- pro\n');
     result = analyse((await readSources(dir)).sources, NO_CONTEXT);
-    assert.match(result.errors[0]?.message ?? '', /x\.yml: top level must be a mapping/);
+    assert.match(result.errors[0]?.message ?? '', /^top level must be a mapping/);
+    assert.equal(result.errors[0]?.file, join(dir, 'domains', 'x.yml'));
     located(result.errors[0]);
   } finally {
     await rm(dir, { recursive: true, force: true });

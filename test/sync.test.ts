@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, uti
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { CACHE_DIR } from '../generator/cache.ts';
+import { holdsUserBytes, managedBlock, mergeManaged } from '../generator/managedBlock.ts';
 import { sync } from '../generator/sync.ts';
 import { syntheticInfraText } from '../bench/synthetic.ts';
 import { maybeUpdateGolden } from './helpers/golden.ts';
@@ -126,7 +127,7 @@ describe('sync writes the Ansible tree', () => {
 
 describe('the AI access holder of the state file reaches the tree', () => {
   const aiPolicies = (baseDir: string) =>
-    ((pythonLoad(join(baseDir, 'group_vars/all.yml')) as { network_policies: { from: string; to: string }[] }).network_policies).filter((p) => p.to === 'ai-tools');
+    ((pythonLoad(join(baseDir, 'group_vars/all.yml')) as { network_policies?: { from: string; to: string }[] }).network_policies ?? []).filter((p) => p.to === 'ai-tools');
 
   it('names the holder after a switch, and no holder when nobody has access', async () => {
     const t = testEnv();
@@ -146,6 +147,7 @@ describe('the AI access holder of the state file reaches the tree', () => {
       const nobody = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
       assert.deepEqual(nobody.written, ['group_vars/all.yml', 'nftables/anklume.nft']);
       assert.deepEqual(aiPolicies(t.baseDir), []);
+      assert.ok(!('network_policies' in (pythonLoad(join(t.baseDir, 'group_vars/all.yml')) as object)), 'an empty list is no key at all');
       assert.match(readFileSync(join(t.baseDir, 'nftables/anklume.nft'), 'utf8'), /^# AI access holder: none$/m);
     } finally {
       t.cleanup();
@@ -247,10 +249,46 @@ describe('generated YAML reads back identically in Ansible (PyYAML, YAML 1.1)', 
       assert.equal(all.project_name, 'tricky: project # not a comment');
       assert.deepEqual(all.incus_all_images, ['images:alpine/3.20', 'images:debian/13']);
       assert.ok(!('ansible_connection' in all) && !('ansible_user' in all));
+      assert.ok(!('network_policies' in all), 'no policies in the infra: no key');
       const inventory = pythonLoad(join(t.baseDir, 'inventory/lab.yml'));
       assert.deepEqual(inventory, { all: { children: { lab: { hosts: { 'lab-web': { ansible_host: '10.100.7.10' }, 'lab-db': null } } } } });
     } finally {
       t.cleanup();
     }
+  });
+});
+
+describe('after a power cut', () => {
+  it('a cache from an earlier boot is not trusted: a file emptied behind its stamps is rewritten', async () => {
+    const t = testEnv();
+    try {
+      assert.deepEqual((await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env })).errors, []);
+      const file = join(t.baseDir, 'host_vars/pro-dev.yml');
+      const good = readFileSync(file, 'utf8');
+      // What a power cut can leave of a file that was never synced (empty), and a cache written
+      // after it that the disk kept: its stamps describe what is there now.
+      writeFileSync(file, '');
+      const cacheFile = join(t.baseDir, '.anklume-gen/cache.json');
+      const cache = JSON.parse(readFileSync(cacheFile, 'utf8')) as { boot: string; files: Record<string, { size: number; mtimeMs: number }> };
+      cache.files['host_vars/pro-dev.yml'] = { ...cache.files['host_vars/pro-dev.yml'], size: 0, mtimeMs: statSync(file).mtimeMs };
+      writeFileSync(cacheFile, JSON.stringify(cache));
+      assert.equal((await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env })).cached, true, 'in the same boot the stamps are believed');
+      writeFileSync(cacheFile, JSON.stringify({ ...cache, boot: 'an-earlier-boot' }));
+      const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+      assert.equal(report.cached, false);
+      assert.deepEqual(report.written, ['host_vars/pro-dev.yml']);
+      assert.ok(readFileSync(file, 'utf8').includes(good.slice(good.indexOf('# === MANAGED'), good.indexOf('# === END MANAGED ==='))));
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('only a file with bytes of the user is rewritten durably (the rest can be regenerated)', () => {
+    const block = managedBlock({ a: 1 });
+    const fresh = mergeManaged(undefined, block);
+    assert.equal(holdsUserBytes(fresh), false);
+    assert.equal(holdsUserBytes(fresh + 'mine: 1\n'), true);
+    assert.equal(holdsUserBytes(`# header\n${fresh}`), true);
+    assert.equal(holdsUserBytes('---\nmine: true\n'), true, 'no markers: all of it is the user\'s');
   });
 });

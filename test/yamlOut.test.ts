@@ -6,32 +6,48 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { toYaml } from '../generator/yamlOut.ts';
+import { toAnsibleYaml, toYaml } from '../generator/yamlOut.ts';
 
-/** Non-finite floats have no JSON form: they come back as their Python repr. */
+/**
+ * safe_load, plus what Ansible's loader adds that the generated files use: `!unsafe`, a string
+ * (Ansible's AnsibleUnsafeText). Non-finite floats have no JSON form: they come back as their
+ * Python repr. With a first argument, also says which values were tagged.
+ */
 const PYTHON_LOAD = `
 import json, math, sys, yaml
+class Loader(yaml.SafeLoader):
+    pass
+tagged = []
+def unsafe(loader, node):
+    tagged.append(loader.construct_scalar(node))
+    return tagged[-1]
+Loader.add_constructor('!unsafe', unsafe)
 def plain(x):
     if isinstance(x, float) and not math.isfinite(x): return repr(x)
     if isinstance(x, dict): return {k: plain(v) for k, v in x.items()}
     if isinstance(x, list): return [plain(v) for v in x]
     return x
-print(json.dumps(plain(yaml.safe_load(sys.stdin))))
+data = plain(yaml.load(sys.stdin, Loader=Loader))
+print(json.dumps({'data': data, 'tagged': tagged} if len(sys.argv) > 1 else data))
 `;
 
 function pyyamlRead(text: string): unknown {
   return JSON.parse(execFileSync('/usr/bin/python3', ['-c', PYTHON_LOAD], { input: text, encoding: 'utf8', maxBuffer: 1 << 28 }));
 }
 
+function pyyamlTagged(text: string): { data: unknown; tagged: string[] } {
+  return JSON.parse(execFileSync('/usr/bin/python3', ['-c', PYTHON_LOAD, 'tagged'], { input: text, encoding: 'utf8', maxBuffer: 1 << 28 })) as { data: unknown; tagged: string[] };
+}
+
 /** Every string as a value and as a key, in block and nested positions. */
-function roundTrips(strings: string[]): void {
+function roundTrips(strings: string[], dump: (value: unknown) => string = toYaml): void {
   const unique = [...new Set(strings)];
   const doc = {
     values: unique,
     keys: Object.fromEntries(unique.map((s, i) => [s, i])),
     nested: [{ deeper: { list: unique.slice(0, 100) } }],
   };
-  const back = pyyamlRead(toYaml(doc)) as typeof doc;
+  const back = pyyamlRead(dump(doc)) as typeof doc;
   const wrongValues = unique.filter((s, i) => back.values[i] !== s);
   const wrongKeys = unique.filter((s, i) => back.keys[s] !== i);
   assert.deepEqual(wrongValues, [], 'strings PyYAML read back as something else');
@@ -92,5 +108,27 @@ describe('toYaml writes YAML 1.1 that PyYAML reads back identically', () => {
     const text = toYaml({ x: shared, y: shared, z: undefined });
     assert.doesNotMatch(text, /[&*]ref/);
     assert.deepEqual(pyyamlRead(text), { x: { a: 1 }, y: { a: 1 } });
+  });
+});
+
+describe('toAnsibleYaml: strings Jinja would evaluate are tagged !unsafe', () => {
+  const jinja = (s: string) => /\{[{%#]/.test(s);
+
+  it('tags exactly the strings with {{, {% or {#, as values and as keys, and the rest reads back the same', () => {
+    const strings = [...YAML_1_1_TRAPS, "{{ lookup('pipe', 'id') }}", 'a {% if x %}b', '{# c #}', 'x{{', '{ {', '{', '%}', 'yes {{'];
+    roundTrips(strings, toAnsibleYaml);
+    const values = [...new Set(strings)];
+    const { tagged } = pyyamlTagged(toAnsibleYaml({ values, keys: Object.fromEntries(values.map((s, i) => [s, i])) }));
+    assert.deepEqual([...tagged].sort(), [...values.filter(jinja), ...values.filter(jinja)].sort());
+  });
+
+  it('random strings with braces, % and #, as values and as keys', () => {
+    const alphabet = fc.constantFrom(...'{}%# :-\'"\nyYnN0123!&*|>');
+    roundTrips(fc.sample(fc.string({ unit: alphabet, minLength: 0, maxLength: 8 }), 10000), toAnsibleYaml);
+  });
+
+  it('writes what toYaml writes when nothing looks like a template', () => {
+    const doc = { a: 'yes', b: ['1:30', { c: 'x # y' }], d: 3 };
+    assert.equal(toAnsibleYaml(doc), toYaml(doc));
   });
 });

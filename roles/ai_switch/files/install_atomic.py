@@ -4,8 +4,8 @@
     install_atomic.py (--file SRC | --text TEXT) DEST [DEST ...] [(--file SRC | --text TEXT) DEST ...]
 
 Each DEST gets the content of the preceding --file or --text: written to a temporary file in the
-same directory, flushed to disk, then renamed over DEST, so a reader (or a reboot) sees the old or
-the new content, never half. Missing parent directories are created (0755); files are 0644.
+same directory, flushed to disk, then renamed over DEST, and the directory flushed too, so a reader
+(or a power cut) sees the old or the new content, never an empty or half file. Missing parent directories are created (0755); files are 0644.
 Prints one line per file whose content changed; exit status 0 when every write succeeded.
 """
 import os
@@ -36,6 +36,12 @@ def write(dest, data):
         except FileNotFoundError:
             pass
         raise
+    # The rename is durable only once the directory entry is on disk.
+    dirfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
     return True
 
 

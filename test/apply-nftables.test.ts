@@ -1,0 +1,94 @@
+/**
+ * `anklume-gen apply-nftables`: the shipped site.yml --tags nftables, run for real by the CLI
+ * inside a network namespace this test creates (nft never touches the machine's own), on the
+ * ruleset sync wrote. Needs root for the namespace; the refusals run anywhere.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCli } from './helpers/cli.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+import { canRunNetns, Lab } from './helpers/netns.ts';
+
+const ROOT = process.cwd();
+const EXAMPLE = 'examples/infra.yml';
+const netns = await canRunNetns();
+
+describe('apply-nftables refuses before running anything', () => {
+  it('no ruleset under the base dir: says to sync first, exit 1; --json too', async () => {
+    const t = testEnv();
+    try {
+      const r = await runCli(['apply-nftables', '--base-dir', t.baseDir], t.env);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `${join(t.baseDir, 'nftables/anklume.nft')}: no ruleset to apply; write it first with 'anklume-gen sync <infra> --base-dir ${t.baseDir}'\n`);
+      const j = await runCli(['apply-nftables', '--base-dir', t.baseDir, '--json'], t.env);
+      assert.equal(j.code, 1);
+      assert.equal((JSON.parse(j.stdout) as { applied: boolean }).applied, false);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('an argument before -- is a usage error (arguments for ansible-playbook go after --)', async () => {
+    const r = await runCli(['apply-nftables', 'infra.yml'], process.env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /unexpected argument: infra\.yml \(arguments for ansible-playbook go after --\)/);
+  });
+});
+
+describe('apply-nftables applies the ruleset through ansible-playbook', { skip: !netns.ok && netns.why }, () => {
+  let t: TestEnv;
+  let lab: Lab | undefined;
+  before(async () => {
+    t = testEnv();
+    lab = await Lab.create({ base: '10.100', domains: [{ name: 'pro', subnetId: 2, machines: [] }, { name: 'perso', subnetId: 1, machines: [] }] }, { prefix: 'ap' });
+  });
+  after(async () => {
+    await lab?.teardown();
+    t.cleanup();
+  });
+
+  /** The CLI in the lab's host namespace; the role's host paths point into the test's directory. */
+  const apply = async (...args: string[]) => {
+    const vars = { incus_nftables_install_dir: join(t.dir, 'nftables.d'), incus_nftables_boot_conf: join(t.dir, 'nftables.conf') };
+    const r = await lab!.host(['env', `ANSIBLE_LOCAL_TEMP=${t.dir}/ansible`, `ANSIBLE_REMOTE_TEMP=${t.dir}/ansible-remote`, 'NO_COLOR=1',
+      process.execPath, '--import', 'tsx', join(ROOT, 'generator/bin.ts'), 'apply-nftables', '--base-dir', t.baseDir, ...args, '--', '-e', JSON.stringify(vars)]);
+    return { code: r.exitCode, stdout: r.stdout, stderr: r.stderr };
+  };
+
+  it('applies, then finds nothing to do; --dry-run reports a change and makes none', async () => {
+    assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir], t.env)).code, 0);
+    writeFileSync(join(t.dir, 'nftables.conf'), '#!/usr/sbin/nft -f\n');
+    const ruleset = join(t.baseDir, 'nftables/anklume.nft');
+
+    const first = await apply();
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    assert.match(first.stdout, /nftables\/anklume\.nft: applied \(\d+ change\(s\)\)\n$/);
+    assert.match(first.stderr, /PLAY RECAP/, "ansible's output goes to stderr");
+    assert.equal(readFileSync(join(t.dir, 'nftables.d/anklume.nft'), 'utf8'), readFileSync(ruleset, 'utf8'));
+    assert.match(await lab!.nft(['list', 'set', 'inet', 'anklume', 'ai_holder']), /"net-pro"/);
+
+    const again = await apply('--json');
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(JSON.parse(again.stdout), { applied: true, changed: 0, errors: [] });
+
+    mkdirSync(join(t.dir, 'state'), { recursive: true });
+    writeFileSync(t.env.ANKLUME_STATE_FILE!, 'perso\n');
+    assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir], t.env)).code, 0);
+    const dry = await apply('--dry-run');
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /the live table would change/);
+    assert.match(await lab!.nft(['list', 'set', 'inet', 'anklume', 'ai_holder']), /"net-pro"/, 'check mode changed nothing');
+    assert.ok(existsSync(join(t.dir, 'nftables.d/anklume.nft')));
+  });
+
+  it('a ruleset nft refuses is not installed nor loaded: exit 1', async () => {
+    const ruleset = join(t.baseDir, 'nftables/anklume.nft');
+    writeFileSync(ruleset, 'table inet anklume { chain forward { type filter hook forward priority -1; nonsense; } }\n');
+    const r = await apply();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /anklume-gen apply-nftables: ansible-playbook failed \(exit \d+\); its output is above/);
+    assert.match(await lab!.nft(['list', 'set', 'inet', 'anklume', 'ai_holder']), /"net-pro"/, 'the live table is the one applied before');
+  });
+});
