@@ -14,10 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execa } from 'execa';
-import { ansibleEnv } from '../generator/ansible.ts';
-import { enrich } from '../generator/enrich.ts';
-import { analyse } from '../generator/infra.ts';
-import { renderRuleset, switchBatch } from '../generator/nftables.ts';
+import { ansibleEnv } from '../generator/aiswitch/ansible.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { analyse } from '../generator/infra/infra.ts';
+import { renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
 import { StandIns } from '../test/helpers/standins.ts';
 import { BENCH_SIZE, syntheticInfraText } from './synthetic.ts';
 
@@ -97,7 +97,7 @@ export async function benchAiSwitch(options: { runs?: number } = {}): Promise<Ai
     const ansibleStartupMs = await timed(() => must(inNs(['ansible-playbook', empty]), { env: ansibleEnv(env, false) }));
     let exitCode = 0;
     const totalMs = await timed(async () => {
-      const r = await execa('ip', inNs([process.execPath, '--import', 'tsx', join(ROOT, 'generator/bin.ts'), 'ai-switch', '--infra', infraFile, '--base-dir', join(dir, 'tree'), '--installed-ruleset', join(dir, 'installed.nft'), '--domain', 'dom3', '--no-flush']).slice(1), { env, extendEnv: false, reject: false, cwd: ROOT });
+      const r = await execa('ip', inNs([process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--infra', infraFile, '--base-dir', join(dir, 'tree'), '--installed-ruleset', join(dir, 'installed.nft'), '--domain', 'dom3', '--no-flush']).slice(1), { env, extendEnv: false, reject: false, cwd: ROOT });
       exitCode = r.exitCode ?? -1;
       if (exitCode !== 0) throw new Error(`ai-switch failed in the bench (${exitCode}): ${String(r.stderr).slice(-2000)}`);
     });

@@ -20,10 +20,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
-import { analyse } from '../generator/infra.ts';
-import { enrich } from '../generator/enrich.ts';
-import { renderRuleset, switchBatch } from '../generator/nftables.ts';
-import type { Infra } from '../generator/types.ts';
+import { analyse } from '../generator/infra/infra.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
+import type { Infra } from '../generator/core/types.ts';
 import { runCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 import { canRunNetns, Lab, labSpecFromInfra, type ProbeResult } from './helpers/netns.ts';
@@ -31,7 +31,7 @@ import { GPU0, HOST_CGROUP, instanceCgroup, StandIns, type JournalEntry } from '
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
-const BIN = join(ROOT, 'generator/bin.ts');
+const BIN = join(ROOT, 'generator/cli/bin.ts');
 const AI_PORT = 11434;
 const GPU1 = 'GPU-00000000-0000-0000-0000-0000000000a1';
 const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '([a-z0-9-]+)' flush=(true|false)$/;

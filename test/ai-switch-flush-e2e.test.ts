@@ -16,17 +16,17 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { analyse } from '../generator/infra.ts';
-import { enrich } from '../generator/enrich.ts';
-import { renderRuleset } from '../generator/nftables.ts';
-import type { Infra } from '../generator/types.ts';
+import { analyse } from '../generator/infra/infra.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { renderRuleset } from '../generator/nftables/nftables.ts';
+import type { Infra } from '../generator/core/types.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 import { canRunNetns, Lab, labSpecFromInfra } from './helpers/netns.ts';
 import { HOST_CGROUP, StandIns, type JournalEntry } from './helpers/standins.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra-vm-scrub.yml');
-const BIN = join(ROOT, 'generator/bin.ts');
+const BIN = join(ROOT, 'generator/cli/bin.ts');
 const SCRUB = 'exec gpu-server --project ai-tools -- /usr/local/bin/zero-vram --pattern 0x00 {{ not jinja }}';
 
 const support = await canRunNetns();

@@ -53,7 +53,7 @@ describe('apply-nftables applies the ruleset through ansible-playbook', { skip: 
   const apply = async (...args: string[]) => {
     const vars = { incus_nftables_install_dir: join(t.dir, 'nftables.d'), incus_nftables_boot_conf: join(t.dir, 'nftables.conf') };
     const r = await lab!.host(['env', `ANSIBLE_LOCAL_TEMP=${t.dir}/ansible`, `ANSIBLE_REMOTE_TEMP=${t.dir}/ansible-remote`, 'NO_COLOR=1',
-      process.execPath, '--import', 'tsx', join(ROOT, 'generator/bin.ts'), 'apply-nftables', '--base-dir', t.baseDir, ...args, '--', '-e', JSON.stringify(vars)]);
+      process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'apply-nftables', '--base-dir', t.baseDir, ...args, '--', '-e', JSON.stringify(vars)]);
     return { code: r.exitCode, stdout: r.stdout, stderr: r.stderr };
   };
 

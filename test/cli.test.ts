@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { defaultStreams } from '../generator/output.ts';
+import { defaultStreams } from '../generator/cli/output.ts';
 import { runCli, spawnCli } from './helpers/cli.ts';
 import { testEnv } from './helpers/env.ts';
 

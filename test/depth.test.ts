@@ -1,11 +1,11 @@
 /**
- * The nesting screen that runs before either YAML reader (generator/depth.ts): texts deep enough to
+ * The nesting screen that runs before either YAML reader (generator/infra/depth.ts): texts deep enough to
  * exhaust a parser's stack are refused; what an infra file holds is never mistaken for depth.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { depthProblem, MAX_FLOW_DEPTH, MAX_INDENT } from '../generator/depth.ts';
+import { depthProblem, MAX_FLOW_DEPTH, MAX_INDENT } from '../generator/infra/depth.ts';
 import { syntheticInfraText } from '../bench/synthetic.ts';
 
 const nested = (levels: number) => `x: ${'['.repeat(levels)}1${']'.repeat(levels)}\n`;

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { unifiedDiff } from '../generator/diff.ts';
+import { unifiedDiff } from '../generator/tree/diff.ts';
 import { runCli } from './helpers/cli.ts';
 import { testEnv } from './helpers/env.ts';
 

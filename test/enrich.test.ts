@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { enrich } from '../generator/enrich.js';
-import type { Infra } from '../generator/types.js';
+import { enrich } from '../generator/infra/enrich.js';
+import type { Infra } from '../generator/core/types.js';
 import { listing, positionOf, run, VALID } from './helpers/infraText.js';
 
 function valid(text: string): Infra {

@@ -14,7 +14,7 @@ const hasStrace = spawnSync('strace', ['-V']).status === 0;
 
 /** The fsync/rename calls of one writeAtomic in a fresh process, in order, with their paths. */
 function traced(dir: string, durable: boolean): string[] {
-  const script = `const { writeAtomic } = await import(${JSON.stringify(`${ROOT}/generator/files.ts`)});
+  const script = `const { writeAtomic } = await import(${JSON.stringify(`${ROOT}/generator/core/files.ts`)});
 writeAtomic(${JSON.stringify(join(dir, 'state'))}, 'pro\\n', { durable: ${durable} });`;
   const log = join(dir, `trace-${durable}`);
   const r = spawnSync('strace', ['-f', '-y', '-o', log, '-e', 'trace=fsync,fdatasync,rename,renameat,renameat2',

@@ -9,13 +9,13 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { analyse } from '../generator/infra.ts';
+import { analyse } from '../generator/infra/infra.ts';
 import { maybeUpdateGolden } from './helpers/golden.ts';
-import { enrich } from '../generator/enrich.ts';
-import { renderRuleset } from '../generator/nftables.ts';
-import { chainRules, flowMatrix, flowModel, judgeFlow, resolveFlowEndpoint, type FlowAnswer, type FlowProtocol } from '../generator/flows.ts';
-import { renderPicture } from '../generator/flowsView.ts';
-import type { Infra } from '../generator/types.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { renderRuleset } from '../generator/nftables/nftables.ts';
+import { chainRules, flowMatrix, flowModel, judgeFlow, resolveFlowEndpoint, type FlowAnswer, type FlowProtocol } from '../generator/nftables/flows.ts';
+import { renderPicture } from '../generator/nftables/flowsView.ts';
+import type { Infra } from '../generator/core/types.ts';
 import { runCli, spawnCli } from './helpers/cli.ts';
 import { testEnv } from './helpers/env.ts';
 

@@ -1,5 +1,5 @@
 /**
- * The VRAM flush steps (roles/ai_switch/files/gpu_flush.py) and their report (generator/gpuReport.ts).
+ * The VRAM flush steps (roles/ai_switch/files/gpu_flush.py) and their report (generator/aiswitch/gpuReport.ts).
  *
  * The cgroup matching that decides whose a GPU process is, as a pure function (Python, the one
  * place it lives), then each step run for real against STAND-INS: a host `nvidia-smi` that reports
@@ -14,10 +14,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { ROLES_DIR } from '../generator/ansible.ts';
-import { jsonLogPath } from '../generator/aiPlan.ts';
-import { lastFlush } from '../generator/aiStatus.ts';
-import { buildGpuReport, formatGpuReport, gpuWarnings, readGpuReports, type FlushRecords } from '../generator/gpuReport.ts';
+import { ROLES_DIR } from '../generator/aiswitch/ansible.ts';
+import { jsonLogPath } from '../generator/aiswitch/aiPlan.ts';
+import { lastFlush } from '../generator/aiswitch/aiStatus.ts';
+import { buildGpuReport, formatGpuReport, gpuWarnings, readGpuReports, type FlushRecords } from '../generator/aiswitch/gpuReport.ts';
 import { GPU0, HOST_CGROUP, instanceCgroup, STANDINS_BIN, StandIns } from './helpers/standins.ts';
 
 const HELPER = join(ROLES_DIR, 'ai_switch/files/gpu_flush.py');

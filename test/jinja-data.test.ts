@@ -8,7 +8,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
-import { sync } from '../generator/sync.ts';
+import { sync } from '../generator/tree/sync.ts';
 import { testEnv } from './helpers/env.ts';
 
 const INSTANCE = "{{ 6 * 7 }} {{ lookup('pipe', 'touch MARKER') }} {# note #}";

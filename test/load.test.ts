@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { analyse, readRaw, readSources } from '../generator/infra.js';
-import { KEY_MARKER, MAX_SOURCE_BYTES, parseFast, parsePrecise, type Source } from '../generator/load.js';
-import type { Diagnostic } from '../generator/types.js';
+import { analyse, readRaw, readSources } from '../generator/infra/infra.js';
+import { KEY_MARKER, MAX_SOURCE_BYTES, parseFast, parsePrecise, type Source } from '../generator/infra/load.js';
+import type { Diagnostic } from '../generator/core/types.js';
 import { listing, NO_CONTEXT, positionOf, run, single, VALID } from './helpers/infraText.js';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));

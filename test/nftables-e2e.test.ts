@@ -15,12 +15,12 @@ import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { analyse } from '../generator/infra.ts';
-import { enrich } from '../generator/enrich.ts';
-import { liveHolderMatches, renderRuleset, switchBatch } from '../generator/nftables.ts';
-import { liveTableListing, nftApply, nftCheck, NftError, readLiveHolders } from '../generator/nft.ts';
-import { flowModel, judgeFlow, resolveFlowEndpoint, type FlowEndpoint } from '../generator/flows.ts';
-import type { Infra, NetworkPolicy } from '../generator/types.ts';
+import { analyse } from '../generator/infra/infra.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { liveHolderMatches, renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
+import { liveTableListing, nftApply, nftCheck, NftError, readLiveHolders } from '../generator/nftables/nft.ts';
+import { flowModel, judgeFlow, resolveFlowEndpoint, type FlowEndpoint } from '../generator/nftables/flows.ts';
+import type { Infra, NetworkPolicy } from '../generator/core/types.ts';
 import { runCli } from './helpers/cli.ts';
 import { canRunNetns, Lab, labSpecFromInfra, type LabMachine, type OutsideNet } from './helpers/netns.ts';
 

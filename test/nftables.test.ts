@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { analyse } from '../generator/infra.ts';
+import { analyse } from '../generator/infra/infra.ts';
 import { maybeUpdateGolden } from './helpers/golden.ts';
-import { enrich } from '../generator/enrich.ts';
+import { enrich } from '../generator/infra/enrich.ts';
 import {
   buildRuleset,
   countForwardRules,
@@ -25,8 +25,8 @@ import {
   switchBatch,
   type Ruleset,
   type SetName,
-} from '../generator/nftables.ts';
-import type { Infra } from '../generator/types.ts';
+} from '../generator/nftables/nftables.ts';
+import type { Infra } from '../generator/core/types.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/nftables/infra.yml');

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
-import { analyse } from '../generator/infra.js';
-import { parseFast, parsePrecise, type Source } from '../generator/load.js';
-import type { Context } from '../generator/types.js';
+import { analyse } from '../generator/infra/infra.js';
+import { parseFast, parsePrecise, type Source } from '../generator/infra/load.js';
+import type { Context } from '../generator/core/types.js';
 import { single, VALID } from './helpers/infraText.js';
 
 const CONTEXTS: Context[] = [

@@ -13,13 +13,13 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { Ajv as AjvInstance, ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { DEFAULT_AI_SERVICES, enrich } from '../generator/enrich.ts';
-import { LAYOUT_SCHEMA_FILES, layoutSchemas, layoutSchemaText, type InfraSchemaDocument } from '../generator/layoutSchemas.ts';
-import type { Infra } from '../generator/types.ts';
-import { readSources } from '../generator/infra.ts';
-import { parsePrecise } from '../generator/load.ts';
-import { checkShape } from '../generator/schema.ts';
-import { compileValidator, schemaDigest, standaloneValidatorCode } from '../generator/schemaCompiler.ts';
+import { DEFAULT_AI_SERVICES, enrich } from '../generator/infra/enrich.ts';
+import { LAYOUT_SCHEMA_FILES, layoutSchemas, layoutSchemaText, type InfraSchemaDocument } from '../generator/infra/layoutSchemas.ts';
+import type { Infra } from '../generator/core/types.ts';
+import { readSources } from '../generator/infra/infra.ts';
+import { parsePrecise } from '../generator/infra/load.ts';
+import { checkShape } from '../generator/infra/schema.ts';
+import { compileValidator, schemaDigest, standaloneValidatorCode } from '../generator/infra/schemaCompiler.ts';
 
 const INVALID = 'test/fixtures/invalid';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { nftComment, nftString } from '../generator/templates.ts';
+import { nftComment, nftString } from '../generator/core/templates.ts';
 
 describe('template helpers', () => {
   it('nftString refuses anything that could leave a quoted nft string', () => {

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { Diagnostic } from '../generator/types.js';
+import type { Diagnostic } from '../generator/core/types.js';
 import { analyseFixture, expectationsIn, fixturesIn, listing, NO_CONTEXT, positionOf, run, VALID, withContextDir, type Expectation } from './helpers/infraText.js';
 
 const INVALID = fileURLToPath(new URL('./fixtures/invalid/', import.meta.url));

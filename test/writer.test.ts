@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { threadWriter, type Writer } from '../generator/writer.ts';
+import { threadWriter, type Writer } from '../generator/tree/writer.ts';
 
 function writeMany(writer: Writer, dir: string, count: number): string[] {
   const paths = Array.from({ length: count }, (_, i) => join(dir, `f${i}.yml`));

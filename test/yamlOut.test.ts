@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { toAnsibleYaml, toYaml } from '../generator/yamlOut.ts';
+import { toAnsibleYaml, toYaml } from '../generator/core/yamlOut.ts';
 
 /**
  * safe_load, plus what Ansible's loader adds that the generated files use: `!unsafe`, a string

@@ -1,6 +1,6 @@
 /** Runs the CLI in-process with captured output, or as a real process when exit codes must be real. */
 import { spawnSync } from 'node:child_process';
-import { main } from '../../generator/cli.ts';
+import { main } from '../../generator/cli/cli.ts';
 
 export interface CliResult {
   code: number;
@@ -22,6 +22,6 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv, cwd = proce
 
 /** The real executable (through tsx, so no build is needed). */
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): CliResult {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', `${process.cwd()}/generator/bin.ts`, ...args], { env, cwd, encoding: 'utf8' });
+  const result = spawnSync(process.execPath, ['--import', 'tsx', `${process.cwd()}/generator/cli/bin.ts`, ...args], { env, cwd, encoding: 'utf8' });
   return { code: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
 }

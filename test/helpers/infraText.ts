@@ -16,10 +16,10 @@
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { analyse, readSources, type Analysis } from '../../generator/infra.js';
-import { readContext } from '../../generator/context.js';
-import type { Source } from '../../generator/load.js';
-import type { Context, Diagnostic } from '../../generator/types.js';
+import { analyse, readSources, type Analysis } from '../../generator/infra/infra.js';
+import { readContext } from '../../generator/infra/context.js';
+import type { Source } from '../../generator/infra/load.js';
+import type { Context, Diagnostic } from '../../generator/core/types.js';
 
 export const NO_CONTEXT: Context = { vmNested: undefined, yolo: false };
 

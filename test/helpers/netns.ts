@@ -44,7 +44,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import type { Infra } from '../../generator/types.ts';
+import type { Infra } from '../../generator/core/types.ts';
 
 export interface LabDomain {
   name: string;

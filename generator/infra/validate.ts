@@ -1,0 +1,307 @@
+/**
+ * Semantic checks: what the schema cannot say (cross references, uniqueness, subnets, the AI
+ * access rules). Written to tolerate a model that also failed the schema, so that one run reports
+ * every problem.
+ */
+import { isMapping, type PathSegment } from './load.js';
+import { closest } from '../core/suggest.js';
+import type { Context, Mapping } from '../core/types.js';
+
+export interface Finding {
+  path: PathSegment[];
+  message: string;
+  onKey?: boolean;
+}
+
+export interface SemanticResult {
+  errors: Finding[];
+  warnings: Finding[];
+}
+
+export const AI_DOMAIN = 'ai-tools';
+/** Policy endpoint: the host's own input and output (not a forward rule). */
+export const HOST_ENDPOINT = 'host';
+/** Policy endpoint, `from` only: anything that is not a domain bridge (uplink, incusbr0, VPNs...). */
+export const OUTSIDE_ENDPOINT = 'outside';
+/** Every inventory already has these groups: a domain by that name would merge into them. */
+const RESERVED_GROUPS = new Set(['all', 'ungrouped']);
+/** A domain or machine by one of these names would make a policy endpoint ambiguous. */
+const RESERVED_ENDPOINTS: Record<string, string> = {
+  [HOST_ENDPOINT]: 'the host itself',
+  [OUTSIDE_ENDPOINT]: 'anything that is not a domain bridge',
+};
+
+const entries = (value: unknown): [string, Mapping][] =>
+  isMapping(value) ? Object.entries(value).filter((e): e is [string, Mapping] => isMapping(e[1])) : [];
+
+const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
+
+interface MachineRef {
+  domain: string;
+  name: string;
+  machine: Mapping;
+}
+
+/** Every domain and machine name; machines in declaration order, first definition wins. */
+export function indexNames(raw: Mapping): { domains: Set<string>; machines: Map<string, MachineRef> } {
+  const domains = new Set<string>();
+  const machines = new Map<string, MachineRef>();
+  for (const [domain, def] of entries(raw.domains)) {
+    domains.add(domain);
+    for (const [name, machine] of entries(def.machines)) {
+      if (!machines.has(name)) machines.set(name, { domain, name, machine });
+    }
+  }
+  return { domains, machines };
+}
+
+/** The domain a policy endpoint belongs to: itself for a domain, its domain for a machine. */
+export function endpointDomain(ref: unknown, index: ReturnType<typeof indexNames>): string | undefined {
+  if (typeof ref !== 'string') return undefined;
+  if (index.domains.has(ref)) return ref;
+  return index.machines.get(ref)?.domain;
+}
+
+/**
+ * Whether a policy is an AI access policy: one from a domain (or machine) to ai-tools. In exclusive
+ * mode its `from` is whoever holds access; a policy from outside to ai-tools is not one (it is
+ * refused in exclusive mode).
+ */
+export function isAiAccessPolicy(policy: { from?: unknown; to?: unknown }, index: ReturnType<typeof indexNames>): boolean {
+  return policy.from !== OUTSIDE_ENDPOINT && endpointDomain(policy.to, index) === AI_DOMAIN;
+}
+
+function reservedName(kind: 'Domain' | 'Machine', name: string): string | undefined {
+  const meaning = RESERVED_ENDPOINTS[name];
+  return meaning && `${kind} '${name}': invalid name ('${name}' is reserved: network policies use it for ${meaning}); choose another name`;
+}
+
+function ipv4(text: unknown): number[] | undefined {
+  if (typeof text !== 'string') return undefined;
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (!m) return undefined;
+  const parts = m.slice(1).map(Number);
+  return parts.every((p) => p <= 255) ? parts : undefined;
+}
+
+function isGpuDevice(device: unknown): boolean {
+  return isMapping(device) && device.type === 'gpu';
+}
+
+/** GPU access: `gpu: true`, a device of type gpu, or a profile of its domain with one. */
+export function hasGpu(machine: Mapping, domain: Mapping): boolean {
+  if (machine.gpu === true) return true;
+  if (isMapping(machine.devices) && Object.values(machine.devices).some(isGpuDevice)) return true;
+  const profiles = isMapping(domain.profiles) ? domain.profiles : {};
+  return list(machine.profiles).some((p) => {
+    const profile = typeof p === 'string' ? profiles[p] : undefined;
+    return isMapping(profile) && isMapping(profile.devices) && Object.values(profile.devices).some(isGpuDevice);
+  });
+}
+
+function isPrivileged(machine: Mapping): boolean {
+  const config = machine.config;
+  if (!isMapping(config)) return false;
+  const value = config['security.privileged'];
+  return value === true || value === 'true';
+}
+
+function checkAiAccess(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  const defaultDomain = global.ai_access_default;
+  if (typeof defaultDomain === 'string' && defaultDomain !== AI_DOMAIN && !index.domains.has(defaultDomain)) {
+    const guess = closest(defaultDomain, [...index.domains].filter((d) => d !== AI_DOMAIN));
+    errors.push({
+      path: ['global', 'ai_access_default'],
+      message: `global.ai_access_default '${defaultDomain}' is not a known domain${guess ? `; did you mean '${guess}'?` : ''}`,
+    });
+  }
+  if (global.ai_access_policy !== 'exclusive') return;
+  if (!index.domains.has(AI_DOMAIN)) {
+    errors.push({ path: ['global', 'ai_access_policy'], message: `ai_access_policy is 'exclusive' but no '${AI_DOMAIN}' domain exists` });
+  }
+  const policies = list(raw.network_policies);
+  const targeting = policies
+    .map((p, i) => ({ p, i }))
+    .filter(({ p }) => isMapping(p) && isAiAccessPolicy(p, index));
+  if (targeting.length > 1) {
+    errors.push({
+      path: ['network_policies', targeting[1].i, 'to'],
+      message: `ai_access_policy is 'exclusive' but ${targeting.length} network_policies target ai-tools (max 1 allowed): indexes ${targeting.map((t) => t.i).join(', ')}`,
+    });
+  }
+  policies.forEach((p, i) => {
+    if (isMapping(p) && p.from === OUTSIDE_ENDPOINT && endpointDomain(p.to, index) === AI_DOMAIN) {
+      errors.push({
+        path: ['network_policies', i, 'from'],
+        message: `network_policies[${i}]: goes from outside to ai-tools ('${String(p.to)}'), which would bypass ai_access_policy 'exclusive' (only the current holder may reach ai-tools; set ai_access_policy: open to let anything else in)`,
+      });
+    }
+    if (!isMapping(p) || endpointDomain(p.from, index) !== AI_DOMAIN) return;
+    const to = endpointDomain(p.to, index);
+    if (to === undefined || to === AI_DOMAIN) return;
+    errors.push({
+      path: ['network_policies', i, 'from'],
+      message: `network_policies[${i}]: goes from ai-tools ('${String(p.from)}') to '${String(p.to)}', which would bypass ai_access_policy 'exclusive' (only the current holder may exchange traffic with ai-tools; use 'bidirectional: true' on the one policy that targets ai-tools, or set ai_access_policy: open)`,
+    });
+  });
+}
+
+function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], warnings: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  const base = typeof global.base_subnet === 'string' ? global.base_subnet : undefined;
+  const subnetOwner = new Map<number, string>();
+  const machineOwner = new Map<string, string>();
+  const ipOwner = new Map<string, string>();
+  const gpuMachines: { name: string; path: PathSegment[] }[] = [];
+
+  for (const [domain, def] of entries(raw.domains)) {
+    const reserved = reservedName('Domain', domain);
+    if (reserved) errors.push({ path: ['domains', domain], onKey: true, message: reserved });
+    if (RESERVED_GROUPS.has(domain)) {
+      errors.push({
+        path: ['domains', domain],
+        onKey: true,
+        message: `Domain '${domain}': invalid name ('${domain}' is an Ansible built-in group, and group_vars/all.yml holds the project's variables); choose another name`,
+      });
+    }
+    const sid = def.subnet_id;
+    const validSid = typeof sid === 'number' && Number.isInteger(sid) && sid >= 0 && sid <= 254;
+    if (validSid) {
+      const other = subnetOwner.get(sid);
+      if (other !== undefined) {
+        errors.push({ path: ['domains', domain, 'subnet_id'], message: `Domain '${domain}': subnet_id ${sid} already used by '${other}'` });
+      } else {
+        subnetOwner.set(sid, domain);
+      }
+    }
+    const profiles = isMapping(def.profiles) ? def.profiles : {};
+    for (const [name, machine] of entries(def.machines)) {
+      const at = (...rest: PathSegment[]): PathSegment[] => ['domains', domain, 'machines', name, ...rest];
+      const reservedMachine = reservedName('Machine', name);
+      if (reservedMachine) errors.push({ path: at(), onKey: true, message: reservedMachine });
+      const ownerDomain = machineOwner.get(name);
+      if (ownerDomain !== undefined) {
+        errors.push({ path: at(), onKey: true, message: `Machine '${name}': duplicate (already in '${ownerDomain}')` });
+      } else {
+        machineOwner.set(name, domain);
+      }
+      const ip = machine.ip;
+      const octets = ipv4(ip);
+      if (octets && typeof ip === 'string') {
+        const other = ipOwner.get(ip);
+        if (other !== undefined) {
+          errors.push({ path: at('ip'), message: `Machine '${name}': IP ${ip} already used by '${other}'` });
+        } else {
+          ipOwner.set(ip, name);
+        }
+        if (base !== undefined && validSid) {
+          if (`${octets[0]}.${octets[1]}` !== base || octets[2] !== sid) {
+            errors.push({ path: at('ip'), message: `Machine '${name}': IP ${ip} not in subnet ${base}.${sid}.0/24 of domain '${domain}'` });
+          } else if (octets[3] === 0 || octets[3] === 254 || octets[3] === 255) {
+            const why = { 0: 'the network address', 254: 'the gateway of the bridge', 255: 'the broadcast address' }[octets[3]];
+            errors.push({ path: at('ip'), message: `Machine '${name}': invalid IP ${ip} (.${octets[3]} is ${why}; use a host part between 1 and 253)` });
+          }
+        }
+      }
+      list(machine.profiles).forEach((p, i) => {
+        if (typeof p === 'string' && p !== 'default' && !isMapping(profiles[p])) {
+          errors.push({ path: at('profiles', i), message: `Machine '${name}': profile '${p}' not defined in domain '${domain}'` });
+        }
+      });
+      const type = machine.type ?? 'lxc';
+      if (type === 'lxc' && isPrivileged(machine) && ctx.vmNested === false) {
+        const text = `Machine '${name}': security.privileged=true on LXC is forbidden when vm_nested=false`;
+        const where = at('config', 'security.privileged');
+        if (ctx.yolo) {
+          warnings.push({ path: where, message: `YOLO: ${text} (allowed because yolo is set)` });
+        } else {
+          errors.push({ path: where, message: `${text} (a privileged container is root on the host; use type: vm, or set yolo to accept the risk)` });
+        }
+      }
+      if (hasGpu(machine, def)) gpuMachines.push({ name, path: at() });
+    }
+  }
+
+  if (gpuMachines.length > 1) {
+    const gpuPolicy = global.gpu_policy ?? 'exclusive';
+    const text = `${gpuMachines.length} instances have GPU access: ${gpuMachines.map((g) => g.name).join(', ')}`;
+    // Located on the first machine beyond the one that exclusivity allows.
+    const where = gpuMachines[1].path;
+    if (gpuPolicy === 'exclusive') {
+      errors.push({ path: where, onKey: true, message: `GPU policy is 'exclusive' but ${text} (keep one, or set global.gpu_policy: shared)` });
+    } else if (gpuPolicy === 'shared') {
+      warnings.push({ path: where, onKey: true, message: `GPU policy is 'shared': ${text}; there is no VRAM isolation between them` });
+    }
+  }
+}
+
+function checkPolicies(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
+  const names = [...index.domains, ...index.machines.keys(), HOST_ENDPOINT];
+  list(raw.network_policies).forEach((p, i) => {
+    if (!isMapping(p)) return;
+    if (p.to === OUTSIDE_ENDPOINT) {
+      errors.push({
+        path: ['network_policies', i, 'to'],
+        message: `network_policies[${i}]: 'to: outside' is not needed: domains always reach the outside (only connections into a domain are judged); remove this policy`,
+      });
+    } else if (p.from === OUTSIDE_ENDPOINT && p.to === HOST_ENDPOINT) {
+      errors.push({
+        path: ['network_policies', i, 'to'],
+        message: `network_policies[${i}]: 'from: outside' to 'host' is the host's own input, which anklume does not filter; name a domain or machine as 'to', or remove this policy`,
+      });
+    }
+    for (const field of ['from', 'to'] as const) {
+      const ref = p[field];
+      if (typeof ref !== 'string' || ref === HOST_ENDPOINT || ref === OUTSIDE_ENDPOINT || index.domains.has(ref)) continue;
+      const machine = index.machines.get(ref);
+      if (machine) {
+        if (machine.machine.ip === undefined) {
+          errors.push({
+            path: ['network_policies', i, field],
+            message: `network_policies[${i}]: '${field}: ${ref}' is a machine without an ip, so the firewall cannot tell it apart from its domain; give it an ip or name its domain '${machine.domain}'`,
+          });
+        }
+        continue;
+      }
+      const guess = closest(ref, field === 'from' ? [...names, OUTSIDE_ENDPOINT] : names);
+      const outside = field === 'from' ? ` (or '${OUTSIDE_ENDPOINT}', for anything that is not a domain bridge)` : '';
+      errors.push({
+        path: ['network_policies', i, field],
+        message: `network_policies[${i}]: '${field}: ${ref}' is not a known domain, machine, or 'host'${outside}${guess ? `; did you mean '${guess}'?` : ''}`,
+      });
+    }
+  });
+}
+
+function checkFirewallMode(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  if (global.firewall_mode !== 'vm' || index.machines.has('sys-firewall')) return;
+  if (!index.domains.has('admin')) {
+    errors.push({ path: ['global', 'firewall_mode'], message: `global.firewall_mode is 'vm' but there is no 'admin' domain to hold the sys-firewall VM; add an 'admin' domain or define sys-firewall yourself` });
+    return;
+  }
+  // Enrichment will give sys-firewall the .253 of admin: it must be free.
+  const admin = isMapping(raw.domains) && isMapping(raw.domains.admin) ? raw.domains.admin : {};
+  if (typeof global.base_subnet !== 'string' || typeof admin.subnet_id !== 'number') return;
+  const ip = `${global.base_subnet}.${admin.subnet_id}.253`;
+  for (const [name, machine] of entries(admin.machines)) {
+    if (machine.ip === ip) {
+      errors.push({
+        path: ['domains', 'admin', 'machines', name, 'ip'],
+        message: `Machine 'sys-firewall': IP ${ip} already used by '${name}' (firewall_mode 'vm' adds sys-firewall at ${ip}; move '${name}' or define sys-firewall yourself)`,
+      });
+    }
+  }
+}
+
+export function checkSemantics(raw: Mapping, ctx: Context): SemanticResult {
+  const errors: Finding[] = [];
+  const warnings: Finding[] = [];
+  const index = indexNames(raw);
+  checkAiAccess(raw, index, errors);
+  checkDomainsAndMachines(raw, ctx, errors, warnings);
+  checkPolicies(raw, index, errors);
+  checkFirewallMode(raw, index, errors);
+  return { errors, warnings };
+}

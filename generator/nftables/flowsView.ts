@@ -1,0 +1,109 @@
+/**
+ * How `flows` answers reach a person: one answer as lines, the matrix as a terminal table, and the
+ * data the Mermaid, DOT and Markdown templates (templates/flows/) draw. Pure.
+ */
+import { OUTSIDE_ENDPOINT, AI_DOMAIN } from '../infra/validate.js';
+import { render } from '../core/templates.js';
+import type { FlowAnswer, FlowModel } from './flows.js';
+
+const what = (a: FlowAnswer) => (a.protocol === 'icmp' ? 'icmp' : a.port === null ? a.protocol : `${a.protocol}/${a.port}`);
+
+export function answerLines(a: FlowAnswer): string[] {
+  const lines = [`${a.from} -> ${a.to} ${what(a)}: ${a.reason}`];
+  if (a.exceptions?.length) {
+    lines.push(`  machines that differ (machine-level policies):`);
+    for (const e of a.exceptions) lines.push(`    ${e.from} -> ${e.to}: ${e.reason}`);
+  }
+  return lines;
+}
+
+/** What one protocol lets through, in a few characters: `tcp/80,443`, `udp`, `icmp`, or ''. */
+function opened(a: FlowAnswer): string {
+  if (a.verdict !== 'allow') return '';
+  if (a.protocol === 'icmp' || a.ports === 'all') return a.protocol;
+  return `${a.protocol}/${(a.ports ?? []).join(',')}`;
+}
+
+/** What the answers of one pair (one per protocol) let through: `all`, `tcp/80 udp`..., or ''. */
+function summary(group: FlowAnswer[]): string {
+  const all = group.length === 3 && group.every((a) => a.verdict === 'allow' && (a.protocol === 'icmp' || a.ports === 'all'));
+  return all ? 'all' : group.map(opened).filter(Boolean).join(' ');
+}
+
+interface Cell {
+  from: string;
+  to: string;
+  /** `all`, `tcp/80 udp/53`..., or '' when nothing is open. */
+  text: string;
+  /** Some machines of a side are allowed something else (machine-level policies). */
+  exceptions: boolean;
+  /** The AI holder and ai-tools, in exclusive mode. */
+  ai: boolean;
+}
+
+function cells(model: FlowModel, answers: FlowAnswer[]): Cell[] {
+  const byPair = new Map<string, FlowAnswer[]>();
+  for (const a of answers) byPair.set(`${a.from}\u0000${a.to}`, [...(byPair.get(`${a.from}\u0000${a.to}`) ?? []), a]);
+  const exclusive = model.infra.global.ai_access_policy === 'exclusive';
+  return [...byPair.values()].map((group) => {
+    const { from, to } = group[0];
+    const text = summary(group);
+    const ai = text !== '' && exclusive && model.holder !== null && ((from === model.holder && to === AI_DOMAIN) || (from === AI_DOMAIN && to === model.holder));
+    return { from, to, text, exceptions: group.some((a) => (a.exceptions?.length ?? 0) > 0), ai };
+  });
+}
+
+/** The matrix as a table: one row per source, one column per destination. */
+export function matrixTable(model: FlowModel, answers: FlowAnswer[]): string {
+  const names = [OUTSIDE_ENDPOINT, ...Object.keys(model.infra.domains)];
+  const byPair = new Map(cells(model, answers).map((c) => [`${c.from}\u0000${c.to}`, c]));
+  const text = (from: string, to: string): string => {
+    if (from === to) return 'same';
+    const c = byPair.get(`${from}\u0000${to}`);
+    if (!c) return '';
+    return `${c.text || '-'}${c.ai ? ' (AI)' : ''}${c.exceptions ? ' *' : ''}`;
+  };
+  const rows = [['from \\ to', ...names], ...names.map((from) => [from, ...names.map((to) => text(from, to))])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const lines = rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd());
+  const holder = model.infra.global.ai_access_policy === 'exclusive' ? `AI access holder: ${model.holder ?? '<none>'}` : 'ai_access_policy: open';
+  return [
+    ...lines,
+    '',
+    `${holder}. Cells: what new connections may use (all = every protocol and port; - = nothing).`,
+    '(AI): exclusive AI access. *: some machines differ (machine-level policies; ask with --from/--to).',
+    'Every domain reaches the outside; replies always come back.',
+  ].join('\n');
+}
+
+function nodeId(name: string): string {
+  return `n_${name.replace(/-/g, '_')}`;
+}
+
+/** Nodes and edges for the pictures: every domain and outside; an edge per allowed flow. */
+function graph(model: FlowModel, answers: FlowAnswer[]) {
+  const names = [OUTSIDE_ENDPOINT, ...Object.keys(model.infra.domains)];
+  const nodes = names.map((name) => ({ id: nodeId(name), name, outside: name === OUTSIDE_ENDPOINT, ai: name === AI_DOMAIN }));
+  const edges = cells(model, answers)
+    .filter((c) => c.to !== OUTSIDE_ENDPOINT && (c.text || c.exceptions))
+    .map((c) => ({
+      from: nodeId(c.from),
+      to: nodeId(c.to),
+      fromName: c.from,
+      toName: c.to,
+      label: `${c.ai ? 'AI: ' : ''}${c.text || 'some machines'}${c.exceptions ? ' *' : ''}`,
+      ai: c.ai,
+      partial: !c.text,
+    }));
+  const byMachines = new Map<string, FlowAnswer[]>();
+  for (const e of answers.flatMap((a) => a.exceptions ?? [])) byMachines.set(`${e.from}\u0000${e.to}`, [...(byMachines.get(`${e.from}\u0000${e.to}`) ?? []), e]);
+  const exceptions = [...byMachines.values()].map((group) => ({ from: group[0].from, to: group[0].to, what: summary(group) || 'nothing' }));
+  const holder = model.infra.global.ai_access_policy === 'exclusive' ? `AI access holder: ${model.holder ?? '<none>'}` : 'ai_access_policy: open';
+  return { project: model.infra.project_name, holder, nodes, edges, exceptions };
+}
+
+export function renderPicture(model: FlowModel, answers: FlowAnswer[], format: 'mermaid' | 'dot' | 'markdown'): string {
+  const data = graph(model, answers);
+  if (format === 'markdown') return render('flows/flows.md.hbs', { ...data, mermaid: render('flows/mermaid.hbs', data) });
+  return render(format === 'dot' ? 'flows/flows.dot.hbs' : 'flows/mermaid.hbs', data);
+}

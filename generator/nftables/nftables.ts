@@ -1,0 +1,384 @@
+/**
+ * Network isolation (spec §7): infra.yml + the AI access holder → the `inet anklume` ruleset.
+ *
+ * Pure. The model is turned into data (named sets and their elements, grouped per policy); the
+ * templates under templates/nftables/ own the text layout and the chain's rules. Every decision is
+ * a set lookup, so the chain has the same rules for 3 domains as for 250, and moving AI access is a
+ * diff of set elements (see switchBatch).
+ *
+ * Element keys are the only nft text built here: short tuples (`"net-a" . 10.0.0.1 . tcp . 80`)
+ * whose interface names go through nftString and whose other fields are checked numbers/addresses.
+ * The same key string identifies an element when two rulesets are diffed.
+ */
+import { AI_DOMAIN, endpointDomain, HOST_ENDPOINT, indexNames, OUTSIDE_ENDPOINT } from '../infra/validate.js';
+import { aiPolicyIndex } from '../infra/enrich.js';
+import { nftString, render } from '../core/templates.js';
+import type { Infra, NetworkPolicy, Protocol } from '../core/types.js';
+
+export const TABLE_FAMILY = 'inet';
+export const TABLE_NAME = 'anklume';
+/** Where `sync` writes the full ruleset, relative to the base dir. */
+export const RULESET_FILE = 'nftables/anklume.nft';
+/** The set that names the bridge allowed to talk to net-ai-tools (exclusive mode only). */
+export const AI_HOLDER_SET = 'ai_holder';
+export const BRIDGE_PREFIX = 'net-';
+
+/** The named sets, in the order the template declares them, with their key types. */
+export const SET_TYPES = {
+  ai_holder: 'ifname',
+  domain_bridges: 'ifname',
+  intra: 'ifname . ifname',
+  allow_bridges: 'ifname . ifname',
+  allow_bridge_ports: 'ifname . ifname . inet_proto . inet_service',
+  allow_to_addr: 'ifname . ifname . ipv4_addr',
+  allow_to_addr_ports: 'ifname . ifname . ipv4_addr . inet_proto . inet_service',
+  allow_from_addr: 'ifname . ipv4_addr . ifname',
+  allow_from_addr_ports: 'ifname . ipv4_addr . ifname . inet_proto . inet_service',
+  allow_addr_pairs: 'ifname . ipv4_addr . ifname . ipv4_addr',
+  allow_addr_pairs_tcp: 'ifname . ipv4_addr . ifname . ipv4_addr . inet_service',
+  allow_addr_pairs_udp: 'ifname . ipv4_addr . ifname . ipv4_addr . inet_service',
+  allow_outside: 'ifname',
+  allow_outside_ports: 'ifname . inet_proto . inet_service',
+  allow_outside_to_addr: 'ifname . ipv4_addr',
+  allow_outside_to_addr_ports: 'ifname . ipv4_addr . inet_proto . inet_service',
+} as const;
+
+export type SetName = keyof typeof SET_TYPES;
+
+export interface ElementGroup {
+  /** Free text (a policy description); the template passes it through nftComment. */
+  comment: string;
+  /** The index of the policy these elements come from (absent for the sets that describe the infra). */
+  policy?: number;
+  /** Element keys, unique within their set. */
+  elements: string[];
+}
+
+export interface NftSet {
+  name: SetName;
+  type: string;
+  groups: ElementGroup[];
+}
+
+/** What happened to one policy: which sets carry it, or why it is not a forward rule. */
+export interface PolicyNote {
+  index: number;
+  summary: string;
+  outcome: string;
+}
+
+export interface Ruleset {
+  family: typeof TABLE_FAMILY;
+  table: typeof TABLE_NAME;
+  /** Exclusive AI mode: the guard rules and the ai_holder set exist. */
+  exclusive: boolean;
+  /** The domain holding AI access (exclusive mode), null when nobody has it. */
+  holder: string | null;
+  aiBridge: string;
+  sets: NftSet[];
+  notes: PolicyNote[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element keys
+
+type Field = { ifname: string } | { addr: string } | { proto: Protocol } | { port: number };
+
+function formatField(field: Field): string {
+  if ('ifname' in field) return nftString(field.ifname);
+  if ('addr' in field) {
+    const ok = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(field.addr);
+    if (!ok || ok.slice(1).some((p) => Number(p) > 255)) throw new Error(`not an IPv4 address: ${JSON.stringify(field.addr)}`);
+    return field.addr;
+  }
+  if ('proto' in field) {
+    if (field.proto !== 'tcp' && field.proto !== 'udp') throw new Error(`not a protocol: ${JSON.stringify(field.proto)}`);
+    return field.proto;
+  }
+  if (!Number.isInteger(field.port) || field.port < 1 || field.port > 65535) throw new Error(`not a port: ${JSON.stringify(field.port)}`);
+  return String(field.port);
+}
+
+export function elementKey(fields: Field[]): string {
+  return fields.map(formatField).join(' . ');
+}
+
+export function bridgeOf(domain: string): string {
+  return BRIDGE_PREFIX + domain;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies → elements
+
+/** A resolved policy side: the bridge, and the address when the side is one machine. */
+interface Endpoint {
+  bridge: string;
+  addr?: string;
+}
+
+type Resolved = { ok: true; endpoint: Endpoint } | { ok: false; why: string };
+
+function resolveEndpoint(ref: string, infra: Infra, index: ReturnType<typeof indexNames>): Resolved {
+  const domain = endpointDomain(ref, index);
+  if (!domain) return { ok: false, why: `'${ref}' is not a known domain or machine` };
+  if (domain === ref) return { ok: true, endpoint: { bridge: bridgeOf(domain) } };
+  const ip = infra.domains[domain]?.machines?.[ref]?.ip;
+  // A machine without an address cannot be matched on the wire: allow nothing rather than its domain.
+  if (!ip) return { ok: false, why: `machine '${ref}' has no ip, so nothing can match it` };
+  return { ok: true, endpoint: { bridge: bridgeOf(domain), addr: ip } };
+}
+
+/**
+ * A policy from outside → (set, key) pairs. The source is any interface that is not a domain
+ * bridge, so only the destination is a key; the reverse direction is outbound, which is open.
+ */
+function outsideElements(dst: Endpoint, ports: number[] | 'all', proto: Protocol): [SetName, string][] {
+  const db = { ifname: dst.bridge };
+  if (ports === 'all') return dst.addr ? [['allow_outside_to_addr', elementKey([db, { addr: dst.addr }])]] : [['allow_outside', elementKey([db])]];
+  return ports.map((port): [SetName, string] =>
+    dst.addr
+      ? ['allow_outside_to_addr_ports', elementKey([db, { addr: dst.addr }, { proto }, { port }])]
+      : ['allow_outside_ports', elementKey([db, { proto }, { port }])],
+  );
+}
+
+/** One direction of one policy → (set, key) pairs. */
+function flowElements(src: Endpoint, dst: Endpoint, ports: number[] | 'all', proto: Protocol): [SetName, string][] {
+  const sb = { ifname: src.bridge };
+  const db = { ifname: dst.bridge };
+  if (ports === 'all') {
+    if (src.addr && dst.addr) return [['allow_addr_pairs', elementKey([sb, { addr: src.addr }, db, { addr: dst.addr }])]];
+    if (dst.addr) return [['allow_to_addr', elementKey([sb, db, { addr: dst.addr }])]];
+    if (src.addr) return [['allow_from_addr', elementKey([sb, { addr: src.addr }, db])]];
+    return [['allow_bridges', elementKey([sb, db])]];
+  }
+  return ports.map((port): [SetName, string] => {
+    const p = { port };
+    if (src.addr && dst.addr) {
+      // Six fields do not fit nft's set key type (at most five), so the protocol picks the set.
+      const set: SetName = proto === 'udp' ? 'allow_addr_pairs_udp' : 'allow_addr_pairs_tcp';
+      return [set, elementKey([sb, { addr: src.addr }, db, { addr: dst.addr }, p])];
+    }
+    if (dst.addr) return ['allow_to_addr_ports', elementKey([sb, db, { addr: dst.addr }, { proto }, p])];
+    if (src.addr) return ['allow_from_addr_ports', elementKey([sb, { addr: src.addr }, db, { proto }, p])];
+    return ['allow_bridge_ports', elementKey([sb, db, { proto }, p])];
+  });
+}
+
+function summarise(p: NetworkPolicy): string {
+  const ports = p.ports === undefined || p.ports === 'all' ? 'all protocols' : `${p.protocol ?? 'tcp'}/${p.ports.join(',')}`;
+  return `${p.from} to ${p.to}${p.bidirectional ? ' and back' : ''} (${ports})`;
+}
+
+/**
+ * The policy as the ruleset applies it. In exclusive mode the one policy targeting ai-tools says
+ * what may be reached; the holder says who (spec §7): its `from` becomes the holder, unless it
+ * already names the holder or one of its machines. Null: nobody holds access.
+ */
+function effectivePolicy(policy: NetworkPolicy, isAi: boolean, holder: string | null, index: ReturnType<typeof indexNames>): NetworkPolicy | null {
+  if (!isAi) return policy;
+  if (holder === null) return null;
+  return endpointDomain(policy.from, index) === holder ? policy : { ...policy, from: holder };
+}
+
+interface Collected {
+  elements: Map<SetName, ElementGroup[]>;
+  notes: PolicyNote[];
+}
+
+function collect(infra: Infra, exclusive: boolean, holder: string | null): Collected {
+  const index = indexNames(infra as unknown as Record<string, unknown>);
+  const aiIndex = exclusive ? aiPolicyIndex(infra) : -1;
+  const elements = new Map<SetName, ElementGroup[]>();
+  const seen = new Map<SetName, Set<string>>();
+  const notes: PolicyNote[] = [];
+
+  (infra.network_policies ?? []).forEach((original, i) => {
+    const policy = effectivePolicy(original, i === aiIndex, holder, index);
+    const summary = summarise(policy ?? original);
+    if (!policy) {
+      notes.push({ index: i, summary, outcome: 'AI access policy: nobody holds access, no element' });
+      return;
+    }
+    if (policy.from === HOST_ENDPOINT || policy.to === HOST_ENDPOINT) {
+      notes.push({ index: i, summary, outcome: 'host policy: not a forward rule (the host input/output is not filtered by this table)' });
+      return;
+    }
+    const fromOutside = policy.from === OUTSIDE_ENDPOINT;
+    const from = fromOutside ? undefined : resolveEndpoint(policy.from, infra, index);
+    const to = resolveEndpoint(policy.to, infra, index);
+    if ((from && !from.ok) || !to.ok) {
+      const why = [from && !from.ok ? from.why : '', !to.ok ? to.why : ''].filter(Boolean).join('; ');
+      notes.push({ index: i, summary, outcome: `skipped: ${why}` });
+      return;
+    }
+    const ports = policy.ports ?? 'all';
+    const proto = policy.protocol ?? 'tcp';
+    const pairs = from?.ok ? flowElements(from.endpoint, to.endpoint, ports, proto) : outsideElements(to.endpoint, ports, proto);
+    if (policy.bidirectional && from?.ok) pairs.push(...flowElements(to.endpoint, from.endpoint, ports, proto));
+
+    const comment = policy.description ? `policy ${i}: ${policy.description}` : `policy ${i}: ${summary}`;
+    const used = new Set<SetName>();
+    for (const [set, key] of pairs) {
+      used.add(set);
+      const keys = seen.get(set) ?? new Set<string>();
+      seen.set(set, keys);
+      // nft refuses nothing here, but one element per key keeps the diff of two rulesets exact.
+      if (keys.has(key)) continue;
+      keys.add(key);
+      const groups = elements.get(set) ?? [];
+      elements.set(set, groups);
+      let group = groups[groups.length - 1];
+      if (!group || group.comment !== comment) {
+        group = { comment, policy: i, elements: [] };
+        groups.push(group);
+      }
+      group.elements.push(key);
+    }
+    const outbound = fromOutside && policy.bidirectional ? ' (the way back is outbound, always open)' : '';
+    notes.push({ index: i, summary, outcome: [...used].join(', ') + outbound });
+  });
+  return { elements, notes };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ruleset
+
+function checkHolder(infra: Infra, holder: string | null): void {
+  if (holder === null) return;
+  if (!(holder in infra.domains)) throw new Error(`AI access holder '${holder}' is not a domain of this infra`);
+  if (holder === AI_DOMAIN) throw new Error(`AI access holder cannot be '${AI_DOMAIN}' itself`);
+}
+
+/**
+ * The structured ruleset.
+ * @param infra a validated (preferably enriched) model
+ * @param holder exclusive mode: the domain holding AI access, null for nobody. Ignored in open mode.
+ */
+export function buildRuleset(infra: Infra, holder: string | null): Ruleset {
+  const exclusive = infra.global.ai_access_policy === 'exclusive';
+  if (exclusive) checkHolder(infra, holder);
+  const effectiveHolder = exclusive ? holder : null;
+  const { elements, notes } = collect(infra, exclusive, effectiveHolder);
+
+  const domains = Object.keys(infra.domains);
+  elements.set('domain_bridges', [{ comment: 'the bridges of the domains: every other interface is outside', elements: domains.map((d) => elementKey([{ ifname: bridgeOf(d) }])) }]);
+  elements.set('intra', [{ comment: 'traffic within one bridge (seen here when br_netfilter is loaded)', elements: domains.map((d) => elementKey([{ ifname: bridgeOf(d) }, { ifname: bridgeOf(d) }])) }]);
+  if (exclusive && effectiveHolder) {
+    elements.set('ai_holder', [{ comment: `the bridge that holds AI access: ${effectiveHolder}`, elements: [elementKey([{ ifname: bridgeOf(effectiveHolder) }])] }]);
+  }
+
+  const names = (Object.keys(SET_TYPES) as SetName[]).filter((n) => exclusive || n !== 'ai_holder');
+  const sets = names.map((name): NftSet => ({ name, type: SET_TYPES[name], groups: (elements.get(name) ?? []).filter((g) => g.elements.length > 0) }));
+  return { family: TABLE_FAMILY, table: TABLE_NAME, exclusive, holder: effectiveHolder, aiBridge: bridgeOf(AI_DOMAIN), sets, notes };
+}
+
+/** Template data: the sets with their last element flagged, so the template needs no logic. */
+function templateData(ruleset: Ruleset) {
+  return {
+    ...ruleset,
+    sets: ruleset.sets.map((s) => ({ ...s, empty: s.groups.length === 0 })),
+    holderLabel: ruleset.exclusive ? (ruleset.holder ?? '<none>') : 'n/a (ai_access_policy: open)',
+  };
+}
+
+/** The full ruleset text: one `nft -f` batch that replaces the table atomically. */
+export function renderRuleset(infra: Infra, holder: string | null): string {
+  return render('nftables/anklume.nft.hbs', templateData(buildRuleset(infra, holder)));
+}
+
+/** For `sync`: the file to write under the base dir, and its content. */
+export function rulesetForSync(infra: Infra, holder: string | null): { path: string; text: string } {
+  return { path: RULESET_FILE, text: renderRuleset(infra, holder) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// ai-switch: the set update that moves AI access
+
+export interface SetChange {
+  set: SetName;
+  remove: string[];
+  add: string[];
+}
+
+function keysBySet(ruleset: Ruleset): Map<SetName, string[]> {
+  return new Map(ruleset.sets.map((s) => [s.name, s.groups.flatMap((g) => g.elements)]));
+}
+
+/** Element-level difference between two rulesets of the same infra (sets in template order). */
+export function diffRulesets(before: Ruleset, after: Ruleset): SetChange[] {
+  const a = keysBySet(before);
+  const b = keysBySet(after);
+  const changes: SetChange[] = [];
+  for (const name of Object.keys(SET_TYPES) as SetName[]) {
+    if (!a.has(name) && !b.has(name)) continue;
+    if (a.has(name) !== b.has(name)) throw new Error(`set ${name} exists in only one of the rulesets: a switch cannot add or remove sets`);
+    const old = new Set(a.get(name));
+    const next = new Set(b.get(name));
+    const remove = [...old].filter((k) => !next.has(k));
+    const add = [...next].filter((k) => !old.has(k));
+    if (remove.length || add.length) changes.push({ set: name, remove, add });
+  }
+  return changes;
+}
+
+/**
+ * The nft batch that moves AI access from oldHolder to newHolder as one transaction (deletes, then
+ * adds). It assumes the live table is the full ruleset for oldHolder: a missing element makes nft
+ * reject the whole batch, and nothing changes.
+ */
+export function switchBatch(infra: Infra, oldHolder: string | null, newHolder: string | null): string {
+  const before = buildRuleset(infra, oldHolder);
+  const after = buildRuleset(infra, newHolder);
+  if (!before.exclusive) throw new Error("ai_access_policy is not 'exclusive': there is no AI access to switch");
+  return render('nftables/switch.nft.hbs', {
+    family: TABLE_FAMILY,
+    table: TABLE_NAME,
+    from: oldHolder ?? '<none>',
+    to: newHolder ?? '<none>',
+    changes: diffRulesets(before, after),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the live state (ai-status, ai-switch)
+
+/**
+ * The domains named by `nft -j list set inet anklume ai_holder` (normally zero or one).
+ * Throws when the text is not that command's output.
+ */
+export function holdersFromSetJson(json: string): string[] {
+  const doc: unknown = JSON.parse(json);
+  const items = typeof doc === 'object' && doc !== null && Array.isArray((doc as { nftables?: unknown }).nftables) ? (doc as { nftables: unknown[] }).nftables : undefined;
+  if (!items) throw new Error('not the JSON output of nft');
+  const set = items
+    .map((item) => (typeof item === 'object' && item !== null ? (item as { set?: unknown }).set : undefined))
+    .find((s): s is { name: string; elem?: unknown } => typeof s === 'object' && s !== null && (s as { name?: unknown }).name === AI_HOLDER_SET);
+  if (!set) throw new Error(`the JSON holds no set ${AI_HOLDER_SET}`);
+  const elems = Array.isArray(set.elem) ? set.elem : [];
+  return elems.map((e) => {
+    if (typeof e !== 'string' || !e.startsWith(BRIDGE_PREFIX)) throw new Error(`unexpected ${AI_HOLDER_SET} element ${JSON.stringify(e)}`);
+    return e.slice(BRIDGE_PREFIX.length);
+  });
+}
+
+/** Whether the live ai_holder set says exactly `expected` holds AI access (null: nobody). */
+export function liveHolderMatches(json: string, expected: string | null): boolean {
+  const holders = holdersFromSetJson(json);
+  return expected === null ? holders.length === 0 : holders.length === 1 && holders[0] === expected;
+}
+
+/** The number of rules in the forward chain of a rendered ruleset (or of `nft list table`). */
+export function countForwardRules(text: string): number {
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => /^\s*chain forward \{\s*$/.test(l));
+  if (start < 0) throw new Error('no forward chain');
+  let count = 0;
+  for (const line of lines.slice(start + 1)) {
+    const t = line.trim();
+    if (t === '}') return count;
+    if (t === '' || t.startsWith('#') || /^type filter hook/.test(t)) continue;
+    count++;
+  }
+  throw new Error('unterminated forward chain');
+}

@@ -1,0 +1,131 @@
+/**
+ * `anklume-gen sync`: infra → validated, enriched model → Ansible tree on disk (spec §6).
+ * Reading and the orchestration happen here; what to write comes from outputs (tree, nftables).
+ */
+import { readdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { bootId, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
+import { depthProblem } from '../infra/depth.js';
+import { ensureDirs, readIfExists } from '../core/files.js';
+import { yaml } from '../infra/load.js';
+import { planOutputs, processOutputs } from './outputs.js';
+import { evaluate, gather } from '../infra/pipeline.js';
+import { TREE_DIRS } from './tree.js';
+import type { Diagnostic } from '../core/types.js';
+import { inlineWriter, threadWriter, type Writer } from './writer.js';
+
+export interface SyncOptions {
+  infraPath: string;
+  baseDir: string;
+  dryRun?: boolean;
+  check?: boolean;
+  cleanOrphans?: boolean;
+  /** Also give the unified diff of each file that changes (SyncReport.diffs). */
+  diff?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface Orphan {
+  path: string;
+  protected: boolean;
+}
+
+export interface SyncReport {
+  errors: Diagnostic[];
+  warnings: Diagnostic[];
+  info: string[];
+  written: string[];
+  unchanged: string[];
+  orphans: Orphan[];
+  deleted: string[];
+  /** With SyncOptions.diff: path → unified diff of what changes (the managed block, or the whole file). */
+  diffs: Map<string, string>;
+  /** True when the cache proved that nothing changed without reading the infra. */
+  cached: boolean;
+}
+
+const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], diffs: new Map(), cached: false });
+
+function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
+  const orphans: Orphan[] = [];
+  for (const dir of TREE_DIRS) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(join(baseDir, dir));
+    } catch {
+      continue;
+    }
+    for (const name of names.sort()) {
+      const path = `${dir}/${name}`;
+      if (name.endsWith('.yml') && !known.has(path) && path !== 'group_vars/all.yml') orphans.push({ path, protected: isProtected(join(baseDir, path)) });
+    }
+  }
+  return orphans;
+}
+
+/** A file that says ephemeral: false belongs to something the user wants kept: never delete it. */
+function isProtected(path: string): boolean {
+  try {
+    const text = readIfExists(path) ?? '';
+    // Too deep to parse safely: unreadable, so kept.
+    if (depthProblem(text)) return true;
+    const data = yaml().parse(text, { maxAliasCount: 100 }) as unknown;
+    if (typeof data !== 'object' || data === null) return false;
+    const vars = data as Record<string, unknown>;
+    return vars.domain_ephemeral === false || vars.instance_ephemeral === false;
+  } catch {
+    // Unreadable: err on the side of keeping it.
+    return true;
+  }
+}
+
+/** Above this many files, a writer thread pays for its start-up. */
+const THREAD_WRITER_MIN_FILES = 500;
+
+export async function sync(options: SyncOptions): Promise<SyncReport> {
+  const env = options.env ?? process.env;
+  const baseDir = options.baseDir;
+  const writes = !options.dryRun && !options.check;
+  const gathered = await gather(options.infraPath, env);
+  if (gathered.readErrors.length) return { ...empty(), errors: gathered.readErrors };
+
+  const key = await inputKey(gathered.sources, { ctx: gathered.ctx, state: gathered.state });
+  const cache = loadCache(baseDir);
+  if (cache && cache.key === key && filesUntouched(baseDir, cache)) {
+    const report: SyncReport = {
+      ...empty(),
+      warnings: cache.warnings.map((message) => ({ message })),
+      info: cache.info,
+      unchanged: Object.keys(cache.files).sort(),
+      cached: true,
+    };
+    return finish(report, baseDir, new Set(Object.keys(cache.files)), options, writes);
+  }
+  const { report: checked, infra, holder } = evaluate(gathered);
+  const report: SyncReport = { ...empty(), ...checked };
+  if (report.errors.length || !infra) return report;
+  const outputs = planOutputs(infra, holder);
+  let writer: Writer | undefined;
+  if (writes) {
+    ensureDirs(outputs.map((o) => join(baseDir, o.path)));
+    writer = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
+  }
+  const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer, diff: options.diff });
+  report.written = outcome.written.sort();
+  report.unchanged = outcome.unchanged.sort();
+  report.diffs = new Map([...outcome.diffs].sort(([a], [b]) => (a < b ? -1 : 1)));
+  if (writes) saveCache(baseDir, { version: 1, boot: bootId(), key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
+  return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
+}
+
+function finish(report: SyncReport, baseDir: string, known: Set<string>, options: SyncOptions, writes: boolean): SyncReport {
+  report.orphans = findOrphans(baseDir, known);
+  if (options.cleanOrphans && writes) {
+    for (const orphan of report.orphans) {
+      if (orphan.protected) continue;
+      unlinkSync(join(baseDir, orphan.path));
+      report.deleted.push(orphan.path);
+    }
+  }
+  return report;
+}

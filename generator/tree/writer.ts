@@ -1,0 +1,97 @@
+/**
+ * Where a sync's files get written: inline, or by a worker thread so that the main thread renders
+ * the next files while the kernel creates the previous ones (a tree of thousands of files costs
+ * about as much to write as to render).
+ */
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { writeAtomic, type FileStamp } from '../core/files.js';
+
+export interface Writer {
+  /** @param durable see WriteOptions.durable */
+  write(path: string, content: string, durable?: boolean): void;
+  /** Every write done; the stamp of each written file. Rejects if any write failed. */
+  finish(): Promise<Map<string, FileStamp>>;
+}
+
+export function inlineWriter(): Writer {
+  const stamps = new Map<string, FileStamp>();
+  return {
+    write: (path, content, durable) => void stamps.set(path, writeAtomic(path, content, { durable })),
+    finish: async () => stamps,
+  };
+}
+
+/** Files per message: few enough messages to be cheap, small enough batches to keep both threads busy. */
+const BATCH = 64;
+
+export type WriterFile = [path: string, content: string, durable?: boolean];
+
+export interface WriterMessage {
+  files?: WriterFile[];
+  end?: true;
+}
+
+export interface WriterReply {
+  stamps?: [string, FileStamp][];
+  error?: string;
+}
+
+function workerSource(): string {
+  const self = fileURLToPath(import.meta.url);
+  const entry = JSON.stringify(pathToFileURL(join(dirname(self), `writerWorker${extname(self)}`)).href);
+  // Run from the TypeScript sources (tests, development), the worker needs tsx's loader too.
+  return extname(self) === '.ts'
+    ? `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); })`
+    : `import(${entry})`;
+}
+
+/**
+ * A worker that writes what it is sent. Undefined when no worker can be started here.
+ * @param source the worker's code (tests give one that dies, to prove nothing is lost)
+ */
+export function threadWriter(source = workerSource()): Writer | undefined {
+  let worker: Worker;
+  try {
+    worker = new Worker(source, { eval: true });
+  } catch {
+    return undefined;
+  }
+  let batch: WriterFile[] = [];
+  // Everything sent, kept until the thread answers: if the thread itself is lost, this thread
+  // writes it all again (writes are atomic and idempotent), so a lost thread costs time, not files.
+  const sent: WriterFile[] = [];
+  const done = new Promise<Map<string, FileStamp> | undefined>((resolve, reject) => {
+    worker.once('message', (reply: WriterReply) => {
+      if (reply.error !== undefined) reject(new Error(reply.error));
+      else resolve(new Map(reply.stamps));
+    });
+    worker.once('error', () => resolve(undefined));
+    worker.once('exit', () => resolve(undefined));
+  });
+  const flush = (): void => {
+    if (batch.length) worker.postMessage({ files: batch } satisfies WriterMessage);
+    sent.push(...batch);
+    batch = [];
+  };
+  return {
+    write: (path, content, durable) => {
+      batch.push([path, content, durable]);
+      if (batch.length >= BATCH) flush();
+    },
+    finish: async () => {
+      flush();
+      worker.postMessage({ end: true } satisfies WriterMessage);
+      try {
+        const stamps = await done;
+        if (stamps) return stamps;
+        const fallback = inlineWriter();
+        for (const [path, content, durable] of sent) fallback.write(path, content, durable);
+        return fallback.finish();
+      } finally {
+        void worker.terminate();
+      }
+    },
+  };
+}
