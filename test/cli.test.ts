@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -9,6 +10,18 @@ import { testEnv } from './helpers/env.ts';
 const EXAMPLE = 'examples/infra.yml';
 
 describe('CLI contract', () => {
+  it('a reader that stops reading (| head) is no failure: no stack trace, exit 0', () => {
+    const t = testEnv();
+    try {
+      const r = spawnSync('bash', ['-c', `node --import tsx generator/cli/bin.ts ${EXAMPLE} --dry-run --diff --base-dir "$1" | head -1; exit \${PIPESTATUS[0]}`, 'bash', t.baseDir], { env: t.env, encoding: 'utf8' });
+      assert.equal(r.stdout, '--- /dev/null\n');
+      assert.equal(r.status, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /EPIPE|\n\s+at /);
+    } finally {
+      t.cleanup();
+    }
+  });
+
   it('anklume-gen <infra> --dry-run is sync: prints Would write and writes nothing', async () => {
     const t = testEnv();
     try {

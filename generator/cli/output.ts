@@ -8,8 +8,15 @@ export interface Streams {
 }
 
 export function defaultStreams(env: NodeJS.ProcessEnv = process.env, terminal = Boolean(process.stderr.isTTY)): Streams {
+  // A reader that stops reading (`| head`) does not make the command fail half-way: the rest of
+  // its output is dropped and the work goes on (a switch must never stop between its steps).
+  let readerGone = false;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    readerGone = true;
+  });
   return {
-    out: (text) => process.stdout.write(text.endsWith('\n') ? text : text + '\n'),
+    out: (text) => void (readerGone || process.stdout.write(text.endsWith('\n') ? text : text + '\n')),
     err: (text) => process.stderr.write(text.endsWith('\n') ? text : text + '\n'),
     // no-color.org: NO_COLOR set to anything but the empty string.
     color: terminal && !env.NO_COLOR && env.TERM !== 'dumb',
