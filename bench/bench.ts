@@ -20,7 +20,7 @@ import { benchAiSwitch } from './aiSwitch.ts';
 import { syntheticInfraText } from './synthetic.ts';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
-const CLI = join(import.meta.dirname, '..', 'dist', 'generator', 'bin.js');
+const CLI = join(import.meta.dirname, '..', 'dist', 'generator', 'cli', 'bin.js');
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
