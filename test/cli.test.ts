@@ -180,6 +180,20 @@ describe('CLI contract', () => {
     }
   });
 
+  it('help names a command or lists them all; help for an unknown one is a usage error', async () => {
+    const all = await runCli(['help'], process.env);
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stdout, /^Commands:$/m);
+    const one = await runCli(['help', 'flows'], process.env);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stdout, /^Options:$/m);
+    assert.match(one.stdout, /--ai-domain VALUE/);
+    const unknown = await runCli(['help', 'flow'], process.env);
+    assert.equal(unknown.code, 2);
+    assert.equal(unknown.stdout, '');
+    assert.match(unknown.stderr, /^anklume-gen: unknown command 'flow'; did you mean 'flows'\?/);
+  });
+
   it('anklume-gen <infra> still syncs when <infra> exists, ends in .yml/.yaml, or is a path', async () => {
     const t = testEnv();
     try {

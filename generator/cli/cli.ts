@@ -201,6 +201,12 @@ function fail(inv: Invocation, json: boolean, code: number, message: string, usa
   return code;
 }
 
+function unknownCommand(inv: Invocation, json: boolean, name: string, note = ''): number {
+  const near = closest(name, Object.keys(COMMANDS));
+  const hint = near ? `; did you mean '${near}'?` : '';
+  return fail(inv, json, EXIT_USAGE, `anklume-gen: unknown command '${name}'${hint}${note}`, 'anklume-gen <command> [options]; anklume-gen --help lists the commands');
+}
+
 export async function main(inv: Invocation): Promise<number> {
   const [first, ...rest] = inv.args;
   const end = inv.args.indexOf('--');
@@ -210,7 +216,9 @@ export async function main(inv: Invocation): Promise<number> {
       inv.streams.err(help(undefined));
       return EXIT_USAGE;
     }
-    inv.streams.out(help(rest[0]));
+    const topic = rest[0];
+    if (topic !== undefined && !COMMANDS[topic]) return unknownCommand(inv, json, topic);
+    inv.streams.out(help(topic));
     return EXIT_OK;
   }
   if (first === '--version' || first === '-V') {
@@ -218,11 +226,7 @@ export async function main(inv: Invocation): Promise<number> {
     else inv.streams.out(`anklume-gen ${version()}`);
     return EXIT_OK;
   }
-  if (!COMMANDS[first] && !looksLikeInfra(first)) {
-    const near = closest(first, Object.keys(COMMANDS));
-    const hint = near ? `; did you mean '${near}'?` : '';
-    return fail(inv, json, EXIT_USAGE, `anklume-gen: unknown command '${first}'${hint} (an infra path must exist, or end in .yml or .yaml)`, 'anklume-gen <command> [options]; anklume-gen --help lists the commands');
-  }
+  if (!COMMANDS[first] && !looksLikeInfra(first)) return unknownCommand(inv, json, first, ' (an infra path must exist, or end in .yml or .yaml)');
   const name = COMMANDS[first] ? first : 'sync';
   const args = COMMANDS[first] ? rest : inv.args;
   const command = COMMANDS[name];
