@@ -3,12 +3,13 @@
  * network lab (test/helpers/netns.ts: bridges net-<domain>, one namespace per machine, the generated
  * ruleset loaded), so every nft call acts on the lab, never on this machine's own namespace.
  *
- * STAND-INS: `incus`, `nvidia-smi`, `systemctl` and the host's `kill` cannot run here (or must
- * not: `kill` never signals anything); recording stand-ins (test/fixtures/standins/,
- * test/helpers/standins.ts) are first on PATH, plus a wrapper around the real nft that journals its
- * calls, and the host's processes are read from a proc root the test builds. gpu-server is a
- * container: its VRAM flush runs on the host (the VM variant and the scrub are in
- * test/ai-switch-flush-e2e.test.ts). Every journal line carries the live holder set at that moment,
+ * STAND-INS: `incus`, `nvidia-smi` and `systemctl` cannot run here; recording stand-ins
+ * (test/fixtures/standins/, test/helpers/standins.ts) are first on PATH, plus a wrapper around the
+ * real nft that journals its calls. The GPU processes the host nvidia-smi stand-in lists are real
+ * `sleep` processes of the test's own, which the flush really kills from the host; whose each one
+ * is comes from a proc root the test builds. gpu-server is a container: its VRAM flush runs on the
+ * host (the VM variant and the scrub are in test/ai-switch-flush-e2e.test.ts; real containers in
+ * test/incus-apply-e2e.test.ts). Every journal line carries the live holder set at that moment,
  * so the order "revoke before stop/flush, grant after" is checked against the kernel's state.
  * Who reaches whom is proven with real TCP connections. Needs root.
  */
@@ -153,7 +154,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     return i;
   };
   const isCall = (tool: string, fragment: string) => (e: JournalEntry) => e.tool === tool && e.args.includes(fragment);
-  const GPU_TOOLS = new Set(['incus', 'systemctl', 'nvidia-smi', 'nvidia-smi@instance', 'kill']);
+  const GPU_TOOLS = new Set(['incus', 'systemctl', 'nvidia-smi', 'nvidia-smi@instance']);
   const MINE = instanceCgroup('ai-tools', 'gpu-server');
 
   before(async () => {
@@ -217,28 +218,33 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), [], 'only reads');
   });
 
+  /** Real processes (the test's own) that the host nvidia-smi stand-in lists in the switch to perso. */
+  const gpu = { mine: ['', ''], host: '', other: '' };
+
   it('switches to perso: revoke, stop, flush, grant, start — on the wire, in the journal, on disk', async () => {
+    Object.assign(gpu, { mine: [standins!.sleeper(), standins!.sleeper()], host: standins!.sleeper(), other: standins!.sleeper() });
     const held = await lab!.hold('pro-dev', 'gpu-server', AI_PORT);
     try {
       assert.equal((await held.ping()).echoed, true, 'pro has a working connection before the switch');
       // Host PIDs: two of gpu-server (the container), one of the host, one of another container.
       standins!.hostGpus([{ index: '0', uuid: GPU0, total: 81559 }, { index: '1', uuid: GPU1, total: 81559 }]);
       standins!.hostApps([
-        { pid: '4242', mib: 30000, cgroup: MINE },
-        { pid: '4243', mib: 2000, cgroup: MINE },
-        { pid: '5000', gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
-        { pid: '6000', gpu: GPU1, mib: 800, cgroup: '0::/lxc.payload.lab_trainer\n' },
+        { pid: gpu.mine[0], mib: 30000, cgroup: MINE },
+        { pid: gpu.mine[1], mib: 2000, cgroup: MINE },
+        { pid: gpu.host, gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
+        { pid: gpu.other, gpu: GPU1, mib: 800, cgroup: '0::/lxc.payload.lab_trainer\n' },
       ]);
       standins!.resetFails(true);
       const r = await cli(switchArgs('--domain', 'perso'));
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /AI access switched: 'pro' -> 'perso' \(flush: true\)/);
-      assert.match(r.stdout, /gpu-server \(lxc, flushed from the host\): killed 4242, 4243; left alone \(not the instance's\): pid 5000 \(the host, 500 MiB\), pid 6000 \(container lab_trainer, 800 MiB\)/);
+      assert.ok(r.stdout.includes(`gpu-server (lxc, flushed from the host): killed ${gpu.mine.join(', ')}; left alone (not the instance's): pid ${gpu.host} (the host, 500 MiB), pid ${gpu.other} (container lab_trainer, 800 MiB)`), r.stdout);
       assert.match(r.stdout, /GPU 0 \S+: memory in use 32003 MiB before, 3 MiB after \(of 81559 MiB\); reset failed/);
-      assert.match(r.stdout, /GPU 1 \S+: memory in use 1303 MiB before, 1303 MiB after \(of 81559 MiB\); reset skipped \(in use by pid 5000 \(the host\), pid 6000 \(container lab_trainer\)\)/);
+      assert.ok(r.stdout.includes(`: memory in use 1303 MiB before, 1303 MiB after (of 81559 MiB); reset skipped (in use by pid ${gpu.host} (the host), pid ${gpu.other} (container lab_trainer))`), r.stdout);
       assert.match(r.stderr, /WARNING: nvidia-smi --gpu-reset failed on gpu-server \(GPU 0 /, 'a failed reset is a warning');
       assert.match(r.stderr, /WARNING: GPU reset skipped on gpu-server \(GPU 1 /);
-      assert.deepEqual(standins!.hostPids(), ['5000', '6000'], 'the foreign processes are still there');
+      assert.deepEqual(gpu.mine.filter((pid) => standins!.alive(pid)), [], "gpu-server's processes were really killed");
+      assert.ok(standins!.alive(gpu.host) && standins!.alive(gpu.other), 'the foreign processes are still there');
 
       assert.deepEqual(await wire(), { pro: 'timeout', perso: 'open', guest: 'timeout', unrelated: 'open' });
       const after = await held.ping(400);
@@ -251,15 +257,14 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     const journal = standins!.journal();
     const revoke = index(journal, isCall('nft', '-f revoke.nft rc=0'), 'the revoke');
     const stop = index(journal, isCall('incus', 'systemctl stop ollama speaches'), 'stop');
-    const query = index(journal, isCall('nvidia-smi', '--query-compute-apps=pid,gpu_uuid,used_memory'), 'the host pid query');
-    const kill = index(journal, isCall('kill', '-9 4242'), 'the kill');
-    assert.deepEqual(journal.filter((e) => e.tool === 'kill').map((e) => e.args), ['-9 4242', '-9 4243'], 'only the instance\'s processes are killed, from the host');
-    const verify = journal.findIndex((e, i) => i > kill + 1 && isCall('nvidia-smi', '--query-compute-apps')(e));
+    // The kill (a pidfd signal, not a command) falls between the kill step's listing and the verification's.
+    const [query, verify] = journal.flatMap((e, i) => (isCall('nvidia-smi', '--query-compute-apps=pid,gpu_uuid,used_memory')(e) ? [i] : []));
+    assert.ok(query >= 0 && verify > query, 'the host pid query, then the verification');
     const reset = index(journal, isCall('nvidia-smi', `--gpu-reset -i ${GPU0}`), 'the reset');
     assert.equal(journal.filter(isCall('nvidia-smi', '--gpu-reset')).length, 1, 'no reset of the GPU that foreign processes use');
     const grant = index(journal, isCall('nft', '-f grant.nft rc=0'), 'the grant');
     const startAt = index(journal, isCall('incus', 'systemctl start ollama speaches'), 'start');
-    assert.ok(revoke < stop && stop < query && query < kill && kill < verify && verify < reset && reset < grant && grant < startAt, `order: ${[revoke, stop, query, kill, verify, reset, grant, startAt]}`);
+    assert.ok(revoke < stop && stop < query && query < verify && verify < reset && reset < grant && grant < startAt, `order: ${[revoke, stop, query, verify, reset, grant, startAt]}`);
     assert.deepEqual(journal[revoke].holders, [], 'the holder set is empty right after the revoke');
     for (const e of journal.slice(0, grant).filter((x) => GPU_TOOLS.has(x.tool))) assert.deepEqual(e.holders, [], `nobody holds access during ${e.tool} ${e.args}`);
     assert.deepEqual(journal[grant].holders, ['net-perso']);
@@ -292,10 +297,10 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.match(status.stdout, /AI access holder: perso \(state file/);
     assert.match(status.stdout, /Live ruleset: agrees \(ai_holder: net-perso\)/);
     assert.match(status.stdout, /switched ai-tools access: 'pro' -> 'perso' flush=true/);
-    assert.match(status.stdout, /Last VRAM flush: \S+ \('pro' -> 'perso', switched\)\n {2}gpu-server \(lxc, flushed from the host\): killed 4242, 4243/);
+    assert.ok(new RegExp(`Last VRAM flush: \\S+ \\('pro' -> 'perso', switched\\)\n {2}gpu-server \\(lxc, flushed from the host\\): killed ${gpu.mine.join(', ')};`).test(status.stdout), status.stdout);
     assert.match(status.stdout, /GPU 0 \S+: memory in use 32003 MiB before, 3 MiB after/);
     const json = JSON.parse((await cli(['ai-status', '--infra', FIXTURE, '--json'])).stdout);
-    assert.deepEqual(json.last_flush.gpu[0].killed, ['4242', '4243']);
+    assert.deepEqual(json.last_flush.gpu[0].killed, gpu.mine);
   });
 
   it('already the holder: says so, exits 0, touches nothing', async () => {
@@ -322,7 +327,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.match(r.stderr, /SECURITY: --no-flush: GPU memory is NOT flushed/);
     assert.match(r.stderr, new RegExp(`took over a stale lock left by pid ${dead}`));
     const journal = standins!.journal();
-    assert.equal(journal.filter((e) => e.tool.startsWith('nvidia-smi') || e.tool === 'kill' || e.args.includes('nvidia-smi') || e.args.includes('kill')).length, 0, 'no flush call, on the host or in the machine');
+    assert.equal(journal.filter((e) => e.tool.startsWith('nvidia-smi') || e.args.includes('nvidia-smi') || e.args.includes('kill')).length, 0, 'no flush call, on the host or in the machine');
     assert.ok(journal.some(isCall('incus', 'systemctl stop')) && journal.some(isCall('incus', 'systemctl start')), 'services still stopped and started');
     assert.deepEqual(await wire(), { pro: 'open', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
     assert.ok(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!.endsWith("switched ai-tools access: 'perso' -> 'pro' flush=false"));
@@ -334,8 +339,15 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   const failures: { step: string; setup: (s: StandIns) => void; task: RegExp }[] = [
     { step: 'stop', setup: (s) => s.fail('systemctl stop'), task: /Stop the GPU services/ },
     { step: 'pid query', setup: (s) => s.fail('--query-compute-apps'), task: /Kill the GPU compute processes of the GPU machine/ },
-    { step: 'kill', setup: (s) => (s.hostApps([{ pid: '77', cgroup: MINE }]), s.fail('kill -9')), task: /Kill the GPU compute processes of the GPU machine/ },
-    { step: 'verify', setup: (s) => (s.hostApps([{ pid: '77', cgroup: MINE }, { pid: '78', cgroup: MINE }]), s.sticky(['78'])), task: /Verify that no GPU compute process is left.*still on the GPU: pid 78 \(the instance\)/ },
+    {
+      step: 'verify',
+      setup: (s) => {
+        const [killed, listed] = [s.sleeper(), s.sleeper()];
+        s.hostApps([{ pid: killed, cgroup: MINE }, { pid: listed, cgroup: MINE }]);
+        s.sticky([listed]);
+      },
+      task: /Verify that no GPU compute process is left.*still on the GPU: pid \d+ \(the instance\)/,
+    },
     { step: 'start', setup: (s) => s.fail('systemctl start'), task: /Start the GPU services/ },
     { step: 'nft grant', setup: (s) => s.fail('-f grant.nft'), task: /Grant AI access to the new holder/ },
   ];
@@ -358,7 +370,10 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
       assert.match(policies, /from: pro\n {4}to: guest/, 'and keeps the other policies');
       assert.match(readFileSync(logFile, 'utf8').trimEnd().split('\n').at(-1)!, FAILED_LINE);
       const journal = standins!.journal();
-      const failedAt = index(journal, (e) => e.tool === 'FAIL' || (f.step === 'verify' && isCall('nvidia-smi', '--query-compute-apps')(e) && journal.indexOf(e) > journal.findIndex((x) => x.tool === 'kill')), 'the failure');
+      // A verification fails without a FAIL line: at the second listing (the first is the kill's).
+      const listings = journal.flatMap((e, i) => (isCall('nvidia-smi', '--query-compute-apps')(e) ? [i] : []));
+      const failedAt = f.step === 'verify' ? listings[1] : index(journal, (e) => e.tool === 'FAIL', 'the failure');
+      assert.ok(failedAt >= 0, `the failure in the journal:\n${journal.map((e) => `${e.tool} ${e.args}`).join('\n')}`);
       const restarted = journal.findIndex((e, i) => i > failedAt && isCall('incus', 'systemctl start')(e));
       assert.ok(restarted > failedAt, 'the services are started again after the failure');
       assert.deepEqual(journal[restarted].holders, [], 'and nobody holds access when they come back');

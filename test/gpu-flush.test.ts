@@ -3,14 +3,16 @@
  *
  * The cgroup matching that decides whose a GPU process is, as a pure function (Python, the one
  * place it lives), then each step run for real against STAND-INS: a host `nvidia-smi` that reports
- * host PIDs, a host `kill` that never signals anything (it edits the stand-in's process list), an
- * `incus` whose `exec` plays the VM, and a proc root built by the test in which those PIDs belong
- * to the GPU instance, another container or the host. No real process of this machine is read or
- * signalled. The whole switch with these stand-ins and real ansible is test/ai-switch-flush-e2e.test.ts.
+ * the host PIDs of real `sleep` processes the test started (the host kill is real: a SIGKILL through
+ * a pidfd), an `incus` whose `exec` plays the VM, and a proc root built by the test in which those
+ * PIDs belong to the GPU instance, another container or the host. No process but the test's own is
+ * read as a GPU process or signalled. The whole switch with these stand-ins and real ansible is
+ * test/ai-switch-e2e.test.ts (container) and test/ai-switch-flush-e2e.test.ts (VM); with real Incus
+ * containers, test/incus-apply-e2e.test.ts.
  */
 import { after, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -55,7 +57,7 @@ describe('whose GPU process is it: cgroup matching (pure, gpu_flush.cgroup_owner
   }
 });
 
-describe('flush steps with stand-ins (host nvidia-smi with host PIDs, host kill, incus; test-built proc root)', () => {
+describe('flush steps with stand-ins (host nvidia-smi listing real test processes, incus; test-built proc root)', () => {
   const s = StandIns.create();
   const records = mkdtempSync(join(tmpdir(), 'anklume-gpu-records-'));
   after(() => {
@@ -68,52 +70,95 @@ describe('flush steps with stand-ins (host nvidia-smi with host PIDs, host kill,
   });
 
   const step = async (name: string, type: 'lxc' | 'vm', extra: string[] = []) => {
-    const r = await execa('python3', [HELPER, name, '--type', type, '--project', 'ai-tools', '--instance', 'gpu-server', '--proc-root', s.procRoot, '--record-dir', records, ...extra], { env: s.env(process.env), reject: false });
+    const r = await execa('python3', [HELPER, name, '--type', type, '--project', 'ai-tools', '--instance', 'gpu-server', '--proc-root', s.procRoot, '--record-dir', records, ...extra], { env: s.env(process.env), reject: false, timeout: 60_000 });
     return { code: r.exitCode, out: r.stdout ? JSON.parse(r.stdout) : undefined, stderr: r.stderr };
   };
   const mine = instanceCgroup('ai-tools', 'gpu-server');
 
   /** GPU0: two processes of the instance; GPU1: one of the host, one of another container. */
-  function twoGpus(): void {
+  function twoGpus(): { mine: string[]; host: string; other: string } {
+    const p = { mine: [s.sleeper(), s.sleeper()], host: s.sleeper(), other: s.sleeper() };
     s.hostGpus([{ index: '0', uuid: GPU0, total: 81559 }, { index: '1', uuid: GPU1, total: 81559 }]);
     s.hostApps([
-      { pid: '4242', mib: 20000, cgroup: mine },
-      { pid: '4243', mib: 1000, cgroup: `12:pids:/lxc.payload.ai-tools_gpu-server\n0::/lxc.payload.ai-tools_gpu-server/system.slice/speaches.service\n` },
-      { pid: '5000', gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
-      { pid: '6000', gpu: GPU1, mib: 700, cgroup: '0::/lxc.payload.lab_trainer/init.scope\n' },
+      { pid: p.mine[0], mib: 20000, cgroup: mine },
+      { pid: p.mine[1], mib: 1000, cgroup: `12:pids:/lxc.payload.ai-tools_gpu-server\n0::/lxc.payload.ai-tools_gpu-server/system.slice/speaches.service\n` },
+      { pid: p.host, gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
+      { pid: p.other, gpu: GPU1, mib: 700, cgroup: '0::/lxc.payload.lab_trainer/init.scope\n' },
     ]);
+    return p;
   }
 
-  it('stand-in guard: the kill and nvidia-smi the steps run are the recording stand-ins, first on PATH', async () => {
+  /** Until the killed processes are reaped (their parent is this test process). */
+  const gone = async (pids: string[]) => {
+    for (let i = 0; i < 100 && pids.some((pid) => s.alive(pid)); i++) await new Promise((r) => setTimeout(r, 20));
+    return pids.filter((pid) => s.alive(pid));
+  };
+
+  it('stand-in guard: the nvidia-smi the steps run is the recording stand-in, first on PATH; there is no kill stand-in', async () => {
     // The lookup subprocess does in gpu_flush.py: the first executable of that name on PATH.
-    const r = await execa('python3', ['-c', 'import shutil; print(shutil.which("kill")); print(shutil.which("nvidia-smi"))'], { env: s.env(process.env) });
-    assert.deepEqual(r.stdout.split('\n'), [join(STANDINS_BIN, 'kill'), join(STANDINS_BIN, 'nvidia-smi')]);
+    const r = await execa('python3', ['-c', 'import shutil; print(shutil.which("nvidia-smi")); print(shutil.which("kill"))'], { env: s.env(process.env) });
+    const [nvidiaSmi, kill] = r.stdout.split('\n');
+    assert.equal(nvidiaSmi, join(STANDINS_BIN, 'nvidia-smi'));
+    assert.notEqual(kill, join(STANDINS_BIN, 'kill'));
   });
 
-  it('container (stand-ins): lists on the host, kills only the instance\'s processes from the host, reports the others', async () => {
-    twoGpus();
+  it('container (stand-ins): lists on the host, kills only the instance\'s processes, for real from the host, reports the others', async () => {
+    const p = twoGpus();
     const k = await step('kill', 'lxc');
     assert.equal(k.code, 0, k.stderr);
-    assert.deepEqual(k.out.killed, ['4242', '4243']);
+    assert.deepEqual(k.out.killed, p.mine);
     assert.deepEqual(k.out.gpus_before.map((g: { memory_used_mib: number }) => g.memory_used_mib), [21003, 1203]);
-    assert.deepEqual(Object.fromEntries(k.out.processes.map((p: { pid: string; owner: string }) => [p.pid, p.owner])), { 4242: 'instance', 4243: 'instance', 5000: 'host', 6000: 'container' });
-    const journal = s.journal();
-    assert.deepEqual(journal.filter((e) => e.tool === 'kill').map((e) => e.args), ['-9 4242', '-9 4243'], 'one host kill per process of the instance, none for the others');
-    assert.equal(journal.filter((e) => e.tool === 'incus').length, 0, 'nothing runs in the container');
-    assert.deepEqual(s.hostPids(), ['5000', '6000'], 'the host process and the other container\'s are untouched');
+    assert.deepEqual(Object.fromEntries(k.out.processes.map((x: { pid: string; owner: string }) => [x.pid, x.owner])), { [p.mine[0]]: 'instance', [p.mine[1]]: 'instance', [p.host]: 'host', [p.other]: 'container' });
+    assert.deepEqual(await gone(p.mine), [], "the instance's processes are really dead");
+    assert.ok(s.alive(p.host) && s.alive(p.other), "the host process and the other container's are untouched");
+    assert.equal(s.journal().filter((e) => e.tool === 'incus').length, 0, 'nothing runs in the container');
     const v = await step('verify', 'lxc');
     assert.equal(v.code, 0, v.stderr);
     assert.deepEqual(v.out.left, []);
-    assert.deepEqual(v.out.processes.map((p: { pid: string }) => p.pid), ['5000', '6000'], 'foreign processes do not fail the verification');
+    assert.deepEqual(v.out.processes.map((x: { pid: string }) => x.pid), [p.host, p.other], 'foreign processes do not fail the verification');
+  });
+
+  it('container (stand-ins): a listed process that has exited by the kill is not reported killed; the step goes on', async () => {
+    const [early, late] = [s.sleeper(), s.sleeper()];
+    s.hostApps([{ pid: early, cgroup: mine }, { pid: late, cgroup: mine }]);
+    s.sticky([early]);
+    process.kill(Number(early), 'SIGKILL');
+    assert.deepEqual(await gone([early]), []);
+    const k = await step('kill', 'lxc');
+    assert.equal(k.code, 0, k.stderr);
+    assert.deepEqual(k.out.processes.map((x: { pid: string }) => x.pid), [early, late], 'both listed (the driver still names the dead one)');
+    assert.deepEqual(k.out.killed, [late]);
+  });
+
+  it('container (stand-ins): the kill reads the cgroup again and signals only a process that is the instance\'s then (Machine.kill)', async () => {
+    // What the listing said does not count at the kill: a PID that went to a host process in
+    // between is judged as that process.
+    const pid = s.sleeper();
+    const cgroup = join(s.procRoot, pid, 'cgroup');
+    const code = [
+      'import sys, types; sys.path.insert(0, sys.argv[1]); import gpu_flush',
+      'args = types.SimpleNamespace(type="lxc", project="ai-tools", instance="gpu-server", proc_root=sys.argv[2], record_dir=sys.argv[2])',
+      'print(gpu_flush.Machine(args).kill(sys.argv[3]))',
+    ].join('\n');
+    const kill = async () => (await execa('python3', ['-c', code, join(ROLES_DIR, 'ai_switch/files'), s.procRoot, pid], { env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' }, timeout: 20_000 })).stdout;
+    mkdirSync(join(s.procRoot, pid), { recursive: true });
+    writeFileSync(cgroup, HOST_CGROUP);
+    assert.equal(await kill(), 'False');
+    assert.ok(s.alive(pid), 'a host process is not signalled');
+    writeFileSync(cgroup, mine);
+    assert.equal(await kill(), 'True');
+    assert.deepEqual(await gone([pid]), [], 'the instance\'s process is really killed');
+    assert.equal(await kill(), 'False', 'a process that is gone is not reported killed');
   });
 
   it('container (stand-ins): the reset runs on the host, only for a GPU no process uses; skipped with the reason otherwise', async () => {
-    twoGpus();
+    const p = twoGpus();
     await step('kill', 'lxc');
+    assert.deepEqual(await gone(p.mine), []);
     const r = await step('reset', 'lxc');
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.out.gpus.map((g: { uuid: string; reset: string }) => [g.uuid, g.reset]), [[GPU0, 'done'], [GPU1, 'skipped']]);
-    assert.equal(r.out.gpus[1].detail, 'in use by pid 5000 (the host), pid 6000 (container lab_trainer)');
+    assert.equal(r.out.gpus[1].detail, `in use by pid ${p.host} (the host), pid ${p.other} (container lab_trainer)`);
     assert.deepEqual(s.journal().filter((e) => e.args.includes('--gpu-reset')).map((e) => `${e.tool} ${e.args}`), [`nvidia-smi --gpu-reset -i ${GPU0}`]);
     s.resetFails(true);
     const failed = await step('reset', 'lxc');
@@ -122,37 +167,39 @@ describe('flush steps with stand-ins (host nvidia-smi with host PIDs, host kill,
     assert.match(failed.out.gpus[0].detail, /primary GPU/);
   });
 
-  it('container (stand-ins): no reset at all while an instance process survives, and the verification fails', async () => {
-    twoGpus();
-    s.sticky(['4243']);
+  it('container (stand-ins): no reset at all while an instance process is still listed, and the verification fails', async () => {
+    const p = twoGpus();
+    s.sticky([p.mine[1]]);
     await step('kill', 'lxc');
+    assert.deepEqual(await gone(p.mine), []);
     const v = await step('verify', 'lxc');
     assert.equal(v.code, 3);
-    assert.match(v.stderr, /gpu-server: still on the GPU: pid 4243 \(the instance\)/);
-    assert.deepEqual(v.out.left.map((p: { pid: string }) => p.pid), ['4243']);
+    assert.match(v.stderr, new RegExp(`gpu-server: still on the GPU: pid ${p.mine[1]} \\(the instance\\)`));
+    assert.deepEqual(v.out.left.map((x: { pid: string }) => x.pid), [p.mine[1]]);
     const r = await step('reset', 'lxc');
     assert.deepEqual(r.out.gpus.map((g: { reset: string }) => g.reset), ['skipped', 'skipped']);
     assert.equal(s.journal().filter((e) => e.args.includes('--gpu-reset')).length, 0);
   });
 
   it('container (stand-ins): a process whose cgroup cannot be read is neither killed nor let pass', async () => {
-    s.hostApps([{ pid: '7000' }]);
+    const pid = s.sleeper();
+    s.hostApps([{ pid }]);
     const k = await step('kill', 'lxc');
     assert.deepEqual(k.out.killed, []);
     assert.equal(k.out.processes[0].owner, 'unknown');
     const v = await step('verify', 'lxc');
     assert.equal(v.code, 3);
-    assert.match(v.stderr, /pid 7000 \(owner unknown\)/);
-    assert.equal(s.journal().filter((e) => e.tool === 'kill').length, 0);
+    assert.match(v.stderr, new RegExp(`pid ${pid} \\(owner unknown\\)`));
+    assert.ok(s.alive(pid), 'not signalled');
   });
 
-  it('container (stand-ins): a kill that fails fails the step; nvidia-smi failing too', async () => {
-    twoGpus();
-    s.fail('kill -9 4243');
-    const k = await step('kill', 'lxc');
+  it('a kill that fails fails the step (VM, stand-ins); nvidia-smi failing too (container)', async () => {
+    s.gpuPids(['77', '78']);
+    s.fail('kill -9 78');
+    const k = await step('kill', 'vm');
     assert.equal(k.code, 1);
-    assert.match(k.stderr, /kill -9 4243 failed/);
-    assert.deepEqual(JSON.parse(readFileSync(join(records, 'gpu-server.kill.json'), 'utf8')).killed, ['4242'], 'the record says what was done before the failure');
+    assert.match(k.stderr, /kill -9 78 failed/);
+    assert.deepEqual(JSON.parse(readFileSync(join(records, 'gpu-server.kill.json'), 'utf8')).killed, ['77'], 'the record says what was done before the failure');
     s.fail('--query-compute-apps');
     const v = await step('verify', 'lxc');
     assert.equal(v.code, 1);
@@ -169,7 +216,7 @@ describe('flush steps with stand-ins (host nvidia-smi with host PIDs, host kill,
     const r = await step('reset', 'vm');
     assert.equal(r.out.gpus[0].reset, 'done');
     const journal = s.journal();
-    assert.deepEqual(journal.filter((e) => e.tool === 'kill' || e.tool === 'nvidia-smi'), [], 'no host kill, no host nvidia-smi');
+    assert.deepEqual(journal.filter((e) => e.tool === 'nvidia-smi'), [], 'no host nvidia-smi');
     const incus = journal.filter((e) => e.tool === 'incus').map((e) => e.args);
     assert.ok(incus.every((a) => a.startsWith('exec gpu-server --project ai-tools -- ')), incus.join('\n'));
     assert.ok(incus.includes('exec gpu-server --project ai-tools -- kill -9 77'));
@@ -188,12 +235,14 @@ describe('flush steps with stand-ins (host nvidia-smi with host PIDs, host kill,
   });
 
   it('the records read back as one report per machine (gpuReport.readGpuReports)', async () => {
-    twoGpus();
-    for (const name of ['kill', 'verify', 'reset', 'scan']) await step(name, 'lxc');
+    const p = twoGpus();
+    await step('kill', 'lxc');
+    assert.deepEqual(await gone(p.mine), []);
+    for (const name of ['verify', 'reset', 'scan']) await step(name, 'lxc');
     const [r] = await readGpuReports(records, { 'gpu-server': 'lxc' });
     assert.equal(r.where, 'host');
-    assert.deepEqual(r.killed, ['4242', '4243']);
-    assert.deepEqual(r.foreign.map((p) => p.pid), ['5000', '6000']);
+    assert.deepEqual(r.killed, p.mine);
+    assert.deepEqual(r.foreign.map((x) => x.pid), [p.host, p.other]);
     assert.deepEqual(r.gpus.map((g) => [g.index, g.memory_used_before_mib, g.memory_used_after_mib, g.reset]), [['0', 21003, 3, 'done'], ['1', 1203, 1203, 'skipped']]);
     assert.deepEqual(r.memory, ['3 MiB, 81559 MiB', '1203 MiB, 81559 MiB']);
     assert.deepEqual(await readGpuReports(join(records, 'none'), { 'gpu-server': 'lxc' }), [], 'no record, no report');

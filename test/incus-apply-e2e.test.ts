@@ -5,8 +5,10 @@
  * `incus exec ... systemctl stop/start` really stop and start the services in gpu-server.
  *
  * What is still a stand-in, because this machine kind has no GPU: the `gpu` device of gpu-server
- * (a unix-char device instead of `type: gpu`, which Incus refuses to start without a GPU), and the
- * VRAM flush, which NO_FLUSH=1 skips (test/ai-switch-e2e.test.ts covers it with stand-ins).
+ * (a unix-char device instead of `type: gpu`, which Incus refuses to start without a GPU), and
+ * `nvidia-smi` in the switch with the VRAM flush (test/fixtures/standins/nvidia-smi, alone on PATH
+ * before the real tools): it lists, as GPU compute processes, the host PIDs of real processes in
+ * real containers and on the host, so the cgroups read and the processes killed are real.
  * `type: vm` is not tried: VMs cannot run here (no vhost_vsock).
  *
  * Needs root, Incus >= 6.0 with its daemon running and the test image imported: `.ci/incus-setup`
@@ -18,11 +20,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { testEnv, type TestEnv } from './helpers/env.ts';
+import { isAlive, STANDINS_BIN } from './helpers/standins.ts';
 
 const ROOT = process.cwd();
 const FIXTURES = join(ROOT, 'test/fixtures/incus');
@@ -82,7 +85,7 @@ const inCi = process.env.CI === 'true';
 
 const OUTER_MAKE = new Set(['INFRA', 'BASE_DIR', 'DOMAIN', 'MAKEFLAGS', 'MAKELEVEL', 'MFLAGS', 'EXTRA_VARS', 'CHECK', 'DELETE_ORPHANS']);
 
-describe('real Incus: make apply builds the domains; real TCP proves the isolation; make ai-switch with no stand-in for incus (GPU device and VRAM flush still stand-ins/skipped: no GPU here)', { skip: why && !inCi ? why : false }, () => {
+describe('real Incus: make apply builds the domains; real TCP proves the isolation; make ai-switch with no stand-in for incus, with and without the VRAM flush (stand-ins: the GPU device and nvidia-smi; no GPU here)', { skip: why && !inCi ? why : false }, () => {
   let t: TestEnv;
   let varsFile: string;
   let installed: string;
@@ -396,6 +399,71 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     assert.equal(status.code, 0, status.out);
     assert.match(status.out, /perso/);
     assert.match(status.out, /Live ruleset: agrees \(ai_holder: net-perso\)/);
+  });
+
+  /** The host PID of the process whose command line is exactly argv (none: undefined). */
+  function hostPid(argv: string[]): string | undefined {
+    const wanted = argv.join('\0') + '\0';
+    return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).find((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8') === wanted;
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  it('make ai-switch DOMAIN=pro with the VRAM flush, real containers (nvidia-smi a stand-in: no GPU here): from the host, only gpu-server\'s process is killed, by its real cgroup; pro-dev\'s and the host\'s live on', async () => {
+    // Sleep lengths no other process has: they find each process's host PID in /proc.
+    const mark = 86_400 + (process.pid % 10_000);
+    const inGpu = ['sleep', String(mark + 1)];
+    const inPro = ['sleep', String(mark + 2)];
+    const detach = (argv: string[]) => ['sh', '-c', `setsid ${argv.join(' ')} </dev/null >/dev/null 2>&1 &`];
+    assert.equal((await exec('gpu-server', detach(inGpu))).code, 0);
+    assert.equal((await exec('pro-dev', detach(inPro))).code, 0);
+    const onHost = spawn('sleep', [String(mark + 3)], { stdio: 'ignore' });
+    const standinDir = mkdtempSync(join(t.dir, 'standin-'));
+    try {
+      let pids: { gpu?: string; pro?: string; host?: string } = {};
+      await waitFor('the container processes', async () => {
+        pids = { gpu: hostPid(inGpu), pro: hostPid(inPro), host: String(onHost.pid) };
+        return pids.gpu !== undefined && pids.pro !== undefined;
+      }, 10);
+      const { gpu, pro, host } = pids as Record<'gpu' | 'pro' | 'host', string>;
+      assert.match(readFileSync(`/proc/${gpu}/cgroup`, 'utf8'), /\/lxc\.payload\.ai-tools_gpu-server(\/|$)/m, "Incus runs gpu-server's processes in its payload cgroup");
+      // The nvidia-smi stand-in alone in front of the real tools (incus, nft and kill stay real).
+      const bin = join(standinDir, 'bin');
+      mkdirSync(bin);
+      for (const f of ['nvidia-smi', 'lib.sh']) symlinkSync(join(STANDINS_BIN, f), join(bin, f));
+      writeFileSync(join(standinDir, 'host-gpu-apps'), [gpu, pro, host].map((pid) => `${pid}, GPU-00000000-0000-0000-0000-0000000000a0, 1024\n`).join(''));
+
+      const r = await phase('ai-switch with flush', () => make(['ai-switch', `INFRA=${FIXTURE}`, `BASE_DIR=${t.baseDir}`, 'DOMAIN=pro'], { PATH: `${bin}:${process.env.PATH}`, STANDIN_DIR: standinDir }));
+      assert.equal(r.code, 0, r.out);
+      assert.ok(r.out.includes(`gpu-server (lxc, flushed from the host): killed ${gpu};`), r.out);
+      assert.ok(r.out.includes(`pid ${pro} (container pro_pro-dev, 1024 MiB)`), r.out);
+      assert.ok(r.out.includes(`pid ${host} (the host, 1024 MiB)`), r.out);
+      assert.equal(isAlive(gpu), false, "gpu-server's process is dead");
+      assert.equal(hostPid(inGpu), undefined, 'and gone from gpu-server');
+      assert.ok(isAlive(pro), "pro-dev's process lives on: another container's");
+      assert.ok(isAlive(host), "the host's process lives on");
+      assert.match(r.out, /reset skipped \(in use by /, 'no reset of a GPU that others use');
+      assert.doesNotMatch(r.out, /SECURITY/);
+
+      assert.equal(readFileSync(t.env.ANKLUME_STATE_FILE!, 'utf8'), 'pro\n');
+      assert.match(readFileSync(t.env.ANKLUME_LOG_FILE!, 'utf8').trim().split('\n').at(-1)!, /switched ai-tools access: 'perso' -> 'pro' flush=true$/);
+      assert.equal((await service('gpu-server', 'ollama')).active, 'active', 'the services are started again');
+      const [proIn, persoIn] = await probe([
+        { from: 'pro-dev', to: 'gpu-server', port: OLLAMA },
+        { from: 'perso-desktop', to: 'gpu-server', port: OLLAMA },
+      ]);
+      assert.deepEqual({ pro: proIn, perso: persoIn }, { pro: 'open', perso: 'timeout' });
+    } finally {
+      onHost.kill('SIGKILL');
+      const pro = hostPid(inPro);
+      if (pro) process.kill(Number(pro), 'SIGKILL');
+      const left = hostPid(inGpu);
+      if (left) process.kill(Number(left), 'SIGKILL');
+    }
   });
 
   it('faults: a foreign bridge is refused by name with nothing made; a failure in the middle of apply is finished by the next run; orphans are reported, and deleted only when asked and unprotected', async () => {

@@ -1,9 +1,11 @@
 /**
- * Recording stand-ins (TEST-ONLY) for what cannot run here: `incus`, `nvidia-smi`, `systemctl`, the
- * host's `kill` (it never signals anything: it edits the nvidia-smi stand-in's process list), plus
+ * Recording stand-ins (TEST-ONLY) for what cannot run here: `incus`, `nvidia-smi`, `systemctl`, plus
  * a journaling wrapper around the real `nft`. They live in test/fixtures/standins/ (read lib.sh
  * there); putting that directory first on PATH makes ansible and anklume-gen call them.
- * The host's processes are read from a proc root built here (ANKLUME_PROC_ROOT), never /proc.
+ * The host's GPU processes are REAL processes the test starts (`sleeper()`: a `sleep`, so that the
+ * flush's host kill, a real SIGKILL through a pidfd, can only ever hit the test's own); the host
+ * nvidia-smi stand-in lists those still alive. Whose each one is comes from a proc root built here
+ * (ANKLUME_PROC_ROOT: <root>/<pid>/cgroup), never from /proc.
  *
  * Each stand-in appends one journal line per call with a timestamp and the holder set at that
  * moment (read with the real nft in the namespace the call runs in), so a test can check the
@@ -12,8 +14,10 @@
  *   const s = await StandIns.create();      // a fresh state dir; s.env(base) → env with PATH
  *   s.fail('systemctl stop'); s.slow(3, 'systemctl stop'); s.gpuPids(['4242']); s.sticky(['4242'])
  *   s.resetFails(true); await s.journal() → JournalEntry[]; s.reset(); s.cleanup()
- *   s.hostGpus([...]); s.hostApps([{ pid: '4242', cgroup: instanceCgroup('ai-tools', 'gpu-server') }])
+ *   const pid = s.sleeper(); s.hostGpus([...]); s.hostApps([{ pid, cgroup: instanceCgroup('ai-tools', 'gpu-server') }])
+ *   s.alive(pid) → whether the flush left it running
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +30,7 @@ export const GPU0 = 'GPU-00000000-0000-0000-0000-0000000000a0';
 
 /** A compute process as the host sees it, and the cgroup file the proc root gives it. */
 export interface HostApp {
+  /** A process of the test's own (sleeper()), or one that is gone. */
   pid: string;
   gpu?: string;
   mib?: number;
@@ -47,7 +52,19 @@ export interface JournalEntry {
   args: string;
 }
 
+/** Whether a process runs: it exists and is not a zombie (what a GPU driver would still list). */
+export function isAlive(pid: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\S+ \(.*\) [ZX] /s.test(stat);
+  } catch {
+    return false;
+  }
+}
+
 export class StandIns {
+  private readonly sleepers = new Set<ChildProcess>();
+
   private constructor(readonly dir: string) {}
 
   static create(): StandIns {
@@ -78,10 +95,17 @@ export class StandIns {
     }
   }
 
-  /** The pids the host nvidia-smi stand-in still lists. */
-  hostPids(): string[] {
-    const path = this.file('host-gpu-apps');
-    return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => l.split(',')[0]) : [];
+  /** A real process of the test's own to play a GPU compute process (killed at reset() at the latest). */
+  sleeper(): string {
+    const child = spawn('sleep', ['600'], { stdio: 'ignore' });
+    if (child.pid === undefined) throw new Error('cannot start sleep');
+    this.sleepers.add(child);
+    child.on('exit', () => this.sleepers.delete(child));
+    return String(child.pid);
+  }
+
+  alive(pid: string): boolean {
+    return isAlive(pid);
   }
 
   private file(name: string): string {
@@ -123,10 +147,12 @@ export class StandIns {
 
   /** Back to normal behaviour with an empty journal. */
   reset(): void {
+    for (const child of this.sleepers) child.kill('SIGKILL');
     for (const name of ['fail', 'slow', 'gpu-pids', 'gpu-sticky', 'gpu-reset-fails', 'journal', 'host-gpus', 'host-gpu-apps', 'proc']) rmSync(this.file(name), { recursive: true, force: true });
   }
 
   cleanup(): void {
+    for (const child of this.sleepers) child.kill('SIGKILL');
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

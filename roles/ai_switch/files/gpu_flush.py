@@ -16,11 +16,13 @@ Where it runs (docs/ai-switch.md):
   PID (<proc root>/<pid>/cgroup) tells whether it runs in the instance: Incus runs a container in
   /lxc.payload.<project>_<name> (/lxc.payload.<name> in the default project).
 - vm: the VM has its own kernel, driver and PIDs: every command runs inside, through incus exec.
-nvidia-smi and kill are found on PATH (the tests put recording stand-ins there).
+nvidia-smi is found on PATH (the tests put a recording stand-in there). On the host a process is
+killed through a pidfd, never by number (Machine.kill says why); in a VM, by kill -9 inside.
 """
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,6 +115,37 @@ class Machine:
             return "unknown", None
         return cgroup_owner(text, self.project, self.instance)
 
+    def kill(self, pid):
+        """SIGKILL for one compute process of the instance; False when it is gone, or not the instance's.
+
+        On the host the PID is pinned first with a pidfd, then its cgroup is read again: if the
+        process exited and its PID went to another since the listing, the read sees the newcomer
+        and judges it, and the signal can only reach the process the pidfd names (or fails because
+        it has exited). So nothing outside the instance is ever signalled, whatever the timing.
+        """
+        if self.type == "vm":
+            done = self.run(["kill", "-9", pid])
+            if done.returncode != 0 and "No such process" not in done.stderr:
+                raise StepError("kill -9 %s failed (exit %d): %s" % (pid, done.returncode, done.stderr.strip()))
+            return True
+        try:
+            fd = os.pidfd_open(int(pid))
+        except ProcessLookupError:
+            return False
+        except OSError as err:
+            raise StepError("kill -9 %s failed: pidfd_open: %s" % (pid, err)) from err
+        try:
+            if self.owner(pid)[0] != "instance":
+                return False
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError as err:
+            raise StepError("kill -9 %s failed: %s" % (pid, err)) from err
+        finally:
+            os.close(fd)
+
     def processes(self):
         found = []
         for f in self.query(APPS_QUERY):
@@ -151,16 +184,8 @@ def step_kill(m, _args):
         result["gpus_before"] = m.gpus()
         result["processes"] = m.processes()
         for p in result["processes"]:
-            if p["owner"] != "instance":
-                continue
-            # Looked at again just before the kill: a PID freed and reused since the listing
-            # must not take a foreign process down with it.
-            if m.owner(p["pid"])[0] != "instance":
-                continue
-            done = m.run(["kill", "-9", p["pid"]])
-            if done.returncode != 0 and "No such process" not in done.stderr:
-                raise StepError("kill -9 %s failed (exit %d): %s" % (p["pid"], done.returncode, done.stderr.strip()))
-            result["killed"].append(p["pid"])
+            if p["owner"] == "instance" and m.kill(p["pid"]):
+                result["killed"].append(p["pid"])
     finally:
         m.record("kill", result)
     return 0
