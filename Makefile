@@ -14,7 +14,7 @@ export INFRA BASE_DIR DOMAIN FORMAT EXTRA_VARS
 
 # make apply: --check with CHECK=1, unprotected orphans deleted with DELETE_ORPHANS=1, any other
 # ansible variable with EXTRA_VARS (passed as one -e argument: JSON, or @file).
-APPLY_FLAGS = $(if $(CHECK),--check --diff) $(if $(DELETE_ORPHANS),-e '{"incus_orphans_delete": true}') $(if $(EXTRA_VARS),-e "$$EXTRA_VARS")
+APPLY_FLAGS = $(if $(CHECK),--check) $(if $(DELETE_ORPHANS),--delete-orphans) $(if $(EXTRA_VARS),-- -e "$$EXTRA_VARS")
 
 .PHONY: help build deps sync sync-dry sync-check sync-clean validate apply nftables flows ai-switch ai-status lint test bench
 
@@ -49,8 +49,8 @@ sync-clean: build
 validate: build
 	$(GEN) validate "$$INFRA"
 
-apply:
-	ANKLUME_BASE_DIR="$$(realpath "$$BASE_DIR")" ansible-playbook -i localhost, $(ROOT)site.yml $(APPLY_FLAGS)
+apply: build
+	$(GEN) apply --base-dir "$$BASE_DIR" $(APPLY_FLAGS)
 
 nftables: build
 	$(GEN) apply-nftables --base-dir "$$BASE_DIR"

@@ -1,16 +1,19 @@
 /**
- * `make apply` where no Incus can help: its refusals (Incus missing, daemon down, no tree) run the
- * real ansible-playbook and the real incus client, and must stop before anything is made. And what
+ * `make apply` (= `anklume-gen apply`) where no Incus can help: its refusals (Incus missing, daemon
+ * down, no tree) run the real ansible-playbook and the real incus client, and must stop before
+ * anything is made. And what
  * the roles ask Incus for (incus_preflight's filter, read by the real Python of Ansible) for the
  * cases the real-Incus test cannot start here: `type: vm`, a real `gpu` device, config values
  * that are numbers or booleans in infra.yml. The real thing is test/incus-apply-e2e.test.ts.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { runCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
+import { StandIns } from './helpers/standins.ts';
 
 const ROOT = process.cwd();
 const OUTER_MAKE = new Set(['INFRA', 'BASE_DIR', 'DOMAIN', 'MAKEFLAGS', 'MAKELEVEL', 'MFLAGS', 'EXTRA_VARS', 'CHECK', 'DELETE_ORPHANS']);
@@ -52,14 +55,24 @@ function pathWithoutIncus(dir: string): string {
 }
 
 describe('make apply refuses before making anything', () => {
-  it('without Incus: one message naming the fix (install from bookworm-backports), exit non-zero', () => {
+  it('without Incus: one message naming the fix (install from bookworm-backports); anklume-gen apply exits 1, make apply non-zero', async () => {
     const t = testEnv();
     try {
       synced(t, `${ROOT}/examples/infra.yml`);
-      const r = make(['apply', `BASE_DIR=${t.baseDir}`], { ...t.env, PATH: pathWithoutIncus(t.dir) });
+      const env = { ...t.env, PATH: pathWithoutIncus(t.dir) };
+      const fix = /Incus is not installed \(no `incus` command\)\. Install Incus >= 6\.0: on Debian 12, enable bookworm-backports and run `apt-get install -t bookworm-backports incus`/;
+      const r = make(['apply', `BASE_DIR=${t.baseDir}`], env);
       assert.notEqual(r.code, 0);
-      assert.match(r.out, /Incus is not installed \(no `incus` command\)\. Install Incus >= 6\.0: on Debian 12, enable bookworm-backports and run `apt-get install -t bookworm-backports incus`/);
+      assert.match(r.out, fix);
       assert.doesNotMatch(r.out, /changed: /);
+      const cli = await runCli(['apply', '--base-dir', t.baseDir], env);
+      assert.equal(cli.code, 1);
+      assert.equal(cli.stdout, '');
+      assert.match(cli.stderr, fix);
+      assert.match(cli.stderr, /anklume-gen apply: ansible-playbook failed \(exit \d+\); its output is above\n$/);
+      const json = await runCli(['apply', '--base-dir', t.baseDir, '--json'], env);
+      assert.equal(json.code, 1);
+      assert.deepEqual(JSON.parse(json.stdout), { applied: false, changed: 0, errors: [{ message: `ansible-playbook failed (exit ${/exit (\d+)/.exec(cli.stderr)![1]}); its output is above` }] });
     } finally {
       t.cleanup();
     }
@@ -79,14 +92,89 @@ describe('make apply refuses before making anything', () => {
     }
   });
 
-  it('without a generated tree: says to run make sync first', { skip: hasIncus ? false : 'incus is not installed here (that refusal comes first)' }, () => {
+  it('without a generated tree: says to sync first, before ansible starts; exit 1', async () => {
     const t = testEnv();
     try {
       mkdirSync(t.baseDir, { recursive: true });
+      const expected = `${join(t.baseDir, 'group_vars/all.yml')}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${t.baseDir}'`;
       const r = make(['apply', `BASE_DIR=${t.baseDir}`], t.env);
       assert.notEqual(r.code, 0);
-      assert.match(r.out, /No generated tree in .* \(group_vars\/all\.yml is missing\): run `make sync` first\./);
+      assert.ok(r.out.includes(expected), r.out);
+      assert.doesNotMatch(r.out, /PLAY/);
+      const cli = await runCli(['apply', '--base-dir', t.baseDir, '--check'], t.env);
+      assert.equal(cli.code, 1);
+      assert.equal(cli.stderr, `${expected}\n`);
     } finally {
+      t.cleanup();
+    }
+  });
+
+  it('an argument before -- is a usage error (arguments for ansible-playbook go after --)', async () => {
+    const r = await runCli(['apply', 'infra.yml'], process.env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /anklume-gen apply: unexpected argument: infra\.yml \(arguments for ansible-playbook go after --\)/);
+  });
+
+  it("the tree's own refusal (incus_preflight, the real Incus client): the role's message when the tree is missing on the host side too", { skip: hasIncus ? false : 'incus is not installed here (that refusal comes first)' }, () => {
+    const t = testEnv();
+    try {
+      synced(t, `${ROOT}/examples/infra.yml`);
+      // The tree moved away between the CLI's look and ansible's: the role says so in its words.
+      const r = spawnSync('/usr/bin/ansible-playbook', [join(ROOT, 'site.yml'), '--tags', 'incus'], { env: { ...t.env, ANKLUME_BASE_DIR: join(t.dir, 'elsewhere'), ANSIBLE_LOCALHOST_WARNING: 'False' }, encoding: 'utf8' });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stdout + r.stderr, /No generated tree in .* \(group_vars\/all\.yml is missing\): run `make sync` first\./);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+/** The children of a process, by /proc/<pid>/stat (comm and parent). */
+function children(ppid: number): { pid: number; comm: string }[] {
+  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).flatMap((p) => {
+    try {
+      const text = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const close = text.lastIndexOf(')');
+      return Number(text.slice(close + 2).split(' ')[1]) === ppid ? [{ pid: Number(p), comm: text.slice(text.indexOf('(') + 1, close) }] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+describe('an interrupted apply stops ansible before it ends itself', () => {
+  it('SIGTERM during the run (stand-in incus, told to be slow): ansible-playbook and its children are stopped, exit 1, the message says to run it again', async () => {
+    const t = testEnv();
+    const s = StandIns.create();
+    try {
+      synced(t, `${ROOT}/examples/infra.yml`);
+      s.slow(60, '--version');
+      const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'apply', '--base-dir', t.baseDir], { env: s.env(t.env), stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += String(d)));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      for (let i = 0; i < 300 && !s.journal().some((e) => e.tool === 'SLOW'); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(s.journal().some((e) => e.tool === 'SLOW'), `the first incus call is waiting:\n${stderr}`);
+      const ansible = children(child.pid!).find((c) => c.comm.startsWith('ansible-playboo'));
+      assert.ok(ansible, 'ansible-playbook runs');
+      const started = Date.now();
+      child.kill('SIGTERM');
+      assert.equal(await exited, 1);
+      assert.ok(Date.now() - started < 15_000, 'it did not wait for the slow call');
+      assert.match(stderr, /anklume-gen apply: interrupted by SIGTERM: ansible-playbook was stopped; run it again to finish\n$/);
+      let alive = true;
+      for (let i = 0; i < 50 && alive; i++) {
+        try {
+          process.kill(ansible.pid, 0);
+          await new Promise((r) => setTimeout(r, 100));
+        } catch {
+          alive = false;
+        }
+      }
+      assert.equal(alive, false, 'ansible-playbook is gone');
+      assert.deepEqual(children(ansible.pid), [], 'and so are its children');
+    } finally {
+      s.cleanup();
       t.cleanup();
     }
   });

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
+import { applyCommand } from './applyCommand.js';
 import { applyNftablesCommand } from './applyNftables.js';
 import { flowsCommand } from './flowsCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
@@ -161,6 +162,7 @@ export const COMMANDS: Record<string, Command> = {
   validate: validateCommand,
   resolve: resolveCommand,
   nftables: nftablesCommand,
+  apply: applyCommand,
   'apply-nftables': applyNftablesCommand,
   flows: flowsCommand,
   'ai-switch': aiSwitchCommand,

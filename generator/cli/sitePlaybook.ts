@@ -1,0 +1,98 @@
+/**
+ * Running the shipped site.yml on the tree sync wrote, for `apply` and `apply-nftables` (what
+ * `make apply` and `make nftables` do, for those who installed the package: the Makefile is not
+ * in it). ansible's output goes to stderr as whole lines; the result is the play recap's count.
+ */
+import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EXIT_FAILED, EXIT_OK, UsageError, type Invocation } from './command.js';
+import { printJson } from './output.js';
+import { packagePath } from '../core/packageRoot.js';
+
+/** The play recap's `changed=N` for localhost (undefined when ansible printed no recap). */
+export function changedCount(output: string): number | undefined {
+  const recap = /^localhost\s*:\s*ok=\d+\s+changed=(\d+)/m.exec(output);
+  return recap ? Number(recap[1]) : undefined;
+}
+
+/** Words after `--` go to ansible-playbook as they are; anything else positional is a mistake. */
+export function playbookPassThrough(positionals: string[], inv: Invocation): string[] {
+  if (positionals.length && !inv.args.includes('--')) {
+    throw new UsageError(`unexpected argument: ${positionals.join(' ')} (arguments for ansible-playbook go after --)`);
+  }
+  return positionals;
+}
+
+export interface SiteRun {
+  inv: Invocation;
+  json: boolean;
+  /** The command's name, for its messages. */
+  name: string;
+  baseDir: string;
+  /** site.yml's arguments: tags, --check, -e ... */
+  args: string[];
+  /** The one line said on success, from the recap's change count (undefined without a recap). */
+  summary: (changed: number | undefined) => string;
+  /** Fields of the --json document besides changed and errors. */
+  fields: (ok: boolean) => Record<string, unknown>;
+}
+
+export async function runSite(run: SiteRun): Promise<number> {
+  const { inv, json } = run;
+  const { runPlaybook } = await import('../aiswitch/ansible.js');
+  let output = '';
+  let pending = '';
+  // A signal stops ansible (it runs in its own process group) before this process ends: an apply
+  // interrupted at the terminal must not go on behind the user's back.
+  const abort = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interrupted ??= sig;
+    abort.abort();
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of signals) process.on(sig, onSignal);
+  // Ansible's temporary files live here and go with it, whatever happens to the run.
+  const tempDir = mkdtempSync(join(tmpdir(), `anklume-${run.name}-`));
+  const result = await runPlaybook({
+    tempDir,
+    playbook: packagePath('site.yml'),
+    extraArgs: run.args,
+    // What site.yml reads to find the tree (the Makefile passes it the same way).
+    env: { ...inv.env, ANKLUME_BASE_DIR: realpathSync(run.baseDir) },
+    color: inv.streams.color && !json,
+    signal: abort.signal,
+    onOutput: (chunk) => {
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop() ?? '';
+      output += chunk;
+      if (lines.length) inv.streams.err(lines.join('\n'));
+    },
+  }).finally(() => {
+    for (const sig of signals) process.off(sig, onSignal);
+    rmSync(tempDir, { recursive: true, force: true });
+  });
+  if (pending) inv.streams.err(pending);
+  const changed = changedCount(output);
+  if (!result.ok) {
+    const why = interrupted
+      ? `interrupted by ${interrupted}: ansible-playbook was stopped; run it again to finish`
+      : result.spawnError
+        ? `ansible-playbook could not be started (${result.spawnError}); install Debian's ansible`
+        : `ansible-playbook failed (${result.signal ?? `exit ${result.exitCode}`}); its output is above`;
+    if (json) printJson(inv.streams, { ...run.fields(false), changed: changed ?? null, errors: [{ message: why }] });
+    else inv.streams.err(`anklume-gen ${run.name}: ${why}`);
+    return EXIT_FAILED;
+  }
+  if (json) printJson(inv.streams, { ...run.fields(true), changed: changed ?? null, errors: [] });
+  else inv.streams.out(run.summary(changed));
+  return EXIT_OK;
+}
+
+/** A file sync writes is missing: nothing runs, the message says what to run first. */
+export function notSynced(inv: Invocation, json: boolean, message: string, fields: Record<string, unknown>): number {
+  if (json) printJson(inv.streams, { ...fields, changed: null, errors: [{ message }] });
+  else inv.streams.err(message);
+  return EXIT_FAILED;
+}
