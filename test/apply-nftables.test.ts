@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { holderDisagreement } from '../generator/cli/rulesetHolder.ts';
 import { runCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 import { canRunNetns, Lab } from './helpers/netns.ts';
@@ -25,6 +26,53 @@ describe('apply-nftables refuses before running anything', () => {
       const j = await runCli(['apply-nftables', '--base-dir', t.baseDir, '--json'], t.env);
       assert.equal(j.code, 1);
       assert.equal((JSON.parse(j.stdout) as { applied: boolean }).applied, false);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('a ruleset out of step with the state file is refused before ansible starts, by apply-nftables and apply: exit 1', async () => {
+    const t = testEnv();
+    try {
+      assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir], t.env)).code, 0, 'no state file: the default holder, pro');
+      const ruleset = join(t.baseDir, 'nftables/anklume.nft');
+      mkdirSync(join(t.dir, 'state'), { recursive: true });
+      const stateFile = t.env.ANKLUME_STATE_FILE!;
+      writeFileSync(stateFile, 'perso\n');
+      const fix = `; write it again with 'anklume-gen sync <infra> --base-dir ${t.baseDir}' (sync follows the state file), or switch with 'anklume-gen ai-switch'. Nothing was applied.\n`;
+      for (const command of ['apply-nftables', 'apply']) {
+        const r = await runCli([command, '--base-dir', t.baseDir], t.env);
+        assert.equal(r.code, 1, command);
+        assert.equal(r.stderr, `${ruleset}: gives AI access to 'pro', but the state file ${stateFile} says 'perso' holds it${fix}`);
+      }
+      writeFileSync(stateFile, '');
+      const nobody = await runCli(['apply-nftables', '--base-dir', t.baseDir, '--json'], t.env);
+      assert.equal(nobody.code, 1);
+      const j = JSON.parse(nobody.stdout) as { applied: boolean; errors: { message: string }[] };
+      assert.equal(j.applied, false);
+      assert.match(j.errors[0].message, /gives AI access to 'pro', but the state file .* says nobody holds it/);
+      assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir], t.env)).code, 0);
+      assert.match(readFileSync(ruleset, 'utf8'), /^# AI access holder: none$/m, 'a sync follows the state file');
+      writeFileSync(stateFile, 'perso\n');
+      const r = await runCli(['apply-nftables', '--base-dir', t.baseDir], t.env);
+      assert.match(r.stderr, /gives nobody AI access, but the state file .* says 'perso' holds it/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('no refusal where nothing can disagree: open mode (no holder set), no state file yet (holderDisagreement)', async () => {
+    const t = testEnv();
+    try {
+      mkdirSync(join(t.dir, 'state'), { recursive: true });
+      const open = (await runCli(['nftables', 'test/fixtures/valid/full.yml'], t.env)).stdout;
+      const exclusive = (await runCli(['nftables', EXAMPLE], t.env)).stdout;
+      assert.equal(await holderDisagreement(exclusive, t.env), undefined, 'no state file: the default holder applies');
+      writeFileSync(t.env.ANKLUME_STATE_FILE!, 'perso\n');
+      assert.equal(await holderDisagreement(open, t.env), undefined);
+      assert.match((await holderDisagreement(exclusive, t.env))!, /^gives AI access to 'pro', but/);
+      writeFileSync(t.env.ANKLUME_STATE_FILE!, 'pro\n');
+      assert.equal(await holderDisagreement(exclusive, t.env), undefined);
     } finally {
       t.cleanup();
     }

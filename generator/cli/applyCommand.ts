@@ -1,13 +1,14 @@
 /**
  * `anklume-gen apply`: what `make apply` does: the shipped site.yml without tags on the tree sync
  * wrote, so that Incus has what infra.yml describes (projects, bridges, the isolation ruleset,
- * instances) and orphans are reported. Every refusal is the incus_preflight role's, before
- * anything is made; only a missing tree is caught here, before ansible starts.
+ * instances) and orphans are reported. The refusals about Incus are the incus_preflight role's,
+ * before anything is made; a missing tree, or a ruleset out of step with the state file, is caught
+ * here, before ansible starts.
  */
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
 import { isFile } from './applyNftables.js';
-import { notSynced, playbookPassThrough, runSite } from './sitePlaybook.js';
+import { notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 
 export const applyCommand: Command = {
   summary: 'build the domains in Incus from the tree sync wrote (projects, bridges, ruleset, instances): site.yml, as make apply',
@@ -27,6 +28,8 @@ export const applyCommand: Command = {
     if (!isFile(tree)) {
       return notSynced(inv, json, `${tree}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
+    const stale = await staleRuleset(baseDir, inv.env);
+    if (stale) return notSynced(inv, json, stale, { applied: false });
     return runSite({
       inv,
       json,

@@ -6,9 +6,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { notSynced, playbookPassThrough, runSite } from './sitePlaybook.js';
-
-const RULESET = 'nftables/anklume.nft';
+import { notSynced, playbookPassThrough, RULESET, runSite, staleRuleset } from './sitePlaybook.js';
 
 export const applyNftablesCommand: Command = {
   summary: 'apply the isolation ruleset sync wrote (nftables/anklume.nft) on this host: site.yml --tags nftables, as make nftables',
@@ -26,6 +24,8 @@ export const applyNftablesCommand: Command = {
     if (!isFile(ruleset)) {
       return notSynced(inv, json, `${ruleset}: no ruleset to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
+    const stale = await staleRuleset(baseDir, inv.env);
+    if (stale) return notSynced(inv, json, stale, { applied: false });
     const dryRun = values['dry-run'] === true;
     return runSite({
       inv,

@@ -3,12 +3,15 @@
  * `make apply` and `make nftables` do, for those who installed the package: the Makefile is not
  * in it). ansible's output goes to stderr as whole lines; the result is the play recap's count.
  */
-import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Invocation } from './command.js';
 import { printJson } from './output.js';
 import { packagePath } from '../core/packageRoot.js';
+
+/** The ruleset sync writes under the base dir, which apply and apply-nftables load. */
+export const RULESET = 'nftables/anklume.nft';
 
 /** The play recap's `changed=N` for localhost (undefined when ansible printed no recap). */
 export function changedCount(output: string): number | undefined {
@@ -90,7 +93,24 @@ export async function runSite(run: SiteRun): Promise<number> {
   return EXIT_OK;
 }
 
-/** A file sync writes is missing: nothing runs, the message says what to run first. */
+/**
+ * The ruleset under the base dir gives AI access to another domain than the state file says:
+ * the message, or undefined when they agree. A missing ruleset is the caller's to report.
+ */
+export async function staleRuleset(baseDir: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  const ruleset = join(baseDir, RULESET);
+  let text: string;
+  try {
+    text = readFileSync(ruleset, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const { holderDisagreement } = await import('./rulesetHolder.js');
+  const problem = await holderDisagreement(text, env);
+  return problem && `${ruleset}: ${problem}; write it again with 'anklume-gen sync <infra> --base-dir ${baseDir}' (sync follows the state file), or switch with 'anklume-gen ai-switch'. Nothing was applied.`;
+}
+
+/** A file sync writes is missing or out of step: nothing runs, the message says what to run first. */
 export function notSynced(inv: Invocation, json: boolean, message: string, fields: Record<string, unknown>): number {
   if (json) printJson(inv.streams, { ...fields, changed: null, errors: [{ message }] });
   else inv.streams.err(message);
