@@ -180,6 +180,16 @@ describe('CLI contract', () => {
     }
   });
 
+  it('an unknown option is a usage error in a few words, with a did-you-mean among the command\'s options', async () => {
+    const r = await runCli(['sync', EXAMPLE, '--dryrun'], process.env);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.split('\n')[0], "anklume-gen sync: unknown option '--dryrun'; did you mean '--dry-run'?");
+    assert.match(r.stderr, /^Usage: anklume-gen \[sync\]/m);
+    const far = await runCli(['validate', '--frobnicate', EXAMPLE], process.env);
+    assert.equal(far.code, 2);
+    assert.equal(far.stderr.split('\n')[0], "anklume-gen validate: unknown option '--frobnicate'");
+  });
+
   it('help names a command or lists them all; help for an unknown one is a usage error', async () => {
     const all = await runCli(['help'], process.env);
     assert.equal(all.code, 0, all.stderr);

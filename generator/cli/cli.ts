@@ -203,6 +203,14 @@ function fail(inv: Invocation, json: boolean, code: number, message: string, usa
   return code;
 }
 
+/** parseArgs's own words, shortened; an unknown option gets a did-you-mean among the command's. */
+function parseError(err: Error & { code?: string }, command: Command): string {
+  const unknown = err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /^Unknown option '([^']+)'/.exec(err.message)?.[1] : undefined;
+  if (unknown === undefined) return err.message.split('\n')[0];
+  const near = closest(unknown, Object.keys(command.options).map((o) => `--${o}`));
+  return `unknown option '${unknown}'${near ? `; did you mean '${near}'?` : ''}`;
+}
+
 function unknownCommand(inv: Invocation, json: boolean, name: string, note = ''): number {
   const near = closest(name, Object.keys(COMMANDS));
   const hint = near ? `; did you mean '${near}'?` : '';
@@ -236,7 +244,7 @@ export async function main(inv: Invocation): Promise<number> {
   try {
     parsed = parseArgs({ args, options: command.options, allowPositionals: true, strict: true });
   } catch (err) {
-    return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${(err as Error).message.split('\n')[0]}`, command.usage);
+    return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${parseError(err as Error & { code?: string }, command)}`, command.usage);
   }
   if (parsed.values.help) {
     inv.streams.out(help(name));
