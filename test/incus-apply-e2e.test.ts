@@ -13,7 +13,9 @@
  *
  * Needs root, Incus >= 6.0 with its daemon running and the test image imported: `.ci/incus-setup`
  * does all of it (cached; .ci/run calls it). Without them the suite is skipped with the reason,
- * except in CI (CI=true), where it fails. It loads `table inet anklume` into this machine's own
+ * except in CI (CI=true), where it fails. In CI, what an earlier run of the suite left when it was
+ * stopped before its cleanup is removed first (earlierRunLeftovers: recognised by the fixture's
+ * subnet and bridges); elsewhere anything in the way skips the suite, and nothing is touched. It loads `table inet anklume` into this machine's own
  * namespace (where Incus bridges live), and removes it and every Incus object it made afterwards,
  * failures included.
  */
@@ -34,6 +36,8 @@ const IMAGE = process.env.ANKLUME_TEST_IMAGE ?? 'anklume-test-debian12';
 const DOMAINS = ['ai-tools', 'pro', 'perso', 'guest'];
 /** The domain the fault tests add (and then remove again) to the fixture. */
 const LAB = 'lab';
+/** The fixture's base_subnet: every bridge of its domains is <SUBNET>.<subnet_id>.254/24. */
+const SUBNET = '10.181';
 const MACHINES: Record<string, { project: string; ip: string }> = {
   'gpu-server': { project: 'ai-tools', ip: '10.181.10.10' },
   'pro-dev': { project: 'pro', ip: '10.181.2.10' },
@@ -67,6 +71,55 @@ async function query<T>(path: string): Promise<T> {
   return JSON.parse(await must(['incus', 'query', path])) as T;
 }
 
+/** The relay bridge's gateway when the suite creates incusbr0 itself. */
+const RELAY_GATEWAY = '10.199.77.1/24';
+
+/** What the suite makes: its instances, the domains' profiles and projects, their bridges; the relay bridge and the table when asked. */
+async function removeSuiteObjects(also: { relayBridge: boolean; table: boolean }): Promise<void> {
+  const instances = await query<{ name: string; project: string }[]>('/1.0/instances?recursion=1&all-projects=true').catch(() => []);
+  await Promise.all(instances
+    .filter((i) => [...DOMAINS, LAB].includes(i.project) || (i.project === 'default' && i.name === RELAY))
+    .map((i) => sh(['incus', 'delete', '--force', i.name, '--project', i.project])));
+  for (const d of [...DOMAINS, LAB]) {
+    // A project is deleted only once empty: the domain profiles go first.
+    const profiles = await query<string[]>(`/1.0/profiles?project=${d}`).catch(() => []);
+    for (const p of profiles.map((u) => u.split('/').pop()!.split('?')[0]).filter((n) => n !== 'default')) await sh(['incus', 'profile', 'delete', p, '--project', d]);
+    await sh(['incus', 'project', 'delete', d]);
+  }
+  const networks = await query<{ name: string; config: Record<string, string> }[]>('/1.0/networks?recursion=1').catch(() => []);
+  for (const n of networks) {
+    if ([...DOMAINS, LAB].includes(n.config['user.anklume.domain'] ?? '') || n.name === `net-${LAB}`) await sh(['incus', 'network', 'delete', n.name]);
+  }
+  if (also.relayBridge) await sh(['incus', 'network', 'delete', RELAY_BRIDGE]);
+  if (also.table) await sh(['nft', 'delete', 'table', 'inet', 'anklume']);
+}
+
+/**
+ * What an earlier run of this suite left when it was stopped before its own cleanup (a CI run at
+ * its time limit): the fixture's projects, whose anklume bridges are on the fixture's subnet; a
+ * `table inet anklume` whose domain bridges are the fixture's; incusbr0 with the relay's gateway.
+ * Undefined when anything else is in the way: that is never touched.
+ */
+async function earlierRunLeftovers(): Promise<{ relayBridge: boolean; table: boolean } | undefined> {
+  const projects = (await query<{ name: string }[]>('/1.0/projects?recursion=1')).map((p) => p.name);
+  const networks = await query<{ name: string; managed: boolean; config: Record<string, string> }[]>('/1.0/networks?recursion=1');
+  const ours = [...DOMAINS, LAB].filter((d) => projects.includes(d)).every((d) => {
+    const bridge = networks.find((n) => n.name === `net-${d}`);
+    return bridge === undefined || (bridge.config['user.anklume.domain'] === d && (bridge.config['ipv4.address'] ?? '').startsWith(`${SUBNET}.`));
+  });
+  if (!ours) return undefined;
+  const listed = await sh(['nft', '-j', 'list', 'set', 'inet', 'anklume', 'domain_bridges']);
+  let table = false;
+  if ((await sh(['nft', 'list', 'table', 'inet', 'anklume'])).code === 0) {
+    const set = listed.code === 0 ? (JSON.parse(listed.stdout) as { nftables: { set?: { elem?: string[] } }[] }).nftables.find((x) => x.set)?.set : undefined;
+    const bridges = set?.elem ?? [];
+    if (!bridges.length || !bridges.every((b) => [...DOMAINS, LAB].map((d) => `net-${d}`).includes(b))) return undefined;
+    table = true;
+  }
+  const relay = networks.find((n) => n.name === RELAY_BRIDGE);
+  return { relayBridge: relay?.managed === true && relay.config['ipv4.address'] === RELAY_GATEWAY, table };
+}
+
 /** Whether this machine can run the suite, and if not, why (the skip reason). */
 async function support(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return 'needs root (incus, nft)';
@@ -80,8 +133,14 @@ async function support(): Promise<string | undefined> {
   return undefined;
 }
 
-const why = await support();
 const inCi = process.env.CI === 'true';
+// Only in CI, whose machine is the project's own: what an interrupted run of this suite left goes
+// first (removing what is not there does nothing). Elsewhere anything in the way skips the suite.
+if (inCi && process.getuid?.() === 0 && (await sh(['incus', 'query', '/1.0'])).code === 0) {
+  const left = await earlierRunLeftovers().catch(() => undefined);
+  if (left) await removeSuiteObjects(left);
+}
+const why = await support();
 
 const OUTER_MAKE = new Set(['INFRA', 'BASE_DIR', 'DOMAIN', 'MAKEFLAGS', 'MAKELEVEL', 'MFLAGS', 'EXTRA_VARS', 'CHECK', 'DELETE_ORPHANS']);
 
@@ -191,22 +250,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
   /** Every object the suite may have made, whatever step failed: instances, projects, bridges, the table. */
   async function cleanup(): Promise<void> {
     for (const child of holds) child.kill('SIGKILL');
-    const instances = await query<{ name: string; project: string }[]>('/1.0/instances?recursion=1&all-projects=true').catch(() => []);
-    await Promise.all(instances
-      .filter((i) => [...DOMAINS, LAB].includes(i.project) || (i.project === 'default' && i.name === RELAY))
-      .map((i) => sh(['incus', 'delete', '--force', i.name, '--project', i.project])));
-    for (const d of [...DOMAINS, LAB]) {
-      // A project is deleted only once empty: the domain profiles go first.
-      const profiles = await query<string[]>(`/1.0/profiles?project=${d}`).catch(() => []);
-      for (const p of profiles.map((u) => u.split('/').pop()!.split('?')[0]).filter((n) => n !== 'default')) await sh(['incus', 'profile', 'delete', p, '--project', d]);
-      await sh(['incus', 'project', 'delete', d]);
-    }
-    const networks = await query<{ name: string; config: Record<string, string> }[]>('/1.0/networks?recursion=1').catch(() => []);
-    for (const n of networks) {
-      if ([...DOMAINS, LAB].includes(n.config['user.anklume.domain'] ?? '') || n.name === `net-${LAB}`) await sh(['incus', 'network', 'delete', n.name]);
-    }
-    if (createdRelayBridge) await sh(['incus', 'network', 'delete', RELAY_BRIDGE]);
-    if (loadedTable) await sh(['nft', 'delete', 'table', 'inet', 'anklume']);
+    await removeSuiteObjects({ relayBridge: createdRelayBridge, table: loadedTable });
   }
 
   before(async () => {
@@ -339,7 +383,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
   it('a relay container on incusbr0 reaches no domain, ai-tools included, though domains reach it (needs the ruleset that judges every interface)', async () => {
     await phase('relay', async () => {
       if ((await sh(['incus', 'network', 'show', RELAY_BRIDGE])).code !== 0) {
-        await must(['incus', 'network', 'create', RELAY_BRIDGE, 'ipv4.address=10.199.77.1/24', 'ipv4.nat=true', 'ipv6.address=none']);
+        await must(['incus', 'network', 'create', RELAY_BRIDGE, `ipv4.address=${RELAY_GATEWAY}`, 'ipv4.nat=true', 'ipv6.address=none']);
         createdRelayBridge = true;
       }
       await must(['incus', 'create', IMAGE, RELAY, '--project', 'default'], JSON.stringify({ devices: { eth0: { type: 'nic', name: 'eth0', network: RELAY_BRIDGE }, root: { type: 'disk', path: '/', pool: 'default' } } }));
