@@ -11,12 +11,13 @@
  * host (the VM variant and the scrub are in test/ai-switch-flush-e2e.test.ts; real containers in
  * test/incus-apply-e2e.test.ts). Every journal line carries the live holder set at that moment,
  * so the order "revoke before stop/flush, grant after" is checked against the kernel's state.
- * Who reaches whom is proven with real TCP connections. Needs root.
+ * Who reaches whom is proven with real TCP connections. Each test sets the state it starts from
+ * (fresh() or resetTo()), so any one of them runs alone (--test-name-pattern). Needs root.
  */
 import { after, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,7 +66,7 @@ interface Run {
 
 const support = await canRunNetns();
 
-describe('ai-switch end to end (network namespaces, real ansible-playbook, stand-ins for incus/nvidia-smi/systemctl/kill)', { skip: support.ok ? false : support.why }, () => {
+describe('ai-switch end to end (network namespaces, real ansible-playbook, stand-ins for incus/nvidia-smi/systemctl)', { skip: support.ok ? false : support.why }, () => {
   let lab: Lab | undefined;
   let standins: StandIns | undefined;
   let t: TestEnv;
@@ -114,7 +115,16 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     return r.stdout;
   }
 
-  /** Back to "pro holds access, nothing recorded yet" without an ansible run. */
+  /** Before any switch: no state file, log, lock or installed copy; the tree just synced; pro holds access by default. */
+  async function fresh(): Promise<void> {
+    for (const path of [stateFile, logFile, logFile.replace(/\.log$/, '.jsonl'), `${stateFile}.lock`, installed]) rmSync(path, { force: true });
+    await lab!.nft(['-f', '-'], renderRuleset(infra, 'pro'));
+    const synced = await runCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env);
+    assert.equal(synced.code, 0, synced.stderr);
+    standins!.reset();
+  }
+
+  /** `holder` holds access, in the kernel and in the state file, without an ansible run. */
   async function resetTo(holder: string): Promise<void> {
     await lab!.nft(['-f', '-'], renderRuleset(infra, holder));
     mkdirSync(join(t.dir, 'state'), { recursive: true });
@@ -172,10 +182,6 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     standins = StandIns.create();
     lab = await Lab.create(labSpecFromInfra(infra), { prefix: 'akai' });
     await lab.listen([AI_PORT, 80]);
-    await lab.nft(['-f', '-'], renderRuleset(infra, 'pro'));
-    // A tree synced before any switch: the switch must bring its AI policy up to date.
-    const synced = await runCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env);
-    assert.equal(synced.code, 0, synced.stderr);
   });
 
   after(async () => {
@@ -187,6 +193,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   beforeEach(() => standins!.reset());
 
   it('starts with pro holding AI access (default), perso and guest shut out', async () => {
+    await fresh();
     assert.deepEqual(await wire(), { pro: 'open', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
     const status = await cli(['ai-status', '--infra', FIXTURE, '--json']);
     assert.equal(status.code, 0, status.stderr);
@@ -197,6 +204,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   });
 
   it('--dry-run changes nothing and prints old -> new, flush, the exact nft change (and SECURITY with --no-flush)', async () => {
+    await fresh();
     const synced = readFileSync(baseCopy, 'utf8');
     const r = await cli(switchArgs('--domain', 'perso', '--dry-run'));
     assert.equal(r.code, 0, r.stderr);
@@ -218,23 +226,29 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), [], 'only reads');
   });
 
-  /** Real processes (the test's own) that the host nvidia-smi stand-in lists in the switch to perso. */
-  const gpu = { mine: ['', ''], host: '', other: '' };
+  /**
+   * The host's GPUs and compute processes for a flush: two real processes of gpu-server (the
+   * container), one of the host, one of another container (the test's own `sleep`s); resets fail.
+   */
+  function gpuScene(): { mine: string[]; host: string; other: string } {
+    const gpu = { mine: [standins!.sleeper(), standins!.sleeper()], host: standins!.sleeper(), other: standins!.sleeper() };
+    standins!.hostGpus([{ index: '0', uuid: GPU0, total: 81559 }, { index: '1', uuid: GPU1, total: 81559 }]);
+    standins!.hostApps([
+      { pid: gpu.mine[0], mib: 30000, cgroup: MINE },
+      { pid: gpu.mine[1], mib: 2000, cgroup: MINE },
+      { pid: gpu.host, gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
+      { pid: gpu.other, gpu: GPU1, mib: 800, cgroup: '0::/lxc.payload.lab_trainer\n' },
+    ]);
+    standins!.resetFails(true);
+    return gpu;
+  }
 
   it('switches to perso: revoke, stop, flush, grant, start — on the wire, in the journal, on disk', async () => {
-    Object.assign(gpu, { mine: [standins!.sleeper(), standins!.sleeper()], host: standins!.sleeper(), other: standins!.sleeper() });
+    await fresh();
+    const gpu = gpuScene();
     const held = await lab!.hold('pro-dev', 'gpu-server', AI_PORT);
     try {
       assert.equal((await held.ping()).echoed, true, 'pro has a working connection before the switch');
-      // Host PIDs: two of gpu-server (the container), one of the host, one of another container.
-      standins!.hostGpus([{ index: '0', uuid: GPU0, total: 81559 }, { index: '1', uuid: GPU1, total: 81559 }]);
-      standins!.hostApps([
-        { pid: gpu.mine[0], mib: 30000, cgroup: MINE },
-        { pid: gpu.mine[1], mib: 2000, cgroup: MINE },
-        { pid: gpu.host, gpu: GPU1, mib: 500, cgroup: HOST_CGROUP },
-        { pid: gpu.other, gpu: GPU1, mib: 800, cgroup: '0::/lxc.payload.lab_trainer\n' },
-      ]);
-      standins!.resetFails(true);
       const r = await cli(switchArgs('--domain', 'perso'));
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /AI access switched: 'pro' -> 'perso' \(flush: true\)/);
@@ -288,7 +302,11 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     assert.equal(live, await listing(expected), 'the live table is exactly a fresh load of the ruleset for perso');
   });
 
-  it('a later sync keeps perso in nftables/anklume.nft; ai-status agrees and shows the history', async () => {
+  it('after a switch to perso, a later sync keeps perso in nftables/anklume.nft; ai-status agrees and shows the history', async () => {
+    await fresh();
+    const gpu = gpuScene();
+    const switched = await cli(switchArgs('--domain', 'perso'));
+    assert.equal(switched.code, 0, switched.stderr);
     const s = await runCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env);
     assert.equal(s.code, 0, s.stderr);
     assert.equal(readFileSync(baseCopy, 'utf8'), renderRuleset(infra, 'perso'));
@@ -304,16 +322,19 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   });
 
   it('already the holder: says so, exits 0, touches nothing', async () => {
-    const before = { state: statSync(stateFile).mtimeMs, log: readFileSync(logFile, 'utf8') };
+    await resetTo('perso');
+    const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : undefined);
+    const before = { state: statSync(stateFile).mtimeMs, log: log() };
     const r = await cli(switchArgs('--domain', 'perso'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /AI access is already set to 'perso'\. Nothing to do\./);
     assert.equal(statSync(stateFile).mtimeMs, before.state);
-    assert.equal(readFileSync(logFile, 'utf8'), before.log);
+    assert.equal(log(), before.log);
     assert.deepEqual(standins!.journal().filter((e) => e.tool !== 'nft' || !e.args.startsWith('-j list')), []);
   });
 
   it('--no-flush skips every flush call, warns SECURITY, logs flush=false; a stale lock is taken over, a corrupt state file repaired', async () => {
+    await resetTo('perso');
     const dead = await new Promise<number>((resolve) => {
       const child = spawn(process.execPath, ['-e', '0']);
       child.on('exit', () => resolve(child.pid!));
@@ -543,6 +564,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
   });
 
   it('ai-status says when the live ruleset disagrees with the state file', async () => {
+    await resetTo('guest');
     await lab!.nft(['-f', '-'], switchBatch(infra, 'guest', 'pro'));
     const r = await cli(['ai-status', '--infra', FIXTURE]);
     assert.equal(r.code, 1);
