@@ -7,8 +7,7 @@
  */
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { isFile } from './applyNftables.js';
-import { notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
+import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 
 export const applyCommand: Command = {
   summary: 'build the domains in Incus from the tree sync wrote (projects, bridges, ruleset, instances): site.yml, as make apply',

@@ -3,10 +3,9 @@
  * the ruleset sync wrote under the base dir. The incus_nftables role checks the file with `nft -c`
  * before it replaces the installed one, and loads it only when the live table differs.
  */
-import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { notSynced, playbookPassThrough, RULESET, runSite, staleRuleset } from './sitePlaybook.js';
+import { isFile, notSynced, playbookPassThrough, RULESET, runSite, staleRuleset } from './sitePlaybook.js';
 
 export const applyNftablesCommand: Command = {
   summary: 'apply the isolation ruleset sync wrote (nftables/anklume.nft) on this host: site.yml --tags nftables, as make nftables',
@@ -41,11 +40,3 @@ export const applyNftablesCommand: Command = {
     });
   },
 };
-
-export function isFile(path: string): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}

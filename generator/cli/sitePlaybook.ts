@@ -3,7 +3,7 @@
  * `make apply` and `make nftables` do, for those who installed the package: the Makefile is not
  * in it). ansible's output goes to stderr as whole lines; the result is the play recap's count.
  */
-import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Invocation } from './command.js';
@@ -14,7 +14,7 @@ import { packagePath } from '../core/packageRoot.js';
 export const RULESET = 'nftables/anklume.nft';
 
 /** The play recap's `changed=N` for localhost (undefined when ansible printed no recap). */
-export function changedCount(output: string): number | undefined {
+function changedCount(output: string): number | undefined {
   const recap = /^localhost\s*:\s*ok=\d+\s+changed=(\d+)/m.exec(output);
   return recap ? Number(recap[1]) : undefined;
 }
@@ -108,6 +108,14 @@ export async function staleRuleset(baseDir: string, env: NodeJS.ProcessEnv): Pro
   const { holderDisagreement } = await import('./rulesetHolder.js');
   const problem = await holderDisagreement(text, env);
   return problem && `${ruleset}: ${problem}; write it again with 'anklume-gen sync <infra> --base-dir ${baseDir}' (sync follows the state file), or switch with 'anklume-gen ai-switch'. Nothing was applied.`;
+}
+
+export function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** A file sync writes is missing or out of step: nothing runs, the message says what to run first. */
