@@ -229,3 +229,71 @@ describe('flows: command line', () => {
     }
   });
 });
+
+describe('flows: published ports (issue 15: proxy devices are paths into a machine, reported like policies)', () => {
+  const PUBLISHED = join(ROOT, 'test/fixtures/flows/published.yml');
+  const a = analyse([{ file: PUBLISHED, text: readFileSync(PUBLISHED, 'utf8'), role: 'single' }], { yolo: false });
+  assert.ok(a.infra, JSON.stringify(a.errors));
+  const published = enrich(a.infra).infra;
+  const model = flowModel(published, 'pro');
+  const judge = (from: string, to: string, proto: FlowProtocol = 'tcp', port?: number) => {
+    const [src, dst] = [from, to].map((n) => resolveFlowEndpoint(published, n));
+    assert.ok(src && dst);
+    return judgeFlow(model, src, dst, proto, port);
+  };
+
+  it('without nat: every domain, ai-tools included, and outside reach the listen port, through the host; the reason names the device', () => {
+    for (const from of ['perso-desktop', 'pro', 'gpu-server', 'outside']) {
+      const answer = judge(from, 'guest-box', 'tcp', 18080);
+      assert.equal(answer.verdict, 'allow', from);
+      assert.match(answer.reason, /^allow — published port: proxy device 'web' of 'guest-box' listens on the host's tcp:0\.0\.0\.0:18080/);
+      assert.deepEqual(answer.published, [{ machine: 'guest-box', device: 'web', listen: 'tcp:0.0.0.0:18080', connect: 'tcp:127.0.0.1:80', nat: false }]);
+      assert.equal(answer.policy, null);
+    }
+    assert.equal(judge('perso-desktop', 'guest-box', 'tcp', 80).verdict, 'drop', 'the machine itself stays closed');
+    assert.equal(judge('perso-desktop', 'guest-box', 'udp', 18080).verdict, 'drop', 'the published protocol only');
+  });
+
+  it('without a port, the open ports include the published ones; a domain as a whole is not published, its machine is an exception', () => {
+    assert.deepEqual(judge('perso-desktop', 'guest-box').ports, [18080]);
+    const domain = judge('perso', 'guest');
+    assert.equal(domain.verdict, 'drop');
+    assert.deepEqual(domain.exceptions?.map((e) => `${e.to} ${e.verdict} ${JSON.stringify(e.ports)}`), ['guest-box allow [18080]']);
+    const udp = judge('outside', 'guest', 'udp');
+    assert.deepEqual(udp.exceptions?.map((e) => `${e.to} ${JSON.stringify(e.ports)}`), ['guest-dns [5353,5354]'], 'from a profile, a port range; not where the machine removes it');
+    assert.match(udp.exceptions![0].reason, /proxy device 'dns' \(profile 'dns'\) of 'guest-dns'/);
+  });
+
+  it('with nat: the ruleset judges the translated connection (a policy to its address and port), and the reason says so', () => {
+    const allowed = judge('pro-dev', 'guest-box', 'tcp', 18443);
+    assert.equal(allowed.verdict, 'allow');
+    assert.match(allowed.reason, /published port \(nat\): proxy device 'dnat' of 'guest-box' translates the host's tcp:192\.0\.2\.1:18443 to tcp:10\.100\.3\.10:443, which the ruleset judges, allowed by policy \[1\]/);
+    assert.equal(allowed.policy, 1);
+    const dropped = judge('perso-desktop', 'guest-box', 'tcp', 18443);
+    assert.equal(dropped.verdict, 'drop');
+    assert.match(dropped.reason, /^drop — proxy device 'dnat' of 'guest-box' \(nat\) translates/);
+  });
+
+  it('nothing is published on loopback, with bind: instance, or once the machine removes the device', () => {
+    assert.deepEqual(model.published.map((p) => `${p.machine}/${p.device}`), ['guest-box/web', 'guest-box/dnat', 'guest-dns/dns']);
+    for (const port of [18081, 18082]) assert.equal(judge('outside', 'guest-box', 'tcp', port).verdict, 'drop', String(port));
+    assert.equal(judge('outside', 'guest-quiet', 'udp', 5353).verdict, 'drop');
+  });
+
+  it('the command prints it, the matrix lists the published ports, and --json carries the devices', async () => {
+    const t = testEnv('anklume-flows-published-');
+    try {
+      const one = await runCli(['flows', PUBLISHED, '--from', 'perso-desktop', '--to', 'guest-box', '--port', '18080', '--json'], t.env);
+      assert.equal(one.code, 0, one.stderr);
+      const answer = JSON.parse(one.stdout) as FlowAnswer;
+      assert.equal(answer.verdict, 'allow');
+      assert.equal(answer.published?.[0].device, 'web');
+      const table = await runCli(['flows', PUBLISHED], t.env);
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^Published ports \(proxy devices;.*\n  guest-box tcp:0\.0\.0\.0:18080 -> tcp:127\.0\.0\.1:80 \(device 'web'\)\n  guest-box tcp:192\.0\.2\.1:18443 -> tcp:10\.100\.3\.10:443 \(device 'dnat', nat\)\n  guest-dns udp:0\.0\.0\.0:5353-5354 -> udp:127\.0\.0\.1:53 \(device 'dns', profile 'dns'\)$/m);
+      assert.match(table.stdout, /^perso +all +- +- +same +- \*$/m, 'perso -> guest: only some machines');
+    } finally {
+      t.cleanup();
+    }
+  });
+});

@@ -95,6 +95,19 @@ const TABLE: [string, RegExp][] = [
   ['bad port', /^network_policies\[\d+\]: invalid port .+ \(must be 1-65535\)/],
   ['ports not a list', /^network_policies\[\d+\]: ports must be a list or 'all'/],
   ['bad protocol', /^network_policies\[\d+\]: protocol must be 'tcp' or 'udp', got '/],
+  ['NIC on another domain\'s bridge (issue 15)', /^(Machine '[^']+'|Domain '[^']+': profile '[^']+'): device '[^']+' puts .+ on 'net-[^']+' \((network|parent)\), the bridge of domain '/],
+  ['NIC on a bridge of no domain (issue 15)', /: device '[^']+' puts .+ on 'net-[^']+' \((network|parent)\), which is the bridge of no domain/],
+  ['NIC on a network that is no domain bridge (issue 15)', /: device '[^']+' puts .+ on '[^']+' \((network|parent)\), which is not a domain bridge/],
+  ['NIC type that skips the bridge (issue 15)', /: device '[^']+' is a NIC of type '(macvlan|ipvlan|physical|sriov|routed|p2p|ovn)', which does not go through the domain's bridge/],
+  ['infiniband (issue 15)', /: device '[^']+' is an InfiniBand interface/],
+  ['NIC without network or parent (issue 15)', /: device '[^']+' is a NIC without 'network' or 'parent'/],
+  ['proxy device in ai-tools, exclusive (issue 15)', /: device '[^']+' is a proxy device in ai-tools under ai_access_policy 'exclusive'/],
+  ['proxy bind: instance into another domain (issue 15)', /: device '[^']+' is a proxy with bind: instance that makes the host connect to .+, in domain '/],
+  ['proxy address (issue 15)', /: device '[^']+': (listen|connect) .+ is not an Incus proxy address/],
+  ['privileged or raw.* in ai-tools, exclusive (issue 15)', /: (security\.privileged=true|raw\.\w+ hands settings).*refused on ai-tools under ai_access_policy 'exclusive'/],
+  ['privileged or raw.* elsewhere, a warning (issue 15)', /: (security\.privileged=true|raw\.\w+ hands settings).*keep it for machines you trust/],
+  ['shared folder between domains (issue 15)', /: device '[^']+' mounts .+ and machine '[^']+' of domain '[^']+' mounts .+: a shared folder is a channel between the two domains/],
+  ['device shape (issue 15)', /: (devices must be a mapping|device '[^']+' must be a mapping|device '[^']+' has no type|device '[^']+': unknown device type)/],
   ['unknown key', /^unknown key '.+'/],
   ['did you mean', /did you mean '.+'\?/],
   ['YAML syntax error', /^YAML syntax error/],
@@ -159,14 +172,15 @@ test('a policy from ai-tools to ai-tools itself, or to host, is not a bypass', (
   assert.deepEqual(result.errors.filter((e) => /goes from ai-tools/.test(e.message)), [], listing(result.errors));
 });
 
-test('the privileged check needs vm_nested=false: unknown (absent) or true means no check', async () => {
+test('the privileged error needs vm_nested=false: unknown (absent) or true means a warning (issue 15: root in it is root on the host)', async () => {
   const text = VALID.replace('      pro-dev:\n', '      pro-dev:\n        config: { security.privileged: "true" }\n');
   const contexts: Record<string, string>[] = [{}, { vm_nested: 'true' }];
   for (const files of contexts) {
     await withContextDir(files, (ctx) => {
       const result = run(text, ctx);
       assert.deepEqual(result.errors, [], `${JSON.stringify(files)}: ${listing(result.errors)}`);
-      assert.deepEqual(result.warnings, []);
+      assert.equal(result.warnings.length, 1, listing(result.warnings));
+      assert.match(result.warnings[0].message, /^Machine 'pro-dev': security\.privileged=true: root in the container is root on the host/);
     });
   }
   await withContextDir({ vm_nested: 'false' }, (ctx) => {
@@ -183,7 +197,7 @@ test('a boolean security.privileged: true counts as privileged too', async () =>
   });
 });
 
-test('warnings are exactly the two kinds of the table', async () => {
+test('warnings are exactly the kinds of the table (and issue 15: host-root settings, shared folders)', async () => {
   // Everything that could plausibly warn, minus what the table makes a warning: nothing.
   const quiet = run(VALID.replace('gpu: true', 'gpu: false') + 'network_policies: []\n', NO_CONTEXT);
   assert.deepEqual(quiet.warnings, []);

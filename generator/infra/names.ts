@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { packagePath } from '../core/packageRoot.js';
 
 interface SchemaDocument {
-  definitions: { dnsName: { pattern: string } };
+  definitions: { dnsName: { pattern: string }; bridgeName: { pattern: string } };
 }
 
 export const SCHEMA_FILE = packagePath('schema', 'infra.schema.json');
@@ -11,8 +11,14 @@ export const SCHEMA_TEXT = readFileSync(SCHEMA_FILE, 'utf8');
 export const infraSchema = JSON.parse(SCHEMA_TEXT) as SchemaDocument & object;
 
 const DNS_NAME = new RegExp(infraSchema.definitions.dnsName.pattern);
+const BRIDGE_NAME = new RegExp(infraSchema.definitions.bridgeName.pattern);
 export const MAX_DOMAIN_NAME = 11;
 
 export function isDomainName(value: string): boolean {
   return DNS_NAME.test(value) && value.length <= MAX_DOMAIN_NAME;
+}
+
+/** Whether a NIC's network or parent has the shape of a domain bridge (net-<domain>). */
+export function isBridgeName(value: string): boolean {
+  return BRIDGE_NAME.test(value);
 }

@@ -7,6 +7,8 @@ import { createRequire } from 'node:module';
 import type { PathSegment } from './load.js';
 import { compileValidator, PRECOMPILED_FILE, schemaDigest } from './schemaCompiler.js';
 import { closest } from '../core/suggest.js';
+import { deviceOwnerAt } from './devices.js';
+import { DEVICE_TYPES, deviceMessages as dm } from './deviceMessages.js';
 import type { Mapping } from '../core/types.js';
 
 export interface ShapeError {
@@ -61,9 +63,75 @@ function dotted(path: PathSegment[]): string {
 
 const IPV4_HELP = 'expected four numbers 0-255 separated by dots, e.g. 10.100.1.10';
 
+const NIC_TARGETS = new Set(['network', 'parent']);
+
+/**
+ * Words an error inside a machine's or a profile's devices; null when another error of the same
+ * device already explains it, undefined when it is not about a device.
+ */
+function wordDevice(err: ErrorObject, path: PathSegment[], bypassing: Set<string>): ShapeError | null | undefined {
+  const at = deviceOwnerAt(path);
+  if (!at) return undefined;
+  const { owner, name, rest } = at;
+  const data: unknown = err.data;
+  const params = err.params as Record<string, unknown>;
+  if (name === undefined) return err.keyword === 'type' ? { path, message: dm.notMapping(owner, show(data)) } : null;
+  const [key] = rest;
+  const isBypassing = bypassing.has(path.slice(0, 6).join('\u0000'));
+  if (rest.length === 0) {
+    switch (err.keyword) {
+      case 'type':
+        return { path, message: dm.deviceNotMapping(owner, name, show(data)) };
+      case 'required': {
+        const missing = String(params.missingProperty);
+        if (missing === 'type') return { path, message: dm.noType(owner, name) };
+        if (NIC_TARGETS.has(missing)) return null;
+        return { path, message: dm.proxyNeeds(owner, name, missing) };
+      }
+      case 'anyOf':
+        return isBypassing ? null : { path, message: dm.nicWithoutNetwork(owner, name) };
+      default:
+        return null;
+    }
+  }
+  if (rest.length !== 1) return undefined;
+  switch (key) {
+    case 'type':
+      if (data === 'infiniband') return { path, message: dm.infiniband(owner, name) };
+      return { path, message: dm.unknownType(owner, name, show(data), typeof data === 'string' ? closest(data, DEVICE_TYPES) : undefined) };
+    case 'nictype':
+      return { path, message: dm.nicType(owner, name, show(data)) };
+    case 'network':
+    case 'parent':
+      if (isBypassing) return null;
+      return typeof data === 'string' ? { path, message: dm.nicNotDomainBridge(owner, name, key, data) } : undefined;
+    case 'listen':
+    case 'connect':
+      return { path, message: dm.proxyAddress(owner, name, key, show(data)) };
+    case 'bind':
+      return { path, message: dm.proxyBind(owner, name, show(data)) };
+    case 'nat':
+      return { path, message: dm.proxyNat(owner, name, show(data)) };
+  }
+  return undefined;
+}
+
+/** The devices whose NIC type already skips the bridge: their network or parent need no second word. */
+function bypassingDevices(errors: ErrorObject[]): Set<string> {
+  const out = new Set<string>();
+  for (const err of errors) {
+    const path = parsePointer(err.instancePath);
+    const at = deviceOwnerAt(path);
+    if (at && at.rest.length === 1 && (at.rest[0] === 'nictype' || at.rest[0] === 'type')) out.add(path.slice(0, 6).join('\u0000'));
+  }
+  return out;
+}
+
 /** Words one ajv error; undefined for errors that another error of the same node already explains. */
-function word(err: ErrorObject, nameReasons: string[]): ShapeError | undefined {
+function word(err: ErrorObject, nameReasons: string[], bypassing: Set<string>): ShapeError | undefined {
   const path = parsePointer(err.instancePath);
+  const device = wordDevice(err, path, bypassing);
+  if (device !== undefined) return device ?? undefined;
   const [top, second, third, fourth, fifth] = path;
   const data: unknown = err.data;
   const params = err.params as Record<string, unknown>;
@@ -185,12 +253,13 @@ export function checkShape(raw: unknown, validate: ValidateFunction = validator(
   const out: ShapeError[] = [];
   const seen = new Set<string>();
   let nameReasons: string[] = [];
+  const bypassing = bypassingDevices(validate.errors ?? []);
   for (const err of validate.errors ?? []) {
     if (err.keyword !== 'propertyNames' && isNameCheck(err, raw)) {
       nameReasons.push(err.keyword);
       continue;
     }
-    const worded = word(err, nameReasons);
+    const worded = word(err, nameReasons, bypassing);
     if (err.keyword === 'propertyNames') nameReasons = [];
     if (!worded) continue;
     const key = `${worded.path.join('\u0000')}|${worded.message}`;

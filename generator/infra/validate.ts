@@ -5,6 +5,10 @@
  */
 import { isMapping, type PathSegment } from './load.js';
 import { closest } from '../core/suggest.js';
+import { posix } from 'node:path';
+import { AI_DOMAIN, allDevices, effectiveDevices, isTrue, parseProxyAddress, type DeviceOwner } from './devices.js';
+import { deviceMessages as dm } from './deviceMessages.js';
+import { isBridgeName } from './names.js';
 import type { Context, Mapping } from '../core/types.js';
 
 export interface Finding {
@@ -18,7 +22,7 @@ export interface SemanticResult {
   warnings: Finding[];
 }
 
-export const AI_DOMAIN = 'ai-tools';
+export { AI_DOMAIN };
 /** Policy endpoint: the host's own input and output (not a forward rule). */
 export const HOST_ENDPOINT = 'host';
 /** Policy endpoint, `from` only: anything that is not a domain bridge (uplink, incusbr0, VPNs...). */
@@ -84,26 +88,9 @@ function ipv4(text: unknown): number[] | undefined {
   return parts.every((p) => p <= 255) ? parts : undefined;
 }
 
-function isGpuDevice(device: unknown): boolean {
-  return isMapping(device) && device.type === 'gpu';
-}
-
-/** GPU access: `gpu: true`, a device of type gpu, or a profile of its domain with one. */
+/** GPU access: `gpu: true`, or a device of type gpu of its own or of a profile it uses. */
 export function hasGpu(machine: Mapping, domain: Mapping): boolean {
-  if (machine.gpu === true) return true;
-  if (isMapping(machine.devices) && Object.values(machine.devices).some(isGpuDevice)) return true;
-  const profiles = isMapping(domain.profiles) ? domain.profiles : {};
-  return list(machine.profiles).some((p) => {
-    const profile = typeof p === 'string' ? profiles[p] : undefined;
-    return isMapping(profile) && isMapping(profile.devices) && Object.values(profile.devices).some(isGpuDevice);
-  });
-}
-
-function isPrivileged(machine: Mapping): boolean {
-  const config = machine.config;
-  if (!isMapping(config)) return false;
-  const value = config['security.privileged'];
-  return value === true || value === 'true';
+  return machine.gpu === true || effectiveDevices(domain, '', '', machine).some((e) => e.device.type === 'gpu');
 }
 
 function checkAiAccess(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
@@ -147,7 +134,7 @@ function checkAiAccess(raw: Mapping, index: ReturnType<typeof indexNames>, error
   });
 }
 
-function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], warnings: Finding[]): void {
+function checkDomainsAndMachines(raw: Mapping, errors: Finding[], warnings: Finding[]): void {
   const global = isMapping(raw.global) ? raw.global : {};
   const base = typeof global.base_subnet === 'string' ? global.base_subnet : undefined;
   const subnetOwner = new Map<number, string>();
@@ -209,16 +196,6 @@ function checkDomainsAndMachines(raw: Mapping, ctx: Context, errors: Finding[], 
           errors.push({ path: at('profiles', i), message: `Machine '${name}': profile '${p}' not defined in domain '${domain}'` });
         }
       });
-      const type = machine.type ?? 'lxc';
-      if (type === 'lxc' && isPrivileged(machine) && ctx.vmNested === false) {
-        const text = `Machine '${name}': security.privileged=true on LXC is forbidden when vm_nested=false`;
-        const where = at('config', 'security.privileged');
-        if (ctx.yolo) {
-          warnings.push({ path: where, message: `YOLO: ${text} (allowed because yolo is set)` });
-        } else {
-          errors.push({ path: where, message: `${text} (a privileged container is root on the host; use type: vm, or set yolo to accept the risk)` });
-        }
-      }
       if (hasGpu(machine, def)) gpuMachines.push({ name, path: at() });
     }
   }
@@ -295,12 +272,133 @@ function checkFirewallMode(raw: Mapping, index: ReturnType<typeof indexNames>, e
   }
 }
 
+/** The domain whose subnet holds this IPv4 address, but for its gateway (the host itself). */
+function domainOfAddress(raw: Mapping, address: string): string | undefined {
+  const octets = ipv4(address);
+  const global = isMapping(raw.global) ? raw.global : {};
+  if (!octets || octets[3] === 254 || `${octets[0]}.${octets[1]}` !== global.base_subnet) return undefined;
+  return entries(raw.domains).find(([, def]) => def.subnet_id === octets[2])?.[0];
+}
+
+/**
+ * What a device can open around the isolation (docs/nftables.md#devices-and-profiles): a NIC on
+ * another domain's bridge, a proxy device of ai-tools under exclusive access, a proxy that makes
+ * the host connect into another domain. The shapes that are wrong whatever the infra says (a NIC
+ * type that skips the bridge, a network that is no domain bridge) are the schema's.
+ */
+function checkDevices(raw: Mapping, errors: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  const exclusive = global.ai_access_policy === 'exclusive';
+  const domains = new Set(entries(raw.domains).map(([d]) => d));
+  for (const { owner, name, device, path } of allDevices(raw)) {
+    if (device.type === 'nic') {
+      for (const key of ['network', 'parent'] as const) {
+        const value = device[key];
+        if (typeof value !== 'string' || !isBridgeName(value) || value === `net-${owner.domain}`) continue;
+        const other = value.slice('net-'.length);
+        const message = domains.has(other) ? dm.nicOtherDomain(owner, name, key, value, other) : dm.nicUnknownBridge(owner, name, key, value);
+        errors.push({ path: [...path, key], message });
+      }
+    }
+    if (device.type !== 'proxy') continue;
+    if (exclusive && owner.domain === AI_DOMAIN) {
+      errors.push({ path, onKey: true, message: dm.proxyOnAiTools(owner, name) });
+      continue;
+    }
+    const connect = parseProxyAddress(device.connect);
+    if (device.bind !== 'instance' || !connect || connect.kind === 'unix') continue;
+    if (ipv4(connect.host)) {
+      const other = domainOfAddress(raw, connect.host);
+      if (other !== undefined && other !== owner.domain) errors.push({ path: [...path, 'connect'], message: dm.proxyIntoDomain(owner, name, connect.text, other) });
+    } else if (!connect.host.includes(':') && connect.host !== 'localhost') {
+      errors.push({ path: [...path, 'connect'], message: dm.proxyUnjudgedHost(owner, name, connect.host) });
+    }
+  }
+}
+
+/** The config of every machine and every profile: where a key can give root on the host. */
+function configBlocks(raw: Mapping): { owner: DeviceOwner; config: Mapping; container: boolean; path: PathSegment[] }[] {
+  const out: ReturnType<typeof configBlocks> = [];
+  for (const [domain, def] of entries(raw.domains)) {
+    for (const [profile, p] of entries(def.profiles)) {
+      if (isMapping(p.config)) out.push({ owner: { kind: 'profile', domain, profile }, config: p.config, container: true, path: ['domains', domain, 'profiles', profile, 'config'] });
+    }
+    for (const [machine, m] of entries(def.machines)) {
+      if (isMapping(m.config)) out.push({ owner: { kind: 'machine', domain, machine }, config: m.config, container: (m.type ?? 'lxc') === 'lxc', path: ['domains', domain, 'machines', machine, 'config'] });
+    }
+  }
+  return out;
+}
+
+/**
+ * security.privileged and raw.*: root in such a machine can become root on the host, and so reach
+ * every domain. Refused in ai-tools under exclusive access; elsewhere a warning, or the spec's
+ * vm_nested rule for a privileged container.
+ */
+function checkHostRoot(raw: Mapping, ctx: Context, errors: Finding[], warnings: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  const exclusive = global.ai_access_policy === 'exclusive';
+  for (const { owner, config, container, path } of configBlocks(raw)) {
+    for (const [key, value] of Object.entries(config)) {
+      const privileged = key === 'security.privileged' && isTrue(value) && container;
+      if (!privileged && !key.startsWith('raw.')) continue;
+      const where = [...path, key];
+      if (exclusive && owner.domain === AI_DOMAIN) {
+        errors.push({ path: where, message: dm.hostRoot(owner, key, true) });
+      } else if (privileged && ctx.vmNested === false) {
+        const text = `${owner.kind === 'machine' ? `Machine '${owner.machine}'` : `Domain '${owner.domain}': profile '${owner.profile}'`}: security.privileged=true on LXC is forbidden when vm_nested=false`;
+        if (ctx.yolo) warnings.push({ path: where, message: `YOLO: ${text} (allowed because yolo is set)` });
+        else errors.push({ path: where, message: `${text} (a privileged container is root on the host; use type: vm, or set yolo to accept the risk)` });
+      } else {
+        warnings.push({ path: where, message: dm.hostRoot(owner, key, false) });
+      }
+    }
+  }
+}
+
+/** A host folder (or storage volume) as a key that two mounts of the same data share. */
+function diskKey(device: Mapping): string | undefined {
+  if (typeof device.source !== 'string' || device.source === '') return undefined;
+  if (typeof device.pool === 'string') return `volume ${device.pool}/${device.source}`;
+  if (!device.source.startsWith('/')) return `source ${device.source}`;
+  const normal = posix.normalize(device.source);
+  return normal.length > 1 ? normal.replace(/\/$/, '') : normal;
+}
+
+const overlaps = (a: string, b: string): boolean =>
+  a === b || (a.startsWith('/') && b.startsWith('/') && (a === '/' || b === '/' || a.startsWith(`${b}/`) || b.startsWith(`${a}/`)));
+
+/** A host folder or volume mounted by machines of two domains is a channel between them. */
+function checkSharedDisks(raw: Mapping, warnings: Finding[]): void {
+  const mounted: { machine: string; domain: string; key: string; source: string }[] = [];
+  const warned = new Set<string>();
+  for (const [domain, def] of entries(raw.domains)) {
+    for (const [machine, m] of entries(def.machines)) {
+      for (const e of effectiveDevices(def, domain, machine, m)) {
+        const key = e.device.type === 'disk' ? diskKey(e.device) : undefined;
+        if (key === undefined) continue;
+        const source = String(e.device.source);
+        const other = mounted.find((x) => x.domain !== domain && overlaps(x.key, key));
+        const at = [...e.path, 'source'];
+        if (other && !warned.has(at.join('\u0000'))) {
+          warned.add(at.join('\u0000'));
+          warnings.push({ path: at, message: dm.sharedDisk(e.owner, machine, e.name, source, other) });
+        }
+        mounted.push({ machine, domain, key, source });
+      }
+    }
+  }
+}
+
 export function checkSemantics(raw: Mapping, ctx: Context): SemanticResult {
   const errors: Finding[] = [];
   const warnings: Finding[] = [];
   const index = indexNames(raw);
   checkAiAccess(raw, index, errors);
-  checkDomainsAndMachines(raw, ctx, errors, warnings);
+  checkDomainsAndMachines(raw, errors, warnings);
+  checkDevices(raw, errors);
+  checkHostRoot(raw, ctx, errors, warnings);
+  checkSharedDisks(raw, warnings);
   checkPolicies(raw, index, errors);
   checkFirewallMode(raw, index, errors);
   return { errors, warnings };

@@ -10,9 +10,10 @@
  * never applies to it, so the chain reduces to the steps below.
  */
 import { AI_DOMAIN, HOST_ENDPOINT, OUTSIDE_ENDPOINT } from '../infra/validate.js';
+import { connectPortFor, publishedPorts, type PublishedPort } from '../infra/devices.js';
 import { BRIDGE_PREFIX, bridgeOf, buildRuleset, elementKey, type Ruleset, type SetName } from './nftables.js';
 import { nftString } from '../core/templates.js';
-import type { Infra } from '../core/types.js';
+import type { Infra, Mapping } from '../core/types.js';
 
 export type FlowProtocol = 'tcp' | 'udp' | 'icmp';
 export const FLOW_PROTOCOLS: readonly FlowProtocol[] = ['tcp', 'udp', 'icmp'];
@@ -30,6 +31,8 @@ interface Side {
   addr?: string;
   /** How a reason names this side. */
   label: string;
+  /** The machine this side is, when it is one (its published ports apply). */
+  machine?: string;
 }
 
 /** Any interface that is not a domain bridge: what `outside` stands for on the wire. */
@@ -43,12 +46,14 @@ interface Packet {
   port?: number;
 }
 
-type Why = 'outbound' | 'same-domain' | 'ai-exclusive' | 'policy' | 'no-policy';
+type Why = 'outbound' | 'same-domain' | 'ai-exclusive' | 'policy' | 'no-policy' | 'published';
 
 interface Decision {
   allow: boolean;
   why: Why;
   policy?: number;
+  /** The proxy device that publishes the port: the path goes through the host, not the chain. */
+  published?: PublishedPort;
 }
 
 /** The ruleset as lookup tables: element key → the policy it comes from (-1: none). */
@@ -174,6 +179,28 @@ function decide(packet: Packet, tables: Tables): Decision {
   throw new Error('the forward chain ends in a drop rule');
 }
 
+/**
+ * The chain's verdict, or else a port that a proxy device of the destination machine publishes on
+ * the host: without nat the host itself connects into the machine (its input and output are not
+ * judged), so anything that reaches the host's addresses gets in; with nat the host translates the
+ * connection, and the chain judges the translated one.
+ */
+function decideWithPublished(model: FlowModel, packet: Packet): Decision {
+  const verdict = decide(packet, model.tables);
+  const { port } = packet;
+  if (verdict.allow || packet.proto === 'icmp' || port === undefined || packet.dst.machine === undefined) return verdict;
+  let refused: Decision | undefined;
+  for (const published of model.published) {
+    if (published.machine !== packet.dst.machine || published.protocol !== packet.proto || !published.ports.includes(port)) continue;
+    if (!published.nat) return { allow: true, why: 'published', published };
+    const translatedPort = connectPortFor(published, port);
+    const translated = translatedPort === undefined ? undefined : decide({ ...packet, port: translatedPort }, model.tables);
+    if (translated?.allow) return { allow: true, why: 'published', published, policy: translated.policy };
+    refused ??= translated && { ...translated, published };
+  }
+  return refused ?? verdict;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Answers
 
@@ -190,8 +217,19 @@ export interface FlowAnswer {
   policy: number | null;
   /** Without a port: the ports open for tcp/udp ('all', a list, or none). */
   ports?: 'all' | number[];
-  /** Machines of a domain side whose verdict differs from the domain's (machine-level policies). */
+  /** The proxy devices whose published ports open this flow (through the host, not the chain). */
+  published?: PublishedAnswer[];
+  /** Machines of a domain side whose verdict differs from the domain's (machine-level policies, published ports). */
   exceptions?: FlowAnswer[];
+}
+
+export interface PublishedAnswer {
+  machine: string;
+  device: string;
+  profile?: string;
+  listen: string;
+  connect: string;
+  nat: boolean;
 }
 
 /** The infra and one AI holder, ready to answer many questions. */
@@ -204,6 +242,8 @@ export interface FlowModel {
   otherPort: number;
   /** Addresses that some element names: a machine with another address behaves like its domain. */
   addressed: Set<string>;
+  /** The ports proxy devices publish on the host's addresses. */
+  published: PublishedPort[];
 }
 
 const IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
@@ -221,9 +261,11 @@ export function flowModel(infra: Infra, holder: string | null): FlowModel {
       });
     }
   }
+  const published = publishedPorts(infra as unknown as Mapping);
+  for (const p of published) for (const port of p.ports) ports.add(port);
   let otherPort = 1;
   while (ports.has(otherPort)) otherPort++;
-  return { infra, holder: ruleset.holder, tables: new Tables(ruleset), ports: [...ports].sort((a, b) => a - b), otherPort, addressed };
+  return { infra, holder: ruleset.holder, tables: new Tables(ruleset), ports: [...ports].sort((a, b) => a - b), otherPort, addressed, published };
 }
 
 /** The name as an endpoint, or undefined when the infra has no such domain or machine. */
@@ -254,11 +296,12 @@ function sides(model: FlowModel, e: FlowEndpoint): { side: Side; machine?: strin
     case 'host':
       return [{ side: { iface: OUTSIDE_IFACE, label: OUTSIDE_ENDPOINT } }];
     case 'machine':
-      return [{ side: { iface: bridgeOf(e.domain), addr: e.addr, label: e.name }, machine: e.name }];
+      return [{ side: { iface: bridgeOf(e.domain), addr: e.addr, label: e.name, machine: e.name }, machine: e.name }];
     case 'domain': {
+      const publishing = new Set(model.published.map((p) => p.machine));
       const machines = Object.entries(model.infra.domains[e.name]?.machines ?? {})
-        .filter(([, m]) => m.ip !== undefined && model.addressed.has(m.ip))
-        .map(([name, m]) => ({ side: { iface: bridgeOf(e.name), addr: m.ip, label: name }, machine: name }));
+        .filter(([name, m]) => (m.ip !== undefined && model.addressed.has(m.ip)) || publishing.has(name))
+        .map(([name, m]) => ({ side: { iface: bridgeOf(e.name), addr: m.ip, label: name, machine: name }, machine: name }));
       return [{ side: { iface: bridgeOf(e.name), label: e.name } }, ...machines];
     }
   }
@@ -273,12 +316,12 @@ interface Outcome {
 /** What the ruleset does with new connections from src to dst: for one port, or for every port. */
 function outcome(model: FlowModel, src: Side, dst: Side, proto: FlowProtocol, port: number | undefined): Outcome {
   if (proto === 'icmp' || port !== undefined) {
-    const decision = decide({ src, dst, proto, port }, model.tables);
+    const decision = decideWithPublished(model, { src, dst, proto, port });
     return { allow: decision.allow, decisions: [{ port, decision }] };
   }
   // Membership in a set is all a port can change, so the named ports and one other port are
   // every case there is.
-  const decisions = [...model.ports, model.otherPort].map((p) => ({ port: p, decision: decide({ src, dst, proto, port: p }, model.tables) }));
+  const decisions = [...model.ports, model.otherPort].map((p) => ({ port: p, decision: decideWithPublished(model, { src, dst, proto, port: p }) }));
   const other = decisions[decisions.length - 1];
   const open = decisions.filter((d) => d.decision.allow);
   const ports: 'all' | number[] = other.decision.allow ? 'all' : open.map((d) => d.port!);
@@ -292,10 +335,22 @@ function policyLabel(model: FlowModel, index: number): string {
   return `policy [${index}] ${JSON.stringify(text)}`;
 }
 
+function publishedLabel(model: FlowModel, d: Decision): string {
+  const p = d.published!;
+  const device = `proxy device '${p.device}'${p.profile ? ` (profile '${p.profile}')` : ''} of '${p.machine}'`;
+  if (!p.nat) return `published port: ${device} listens on the host's ${p.listen} (every domain and outside reach the host's addresses) and connects to ${p.connect} in it`;
+  const policy = d.policy !== undefined && d.policy >= 0 ? `, allowed by ${policyLabel(model, d.policy)}` : '';
+  return `published port (nat): ${device} translates the host's ${p.listen} to ${p.connect}, which the ruleset judges${policy}`;
+}
+
 function reasonOf(model: FlowModel, src: Side, dst: Side, proto: FlowProtocol, out: Outcome, port: number | undefined): string {
   const first = out.decisions[0].decision;
   const holder = model.holder;
   if (!out.allow) {
+    if (first.published) {
+      const p = first.published;
+      return `drop — proxy device '${p.device}' of '${p.machine}' (nat) translates the host's ${p.listen} to ${p.connect}, and no policy from '${src.label}' to '${dst.label}' allows that`;
+    }
     if (first.why === 'ai-exclusive') {
       const held = holder ? `held by '${holder}'` : 'held by nobody';
       return `drop — exclusive AI access is ${held}`;
@@ -309,16 +364,18 @@ function reasonOf(model: FlowModel, src: Side, dst: Side, proto: FlowProtocol, o
     case 'same-domain':
       return 'allow — same domain';
     default: {
-      const byPolicy = new Map<number, number[] | 'all'>();
+      const byPath = new Map<string, number[] | 'all'>();
       for (const d of out.decisions) {
-        if (!d.decision.allow || d.decision.policy === undefined) continue;
+        if (!d.decision.allow) continue;
+        const label = d.decision.why === 'published' ? publishedLabel(model, d.decision) : d.decision.policy !== undefined ? policyLabel(model, d.decision.policy) : undefined;
+        if (label === undefined) continue;
         const isOther = d.port === model.otherPort && out.ports === 'all';
-        const current = byPolicy.get(d.decision.policy);
-        if (isOther || proto === 'icmp' || current === 'all') byPolicy.set(d.decision.policy, 'all');
-        else byPolicy.set(d.decision.policy, [...(current ?? []), d.port!]);
+        const current = byPath.get(label);
+        if (isOther || proto === 'icmp' || current === 'all') byPath.set(label, 'all');
+        else byPath.set(label, [...(current ?? []), d.port!]);
       }
-      return 'allow — ' + [...byPolicy.entries()]
-        .map(([index, ports]) => `${policyLabel(model, index)} (${ports === 'all' ? (proto === 'icmp' ? 'icmp' : `${proto}, every port`) : `${proto}/${ports.join(',')}`})`)
+      return 'allow — ' + [...byPath.entries()]
+        .map(([label, ports]) => `${label} (${ports === 'all' ? (proto === 'icmp' ? 'icmp' : `${proto}, every port`) : `${proto}/${ports.join(',')}`})`)
         .join('; ');
     }
   }
@@ -327,6 +384,8 @@ function reasonOf(model: FlowModel, src: Side, dst: Side, proto: FlowProtocol, o
 function answer(model: FlowModel, from: string, to: string, src: Side, dst: Side, proto: FlowProtocol, port: number | undefined): FlowAnswer {
   const out = outcome(model, src, dst, proto, port);
   const policy = out.decisions.find((d) => d.decision.allow && d.decision.policy !== undefined)?.decision.policy;
+  const published = [...new Set(out.decisions.flatMap((d) => (d.decision.allow && d.decision.published ? [d.decision.published] : [])))].map(
+    ({ machine, device, profile, listen, connect, nat }): PublishedAnswer => ({ machine, device, ...(profile ? { profile } : {}), listen, connect, nat }));
   return {
     from,
     to,
@@ -337,6 +396,7 @@ function answer(model: FlowModel, from: string, to: string, src: Side, dst: Side
     reason: reasonOf(model, src, dst, proto, out, port),
     policy: policy ?? null,
     ...(proto !== 'icmp' && port === undefined ? { ports: out.ports } : {}),
+    ...(published.length ? { published } : {}),
   };
 }
 

@@ -11,7 +11,7 @@ const what = (a: FlowAnswer) => (a.protocol === 'icmp' ? 'icmp' : a.port === nul
 export function answerLines(a: FlowAnswer): string[] {
   const lines = [`${a.from} -> ${a.to} ${what(a)}: ${a.reason}`];
   if (a.exceptions?.length) {
-    lines.push(`  machines that differ (machine-level policies):`);
+    lines.push(`  machines that differ (machine-level policies, published ports):`);
     for (const e of a.exceptions) lines.push(`    ${e.from} -> ${e.to}: ${e.reason}`);
   }
   return lines;
@@ -71,9 +71,19 @@ export function matrixTable(model: FlowModel, answers: FlowAnswer[]): string {
     ...lines,
     '',
     `${holder}. Cells: what new connections may use (all = every protocol and port; - = nothing).`,
-    '(AI): exclusive AI access. *: some machines differ (machine-level policies; ask with --from/--to).',
+    '(AI): exclusive AI access. *: some machines differ (machine-level policies, published ports; ask with --from/--to).',
     'Every domain reaches the outside; replies always come back.',
+    ...publishedLines(model),
   ].join('\n');
+}
+
+/** The ports proxy devices publish on the host: paths into a machine that the table's cells do not show. */
+function publishedLines(model: FlowModel): string[] {
+  if (!model.published.length) return [];
+  return [
+    "Published ports (proxy devices; without nat every domain and outside reach them through the host's addresses, with nat the ruleset judges them):",
+    ...model.published.map((p) => `  ${p.machine} ${p.listen} -> ${p.connect} (device '${p.device}'${p.profile ? `, profile '${p.profile}'` : ''}${p.nat ? ', nat' : ''})`),
+  ];
 }
 
 function nodeId(name: string): string {
