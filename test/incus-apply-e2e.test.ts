@@ -404,6 +404,81 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     assert.deepEqual(JSON.parse(relay.stdout), ['timeout', 'timeout', 'timeout'], 'incusbr0 -> gpu-server:11434, perso-desktop:80, pro-dev:80');
   });
 
+  /** Every file of the tree and its bytes: a refused sync must leave it exactly as it was. */
+  function treeSnapshot(dir: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+      if (entry.isFile()) out[join(entry.parentPath, entry.name)] = readFileSync(join(entry.parentPath, entry.name), 'utf8');
+    }
+    return out;
+  }
+
+  it('issue 15: a NIC on ai-tools\' bridge and a proxy in ai-tools are refused before anything reaches Incus; a published port of an ordinary domain is reachable exactly as flows says, from another domain and from incusbr0', async () => {
+    const base = readFileSync(FIXTURE, 'utf8');
+    const variant = join(t.dir, 'infra-devices.yml');
+    const withDevice = (machine: string, device: string) => {
+      const at = `      ${machine}:\n        ip: "${MACHINES[machine].ip}"\n`;
+      assert.ok(base.includes(at), machine);
+      return base.replace(at, `${at}        devices:\n          ${device}\n`);
+    };
+    const devicesOf = async (machine: string) => (await query<{ devices: Record<string, unknown> }>(`/1.0/instances/${machine}?project=${MACHINES[machine].project}`)).devices;
+    const gen = (args: string[]) => sh(['node', join(ROOT, 'dist/generator/cli/bin.js'), ...args], { env: env() });
+
+    await phase('devices refused', async () => {
+      const tree = treeSnapshot(t.baseDir);
+      const live = { perso: await devicesOf('perso-desktop'), gpu: await devicesOf('gpu-server') };
+      const refused: [string, string, RegExp][] = [
+        ['perso-desktop', 'eth1: { type: nic, network: net-ai-tools }', /infra-devices\.yml:\d+:\d+: error: Machine 'perso-desktop': device 'eth1' puts the machine on 'net-ai-tools' \(network\), the bridge of domain 'ai-tools'/],
+        ['gpu-server', 'api: { type: proxy, listen: "tcp:0.0.0.0:11435", connect: "tcp:127.0.0.1:11434" }', /infra-devices\.yml:\d+:\d+: error: Machine 'gpu-server': device 'api' is a proxy device in ai-tools under ai_access_policy 'exclusive'/],
+      ];
+      for (const [machine, device, message] of refused) {
+        writeFileSync(variant, withDevice(machine, device));
+        const synced = await make(['sync', `INFRA=${variant}`, `BASE_DIR=${t.baseDir}`]);
+        assert.notEqual(synced.code, 0, synced.out);
+        assert.match(synced.out, message);
+        assert.doesNotMatch(synced.out, /\n\s+at /, 'no stack trace');
+        const flows = await gen(['flows', variant, '--from', 'perso-desktop', '--to', 'gpu-server', '--port', String(OLLAMA)]);
+        assert.equal(flows.code, 1, 'flows refuses the same infra');
+      }
+      assert.deepEqual(treeSnapshot(t.baseDir), tree, 'nothing was written');
+      assert.deepEqual({ perso: await devicesOf('perso-desktop'), gpu: await devicesOf('gpu-server') }, live, 'nothing reached Incus');
+    });
+
+    const PUBLISHED = 18080;
+    writeFileSync(variant, withDevice('guest-box', `web: { type: proxy, listen: "tcp:0.0.0.0:${PUBLISHED}", connect: "tcp:127.0.0.1:${WEB}" }`));
+    const applied = await phase('published port', () => apply(variant));
+    assert.equal(applied.code, 0, applied.out);
+    assert.equal(((await devicesOf('guest-box')).web as Record<string, string>).listen, `tcp:0.0.0.0:${PUBLISHED}`);
+    const relayGateway = (await must(['incus', 'network', 'get', RELAY_BRIDGE, 'ipv4.address'])).trim().split('/')[0];
+    // [from, as flows names it, the address it connects to, port]: the published port through the host's address
+    // on the source's side (its gateway), and the machine's own address, which stays closed.
+    const cases: [string, string, string, number][] = [
+      ['perso-desktop', 'perso-desktop', '10.181.1.254', PUBLISHED],
+      ['perso-desktop', 'perso-desktop', MACHINES['guest-box'].ip, WEB],
+      [RELAY, 'outside', relayGateway, PUBLISHED],
+      [RELAY, 'outside', MACHINES['guest-box'].ip, WEB],
+    ];
+    const seen: string[] = [];
+    const said: string[] = [];
+    for (const [from, name, address, port] of cases) {
+      const flows = await gen(['flows', variant, '--from', name, '--to', 'guest-box', '--port', String(port), '--json']);
+      assert.equal(flows.code, 0, flows.stderr);
+      const answer = JSON.parse(flows.stdout) as { verdict: string; reason: string; published?: { device: string }[] };
+      if (port === PUBLISHED) assert.equal(answer.published?.[0].device, 'web', answer.reason);
+      said.push(`${from} -> ${address}:${port} ${answer.verdict === 'allow' ? 'open' : 'blocked'}`);
+      const r = await exec(from, ['python3', '/usr/local/bin/anklume-probe', '1500', `${address}:${port}`]);
+      assert.equal(r.code, 0, r.stderr);
+      const [probe] = JSON.parse(r.stdout) as Probe[];
+      seen.push(`${from} -> ${address}:${port} ${probe === 'open' ? 'open' : probe === 'timeout' ? 'blocked' : probe}`);
+    }
+    assert.deepEqual(seen, said, 'the kernel does what flows says');
+    assert.deepEqual(said.map((l) => l.endsWith('open')), [true, false, true, false]);
+
+    const restored = await phase('published port removed', () => apply());
+    assert.equal(restored.code, 0, restored.out);
+    assert.equal((await devicesOf('guest-box')).web, undefined, 'apply makes the devices exactly those of infra.yml');
+  });
+
   it('make ai-switch DOMAIN=perso NO_FLUSH=1, incus for real: ollama and speaches really restart, pro\'s open connection is cut, perso gets in; state file, log and make ai-status agree with the kernel', async () => {
     const before = { ollama: await service('gpu-server', 'ollama'), speaches: await service('gpu-server', 'speaches'), webui: await service('gpu-server', 'webui') };
     assert.deepEqual([before.ollama.active, before.speaches.active, before.webui.active], ['active', 'active', 'active']);
