@@ -1,7 +1,7 @@
 /**
  * What an npm user gets: the licence, and a README whose links lead somewhere — every relative
- * link of the README and the docs names a file the package ships (npm's page resolves them against
- * the repository; an installed copy, against the package).
+ * link of the README, the docs and the roles' READMEs names a file the package ships (npm's page
+ * resolves them against the repository; an installed copy, against the package).
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -22,8 +22,9 @@ describe('the npm package', () => {
     assert.match(pkg.repository.url, /^git\+https:\/\/github\.com\//);
   });
 
-  it('every relative link of the README and the docs names a file or folder the package ships', () => {
-    const docs = ['README.md', ...packed.filter((p) => p.startsWith('docs/') && p.endsWith('.md'))];
+  it("every relative link of the README, the docs and the roles' READMEs names a file or folder the package ships", () => {
+    const docs = ['README.md', ...packed.filter((p) => (p.startsWith('docs/') || p.startsWith('roles/')) && p.endsWith('.md'))];
+    assert.ok(docs.includes('roles/incus_nftables/README.md'), "the roles' READMEs are shipped");
     const broken: string[] = [];
     for (const doc of docs) {
       for (const [, target] of readFileSync(doc, 'utf8').matchAll(/\]\(([^)\s]+)\)/g)) {
