@@ -41,12 +41,44 @@ test('brackets that open nothing are not depth: in quotes, comments, plain scala
   assert.equal(depthProblem(`a: l'accès ${'[ '.repeat(10)}\nb: 1\n`), undefined, 'an apostrophe inside a word opens no quote');
 });
 
+test('a # starts a comment only at the start of a line or after a blank: inside a key, a flow collection or quotes it hides nothing', () => {
+  const deep = '['.repeat(1000);
+  for (const text of [
+    `a#b: ${deep}`,
+    `- a#b: ${deep}`,
+    `a:\n  b#c: ${deep}`,
+    `a: [x#y, ${deep}`,
+    `a: [x,#y ${deep}`,
+    `a: {k#: ${deep}`,
+    `[a#b, ${deep}`,
+    `"a #b": ${deep}`,
+    `'a #b': ${deep}`,
+    `a: ["x #", ${deep}`,
+    `a: {'k #': ${deep}`,
+  ]) {
+    assert.match(depthProblem(text)?.message ?? 'nothing found', /nests too deeply/, JSON.stringify(text.slice(0, 16)));
+  }
+  assert.equal(depthProblem(`a#b: ${'['.repeat(MAX_FLOW_DEPTH + 1)}`)?.offset, 'a#b: '.length + MAX_FLOW_DEPTH, 'the offset of the bracket past the limit');
+  // After a blank (a space, a tab, a line break, the start of the text) it is a comment.
+  assert.equal(depthProblem(`# ${deep}\na: 1 # ${deep}\nb: 2\t# ${deep}\nc: [1, # ${deep}\n  2]\n`), undefined);
+});
+
+test('a document may start on the line of its marker, or after a byte order mark: its brackets count', () => {
+  const deep = '['.repeat(1000);
+  for (const text of [`--- ${deep}`, `---\t${deep}`, `--- &a !!seq ${deep}`, `\ufeff${deep}`, `\ufeff--- ${deep}`, `a: 1\n--- ${deep}`]) {
+    assert.match(depthProblem(text)?.message ?? 'nothing found', /nests too deeply/, JSON.stringify(text.slice(0, 16)));
+  }
+  assert.equal(depthProblem(`--- ${'['.repeat(MAX_FLOW_DEPTH)}`), undefined);
+  assert.equal(depthProblem(`a: x--- ${deep}\nb: ---${deep}\nc: ---- ${deep}\n`), undefined, 'a plain scalar holds no marker');
+});
+
 test(`indentation: column ${MAX_INDENT} passes, deeper is refused; compact sequences count`, () => {
   assert.equal(depthProblem(`a:\n${' '.repeat(MAX_INDENT)}b: 1\n`), undefined);
   assert.equal(depthProblem(`a:\n${' '.repeat(MAX_INDENT + 1)}b: 1\n`)?.offset, 3 + MAX_INDENT);
   assert.ok(depthProblem(`a:\n${'- '.repeat(MAX_INDENT)}b\n`));
   assert.equal(depthProblem(`a: |\n  ${'- '.repeat(10)}text\n`), undefined);
   assert.equal(depthProblem(`a: 1\n${' '.repeat(300)}\n${' '.repeat(300)}# note\nb: 2\n`), undefined, 'blank and comment lines do not count');
+  assert.ok(depthProblem(`a:\n${'- '.repeat(MAX_INDENT / 2 + 1)}# note\n`), 'sequence indicators before a comment still nest');
 });
 
 // The timeout is a guard, not a measure: these lines take milliseconds in one pass, and minutes if

@@ -22,6 +22,8 @@ const NEWLINE = 0x0a;
 const RETURN = 0x0d;
 const DASH = 0x2d;
 const QUESTION = 0x3f;
+/** A byte order mark: YAML allows one before a document, where it is no content. */
+const BOM = 0xfeff;
 /** Longest anchor or tag looked back over. */
 const MAX_TOKEN = 128;
 
@@ -55,10 +57,12 @@ function isBlankAt(text: string, i: number): boolean {
 function startsValue(text: string, i: number, lineStart: number): boolean {
   let j = i - 1;
   for (;;) {
-    while (j >= lineStart && (text.charCodeAt(j) === SPACE || text.charCodeAt(j) === TAB)) j--;
+    while (j >= lineStart && (text.charCodeAt(j) === SPACE || text.charCodeAt(j) === TAB || text.charCodeAt(j) === BOM)) j--;
     if (j < lineStart) return true;
     const c = text[j];
     if (c === ':' || ((c === '-' || c === '?') && isBlankAt(text, j - 1))) return true;
+    // `--- [`: a document's content may start on the line of its marker.
+    if (c === '-' && isBlankAt(text, j + 1) && j - 2 === (text.charCodeAt(lineStart) === BOM ? lineStart + 1 : lineStart) && text.startsWith('---', j - 2)) return true;
     // An anchor or a tag before the value: step over it (they are short; a longer token is not one,
     // and the bound keeps a long line of brackets from being rescanned for each bracket).
     let tokenStart = j;
@@ -71,7 +75,8 @@ function startsValue(text: string, i: number, lineStart: number): boolean {
 
 /**
  * Indentation of the line at `start`, `- ` and `? ` indicators included (`- - - x` nests three
- * sequences on one line), counted up to `limit`; 0 for a line with only blanks or a comment.
+ * sequences on one line), counted up to `limit`; 0 for a line with only spaces, or spaces and a
+ * comment.
  */
 function indentOf(text: string, start: number, limit: number): number {
   let i = start;
@@ -82,8 +87,10 @@ function indentOf(text: string, start: number, limit: number): number {
     else break;
   }
   if (i - start <= limit) return i - start;
+  // `- - - # note` nests as deeply as `- - - x`: only spaces before nothing or a comment count 0.
+  const indicators = /[-?]/.test(text.slice(start, i));
   while (text.charCodeAt(i) === SPACE || text.charCodeAt(i) === TAB) i++;
-  return i >= text.length || text[i] === '\n' || text[i] === '\r' || text[i] === '#' ? 0 : i - start;
+  return !indicators && (i >= text.length || text[i] === '\n' || text[i] === '\r' || text[i] === '#') ? 0 : i - start;
 }
 
 /** The characters that can change the depth; everything between them is skipped by one search. */
