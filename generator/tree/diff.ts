@@ -70,6 +70,9 @@ export interface DiffPart {
   /** Line of the file where `before` / `after` start (1 for a whole file). */
   beforeLine?: number;
   afterLine?: number;
+  /** The texts are a part of the file (its managed block): lines come before them, after them. */
+  linesBefore?: boolean;
+  linesAfter?: boolean;
 }
 
 /** The unified diff of one file, headers included; empty when nothing differs. */
@@ -80,11 +83,19 @@ export function unifiedDiff(path: string, part: DiffPart): string {
   const out = [`--- ${part.before === undefined ? '/dev/null' : path}`, `+++ ${path}`];
   let k = 0;
   while (k < changed.length) {
-    const first = Math.max(0, changed[k] - CONTEXT);
+    const firstChange = changed[k];
+    let first = Math.max(0, firstChange - CONTEXT);
     let last = changed[k];
     while (k + 1 < changed.length && changed[k + 1] - last <= 2 * CONTEXT) last = changed[++k];
     k++;
-    const end = Math.min(all.length, last + CONTEXT + 1);
+    let end = Math.min(all.length, last + CONTEXT + 1);
+    // patch(1) takes a hunk with less context on one side than on the other for one at the start
+    // (or end) of the file, and applies it anywhere else only with fuzz. Where the part's edge cut
+    // the context short and the file goes on, the other side gets as few lines.
+    const lead = firstChange - first;
+    const trail = end - 1 - last;
+    if (lead < trail && first === 0 && part.linesBefore) end = last + 1 + lead;
+    if (trail < lead && end === all.length && part.linesAfter) first = firstChange - trail;
     let oldLine = part.beforeLine ?? 1;
     let newLine = part.afterLine ?? 1;
     for (const e of all.slice(0, first)) {
@@ -114,5 +125,7 @@ export function changeDiff(path: string, existing: string | undefined, content: 
     after: content.slice(now.start, now.end),
     beforeLine: lineOf(existing, old.start),
     afterLine: lineOf(content, now.start),
+    linesBefore: old.start > 0,
+    linesAfter: old.end < existing.length,
   });
 }
