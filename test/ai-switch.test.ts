@@ -20,7 +20,7 @@ import { enrich } from '../generator/infra/enrich.ts';
 import { analyse } from '../generator/infra/infra.ts';
 import { renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
 import type { Infra } from '../generator/core/types.ts';
-import { runCli } from './helpers/cli.ts';
+import { runCli, spawnCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -69,7 +69,13 @@ describe('ai-switch checks (messages of spec §8, before anything is touched)', 
   it('refuses an unknown domain and ai-tools itself (exit 1)', async () => {
     const unknown = await run('--domain', 'nope');
     assert.equal(unknown.code, 1);
-    assert.ok(unknown.stderr.includes(`Domain 'nope' not found in ${FIXTURE}`), unknown.stderr);
+    assert.ok(unknown.stderr.includes(`Domain 'nope' not found in ${FIXTURE}\n`), unknown.stderr);
+    const typo = await run('--domain', 'prso');
+    assert.equal(typo.code, 1);
+    assert.ok(typo.stderr.includes(`Domain 'prso' not found in ${FIXTURE}; did you mean 'perso'?\n`), typo.stderr);
+    const json = await run('--domain', 'prso', '--json');
+    assert.equal(json.code, 1);
+    assert.equal((JSON.parse(json.stdout) as { errors: { message: string }[] }).errors[0].message, `Domain 'prso' not found in ${FIXTURE}; did you mean 'perso'?`);
     const self = await run('--domain', 'ai-tools');
     assert.equal(self.code, 1);
     assert.match(self.stderr, /Cannot switch AI access to 'ai-tools' itself/);
@@ -97,6 +103,28 @@ describe('ai-switch checks (messages of spec §8, before anything is touched)', 
     const proc = await runCli(['ai-switch', '--infra', FIXTURE, '--domain', 'perso'], { ...t.env, ANKLUME_PROC_ROOT: '/tmp/{{ 7 * 7 }}' });
     assert.equal(proc.code, 2);
     assert.match(proc.stderr, /ANKLUME_PROC_ROOT "\/tmp\/\{\{ 7 \* 7 \}\}" contains/);
+  });
+
+  // The one test here that reads the live holder set: from an nft stand-in that fails, as nft does
+  // without a ruleset, so that the plan starts from the state file and no real nft is asked.
+  it('--dry-run --no-flush: the plan on stdout, its SECURITY warning on stderr like every warning', () => {
+    const bin = join(t.dir, 'bin');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, 'nft'), '#!/bin/sh\necho "nft stand-in: no ruleset" >&2\nexit 1\n', { mode: 0o755 });
+    const env = { ...t.env, PATH: `${bin}:${process.env.PATH}` };
+    const args = ['ai-switch', '--infra', FIXTURE, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft'), '--domain', 'perso', '--dry-run'];
+    const r = spawnCli([...args, '--no-flush'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ai-switch plan \(dry run: nothing is changed\)$/m);
+    assert.match(r.stdout, /^ {2}VRAM flush: no$/m);
+    assert.doesNotMatch(r.stdout, /SECURITY/);
+    assert.match(r.stderr, /^SECURITY: --no-flush: GPU memory is NOT flushed\. 'perso' may read what 'pro' left in VRAM/m);
+    const flushing = spawnCli(args, env);
+    assert.equal(flushing.code, 0, flushing.stderr);
+    assert.doesNotMatch(flushing.stdout + flushing.stderr, /SECURITY/);
+    const json = spawnCli([...args, '--no-flush', '--json'], env);
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal((JSON.parse(json.stdout) as { flush: boolean }).flush, false, 'one JSON document on stdout');
   });
 
   it('wrote nothing while refusing', () => {

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { defaultStreams } from '../generator/cli/output.ts';
+import { defaultStreams, hasColors, paintDiff } from '../generator/cli/output.ts';
+import { closest } from '../generator/core/suggest.ts';
 import { runCli, spawnCli } from './helpers/cli.ts';
 import { testEnv } from './helpers/env.ts';
 
@@ -239,11 +240,161 @@ describe('CLI contract', () => {
     t.cleanup();
   });
 
-  it('NO_COLOR turns colour off only when it is not empty (no-color.org)', () => {
-    assert.equal(defaultStreams({}, true).color, true);
-    assert.equal(defaultStreams({ NO_COLOR: '' }, true).color, true);
-    assert.equal(defaultStreams({ NO_COLOR: '1' }, true).color, false);
-    assert.equal(defaultStreams({ TERM: 'dumb' }, true).color, false);
-    assert.equal(defaultStreams({}, false).color, false, 'never into a pipe');
+  it('--quiet (-q) drops the INFO: lines of sync, validate and resolve; warnings and errors still print', async () => {
+    const t = testEnv();
+    try {
+      // Two GPU machines under gpu_policy: shared: a warning.
+      const warned = join(t.dir, 'warned.yml');
+      writeFileSync(warned, readFileSync(EXAMPLE, 'utf8').replace('  ai_access_default: pro ', '  gpu_policy: shared\n  ai_access_default: pro ').replace('ip: "10.100.2.10"\n', 'ip: "10.100.2.10"\n        gpu: true\n'));
+      const INFO = /^INFO: ai_access_policy is 'exclusive'/m;
+      const WARNING = /^[^\n]*warned\.yml:\d+:\d+: WARNING: GPU policy is 'shared'/m;
+      const loud = await runCli(['sync', warned, '--base-dir', t.baseDir, '--dry-run'], t.env);
+      assert.equal(loud.code, 0, loud.stderr);
+      assert.match(loud.stderr, INFO);
+      assert.match(loud.stderr, WARNING);
+      for (const args of [['sync', warned, '--base-dir', t.baseDir, '--dry-run', '--quiet'], ['sync', warned, '--base-dir', t.baseDir, '-q'], ['validate', warned, '-q'], ['resolve', warned, '--quiet']]) {
+        const r = await runCli(args, t.env);
+        assert.equal(r.code, 0, r.stderr);
+        assert.doesNotMatch(r.stderr, /INFO/, args.join(' '));
+        assert.match(r.stderr, WARNING, args.join(' '));
+      }
+      const synced = await runCli(['sync', warned, '--base-dir', t.baseDir, '-q'], t.env);
+      assert.match(synced.stdout, /^0 file\(s\) written, 11 unchanged$/m, 'the results still print');
+      const broken = join(t.dir, 'broken.yml');
+      writeFileSync(broken, readFileSync(EXAMPLE, 'utf8').replace('ip: "10.100.1.10"', 'ip: "10.100.1.999"'));
+      const failed = await runCli(['sync', broken, '--base-dir', t.baseDir, '-q'], t.env);
+      assert.equal(failed.code, 1);
+      assert.match(failed.stderr, /error: Machine 'perso-desktop': invalid IP/);
+      const help = await runCli(['sync', '--help'], t.env);
+      assert.match(help.stdout, /^ {2}-q, --quiet +no INFO: lines/m);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it("--domain and --ai-domain values get a did-you-mean: 'prso' is 'perso', not 'pro' (a missed key keeps every typed letter)", async () => {
+    for (const args of [['nftables', EXAMPLE, '--ai-domain', 'prso'], ['flows', EXAMPLE, '--ai-domain', 'prso']]) {
+      const r = await runCli(args, process.env);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.stderr, `error: Domain 'prso' not found in ${EXAMPLE}; did you mean 'perso'?\n`);
+    }
+    const far = await runCli(['nftables', EXAMPLE, '--ai-domain', 'zzz'], process.env);
+    assert.equal(far.stderr, `error: Domain 'zzz' not found in ${EXAMPLE}\n`);
+    assert.equal(closest('prso', ['pro', 'perso']), 'perso');
+    assert.equal(closest('prso', ['perso', 'pro']), 'perso');
+    assert.equal(closest('pro', ['prod', 'pros']), 'prod', 'the first of two that both hold every letter');
+    assert.equal(closest('xyz', ['pro', 'perso']), undefined);
+  });
+
+  it('apply and apply-nftables take the same words for check mode: --check and --dry-run', async () => {
+    const t = testEnv();
+    try {
+      assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir], t.env)).code, 0);
+      // An ansible-playbook stand-in that records its arguments and ends like a play with nothing to change.
+      const bin = join(t.dir, 'bin');
+      mkdirSync(bin);
+      const argsFile = join(t.dir, 'args');
+      writeFileSync(join(bin, 'ansible-playbook'), `#!/bin/sh\necho "$@" > '${argsFile}'\necho 'localhost : ok=1 changed=0 unreachable=0 failed=0'\n`, { mode: 0o755 });
+      const env = { ...t.env, PATH: `${bin}:${process.env.PATH}` };
+      const ran = async (...args: string[]) => {
+        rmSync(argsFile, { force: true });
+        const r = await runCli([...args, '--base-dir', t.baseDir], env);
+        assert.equal(r.code, 0, r.stderr);
+        return readFileSync(argsFile, 'utf8').trim().split(' ').slice(1);
+      };
+      assert.deepEqual(await ran('apply', '--check'), ['--check', '--diff']);
+      assert.deepEqual(await ran('apply', '--dry-run'), ['--check', '--diff']);
+      assert.deepEqual(await ran('apply'), []);
+      assert.deepEqual(await ran('apply-nftables', '--dry-run'), ['--tags', 'nftables', '--check']);
+      assert.deepEqual(await ran('apply-nftables', '--check'), ['--tags', 'nftables', '--check']);
+      assert.deepEqual(await ran('apply-nftables'), ['--tags', 'nftables']);
+      for (const [cmd, word, other] of [['apply', '--check', '--dry-run'], ['apply-nftables', '--dry-run', '--check']]) {
+        const help = await runCli([cmd, '--help'], t.env);
+        assert.match(help.stdout, new RegExp(`\\[${word}\\|${other}\\]`), `${cmd} --help: usage`);
+        assert.match(help.stdout, new RegExp(`^ {2}${other} +the same as ${word}`, 'm'), `${cmd} --help: options`);
+      }
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it("colour by Node's hasColors(): a terminal that has them, FORCE_COLOR anywhere, never NO_COLOR (unless empty, no-color.org) or TERM=dumb", () => {
+    const tty = { isTTY: true };
+    const pipe = { isTTY: false };
+    const term = { TERM: 'xterm-256color' };
+    assert.equal(hasColors(tty, term), true);
+    assert.equal(hasColors(tty, {}), false, 'a terminal of unknown kind');
+    assert.equal(hasColors(tty, { ...term, NO_COLOR: '' }), true);
+    assert.equal(hasColors(tty, { ...term, NO_COLOR: '1' }), false);
+    assert.equal(hasColors(tty, { TERM: 'dumb' }), false);
+    assert.equal(hasColors(pipe, term), false, 'not into a pipe');
+    assert.equal(hasColors(pipe, { FORCE_COLOR: '1' }), true, 'unless FORCE_COLOR says so');
+    assert.equal(hasColors(pipe, { FORCE_COLOR: '1', NO_COLOR: '1' }), true, 'FORCE_COLOR wins');
+    assert.equal(hasColors(tty, { ...term, FORCE_COLOR: '0' }), false);
+    // Each stream for itself: messages go to stderr, results (the diffs) to stdout.
+    const streams = defaultStreams(term, tty, pipe);
+    assert.deepEqual([streams.color, streams.outColor], [true, false]);
+    assert.deepEqual([defaultStreams(term, pipe, tty).color, defaultStreams(term, pipe, tty).outColor], [false, true]);
+  });
+
+  it('sync --diff is coloured only where stdout takes colours (here FORCE_COLOR), and is otherwise the same bytes', () => {
+    const t = testEnv();
+    try {
+      const args = ['sync', EXAMPLE, '--base-dir', t.baseDir, '--dry-run', '--diff'];
+      const plain = spawnCli(args, t.env);
+      assert.equal(plain.code, 0, plain.stderr);
+      assert.doesNotMatch(plain.stdout + plain.stderr, /\x1b\[/, 'a pipe takes no colour');
+      const { NO_COLOR: _, ...env } = t.env;
+      const forced = spawnCli(args, { ...env, FORCE_COLOR: '1' });
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.match(forced.stdout, /^\x1b\[1m\+\+\+ inventory\/pro\.yml\x1b\[0m$/m);
+      assert.match(forced.stdout, /^\x1b\[36m@@ -0,0 \+1,\d+ @@\x1b\[0m$/m);
+      assert.match(forced.stdout, /^\x1b\[32m\+---\x1b\[0m$/m);
+      assert.equal(forced.stdout.replace(/\x1b\[\d+m/g, ''), plain.stdout, 'the colours are all that differs');
+      const json = spawnCli([...args, '--json'], { ...env, FORCE_COLOR: '1' });
+      assert.doesNotMatch(json.stdout, /\x1b\[/, 'never in JSON');
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('paintDiff: file names bold, @@ cyan, removed red, added green; a removed line that reads like a header is a removed line', () => {
+    const diff = '--- f\n+++ f\n@@ -1,3 +1,3 @@\n a\n--- x\n+++ x\n\\ No newline at end of file';
+    const on = { out: () => {}, err: () => {}, color: false, outColor: true };
+    assert.equal(paintDiff(on, diff), '\x1b[1m--- f\x1b[0m\n\x1b[1m+++ f\x1b[0m\n\x1b[36m@@ -1,3 +1,3 @@\x1b[0m\n a\n\x1b[31m--- x\x1b[0m\n\x1b[32m+++ x\x1b[0m\n\\ No newline at end of file');
+    assert.equal(paintDiff({ ...on, outColor: false }, diff), diff);
+    assert.equal(paintDiff({ ...on, outColor: undefined, color: true }, diff), diff, "stderr's colours are not stdout's");
+  });
+});
+
+// The library's answers are tested in test/flows.test.ts; here, that the command asks them with
+// the protocol it was given (an answer for tcp to a question about udp would look just as plausible).
+describe('flows: the command asks about the protocol it was given', () => {
+  const POLICIES = 'examples/network-policies.yml';
+  const ask = (env: NodeJS.ProcessEnv, ...args: string[]) => spawnCli(['flows', POLICIES, '--from', 'lab', '--to', 'admin-ctl', ...args], env);
+
+  it('--protocol udp: lab may send syslog to admin-ctl over udp/514, and not over tcp', () => {
+    const t = testEnv();
+    try {
+      const udp = ask(t.env, '--protocol', 'udp', '--port', '514');
+      assert.equal(udp.code, 0, udp.stderr);
+      assert.match(udp.stdout, /^lab -> admin-ctl udp\/514: allow — policy \[2\] .*\(udp\/514\)$/m);
+      const tcp = ask(t.env, '--protocol', 'tcp', '--port', '514');
+      assert.equal(tcp.code, 0, tcp.stderr);
+      assert.match(tcp.stdout, /^lab -> admin-ctl tcp\/514: drop\b/m);
+      const byDefault = ask(t.env, '--port', '514');
+      assert.match(byDefault.stdout, /^lab -> admin-ctl tcp\/514: drop\b/m, 'tcp unless told otherwise');
+
+      const json = ask(t.env, '--protocol', 'udp', '--port', '514', '--json');
+      assert.equal(json.code, 0, json.stderr);
+      const one = JSON.parse(json.stdout) as { protocol: string; verdict: string; policy: number | null };
+      assert.deepEqual([one.protocol, one.verdict, one.policy], ['udp', 'allow', 2]);
+      const every = JSON.parse(ask(t.env, '--protocol', 'udp', '--json').stdout) as { protocol: string; verdict: string; ports: number[] };
+      assert.deepEqual([every.protocol, every.verdict, every.ports], ['udp', 'allow', [514]], 'without --port: the udp ports that are open');
+      const tcpJson = JSON.parse(ask(t.env, '--protocol', 'tcp', '--json').stdout) as { protocol: string; verdict: string };
+      assert.deepEqual([tcpJson.protocol, tcpJson.verdict], ['tcp', 'drop']);
+    } finally {
+      t.cleanup();
+    }
   });
 });

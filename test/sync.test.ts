@@ -62,6 +62,22 @@ describe('sync writes the Ansible tree', () => {
     assert.deepEqual(mtimes(t.baseDir), before);
   });
 
+  it('the cache directory ignores itself (its own .gitignore): git sees the tree, not the cache', () => {
+    assert.equal(readFileSync(join(t.baseDir, CACHE_DIR, '.gitignore'), 'utf8'), '*\n');
+    const git = (...args: string[]) => execFileSync('git', ['-C', t.baseDir, ...args], { encoding: 'utf8', env: { ...t.env, GIT_CONFIG_GLOBAL: '/dev/null', GIT_CONFIG_NOSYSTEM: '1' } });
+    git('init', '-q');
+    const seen = git('status', '--porcelain', '--untracked-files=all').split('\n').filter(Boolean).map((line) => line.slice(3));
+    assert.ok(seen.includes('group_vars/all.yml'), seen.join('\n'));
+    assert.deepEqual(seen.filter((path) => path.startsWith(CACHE_DIR)), []);
+  });
+
+  it('a cache directory an older version made without a .gitignore gets one at the next write', async () => {
+    rmSync(join(t.baseDir, CACHE_DIR, '.gitignore'));
+    writeFileSync(join(t.baseDir, 'inventory/pro.yml'), '---\n');
+    await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.equal(readFileSync(join(t.baseDir, CACHE_DIR, '.gitignore'), 'utf8'), '*\n');
+  });
+
   // The run above is answered by the cache: here the files themselves must be compared. The
   // files get an old mtime first, so that a rewrite shows whatever the clock's resolution.
   it('rewrites no file whose content is unchanged: without the cache, and after a touch', async () => {

@@ -3,7 +3,7 @@
  * texts (log lines, SECURITY warning, dry-run). aiSwitch.ts runs it.
  */
 import { DEFAULT_AI_SERVICES } from '../infra/enrich.js';
-import { isDomainName } from '../infra/names.js';
+import { domainNotFound, isDomainName } from '../infra/names.js';
 import { AI_HOLDER_SET, bridgeOf, renderRuleset, switchBatch, TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 import { render } from '../core/templates.js';
 import { AI_DOMAIN, hasGpu } from '../infra/validate.js';
@@ -24,7 +24,7 @@ export function checkTarget(infra: Infra, domain: string, infraPath: string): st
     return `ai_access_policy is not 'exclusive' in ${infraPath}: every domain may reach ai-tools, there is no exclusive access to switch (set global.ai_access_policy: exclusive)`;
   }
   if (domain === AI_DOMAIN) return `Cannot switch AI access to '${AI_DOMAIN}' itself`;
-  if (!(domain in infra.domains)) return `Domain '${domain}' not found in ${infraPath}`;
+  if (!(domain in infra.domains)) return domainNotFound(domain, Object.keys(infra.domains).filter((name) => name !== AI_DOMAIN), infraPath);
   return undefined;
 }
 

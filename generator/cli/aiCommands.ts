@@ -68,7 +68,7 @@ export const aiSwitchCommand: Command = {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
     const json = values.json === true;
     const waitMs = seconds(str(values.wait), '--wait');
-    const { aiSwitch } = await import('../aiswitch/aiSwitch.js');
+    const [{ aiSwitch }, { securityWarning }] = await Promise.all([import('../aiswitch/aiSwitch.js'), import('../aiswitch/aiPlan.js')]);
     const result = await aiSwitch({
       infraPath: str(values.infra) ?? defaultInfra(inv.cwd),
       baseDir: str(values['base-dir']) ?? '.',
@@ -102,7 +102,10 @@ export const aiSwitchCommand: Command = {
       return result.code;
     }
     printDiagnostics(inv.streams, [], result.warnings);
-    for (const line of result.messages) inv.streams.out(line);
+    // The plan is the result (stdout); its SECURITY line is a warning, on stderr like every other
+    // (and like the one a switch without --dry-run prints).
+    const security = result.plan && !result.plan.flush ? securityWarning(result.plan) : undefined;
+    for (const line of result.messages) (line === security ? inv.streams.err : inv.streams.out)(line);
     return result.code;
   },
 };

@@ -11,18 +11,19 @@ import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from '.
 
 export const applyCommand: Command = {
   summary: 'build the domains in Incus from the tree sync wrote (projects, bridges, ruleset, instances): site.yml, as make apply',
-  usage: 'anklume-gen apply [--base-dir DIR] [--check] [--delete-orphans] [--json] [-- ANSIBLE-PLAYBOOK-ARGS...]',
-  options: { ...COMMON_OPTIONS, 'base-dir': { type: 'string' }, check: { type: 'boolean' }, 'delete-orphans': { type: 'boolean' } },
+  usage: 'anklume-gen apply [--base-dir DIR] [--check|--dry-run] [--delete-orphans] [--json] [-- ANSIBLE-PLAYBOOK-ARGS...]',
+  options: { ...COMMON_OPTIONS, 'base-dir': { type: 'string' }, check: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, 'delete-orphans': { type: 'boolean' } },
   flags: {
     'base-dir': 'the directory sync wrote to (default .)',
     check: "Ansible's check mode with --diff: what would change, nothing touched",
+    'dry-run': 'the same as --check (the word apply-nftables and sync use)',
     'delete-orphans': 'also delete the instances and bridges infra.yml no longer names, unless protected (ephemeral: false)',
   },
   async run(values, positionals, inv) {
     const passed = playbookPassThrough(positionals, inv);
     const json = values.json === true;
     const baseDir = str(values['base-dir']) ?? '.';
-    const check = values.check === true;
+    const check = values.check === true || values['dry-run'] === true;
     const tree = join(baseDir, 'group_vars', 'all.yml');
     if (!isFile(tree)) {
       return notSynced(inv, json, `${tree}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });

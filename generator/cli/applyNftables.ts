@@ -9,11 +9,12 @@ import { isFile, notSynced, playbookPassThrough, RULESET, runSite, staleRuleset 
 
 export const applyNftablesCommand: Command = {
   summary: 'apply the isolation ruleset sync wrote (nftables/anklume.nft) on this host: site.yml --tags nftables, as make nftables',
-  usage: 'anklume-gen apply-nftables [--base-dir DIR] [--dry-run] [--json] [-- ANSIBLE-PLAYBOOK-ARGS...]',
-  options: { ...COMMON_OPTIONS, 'base-dir': { type: 'string' }, 'dry-run': { type: 'boolean' } },
+  usage: 'anklume-gen apply-nftables [--base-dir DIR] [--dry-run|--check] [--json] [-- ANSIBLE-PLAYBOOK-ARGS...]',
+  options: { ...COMMON_OPTIONS, 'base-dir': { type: 'string' }, 'dry-run': { type: 'boolean' }, check: { type: 'boolean' } },
   flags: {
     'base-dir': 'the directory sync wrote to; its nftables/anklume.nft is applied (default .)',
     'dry-run': "Ansible's check mode: say whether the live table would change, change nothing",
+    check: 'the same as --dry-run (the word apply uses)',
   },
   async run(values, positionals, inv) {
     const passed = playbookPassThrough(positionals, inv);
@@ -25,7 +26,7 @@ export const applyNftablesCommand: Command = {
     }
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
-    const dryRun = values['dry-run'] === true;
+    const dryRun = values['dry-run'] === true || values.check === true;
     return runSite({
       inv,
       json,

@@ -4,9 +4,10 @@ import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
 import { applyCommand } from './applyCommand.js';
 import { applyNftablesCommand } from './applyNftables.js';
+import { auditCommand } from './auditCommand.js';
 import { flowsCommand } from './flowsCommand.js';
-import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, UsageError, type Command, type Invocation } from './command.js';
-import { jsonError, printDiagnostics, printJson, type Streams } from './output.js';
+import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, QUIET_FLAG, QUIET_OPTION, reportProblems, UsageError, type Command, type Invocation } from './command.js';
+import { jsonError, paintDiff, printDiagnostics, printJson, type Streams } from './output.js';
 import { packagePath } from '../core/packageRoot.js';
 import { closest } from '../core/suggest.js';
 import type { SyncReport } from '../tree/sync.js';
@@ -19,9 +20,9 @@ function onePositional(positionals: string[], cwd: string): string {
   return positionals[0] ?? defaultInfra(cwd);
 }
 
-function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean): void {
-  for (const line of report.info) streams.err(line);
-  for (const text of report.diffs.values()) streams.out(text.replace(/\n$/, ''));
+function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean, quiet: boolean): void {
+  if (!quiet) for (const line of report.info) streams.err(line);
+  for (const text of report.diffs.values()) streams.out(paintDiff(streams, text.replace(/\n$/, '')));
   if (dryRun || check) {
     for (const path of report.written) streams.out(`${check ? 'Out of date' : 'Would write'}: ${path}`);
   }
@@ -35,9 +36,10 @@ function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, chec
 
 const syncCommand: Command = {
   summary: 'validate infra.yml (or infra/) and write the Ansible tree and the nftables ruleset (the default command)',
-  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--diff] [--clean-orphans] [--json]',
+  usage: 'anklume-gen [sync] <infra.yml|infra/> [--base-dir DIR] [--dry-run] [--check] [--diff] [--clean-orphans] [--quiet] [--json]',
   options: {
     ...COMMON_OPTIONS,
+    ...QUIET_OPTION,
     'base-dir': { type: 'string' },
     'dry-run': { type: 'boolean' },
     check: { type: 'boolean' },
@@ -48,8 +50,9 @@ const syncCommand: Command = {
     'base-dir': 'where the Ansible tree is written (default .)',
     'dry-run': "write nothing; print 'Would write: <path>' per file that would change",
     check: 'write nothing; exit 1 when any file would change (drift check)',
-    diff: 'print a unified diff of each file that changes (the managed block, or the whole new file); applies with patch -p0 in the base dir',
+    diff: 'print a unified diff of each file that changes (the managed block, or the whole new file; coloured when stdout takes colours); applies with patch -p0 in the base dir',
     'clean-orphans': 'delete orphan files, except those of ephemeral: false domains and machines',
+    quiet: QUIET_FLAG,
   },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
@@ -69,15 +72,16 @@ const syncCommand: Command = {
       if (!values.json) inv.streams.err(`${report.errors.length} error(s) in ${infraPath}; nothing was written.`);
       return EXIT_FAILED;
     }
-    if (!values.json) syncSummary(inv.streams, report, dryRun, check);
+    if (!values.json) syncSummary(inv.streams, report, dryRun, check, values.quiet === true);
     return check && report.written.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
 };
 
 const validateCommand: Command = {
   summary: 'check infra.yml (or infra/) and report every error; writes nothing',
-  usage: 'anklume-gen validate <infra.yml|infra/> [--json]',
-  options: { ...COMMON_OPTIONS },
+  usage: 'anklume-gen validate <infra.yml|infra/> [--quiet] [--json]',
+  options: { ...COMMON_OPTIONS, ...QUIET_OPTION },
+  flags: { quiet: QUIET_FLAG },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
     const { prepare } = await import('../infra/pipeline.js');
@@ -93,9 +97,9 @@ const validateCommand: Command = {
 
 const resolveCommand: Command = {
   summary: 'print the model after validation and enrichment (--raw: only read and merge the files)',
-  usage: 'anklume-gen resolve <infra.yml|infra/> [--raw] [--json]',
-  options: { ...COMMON_OPTIONS, raw: { type: 'boolean' } },
-  flags: { raw: 'only read and merge the files: no validation, no defaults' },
+  usage: 'anklume-gen resolve <infra.yml|infra/> [--raw] [--quiet] [--json]',
+  options: { ...COMMON_OPTIONS, ...QUIET_OPTION, raw: { type: 'boolean' } },
+  flags: { raw: 'only read and merge the files: no validation, no defaults', quiet: QUIET_FLAG },
   async run(values, positionals, inv) {
     const infraPath = onePositional(positionals, inv.cwd);
     let model: unknown;
@@ -116,7 +120,7 @@ const resolveCommand: Command = {
         return EXIT_FAILED;
       }
       if (!values.json) printDiagnostics(inv.streams, [], report.warnings);
-      for (const line of report.info) inv.streams.err(line);
+      if (!values.quiet) for (const line of report.info) inv.streams.err(line);
       model = infra;
     }
     if (values.json) printJson(inv.streams, model);
@@ -164,6 +168,7 @@ export const COMMANDS: Record<string, Command> = {
   nftables: nftablesCommand,
   apply: applyCommand,
   'apply-nftables': applyNftablesCommand,
+  audit: auditCommand,
   flows: flowsCommand,
   'ai-switch': aiSwitchCommand,
   'ai-status': aiStatusCommand,
@@ -174,7 +179,7 @@ function help(name: string | undefined): string {
     const c = COMMANDS[name];
     const described = { ...COMMON_FLAGS, ...c.flags };
     const flags = Object.entries(c.options).map(([flag, o]) => {
-      const name = `--${flag}${o.type === 'string' ? ' VALUE' : ''}`;
+      const name = `${o.short ? `-${o.short}, ` : ''}--${flag}${o.type === 'string' ? ' VALUE' : ''}`;
       return `  ${name.padEnd(28)} ${described[flag] ?? ''}`.trimEnd();
     });
     return `${c.usage}\n\n${c.summary}\n\nOptions:\n${flags.join('\n')}\n\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;

@@ -34,6 +34,10 @@ export interface Command {
 export const COMMON_OPTIONS: Options = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } };
 export const COMMON_FLAGS: Record<string, string> = { json: 'one JSON document on stdout, nothing else there', help: 'this help' };
 
+/** `--quiet` (`-q`) of the commands that print `INFO:` lines: no INFO lines; warnings and errors still print. */
+export const QUIET_OPTION: Options = { quiet: { type: 'boolean', short: 'q' } };
+export const QUIET_FLAG = 'no INFO: lines on stderr (warnings and errors still print)';
+
 /** `infra/` when infra/base.yml exists, else infra.yml (the same rule as `make sync`). */
 export function defaultInfra(cwd: string): string {
   return existsSync(`${cwd}/infra/base.yml`) ? 'infra' : 'infra.yml';

@@ -1,6 +1,6 @@
 /** `--ai-domain D` of the commands that render for one AI access holder (nftables, flows). */
 import { UsageError } from './command.js';
-import { isDomainName } from '../infra/names.js';
+import { domainNotFound, isDomainName } from '../infra/names.js';
 import { effectiveHolder } from '../infra/pipeline.js';
 import { AI_DOMAIN } from '../infra/validate.js';
 import type { Infra } from '../core/types.js';
@@ -17,6 +17,6 @@ export function chooseHolder(infra: Infra, infraPath: string, stateHolder: strin
   if (!isDomainName(requested)) throw new UsageError(`Invalid domain name: ${requested} (must be DNS-safe)`);
   if (requested === AI_DOMAIN) throw new UsageError(`Cannot give AI access to 'ai-tools' itself: --ai-domain names a client domain`);
   if (infra.global.ai_access_policy !== 'exclusive') throw new HolderRefused(`--ai-domain needs ai_access_policy: exclusive in ${infraPath}`);
-  if (!(requested in infra.domains)) throw new HolderRefused(`Domain '${requested}' not found in ${infraPath}`);
+  if (!(requested in infra.domains)) throw new HolderRefused(domainNotFound(requested, Object.keys(infra.domains).filter((name) => name !== AI_DOMAIN), infraPath));
   return requested;
 }

@@ -1,6 +1,7 @@
 /** Name rules, read from the schema so that the CLI checks and the schema never disagree. */
 import { readFileSync } from 'node:fs';
 import { packagePath } from '../core/packageRoot.js';
+import { closest } from '../core/suggest.js';
 
 interface SchemaDocument {
   definitions: { dnsName: { pattern: string }; bridgeName: { pattern: string } };
@@ -21,4 +22,10 @@ export function isDomainName(value: string): boolean {
 /** Whether a NIC's network or parent has the shape of a domain bridge (net-<domain>). */
 export function isBridgeName(value: string): boolean {
   return BRIDGE_NAME.test(value);
+}
+
+/** `Domain 'prso' not found in x.yml; did you mean 'perso'?`, the guess taken among `domains`. */
+export function domainNotFound(domain: string, domains: readonly string[], infraPath: string): string {
+  const guess = closest(domain, domains);
+  return `Domain '${domain}' not found in ${infraPath}${guess ? `; did you mean '${guess}'?` : ''}`;
 }

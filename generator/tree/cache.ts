@@ -5,7 +5,7 @@
  * the full path, which is always correct.
  */
 import { createHash, hash } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,8 +95,12 @@ export function loadCache(baseDir: string, boot = bootId()): SyncCache | undefin
 }
 
 export function saveCache(baseDir: string, cache: SyncCache): void {
-  mkdirSync(join(baseDir, CACHE_DIR), { recursive: true });
-  writeAtomic(join(baseDir, CACHE_DIR, CACHE_FILE), JSON.stringify(cache));
+  const dir = join(baseDir, CACHE_DIR);
+  mkdirSync(dir, { recursive: true });
+  // The directory ignores itself: nothing in it belongs in a repository, and no one has to add
+  // it to a .gitignore of theirs. Written with the directory (or into one an older version made).
+  if (!existsSync(join(dir, '.gitignore'))) writeAtomic(join(dir, '.gitignore'), '*\n');
+  writeAtomic(join(dir, CACHE_FILE), JSON.stringify(cache));
 }
 
 /** True when every file the cache lists is still exactly as the last sync left it. */
