@@ -16,11 +16,12 @@ export INFRA BASE_DIR DOMAIN FORMAT EXTRA_VARS
 # ansible variable with EXTRA_VARS (passed as one -e argument: JSON, or @file).
 APPLY_FLAGS = $(if $(CHECK),--check) $(if $(DELETE_ORPHANS),--delete-orphans) $(if $(EXTRA_VARS),-- -e "$$EXTRA_VARS")
 
-.PHONY: help build deps sync sync-dry sync-check sync-clean validate apply nftables flows ai-switch ai-status lint test bench
+.PHONY: help build deps sync sync-dry sync-check sync-clean validate apply nftables audit flows ai-switch ai-status lint test bench
 
 help:
 	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$$INFRA BASE_DIR=$$BASE_DIR)"
 	@echo "make apply [CHECK=1] [DELETE_ORPHANS=1] [EXTRA_VARS=...]   (after make sync: Incus projects, bridges, instances, ruleset)"
+	@echo "make audit   (the live host against the tree and the promise; exit 1 on any finding)"
 	@echo "make nftables | flows [FORMAT=svg] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
 	@echo "make deps (root: Debian packages) | build | lint | test | bench"
 
@@ -54,6 +55,9 @@ apply: build
 
 nftables: build
 	$(GEN) apply-nftables --base-dir "$$BASE_DIR"
+
+audit: build
+	$(GEN) audit --infra "$$INFRA" --base-dir "$$BASE_DIR" $(if $(EXTRA_VARS),-- -e "$$EXTRA_VARS")
 
 flows: build
 	$(GEN) flows "$$INFRA" --output "$$BASE_DIR/flows.$$FORMAT"

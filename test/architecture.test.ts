@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const GENERATOR = fileURLToPath(new URL('../generator/', import.meta.url));
-const STAGES = ['core', 'infra', 'nftables', 'tree', 'aiswitch', 'cli'];
+const STAGES = ['core', 'infra', 'nftables', 'tree', 'aiswitch', 'audit', 'cli'];
 const IMPORT = /(?:from|import\()\s*'(\.{1,2}\/[^']+)'/g;
 
 test('generator/ holds the stage folders and nothing else', () => {

@@ -286,15 +286,17 @@ describe('CLI contract', () => {
     assert.equal(closest('xyz', ['pro', 'perso']), undefined);
   });
 
-  it('apply and apply-nftables take the same words for check mode: --check and --dry-run', async () => {
+  it('apply and apply-nftables take the same words for check mode: --check and --dry-run (ansible-playbook: a stand-in that records its arguments; incus: a stand-in that fails if called)', async () => {
     const t = testEnv();
     try {
       assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir], t.env)).code, 0);
-      // An ansible-playbook stand-in that records its arguments and ends like a play with nothing to change.
+      // An ansible-playbook stand-in that records its arguments and ends like a play with nothing
+      // to change; an incus that refuses, so that apply's plan cannot read this machine's Incus.
       const bin = join(t.dir, 'bin');
       mkdirSync(bin);
       const argsFile = join(t.dir, 'args');
       writeFileSync(join(bin, 'ansible-playbook'), `#!/bin/sh\necho "$@" > '${argsFile}'\necho 'localhost : ok=1 changed=0 unreachable=0 failed=0'\n`, { mode: 0o755 });
+      writeFileSync(join(bin, 'incus'), `#!/bin/sh\necho 'stand-in: incus must not be called by this test' >&2\nexit 1\n`, { mode: 0o755 });
       const env = { ...t.env, PATH: `${bin}:${process.env.PATH}` };
       const ran = async (...args: string[]) => {
         rmSync(argsFile, { force: true });
@@ -302,9 +304,15 @@ describe('CLI contract', () => {
         assert.equal(r.code, 0, r.stderr);
         return readFileSync(argsFile, 'utf8').trim().split(' ').slice(1);
       };
-      assert.deepEqual(await ran('apply', '--check'), ['--check', '--diff']);
-      assert.deepEqual(await ran('apply', '--dry-run'), ['--check', '--diff']);
-      assert.deepEqual(await ran('apply'), []);
+      // apply's check mode is its plan (issue 16), which reads Incus and runs no playbook.
+      const plans = await Promise.all(['--check', '--dry-run'].map((w) => runCli(['apply', w, '--base-dir', t.baseDir], env)));
+      for (const p of plans) {
+        assert.equal(p.code, 1);
+        assert.match(p.stderr, /cannot read Incus: .*stand-in: incus must not be called/);
+      }
+      assert.equal(plans[0].stderr, plans[1].stderr);
+      assert.ok(!existsSync(argsFile), 'no playbook ran');
+      assert.ok(!(await ran('apply')).includes('--check'));
       assert.deepEqual(await ran('apply-nftables', '--dry-run'), ['--tags', 'nftables', '--check']);
       assert.deepEqual(await ran('apply-nftables', '--check'), ['--tags', 'nftables', '--check']);
       assert.deepEqual(await ran('apply-nftables'), ['--tags', 'nftables']);
@@ -317,6 +325,7 @@ describe('CLI contract', () => {
       t.cleanup();
     }
   });
+
 
   it("colour by Node's hasColors(): a terminal that has them, FORCE_COLOR anywhere, never NO_COLOR (unless empty, no-color.org) or TERM=dumb", () => {
     const tty = { isTTY: true };

@@ -5,9 +5,27 @@
  * before anything is made; a missing tree, or a ruleset out of step with the state file, is caught
  * here, before ansible starts.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
+import { extraVars } from './extraVars.js';
 import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
+import { readIfExists } from '../core/files.js';
+
+/**
+ * How many objects the run changed: the objects of the plan incus_preflight carried out, and the
+ * live table and boot copy that incus_nftables reports beside it (undefined without them: a run
+ * limited by tags counts the recap's tasks).
+ */
+function objectsChanged(planFile: string): number | undefined {
+  const plan = readIfExists(planFile);
+  const ruleset = readIfExists(`${planFile}.ruleset`);
+  if (plan === undefined && ruleset === undefined) return undefined;
+  const objects = plan === undefined ? 0 : (JSON.parse(plan) as { objects: unknown[] }).objects.length;
+  const rules = ruleset === undefined ? 0 : Object.values(JSON.parse(ruleset) as Record<string, boolean>).filter(Boolean).length;
+  return objects + rules;
+}
 
 export const applyCommand: Command = {
   summary: 'build the domains in Incus from the tree sync wrote (projects, bridges, ruleset, instances): site.yml, as make apply',
@@ -15,7 +33,7 @@ export const applyCommand: Command = {
   options: { ...COMMON_OPTIONS, 'base-dir': { type: 'string' }, check: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, 'delete-orphans': { type: 'boolean' } },
   flags: {
     'base-dir': 'the directory sync wrote to (default .)',
-    check: "Ansible's check mode with --diff: what would change, nothing touched",
+    check: 'the plan: every project, profile, bridge, ruleset, instance and orphan that apply would create, update (keys old → new) or delete, read from Incus and nft, nothing touched; exit 1 when anything would change',
     'dry-run': 'the same as --check (the word apply-nftables and sync use)',
     'delete-orphans': 'also delete the instances and bridges infra.yml no longer names, unless protected (ephemeral: false)',
   },
@@ -30,17 +48,23 @@ export const applyCommand: Command = {
     }
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
+    const deleteOrphans = values['delete-orphans'] === true;
+    const vars = { ...(await extraVars(passed)), ...(deleteOrphans ? { incus_orphans_delete: true } : {}) };
+    if (check) {
+      const { showPlan } = await import('./applyPlan.js');
+      return showPlan(inv, json, baseDir, vars);
+    }
+    const planDir = mkdtempSync(join(tmpdir(), 'anklume-plan-'));
+    const planFile = join(planDir, 'plan.json');
     return runSite({
       inv,
       json,
       name: 'apply',
       baseDir,
-      args: [...(check ? ['--check', '--diff'] : []), ...(values['delete-orphans'] === true ? ['-e', JSON.stringify({ incus_orphans_delete: true })] : []), ...passed],
-      fields: (ok) => ({ applied: ok && !check }),
-      summary: (changed) =>
-        check
-          ? changed ? `${baseDir}: Incus would change (${changed} change(s)); nothing was touched` : `${baseDir}: Incus already has what the tree describes`
-          : changed ? `${baseDir}: applied (${changed} change(s))` : `${baseDir}: already applied, nothing changed`,
-    });
+      args: [...(deleteOrphans ? ['-e', JSON.stringify({ incus_orphans_delete: true })] : []), ...passed, '-e', JSON.stringify({ anklume_plan_file: planFile })],
+      fields: (ok) => ({ applied: ok }),
+      count: () => objectsChanged(planFile),
+      summary: (changed) => (changed ? `${baseDir}: applied (${changed} object(s) changed)` : `${baseDir}: already applied, nothing changed`),
+    }).finally(() => rmSync(planDir, { recursive: true, force: true }));
   },
 };

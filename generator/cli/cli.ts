@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
 import { applyCommand } from './applyCommand.js';
 import { applyNftablesCommand } from './applyNftables.js';
+import { auditCommand } from './auditCommand.js';
 import { flowsCommand } from './flowsCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, QUIET_FLAG, QUIET_OPTION, reportProblems, UsageError, type Command, type Invocation } from './command.js';
 import { jsonError, paintDiff, printDiagnostics, printJson, type Streams } from './output.js';
@@ -167,6 +168,7 @@ export const COMMANDS: Record<string, Command> = {
   nftables: nftablesCommand,
   apply: applyCommand,
   'apply-nftables': applyNftablesCommand,
+  audit: auditCommand,
   flows: flowsCommand,
   'ai-switch': aiSwitchCommand,
   'ai-status': aiStatusCommand,

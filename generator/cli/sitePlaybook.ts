@@ -39,6 +39,8 @@ export interface SiteRun {
   summary: (changed: number | undefined) => string;
   /** Fields of the --json document besides changed and errors. */
   fields: (ok: boolean) => Record<string, unknown>;
+  /** What `changed` counts, when not the recap's tasks (apply: the objects of its plan). */
+  count?: () => number | undefined;
 }
 
 export async function runSite(run: SiteRun): Promise<number> {
@@ -77,7 +79,7 @@ export async function runSite(run: SiteRun): Promise<number> {
     rmSync(tempDir, { recursive: true, force: true });
   });
   if (pending) inv.streams.err(pending);
-  const changed = changedCount(output);
+  const changed = run.count?.() ?? changedCount(output);
   if (!result.ok) {
     const why = interrupted
       ? `interrupted by ${interrupted}: ansible-playbook was stopped; run it again to finish`

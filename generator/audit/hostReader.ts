@@ -1,0 +1,108 @@
+/**
+ * `anklume-gen audit`, the reading half: the live host as Incus, nft and conntrack report it,
+ * read-only, every read in parallel. Arguments are arrays; what cannot be read (not root, a tool
+ * missing, the daemon down) comes back as the reason, for the report to say.
+ */
+import { execa } from 'execa';
+import type { ConntrackEntry, HostReadings, LiveInstance, Read } from './auditChecks.js';
+import { readIfExists } from '../core/files.js';
+import { incusPlan } from './incusPlan.js';
+import { readLiveHolders } from '../nftables/nft.js';
+import { TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
+
+type Env = NodeJS.ProcessEnv;
+
+async function run(env: Env, argv: string[], input?: string): Promise<Read<string>> {
+  const r = await execa(argv[0], argv.slice(1), { env, extendEnv: false, reject: false, ...(input === undefined ? { stdin: 'ignore' as const } : { input }) });
+  if (r.exitCode === 0) return { ok: true, value: String(r.stdout) };
+  const lines = String(r.stderr || r.message || '').trim().split('\n');
+  const why = (lines.find((l) => /error|denied|not permitted|must be root/i.test(l)) ?? lines[0]).trim();
+  return { ok: false, why: `${argv.slice(0, 3).join(' ')}: ${why}${/denied|not permitted|permissions|must be root|EACCES|EPERM/i.test(why) ? ' (run as root)' : ''}` };
+}
+
+const NOT_LOADED = /No such file or directory/;
+
+/**
+ * The live table as nft lists it. Compared as text with the tree's file listed by the kernel too,
+ * exactly as the incus_nftables role compares them before it loads: the plan says what it does.
+ */
+export async function liveTable(env: Env): Promise<Read<string | undefined>> {
+  const r = await run(env, ['nft', '--stateless', 'list', 'table', TABLE_FAMILY, TABLE_NAME]);
+  if (r.ok) return r;
+  return NOT_LOADED.test(r.why) ? { ok: true, value: undefined } : r;
+}
+
+/** The tree's ruleset loaded into a network namespace of its own, and listed there by nft. */
+export async function treeTable(env: Env, text: string | undefined): Promise<Read<string | undefined>> {
+  if (text === undefined) return { ok: true, value: undefined };
+  // Listed by a second nft once the first has committed: within the loading batch, nft lists
+  // the chains without their rules. The script is constant; the ruleset comes on stdin.
+  const r = await run(env, ['unshare', '-rn', 'sh', '-c', `nft -f - && nft --stateless list table ${TABLE_FAMILY} ${TABLE_NAME}`], text);
+  return r;
+}
+
+async function holders(): Promise<Read<string[] | undefined>> {
+  try {
+    return { ok: true, value: await readLiveHolders() };
+  } catch (err) {
+    return { ok: false, why: (err as Error).message };
+  }
+}
+
+async function instances(env: Env): Promise<Read<LiveInstance[]>> {
+  const r = await run(env, ['incus', 'query', '/1.0/instances?recursion=1&all-projects=true']);
+  return r.ok ? { ok: true, value: JSON.parse(r.value) as LiveInstance[] } : r;
+}
+
+/** `conntrack -L` lines: the original direction's protocol, state, addresses and port. */
+export function parseConntrack(text: string): ConntrackEntry[] {
+  const out: ConntrackEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    const protocol = fields[0];
+    if (!protocol || protocol.includes('=')) continue;
+    const value = (key: string) => fields.find((f) => f.startsWith(`${key}=`))?.slice(key.length + 1);
+    const src = value('src');
+    const dst = value('dst');
+    if (!src || !dst) continue;
+    const state = fields.find((f) => /^[A-Z_]+$/.test(f)) ?? '';
+    out.push({ protocol, state, src, dst, ...(value('dport') ? { dport: value('dport') } : {}) });
+  }
+  return out;
+}
+
+async function connections(env: Env): Promise<Read<ConntrackEntry[]>> {
+  const r = await run(env, ['conntrack', '-L', '-f', 'ipv4']);
+  return r.ok ? { ok: true, value: parseConntrack(r.value) } : r;
+}
+
+export interface ReadOptions {
+  env: Env;
+  tree: string;
+  /** The ansible variables given with -e, for apply's plan. */
+  extraVars: Record<string, unknown>;
+  treeText: string | undefined;
+  expectedText: string;
+  installedPath: string;
+  bootConfPath: string;
+}
+
+export async function readHost(o: ReadOptions): Promise<HostReadings> {
+  const [live, tree, liveHolders, live_instances, conntrack, plan] = await Promise.all([
+    liveTable(o.env), treeTable(o.env, o.treeText), holders(), instances(o.env), connections(o.env), incusPlan(o.tree, o.extraVars, o.env),
+  ]);
+  return {
+    liveTable: live,
+    treeTable: tree,
+    treeText: o.treeText,
+    expectedText: o.expectedText,
+    installedPath: o.installedPath,
+    installedText: readIfExists(o.installedPath),
+    bootConfPath: o.bootConfPath,
+    bootConfText: readIfExists(o.bootConfPath),
+    liveHolders,
+    instances: live_instances,
+    conntrack,
+    plan,
+  };
+}

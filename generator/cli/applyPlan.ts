@@ -1,0 +1,55 @@
+/**
+ * `anklume-gen apply --check`: the plan. Every object apply manages that would be created,
+ * updated (its keys, old → new) or deleted, in the order apply changes them, then the counts;
+ * nothing is changed. Exit 0 when there is nothing to do, 1 when apply would change something or
+ * refuse (as `sync --check`).
+ */
+import { join } from 'node:path';
+import { EXIT_FAILED, EXIT_OK, type Invocation } from './command.js';
+import { installedRuleset } from './extraVars.js';
+import { printJson } from './output.js';
+import { DEFAULT_INSTALLED_RULESET } from '../infra/context.js';
+import type { PlanObject } from '../audit/incusPlan.js';
+
+/** Where the ruleset goes in apply's order: after the bridges, before the instances. */
+function inApplyOrder(incus: PlanObject[], ruleset: PlanObject[]): PlanObject[] {
+  const before = incus.filter((o) => o.kind === 'project' || o.kind === 'profile' || o.kind === 'bridge');
+  const after = incus.filter((o) => !before.includes(o));
+  return [...before, ...ruleset, ...after];
+}
+
+export async function showPlan(inv: Invocation, json: boolean, baseDir: string, vars: Record<string, unknown>): Promise<number> {
+  const [{ incusPlan, planLines, rulesetObjects }, { liveTable, treeTable }, { readIfExists }] = await Promise.all([
+    import('../audit/incusPlan.js'),
+    import('../audit/hostReader.js'),
+    import('../core/files.js'),
+  ]);
+  const treeText = readIfExists(join(baseDir, 'nftables', 'anklume.nft')) ?? '';
+  const installedPath = installedRuleset(vars, DEFAULT_INSTALLED_RULESET);
+  const [plan, live, tree] = await Promise.all([incusPlan(baseDir, vars, inv.env), liveTable(inv.env), treeTable(inv.env, treeText)]);
+  const errors = [plan, live, tree].flatMap((r) => (r.ok ? [] : [r.why]));
+  if (!plan.ok || !live.ok || !tree.ok) {
+    if (json) printJson(inv.streams, { create: [], update: [], delete: [], refused: [], orphans: [], errors: errors.map((message) => ({ message })) });
+    else for (const e of errors) inv.streams.err(`anklume-gen apply --check: ${e}`);
+    return EXIT_FAILED;
+  }
+  const ruleset = rulesetObjects({ liveTable: live.value, treeTable: tree.value ?? '', installedText: readIfExists(installedPath), treeText, installedPath });
+  const objects = plan.value.problems.length ? [] : inApplyOrder(plan.value.objects, ruleset);
+  const by = (op: PlanObject['op']) => objects.filter((o) => o.op === op).map(({ kind, id, changes }) => ({ kind, id, changes }));
+  if (json) {
+    printJson(inv.streams, { create: by('create'), update: by('update'), delete: by('delete'), refused: plan.value.problems, orphans: plan.value.orphans, errors: [] });
+  } else {
+    for (const p of plan.value.problems) inv.streams.out(`REFUSED: ${p}`);
+    for (const line of planLines(objects)) inv.streams.out(line);
+    for (const o of plan.value.orphans) {
+      const deleted = objects.some((x) => x.op === 'delete' && x.id === `${o.kind}:${o.label}`);
+      if (!deleted) inv.streams.out(o.protected ? `PROTECTED (ephemeral=false): ${o.kind} ${o.label} — manual removal required` : `ORPHAN: ${o.kind} ${o.label} — apply --delete-orphans deletes it`);
+    }
+    inv.streams.out(plan.value.problems.length
+      ? `${baseDir}: apply would refuse (${plan.value.problems.length} problem(s)); nothing would be made`
+      : objects.length
+        ? `${baseDir}: ${by('create').length} to create, ${by('update').length} to update, ${by('delete').length} to delete; nothing was touched`
+        : `${baseDir}: nothing to do: Incus and the ruleset are what the tree describes`);
+  }
+  return plan.value.problems.length || objects.length ? EXIT_FAILED : EXIT_OK;
+}

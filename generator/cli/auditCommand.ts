@@ -1,0 +1,69 @@
+/** The `audit` command: the live host against the tree and the promise; the work is in audit/. */
+import { join } from 'node:path';
+import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, reportProblems, stringValue as str, UsageError, type Command } from './command.js';
+import { extraVars, installedRuleset } from './extraVars.js';
+import { printJson } from './output.js';
+import { DEFAULT_INSTALLED_RULESET, stateFilePath } from '../infra/context.js';
+
+const DEFAULT_BOOT_CONF = '/etc/nftables.conf';
+
+export const auditCommand: Command = {
+  summary: 'check the live host against the tree and the promise (ruleset, boot copy, AI holder, devices, instances, connections); exit 1 on any finding',
+  usage: 'anklume-gen audit [--infra PATH] [--base-dir DIR] [--state-file PATH] [--installed-ruleset PATH] [--boot-conf PATH] [--json] [-- -e VARS...]',
+  flags: {
+    infra: 'infra.yml or infra/ (default: infra/ when infra/base.yml exists, else infra.yml)',
+    'base-dir': 'the generated tree (default .)',
+    'state-file': 'default $ANKLUME_STATE_FILE or /opt/anklume/ai-access-current',
+    'installed-ruleset': `the host's boot copy of the ruleset (default $ANKLUME_INSTALLED_RULESET or ${DEFAULT_INSTALLED_RULESET})`,
+    'boot-conf': `the nftables configuration loaded at boot (default $ANKLUME_BOOT_CONF or ${DEFAULT_BOOT_CONF})`,
+  },
+  options: {
+    ...COMMON_OPTIONS,
+    infra: { type: 'string' },
+    'base-dir': { type: 'string' },
+    'state-file': { type: 'string' },
+    'installed-ruleset': { type: 'string' },
+    'boot-conf': { type: 'string' },
+  },
+  async run(values, positionals, inv) {
+    if (positionals.length && !inv.args.includes('--')) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra; ansible variables for the roles go after --, as -e ...)`);
+    const vars = await extraVars(positionals);
+    const json = values.json === true;
+    const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
+    const stateFile = stateFilePath(inv.env, str(values['state-file']));
+    const [{ prepare, effectiveHolder }, { readHost }, { judgeHost }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }] = await Promise.all([
+      import('../infra/pipeline.js'),
+      import('../audit/hostReader.js'),
+      import('../audit/auditChecks.js'),
+      import('../nftables/nftables.js'),
+      import('../core/files.js'),
+      import('../infra/context.js'),
+    ]);
+    const { report, infra, holder } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile });
+    if (!infra) {
+      reportProblems(inv, json, report.errors, report.warnings);
+      return EXIT_FAILED;
+    }
+    const held = effectiveHolder(infra, holder);
+    const baseDir = str(values['base-dir']) ?? '.';
+    const readings = await readHost({
+      env: inv.env,
+      tree: baseDir,
+      extraVars: vars,
+      treeText: readIfExists(join(baseDir, RULESET_FILE)),
+      expectedText: renderRuleset(infra, held),
+      installedPath: str(values['installed-ruleset']) || installedRuleset(vars, inv.env.ANKLUME_INSTALLED_RULESET || DEFAULT_INSTALLED_RULESET),
+      bootConfPath: str(values['boot-conf']) || inv.env.ANKLUME_BOOT_CONF || DEFAULT_BOOT_CONF,
+    });
+    const audit = judgeHost(readings, infra, infra.global.ai_access_policy === 'exclusive' ? held : null, await readContext(inv.env));
+    if (json) {
+      printJson(inv.streams, audit);
+      return audit.clean ? EXIT_OK : EXIT_FAILED;
+    }
+    for (const f of audit.findings) inv.streams.out(`FINDING (${f.check}): ${f.message}\n  fix: ${f.fix}`);
+    for (const u of audit.unchecked) inv.streams.out(`NOT CHECKED (${u.check}): ${u.why}`);
+    if (audit.clean) inv.streams.out('clean: the live host is what the tree and infra.yml say');
+    else inv.streams.out(`${audit.findings.length} finding(s)${audit.unchecked.length ? `, ${audit.unchecked.length} check(s) that could not run: not a clean host` : ''}`);
+    return audit.clean ? EXIT_OK : EXIT_FAILED;
+  },
+};
