@@ -124,11 +124,17 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
     standins!.reset();
   }
 
-  /** `holder` holds access, in the kernel and in the state file, without an ansible run. */
+  /**
+   * `holder` holds access, in the kernel, in the state file and in the tree (synced, so that it
+   * follows the state file: a test run alone finds it too), without an ansible run.
+   */
   async function resetTo(holder: string): Promise<void> {
     await lab!.nft(['-f', '-'], renderRuleset(infra, holder));
     mkdirSync(join(t.dir, 'state'), { recursive: true });
     writeFileSync(stateFile, `${holder}\n`);
+    const synced = await runCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env);
+    assert.equal(synced.code, 0, synced.stderr);
+    assert.equal(readFileSync(baseCopy, 'utf8'), renderRuleset(infra, holder), 'the synced ruleset follows the state file');
     standins!.reset();
   }
 

@@ -1,10 +1,14 @@
 /**
  * ai-switch without a network: the checks and their messages (spec §8), the plan (pure), the lock,
  * the rendered playbook (ansible-playbook --syntax-check) and the atomic file writer of the role.
- * No nft here: every test below stops before the live ruleset is read. The switch itself, against a
- * real ruleset in network namespaces with recording stand-ins, is test/ai-switch-e2e.test.ts.
+ * No nft here: the checks refuse before the live ruleset is read, and while they run
+ * ansible-playbook, incus and nft are stand-ins that fail loudly if called (test/helpers/standins.ts,
+ * ForbiddenTools: first on the PATH of the CLI and of this process, whose PATH nft.ts uses), so
+ * that a broken check fails its test instead of switching this machine's ruleset. The switch
+ * itself, against a real ruleset in network namespaces with recording stand-ins, is
+ * test/ai-switch-e2e.test.ts.
  */
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -22,6 +26,7 @@ import { renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
 import type { Infra } from '../generator/core/types.ts';
 import { runCli, spawnCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
+import { ForbiddenTools } from './helpers/standins.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
@@ -40,12 +45,28 @@ function plan(infra: Infra, from: string | null | undefined, to: string, flush =
   return planSwitch({ infra, infraPath: FIXTURE, from, to, flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'], procRoot: '/proc' });
 }
 
-describe('ai-switch checks (messages of spec §8, before anything is touched)', () => {
+describe('ai-switch checks (messages of spec §8, before anything is touched; ansible-playbook, incus and nft are stand-ins that fail if called)', () => {
   let t: TestEnv;
+  let forbidden: ForbiddenTools;
+  let restorePath: () => void;
   before(() => {
     t = testEnv('anklume-ai-switch-');
+    forbidden = ForbiddenTools.create();
+    t.env = forbidden.env(t.env);
+    restorePath = forbidden.onProcessPath();
   });
-  after(() => t.cleanup());
+  after(() => {
+    restorePath();
+    forbidden.cleanup();
+    t.cleanup();
+  });
+  afterEach(() => {
+    try {
+      forbidden.assertNoneCalled();
+    } finally {
+      forbidden.reset();
+    }
+  });
 
   const run = (...args: string[]) => runCli(['ai-switch', '--infra', FIXTURE, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft'), ...args], t.env);
 

@@ -1,7 +1,11 @@
 /**
  * `make apply` (= `anklume-gen apply`) where no Incus can help: its refusals (Incus missing, daemon
- * down, no tree) run the real ansible-playbook and the real incus client, and must stop before
- * anything is made. And what
+ * down, no tree) must stop before anything is made. Those that are ansible's (incus_preflight) run
+ * the real ansible-playbook and the real incus client; those of the CLI (no tree, a usage error)
+ * run before ansible. Either way what must not run is a stand-in first on PATH that fails loudly if
+ * called (test/helpers/standins.ts, ForbiddenTools: nft always; ansible-playbook and incus too where
+ * the CLI refuses), and the test says so in its name: a broken refusal fails the test instead of
+ * acting on this machine. And what
  * the roles ask Incus for (incus_preflight's filter, read by the real Python of Ansible) for the
  * cases the real-Incus test cannot start here: `type: vm`, a real `gpu` device, config values
  * that are numbers or booleans in infra.yml. The real thing is test/incus-apply-e2e.test.ts.
@@ -13,7 +17,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
-import { StandIns } from './helpers/standins.ts';
+import { ForbiddenTools, StandIns } from './helpers/standins.ts';
 
 const ROOT = process.cwd();
 const OUTER_MAKE = new Set(['INFRA', 'BASE_DIR', 'DOMAIN', 'MAKEFLAGS', 'MAKELEVEL', 'MFLAGS', 'EXTRA_VARS', 'CHECK', 'DELETE_ORPHANS']);
@@ -55,11 +59,12 @@ function pathWithoutIncus(dir: string): string {
 }
 
 describe('make apply refuses before making anything', () => {
-  it('without Incus: one message naming the fix (install from bookworm-backports); anklume-gen apply exits 1, make apply non-zero', async () => {
+  it('without Incus: one message naming the fix (install from bookworm-backports); anklume-gen apply exits 1, make apply non-zero (nft: a stand-in that fails if called)', async () => {
     const t = testEnv();
+    const forbidden = ForbiddenTools.create(['nft']);
     try {
       synced(t, `${ROOT}/examples/infra.yml`);
-      const env = { ...t.env, PATH: pathWithoutIncus(t.dir) };
+      const env = forbidden.env({ ...t.env, PATH: pathWithoutIncus(t.dir) });
       const fix = /Incus is not installed \(no `incus` command\)\. Install Incus >= 6\.0: on Debian 12, enable bookworm-backports and run `apt-get install -t bookworm-backports incus`/;
       const r = make(['apply', `BASE_DIR=${t.baseDir}`], env);
       assert.notEqual(r.code, 0);
@@ -73,57 +78,76 @@ describe('make apply refuses before making anything', () => {
       const json = await runCli(['apply', '--base-dir', t.baseDir, '--json'], env);
       assert.equal(json.code, 1);
       assert.deepEqual(JSON.parse(json.stdout), { applied: false, changed: 0, errors: [{ message: `ansible-playbook failed (exit ${/exit (\d+)/.exec(cli.stderr)![1]}); its output is above` }] });
+      forbidden.assertNoneCalled();
     } finally {
+      forbidden.cleanup();
       t.cleanup();
     }
   });
 
-  it('with the daemon down (the real client, pointed at a socket nobody serves): says to start it', { skip: hasIncus ? false : 'incus is not installed here' }, () => {
+  it('with the daemon down (the real client, pointed at a socket nobody serves): says to start it (nft: a stand-in that fails if called)', { skip: hasIncus ? false : 'incus is not installed here' }, () => {
     const t = testEnv();
+    const forbidden = ForbiddenTools.create(['nft']);
     try {
       synced(t, `${ROOT}/examples/infra.yml`);
-      const r = make(['apply', `BASE_DIR=${t.baseDir}`], { ...t.env, INCUS_SOCKET: join(t.dir, 'no-daemon.socket') });
+      const r = make(['apply', `BASE_DIR=${t.baseDir}`], forbidden.env({ ...t.env, INCUS_SOCKET: join(t.dir, 'no-daemon.socket') }));
+      forbidden.assertNoneCalled();
       assert.notEqual(r.code, 0);
       assert.match(r.out, /The Incus daemon is not running or not reachable: start it \(`systemctl start incus`/);
       assert.match(r.out, /doesn't appear to be started/);
       assert.doesNotMatch(r.out, /changed: /);
     } finally {
+      forbidden.cleanup();
       t.cleanup();
     }
   });
 
-  it('without a generated tree: says to sync first, before ansible starts; exit 1', async () => {
+  it('without a generated tree: says to sync first, before ansible starts; exit 1 (ansible-playbook, incus, nft: stand-ins that fail if called)', async () => {
     const t = testEnv();
+    const forbidden = ForbiddenTools.create();
     try {
       mkdirSync(t.baseDir, { recursive: true });
+      const env = forbidden.env(t.env);
       const expected = `${join(t.baseDir, 'group_vars/all.yml')}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${t.baseDir}'`;
-      const r = make(['apply', `BASE_DIR=${t.baseDir}`], t.env);
+      const r = make(['apply', `BASE_DIR=${t.baseDir}`], env);
+      forbidden.assertNoneCalled();
       assert.notEqual(r.code, 0);
       assert.ok(r.out.includes(expected), r.out);
       assert.doesNotMatch(r.out, /PLAY/);
-      const cli = await runCli(['apply', '--base-dir', t.baseDir, '--check'], t.env);
+      const cli = await runCli(['apply', '--base-dir', t.baseDir, '--check'], env);
+      forbidden.assertNoneCalled();
       assert.equal(cli.code, 1);
       assert.equal(cli.stderr, `${expected}\n`);
     } finally {
+      forbidden.cleanup();
       t.cleanup();
     }
   });
 
-  it('an argument before -- is a usage error (arguments for ansible-playbook go after --)', async () => {
-    const r = await runCli(['apply', 'infra.yml'], process.env);
-    assert.equal(r.code, 2);
-    assert.match(r.stderr, /anklume-gen apply: unexpected argument: infra\.yml \(arguments for ansible-playbook go after --\)/);
+  it('an argument before -- is a usage error (arguments for ansible-playbook go after --; ansible-playbook, incus, nft: stand-ins that fail if called)', async () => {
+    const forbidden = ForbiddenTools.create();
+    try {
+      const r = await runCli(['apply', 'infra.yml'], forbidden.env(process.env));
+      forbidden.assertNoneCalled();
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /anklume-gen apply: unexpected argument: infra\.yml \(arguments for ansible-playbook go after --\)/);
+    } finally {
+      forbidden.cleanup();
+    }
   });
 
-  it("the tree's own refusal (incus_preflight, the real Incus client): the role's message when the tree is missing on the host side too", { skip: hasIncus ? false : 'incus is not installed here (that refusal comes first)' }, () => {
+  it("the tree's own refusal (incus_preflight, the real Incus client; nft: a stand-in that fails if called): the role's message when the tree is missing on the host side too", { skip: hasIncus ? false : 'incus is not installed here (that refusal comes first)' }, () => {
     const t = testEnv();
+    const forbidden = ForbiddenTools.create(['nft']);
     try {
       synced(t, `${ROOT}/examples/infra.yml`);
       // The tree moved away between the CLI's look and ansible's: the role says so in its words.
-      const r = spawnSync('/usr/bin/ansible-playbook', [join(ROOT, 'site.yml'), '--tags', 'incus'], { env: { ...t.env, ANKLUME_BASE_DIR: join(t.dir, 'elsewhere'), ANSIBLE_LOCALHOST_WARNING: 'False' }, encoding: 'utf8' });
+      const r = spawnSync('/usr/bin/ansible-playbook', [join(ROOT, 'site.yml'), '--tags', 'incus'], { env: forbidden.env({ ...t.env, ANKLUME_BASE_DIR: join(t.dir, 'elsewhere'), ANSIBLE_LOCALHOST_WARNING: 'False' }), encoding: 'utf8' });
+      forbidden.assertNoneCalled();
       assert.notEqual(r.status, 0);
       assert.match(r.stdout + r.stderr, /No generated tree in .* \(group_vars\/all\.yml is missing\): run `make sync` first\./);
     } finally {
+      forbidden.cleanup();
       t.cleanup();
     }
   });

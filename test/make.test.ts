@@ -1,6 +1,8 @@
 /**
  * The make targets users type: they pick the infra, pass the base dir, and never let a value such
- * as DOMAIN reach a shell unquoted. Runs `make` for real (it builds dist/ first when needed).
+ * as DOMAIN reach a shell unquoted. Runs `make` for real (it builds dist/ first when needed); where
+ * a target must refuse, ansible-playbook, incus and nft are stand-ins first on PATH that fail if
+ * called (test/helpers/standins.ts, ForbiddenTools), and the test says so in its name.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -8,6 +10,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { testEnv } from './helpers/env.ts';
+import { ForbiddenTools } from './helpers/standins.ts';
 
 const ROOT = process.cwd();
 
@@ -62,26 +65,32 @@ describe('make targets', () => {
     }
   });
 
-  it('a DOMAIN with shell syntax is refused as a domain name and runs nothing', () => {
+  it('a DOMAIN with shell syntax is refused as a domain name and runs nothing (ansible-playbook, incus, nft: stand-ins that fail if called)', () => {
     const t = testEnv();
+    const forbidden = ForbiddenTools.create();
     try {
       const marker = join(t.dir, 'pwned');
-      const r = make(['ai-switch', `INFRA=${ROOT}/examples/infra.yml`, `BASE_DIR=${t.baseDir}`, `DOMAIN=x"; touch ${marker}; echo "`, 'DRY_RUN=1'], t.env);
+      const r = make(['ai-switch', `INFRA=${ROOT}/examples/infra.yml`, `BASE_DIR=${t.baseDir}`, `DOMAIN=x"; touch ${marker}; echo "`, 'DRY_RUN=1'], forbidden.env(t.env));
+      forbidden.assertNoneCalled();
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /Invalid domain name: x"; touch .*pwned; echo " \(must be DNS-safe\)/);
       assert.ok(!existsSync(marker), 'the injected command did not run');
     } finally {
+      forbidden.cleanup();
       t.cleanup();
     }
   });
 
-  it('make ai-switch without DOMAIN says which argument is missing', () => {
+  it('make ai-switch without DOMAIN says which argument is missing (ansible-playbook, incus, nft: stand-ins that fail if called)', () => {
     const t = testEnv();
+    const forbidden = ForbiddenTools.create();
     try {
-      const r = make(['ai-switch', `INFRA=${ROOT}/examples/infra.yml`, `BASE_DIR=${t.baseDir}`, 'DRY_RUN=1'], t.env);
+      const r = make(['ai-switch', `INFRA=${ROOT}/examples/infra.yml`, `BASE_DIR=${t.baseDir}`, 'DRY_RUN=1'], forbidden.env(t.env));
+      forbidden.assertNoneCalled();
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /Missing required --domain argument/);
     } finally {
+      forbidden.cleanup();
       t.cleanup();
     }
   });

@@ -16,9 +16,18 @@
  *   s.resetFails(true); await s.journal() → JournalEntry[]; s.reset(); s.cleanup()
  *   const pid = s.sleeper(); s.hostGpus([...]); s.hostApps([{ pid, cgroup: instanceCgroup('ai-tools', 'gpu-server') }])
  *   s.alive(pid) → whether the flush left it running
+ *
+ * Refusal tests (a command that must stop before it runs anything) use ForbiddenTools instead:
+ * `ansible-playbook`, `incus` and `nft` (or the ones named) are `must-not-run` stand-ins first on
+ * PATH, which journal the call and fail loudly ("stand-in: nft must not be called by this test"):
+ *   const f = ForbiddenTools.create();       // or create(['nft']) where ansible must really run
+ *   await runCli([...], f.env(t.env)); f.assertNoneCalled(); f.cleanup()
+ *   const restore = f.onProcessPath();       // for the CLI run in-process: nft.ts spawns nft with
+ *   ...; restore()                            // this process's PATH, not the env it is given
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +59,18 @@ export interface JournalEntry {
   holders: string[] | '?';
   tool: string;
   args: string;
+}
+
+/** The journal the stand-ins of one state dir wrote (see lib.sh), oldest first. */
+function readJournal(path: string): JournalEntry[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [t, tag, holders, tool, ...rest] = line.split('\t');
+      return { t: Number(t), tag, holders: holders === '?' ? '?' : holders === '-' ? [] : holders.split(','), tool, args: rest.join('\t') };
+    });
 }
 
 /** Whether a process runs: it exists and is not a zombie (what a GPU driver would still list). */
@@ -134,15 +155,7 @@ export class StandIns {
   }
 
   journal(): JournalEntry[] {
-    const path = this.file('journal');
-    if (!existsSync(path)) return [];
-    return readFileSync(path, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
-        const [t, tag, holders, tool, ...rest] = line.split('\t');
-        return { t: Number(t), tag, holders: holders === '?' ? '?' : holders === '-' ? [] : holders.split(','), tool, args: rest.join('\t') };
-      });
+    return readJournal(this.file('journal'));
   }
 
   /** Back to normal behaviour with an empty journal. */
@@ -153,6 +166,72 @@ export class StandIns {
 
   cleanup(): void {
     for (const child of this.sleepers) child.kill('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** What a refusal test must never reach: it would act on this machine (its nft, its Incus). */
+export type ForbiddenTool = 'ansible-playbook' | 'incus' | 'nft';
+export const FORBIDDEN_TOOLS: readonly ForbiddenTool[] = ['ansible-playbook', 'incus', 'nft'];
+
+/**
+ * Stand-ins (TEST-ONLY) for the tests whose point is that a command refuses before it runs
+ * anything: each named tool is test/fixtures/standins/must-not-run, which journals the call and
+ * exits non-zero with "stand-in: <tool> must not be called by this test". With the refusal broken,
+ * the test then fails (assertNoneCalled, or the command's own failure) instead of running the real
+ * site.yml, incus or nft against this machine.
+ */
+export class ForbiddenTools {
+  private constructor(readonly dir: string, readonly tools: readonly ForbiddenTool[]) {}
+
+  static create(tools: readonly ForbiddenTool[] = FORBIDDEN_TOOLS): ForbiddenTools {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-forbidden-'));
+    mkdirSync(join(dir, 'bin'));
+    for (const tool of tools) symlinkSync(join(STANDINS_BIN, 'must-not-run'), join(dir, 'bin', tool));
+    return new ForbiddenTools(dir, tools);
+  }
+
+  /** The directory of the stand-ins, to put first on a PATH built by hand. */
+  get bin(): string {
+    return join(this.dir, 'bin');
+  }
+
+  /** `base` with the stand-ins first on PATH (before base.PATH, or this process's). */
+  env(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+    return { ...base, PATH: `${this.bin}:${base.PATH ?? process.env.PATH ?? '/usr/bin:/bin'}`, STANDIN_DIR: this.dir };
+  }
+
+  /**
+   * The stand-ins first on this process's own PATH too, for a command run in-process (runCli):
+   * generator/nftables/nft.ts spawns nft with this process's PATH, not the env the CLI is given.
+   * Returns what puts the PATH back.
+   */
+  onProcessPath(): () => void {
+    const saved = { PATH: process.env.PATH, STANDIN_DIR: process.env.STANDIN_DIR };
+    Object.assign(process.env, this.env(process.env));
+    return () => {
+      for (const [key, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+    };
+  }
+
+  /** The calls that reached a stand-in, oldest first. */
+  calls(): JournalEntry[] {
+    return readJournal(join(this.dir, 'journal'));
+  }
+
+  assertNoneCalled(): void {
+    assert.deepEqual(this.calls().map((c) => `${c.tool} ${c.args}`), [], `${this.tools.join(', ')}: none may be called by this test`);
+  }
+
+  /** An empty journal (between the tests that share these stand-ins). */
+  reset(): void {
+    rmSync(join(this.dir, 'journal'), { force: true });
+  }
+
+  cleanup(): void {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
