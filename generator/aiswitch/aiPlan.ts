@@ -93,6 +93,12 @@ export interface SwitchPlan {
   newBridge: string;
   /** Run first: the live holder's elements out (or, holder unknown, the holder set emptied). */
   revokeBatch: string;
+  /**
+   * Then [source, destination] subnets whose tracked connections are forgotten: between ai-tools
+   * and the old holder (every client domain when the live holder is unknown), so that no tracked
+   * connection joins ai-tools to a domain without access.
+   */
+  forgetPairs: [string, string][];
   /** Run after the flush: the new holder's elements in. */
   grantBatch: string;
   /** The net change, as one transaction (what the two batches add up to). */
@@ -108,6 +114,16 @@ export interface SwitchPlan {
 
 export function revokeAllBatch(): string {
   return render('ai-switch/revoke-all.nft.hbs', { family: TABLE_FAMILY, table: TABLE_NAME, set: AI_HOLDER_SET });
+}
+
+const subnetOf = (infra: Infra, domain: string) => `${infra.global.base_subnet}.${infra.domains[domain].subnet_id}.0/24`;
+
+/** The connections a revoke forgets: the old holder's with ai-tools (none: nobody had any), or every client domain's when unknown. */
+function forgetPairs(infra: Infra, old: string | null | undefined): [string, string][] {
+  if (old === null || !(AI_DOMAIN in infra.domains)) return [];
+  const clients = old === undefined ? Object.keys(infra.domains).filter((d) => d !== AI_DOMAIN) : [old];
+  const ai = subnetOf(infra, AI_DOMAIN);
+  return clients.flatMap((d): [string, string][] => [[subnetOf(infra, d), ai], [ai, subnetOf(infra, d)]]);
 }
 
 export function planSwitch(input: PlanInput): SwitchPlan {
@@ -135,6 +151,7 @@ export function planSwitch(input: PlanInput): SwitchPlan {
     aiBridge: bridgeOf(AI_DOMAIN),
     newBridge: bridgeOf(to),
     revokeBatch: known ? switchBatch(infra, from, null) : revokeAllBatch(),
+    forgetPairs: forgetPairs(infra, known ? from : undefined),
     grantBatch: switchBatch(infra, null, to),
     switchBatch: switchBatch(infra, from, to),
     rulesetNone: renderRuleset(infra, null),
@@ -168,6 +185,7 @@ export function extraVars(plan: SwitchPlan, files: RunFiles): Record<string, unk
     ai_switch_old: plan.from ?? '',
     ai_switch_flush: plan.flushes,
     ai_switch_revoke_batch: files.revoke,
+    ai_switch_forget_pairs: plan.forgetPairs,
     ai_switch_grant_batch: files.grant,
     ai_switch_ruleset_none: files.rulesetNone,
     ai_switch_ruleset_new: files.rulesetNew,
