@@ -148,6 +148,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
   let t: TestEnv;
   let varsFile: string;
   let installed: string;
+  let bootConf: string;
   let createdRelayBridge = false;
   let loadedTable = false;
   const phases: [string, number][] = [];
@@ -166,6 +167,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     return {
       ...Object.fromEntries(Object.entries(t.env).filter(([k]) => !OUTER_MAKE.has(k))),
       ANKLUME_INSTALLED_RULESET: installed,
+      ANKLUME_BOOT_CONF: bootConf,
     };
   }
 
@@ -182,6 +184,22 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     const recap = /localhost\s+:\s+ok=\d+\s+changed=(\d+)/.exec(r.out);
     return { ...r, changed: recap ? Number(recap[1]) : -1 };
   }
+
+  const gen = (args: string[]) => sh(['node', join(ROOT, 'dist/generator/cli/bin.js'), ...args], { env: env() });
+  type PlanEntry = { kind: string; id: string; changes: Record<string, [unknown, unknown]> };
+  type Plan = { create: PlanEntry[]; update: PlanEntry[]; delete: PlanEntry[]; refused: string[]; orphans: { label: string }[] };
+  /** apply --check --json: the plan, with the suite's variables (the stand-in GPU device, the install dir). */
+  async function plan(...flags: string[]): Promise<{ code: number; plan: Plan; stderr: string }> {
+    const r = await gen(['apply', '--check', '--json', '--base-dir', t.baseDir, ...flags, '--', '-e', `@${varsFile}`]);
+    return { code: r.code, plan: JSON.parse(r.stdout) as Plan, stderr: r.stderr };
+  }
+  async function audit(): Promise<{ code: number; out: string; findings: { check: string; message: string; fix: string }[] }> {
+    const r = await gen(['audit', '--infra', FIXTURE, '--base-dir', t.baseDir, '--json', '--', '-e', `@${varsFile}`]);
+    const report = JSON.parse(r.stdout) as { findings: { check: string; message: string; fix: string }[]; unchecked: unknown[] };
+    assert.deepEqual(report.unchecked, [], 'the audit read everything');
+    return { code: r.code, out: r.stdout, findings: report.findings };
+  }
+  const ids = (entries: PlanEntry[]) => entries.map((e) => e.id).sort();
 
   const exec = (machine: string, argv: string[], input?: string) => sh(['incus', 'exec', machine, '--project', MACHINES[machine]?.project ?? 'default', '--', ...argv], { input });
 
@@ -257,6 +275,10 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     if (why) throw new Error(`CI=true, and the real-Incus test cannot run: ${why}`);
     t = testEnv('anklume-incus-e2e-');
     installed = join(t.dir, 'etc-nftables.d', 'anklume.nft');
+    // What the host's /etc/nftables.conf holds once apply included the install directory (the
+    // suite keeps the host's own untouched): audit checks it.
+    bootConf = join(t.dir, 'nftables.conf');
+    writeFileSync(bootConf, `#!/usr/sbin/nft -f\ninclude "${join(t.dir, 'etc-nftables.d')}/*.nft"\n`);
     varsFile = join(t.dir, 'vars.json');
     // The host's own files stay untouched: the ruleset is installed under the test's directory.
     // gpu-server's `gpu` device: a stand-in character device (no GPU here).
@@ -275,8 +297,20 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
 
   it('make apply creates one project and one bridge per domain and every machine as a running instance, with its IPv4, profiles and GPU device', async () => {
     const dry = await phase('apply --check on nothing', () => apply(FIXTURE, 'CHECK=1'));
-    assert.equal(dry.code, 0, dry.out);
-    assert.match(dry.out, /skipping: \[localhost\] => \(item=pro\/pro-dev\)/, 'the creation is planned, and skipped');
+    assert.equal(dry.code, 2, `make apply CHECK=1 fails when Incus would change (anklume-gen exits 1): ${dry.out}`);
+    assert.match(dry.out, /^create +instance:pro\/pro-dev \(.*image: "anklume-test-debian12"; profiles: \["default","small"\]; state: "Running"; type: "container"\)$/m, dry.out);
+    const planned = await plan();
+    assert.equal(planned.code, 1, planned.stderr);
+    assert.deepEqual(planned.plan.refused, []);
+    // Exactly what the apply below makes: every project, profile, bridge, the ruleset, every instance.
+    assert.deepEqual(ids(planned.plan.create), [
+      ...DOMAINS.map((d) => `bridge:net-${d}`), 'instance:ai-tools/gpu-server', 'instance:guest/guest-box', 'instance:perso/perso-desktop', 'instance:pro/pro-dev',
+      'profile:pro/small', ...DOMAINS.map((d) => `project:${d}`), 'ruleset:boot', 'ruleset:live',
+    ].sort());
+    assert.deepEqual(ids(planned.plan.update), DOMAINS.map((d) => `profile:${d}/default`).sort(), "a new project's default profile gets the root disk");
+    assert.deepEqual(planned.plan.delete, []);
+    const gpuPlan = planned.plan.create.find((e) => e.id === 'instance:ai-tools/gpu-server')!;
+    assert.deepEqual(gpuPlan.changes['devices.gpu'], [null, { type: 'unix-char', source: '/dev/null', path: '/dev/nvidia-standin' }]);
     assert.ok(!(await query<string[]>('/1.0/projects')).some((u) => DOMAINS.includes(u.split('/').pop()!)), 'check mode made no project');
     assert.ok(!(await query<string[]>('/1.0/networks')).some((n) => n.includes('net-')), 'check mode made no bridge');
 
@@ -326,13 +360,20 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     assert.ok((await sh(['nft', 'list', 'table', 'inet', 'anklume'])).code === 0, 'the isolation ruleset is loaded');
   });
 
-  it('a second make apply changes nothing, and make apply CHECK=1 neither changes nor fails', async () => {
+  it('a second make apply changes nothing; then the plan is empty (make apply CHECK=1 exits 0) and the audit is clean', async () => {
     const again = await phase('second apply', () => apply());
     assert.equal(again.code, 0, again.out);
     assert.equal(again.changed, 0, again.out);
+    assert.match(again.out, /already applied, nothing changed/);
     const check = await phase('apply --check', () => apply(FIXTURE, 'CHECK=1'));
     assert.equal(check.code, 0, check.out);
-    assert.equal(check.changed, 0, check.out);
+    assert.match(check.out, /nothing to do: Incus and the ruleset are what the tree describes/);
+    const clean = await phase('audit', () => audit());
+    assert.equal(clean.code, 0, clean.out);
+    assert.deepEqual(clean.findings, []);
+    const made = await make(['audit', `INFRA=${FIXTURE}`, `BASE_DIR=${t.baseDir}`, `EXTRA_VARS=@${varsFile}`]);
+    assert.equal(made.code, 0, made.out);
+    assert.match(made.out, /^clean: the live host is what the tree and infra.yml say$/m);
   });
 
   it('real TCP between real containers: the reachability matrix (pro holds AI access; pro -> guest on port 80 only)', async () => {
@@ -498,6 +539,8 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     assert.match(journal.stdout, /Stopped|Stopping/, journal.stdout);
 
     assert.equal(await held.ping(), 'timeout', 'pro-dev\'s open connection is cut by the revoke');
+    const tracked = await sh(['conntrack', '-L', '-s', MACHINES['pro-dev'].ip, '-d', MACHINES['gpu-server'].ip, '-p', 'tcp', '--dport', String(WEBUI)]);
+    assert.doesNotMatch(tracked.stdout, /ESTABLISHED/, 'and forgotten by conntrack: no tracked connection joins ai-tools to a domain without access');
     const [perso, pro, guest] = await probe([
       { from: 'perso-desktop', to: 'gpu-server', port: OLLAMA },
       { from: 'pro-dev', to: 'gpu-server', port: OLLAMA },
@@ -585,10 +628,76 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     }
   });
 
+  it('issue 16: drift made by hand is reported by the plan and by the audit; apply changes exactly the objects the plan named and repairs what it owns; what only a person decides is left, with its fix', async () => {
+    const STRAY = 'stray';
+    const entry = ['-s', MACHINES['perso-desktop'].ip, '-d', MACHINES['gpu-server'].ip, '-p', 'tcp', '--sport', '40404', '--dport', String(OLLAMA)];
+    try {
+      await phase('drift by hand', async () => {
+        await must(['incus', 'config', 'device', 'add', 'perso-desktop', 'eth1', 'nic', 'network=net-ai-tools', '--project', 'perso']);
+        await must(['incus', 'config', 'set', 'gpu-server', 'limits.memory=1GiB', '--project', 'ai-tools']);
+        await must(['incus', 'stop', '--force', 'guest-box', '--project', 'guest']);
+        await must(['incus', 'create', IMAGE, STRAY, '--project', 'pro']);
+        await must(['incus', 'start', STRAY, '--project', 'pro']);
+        await must(['nft', 'add', 'element', 'inet', 'anklume', 'ai_holder', '{ "net-perso" }']);
+        writeFileSync(installed, `${readFileSync(installed, 'utf8')}# edited by hand\n`);
+        await must(['conntrack', '-I', ...entry, '--state', 'ESTABLISHED', '-t', '300', '-u', 'SEEN_REPLY']);
+      });
+      const drifted = await plan();
+      assert.equal(drifted.code, 1, drifted.stderr);
+      assert.deepEqual(drifted.plan.create, []);
+      assert.deepEqual(drifted.plan.delete, []);
+      assert.deepEqual(ids(drifted.plan.update), ['instance:ai-tools/gpu-server', 'instance:guest/guest-box', 'instance:perso/perso-desktop', 'ruleset:boot', 'ruleset:live']);
+      const changes = Object.fromEntries(drifted.plan.update.map((e) => [e.id, e.changes]));
+      assert.deepEqual(changes['instance:ai-tools/gpu-server'], { 'config.limits.memory': ['1GiB', '512MiB'] });
+      assert.deepEqual(changes['instance:guest/guest-box'], { state: ['Stopped', 'Running'] });
+      assert.deepEqual(Object.keys(changes['instance:perso/perso-desktop']), ['devices.eth1']);
+      assert.deepEqual(drifted.plan.orphans.map((o) => o.label), [`pro/${STRAY}`]);
+
+      const found = await phase('audit of the drift', () => audit());
+      assert.equal(found.code, 1);
+      const said = found.findings.map((f) => `${f.check}: ${f.message}`).join('\n');
+      for (const expected of [
+        /^devices: instance perso\/perso-desktop \(live\): Machine 'perso-desktop': device 'eth1' puts the machine on 'net-ai-tools' \(network\), the bridge of domain 'ai-tools'/m,
+        /^ruleset: the live table inet anklume is not the ruleset of the tree/m,
+        /^boot: .*anklume\.nft \(loaded at boot\) is not the tree's ruleset/m,
+        /^holder: the live ai_holder set gives AI access to .*'perso'.*, the state file to 'pro'$/m,
+        /^incus: instance ai-tools\/gpu-server differs from the tree: config\.limits\.memory "1GiB" \(tree: "512MiB"\)$/m,
+        /^incus: instance guest\/guest-box differs from the tree: state "Stopped" \(tree: "Running"\)$/m,
+        /^incus: instance perso\/perso-desktop differs from the tree: devices\.eth1 /m,
+        /^incus: instance pro\/stray is in a domain's project but not in the tree \(protected: not marked ephemeral\)$/m,
+        /^connections: a tcp connection 10\.181\.1\.10 -> 10\.181\.10\.10:11434 is tracked between ai-tools and perso, which does not hold AI access \('pro' does\)$/m,
+      ]) assert.match(said, expected);
+      assert.ok(found.findings.every((f) => f.fix.length > 0), 'every finding says how to fix it');
+
+      const repaired = await phase('apply after drift', () => gen(['apply', '--json', '--base-dir', t.baseDir, '--', '-e', `@${varsFile}`]));
+      assert.equal(repaired.code, 0, repaired.stderr);
+      assert.equal((JSON.parse(repaired.stdout) as { changed: number }).changed, drifted.plan.update.length, 'apply changed exactly the objects the plan named');
+      assert.equal((await plan()).code, 0, 'nothing left to plan');
+      const devices = (await query<{ devices: Record<string, unknown> }>('/1.0/instances/perso-desktop?project=perso')).devices;
+      assert.equal(devices.eth1, undefined, 'the NIC on ai-tools\' bridge is gone');
+      const after = await audit();
+      assert.deepEqual(after.findings.map((f) => f.check).sort(), ['connections', 'incus'], 'left: what only a person decides');
+      assert.match(after.findings.find((f) => f.check === 'incus')!.fix, /^incus delete --force stray --project pro, or add it to infra.yml$/);
+      assert.match(after.findings.find((f) => f.check === 'connections')!.fix, /^conntrack -D -s 10\.181\.1\.10 -d 10\.181\.10\.10$/);
+    } finally {
+      await sh(['incus', 'delete', '--force', STRAY, '--project', 'pro']);
+      await sh(['conntrack', '-D', ...entry]);
+    }
+    assert.deepEqual((await audit()).findings, [], 'clean once a person acted');
+
+    await must(['nft', 'delete', 'table', 'inet', 'anklume']);
+    const gone = await plan();
+    assert.deepEqual(ids(gone.plan.create), ['ruleset:live']);
+    assert.match((await audit()).findings.map((f) => f.message).join('\n'), /table inet anklume is not loaded: nothing isolates the domains from each other/);
+    const reloaded = await gen(['apply', '--json', '--base-dir', t.baseDir, '--', '-e', `@${varsFile}`]);
+    assert.equal((JSON.parse(reloaded.stdout) as { changed: number }).changed, 1, reloaded.stderr);
+    assert.deepEqual((await audit()).findings, []);
+  });
+
   it('faults: a foreign bridge is refused by name with nothing made; a failure in the middle of apply is finished by the next run; orphans are reported, and deleted only when asked and unprotected', async () => {
     const labInfra = join(t.dir, 'infra-lab.yml');
     const base = readFileSync(FIXTURE, 'utf8');
-    const withLab = (image: string) => base.replace('\nnetwork_policies:', `  ${LAB}:\n    subnet_id: 4\n    ephemeral: true\n    machines:\n      lab-box:\n        ip: "10.181.4.10"\n        os_image: ${image}\n      lab-keep:\n        ip: "10.181.4.11"\n        ephemeral: false\n\nnetwork_policies:`);
+    const withLab = (image: string, memory = '256MiB', extra = '') => base.replace('\nnetwork_policies:', `  ${LAB}:\n    subnet_id: 4\n    ephemeral: true\n    machines:\n      lab-box:\n        ip: "10.181.4.10"\n        os_image: ${image}\n        config: { limits.memory: "${memory}" }\n${extra}      lab-keep:\n        ip: "10.181.4.11"\n        ephemeral: false\n\nnetwork_policies:`);
 
     await phase('faults', async () => {
       // A bridge of the domain's name that anklume did not make.
@@ -601,8 +710,29 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
       assert.ok(!projects.some((p) => p.endsWith(`/${LAB}`)), 'no project was made');
       await must(['incus', 'network', 'delete', `net-${LAB}`]);
 
-      // lab-box's image does not exist: apply fails after making lab's project and bridge.
+      // Refused before anything is made (issue 16): an image Incus does not have, a GPU this host
+      // does not have (the suite's stand-in GPU applies to gpu: true only).
+      const nothingOfLab = async () => {
+        assert.ok(!(await query<string[]>('/1.0/projects')).some((p) => p.endsWith(`/${LAB}`)), 'no project was made');
+        assert.ok(!(await query<string[]>('/1.0/networks')).some((n) => n.endsWith(`/net-${LAB}`)), 'no bridge was made');
+      };
       writeFileSync(labInfra, withLab('no-such-image'));
+      const noImage = await apply(labInfra);
+      assert.notEqual(noImage.code, 0, noImage.out);
+      assert.match(noImage.out, /Machine 'lab-box': no image 'no-such-image' in Incus/);
+      await nothingOfLab();
+      writeFileSync(labInfra, withLab(IMAGE, '256MiB', '        devices: { gpu0: { type: gpu, pci: "0000:99:00.0" } }\n').replace('  ai_services:', '  gpu_policy: shared\n  ai_services:'));
+      const noGpu = await apply(labInfra);
+      assert.notEqual(noGpu.code, 0, noGpu.out);
+      assert.match(noGpu.out, /Machine 'lab-box': device 'gpu0' asks for a GPU \(pci=0000:99:00\.0\) that this host does not have/);
+      const gpuPlan = await plan();
+      assert.equal(gpuPlan.code, 1);
+      assert.equal(gpuPlan.plan.refused.length, 1, 'the plan says the same refusal');
+      assert.deepEqual([...gpuPlan.plan.create, ...gpuPlan.plan.update], [], 'and nothing it would make');
+      await nothingOfLab();
+
+      // lab-box's memory limit is one Incus refuses: apply fails after making lab's project and bridge.
+      writeFileSync(labInfra, withLab(IMAGE, 'lots'));
       const failed = await apply(labInfra);
       assert.notEqual(failed.code, 0, failed.out);
       assert.match(failed.out, /lab\/lab-box/);

@@ -1,0 +1,133 @@
+/**
+ * `anklume-gen audit`, its judgement (generator/audit/auditChecks.ts) on readings made up here:
+ * every kind of finding, its fix, and that what could not be read is never taken for clean. The
+ * audit of a real host, drift made by hand included, is in test/incus-apply-e2e.test.ts.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { judgeHost, type HostReadings, type LiveInstance } from '../generator/audit/auditChecks.ts';
+import { parseConntrack } from '../generator/audit/hostReader.ts';
+import { analyse } from '../generator/infra/infra.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { renderRuleset } from '../generator/nftables/nftables.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const FIXTURE = join(ROOT, 'test/fixtures/incus/infra.yml');
+const analysis = analyse([{ file: FIXTURE, text: readFileSync(FIXTURE, 'utf8'), role: 'single' }], { yolo: false });
+assert.ok(analysis.infra);
+const infra = enrich(analysis.infra).infra;
+const ruleset = renderRuleset(infra, 'pro');
+const CTX = { yolo: false };
+
+function instance(project: string, name: string, devices: Record<string, Record<string, string>> = {}, own = devices): LiveInstance {
+  return {
+    name, project, type: 'container', status: 'Running', profiles: ['default'], config: {}, devices: own,
+    expanded_config: {}, expanded_devices: { eth0: { type: 'nic', network: `net-${project}` }, ...devices },
+  };
+}
+
+function readings(over: Partial<HostReadings> = {}): HostReadings {
+  return {
+    liveTable: { ok: true, value: 'table' },
+    treeTable: { ok: true, value: 'table' },
+    treeText: ruleset,
+    expectedText: ruleset,
+    installedPath: '/etc/nftables.d/anklume.nft',
+    installedText: ruleset,
+    bootConfPath: '/etc/nftables.conf',
+    bootConfText: 'include "/etc/nftables.d/*.nft"\n',
+    liveHolders: { ok: true, value: ['pro'] },
+    instances: { ok: true, value: [instance('pro', 'pro-dev'), instance('ai-tools', 'gpu-server')] },
+    conntrack: { ok: true, value: [] },
+    plan: { ok: true, value: { problems: [], objects: [], orphans: [] } },
+    ...over,
+  };
+}
+
+const judged = (over: Partial<HostReadings>) => judgeHost(readings(over), infra, 'pro', CTX);
+
+describe('audit: the judgement', () => {
+  it('a host that is what the tree says is clean', () => {
+    assert.deepEqual(judged({}), { clean: true, holder: 'pro', findings: [], unchecked: [] });
+  });
+
+  it('the ruleset: not loaded, another one loaded, the boot copy missing or different, the boot configuration without the include, the tree older than infra.yml', () => {
+    const messages = (over: Partial<HostReadings>) => judged(over).findings.map((f) => `${f.check}: ${f.message} | ${f.fix}`);
+    assert.match(messages({ liveTable: { ok: true, value: undefined } })[0], /^ruleset: table inet anklume is not loaded: nothing isolates the domains from each other \| anklume-gen apply-nftables/);
+    assert.match(messages({ liveTable: { ok: true, value: 'table\n  other' } })[0], /^ruleset: the live table inet anklume is not the ruleset of the tree \(line 2: the tree has "<end>", the kernel "other"\)/);
+    assert.match(messages({ installedText: undefined })[0], /^boot: \/etc\/nftables\.d\/anklume\.nft is missing: after a reboot no isolation is loaded/);
+    assert.match(messages({ installedText: `${ruleset}# edited` })[0], /^boot: .* \(loaded at boot\) is not the tree's ruleset/);
+    assert.match(messages({ bootConfText: '#!/usr/sbin/nft -f\n' })[0], /^boot: \/etc\/nftables\.conf does not include \/etc\/nftables\.d: the ruleset is not loaded at boot/);
+    assert.match(messages({ bootConfText: undefined })[0], /^boot: \/etc\/nftables\.conf does not exist/);
+    assert.match(messages({ expectedText: `${ruleset}\n` })[0], /^ruleset: the tree's ruleset is not what infra\.yml gives now .*\| anklume-gen sync/);
+  });
+
+  it('the holder: the live set against the state file, with the fix that follows the state file', () => {
+    const [finding] = judged({ liveHolders: { ok: true, value: ['pro', 'perso'] } }).findings;
+    assert.equal(finding.message, "the live ai_holder set gives AI access to 'pro', 'perso', the state file to 'pro'");
+    assert.match(finding.fix, /^anklume-gen apply-nftables/);
+    assert.equal(judgeHost(readings({ liveHolders: { ok: true, value: [] } }), infra, null, CTX).findings.length, 0, 'nobody, and nobody in the set');
+  });
+
+  it("live devices are judged by infra.yml's own rules, wherever they came from; the fix removes them from the instance or its profile", () => {
+    const nic = { type: 'nic', network: 'net-ai-tools' };
+    const own = judged({ instances: { ok: true, value: [instance('perso', 'perso-desktop', { eth1: nic })] } }).findings;
+    assert.equal(own.length, 1);
+    assert.match(own[0].message, /^instance perso\/perso-desktop \(live\): Machine 'perso-desktop': device 'eth1' puts the machine on 'net-ai-tools' \(network\), the bridge of domain 'ai-tools'/);
+    assert.equal(own[0].fix, 'incus config device remove perso-desktop eth1 --project perso');
+    const fromProfile = judged({ instances: { ok: true, value: [instance('perso', 'perso-desktop', { eth1: nic }, {})] } }).findings;
+    assert.match(fromProfile[0].fix, /^incus profile device remove default eth1 --project perso \(the device comes from a profile\)$/);
+    const proxy = judged({ instances: { ok: true, value: [instance('ai-tools', 'gpu-server', { api: { type: 'proxy', listen: 'tcp:0.0.0.0:1', connect: 'tcp:127.0.0.1:1' } })] } }).findings;
+    assert.match(proxy[0].message, /device 'api' is a proxy device in ai-tools under ai_access_policy 'exclusive'/);
+    const root = instance('ai-tools', 'gpu-server');
+    root.expanded_config = { 'security.privileged': 'true' };
+    assert.match(judged({ instances: { ok: true, value: [root] } }).findings[0].fix, /^incus config unset gpu-server security\.privileged --project ai-tools/);
+    const macvlan = judged({ instances: { ok: true, value: [instance('pro', 'pro-dev', { lan: { type: 'nic', nictype: 'macvlan', parent: 'eth0' } })] } }).findings;
+    assert.match(macvlan[0].message, /device 'lan' is a NIC of type 'macvlan'/);
+    const outsider = judged({ instances: { ok: true, value: [{ ...instance('default', 'relay'), expanded_devices: { eth0: { type: 'nic', network: 'net-pro' } }, devices: { eth0: { type: 'nic', network: 'net-pro' } } }] } }).findings;
+    assert.match(outsider[0].message, /^instance default\/relay \(live\) has NIC 'eth0' on net-pro, the bridge of domain 'pro', from outside the domain's project/);
+  });
+
+  it("apply's plan read as drift: objects that differ, refusals, orphans (a person decides the protected ones)", () => {
+    const findings = judged({
+      plan: {
+        ok: true,
+        value: {
+          problems: ['Bridge x is not anklume\'s'],
+          objects: [{ op: 'update', kind: 'instance', id: 'instance:pro/pro-dev', changes: { 'config.limits.cpu': ['2', '1'] } }],
+          orphans: [{ kind: 'instance', label: 'pro/stray', protected: true }, { kind: 'bridge', label: 'net-old', protected: false }],
+        },
+      },
+    }).findings.map((f) => `${f.message} | ${f.fix}`);
+    assert.deepEqual(findings, [
+      "apply would refuse: Bridge x is not anklume's | what the message says; then anklume-gen apply",
+      'instance pro/pro-dev differs from the tree: config.limits.cpu "2" (tree: "1") | anklume-gen apply (make apply)',
+      "instance pro/stray is in a domain's project but not in the tree (protected: not marked ephemeral) | incus delete --force stray --project pro, or add it to infra.yml",
+      "bridge net-old is in a domain's project but not in the tree | anklume-gen apply --delete-orphans (make apply DELETE_ORPHANS=1), or add it to infra.yml",
+    ]);
+  });
+
+  it('connections tracked between ai-tools and a domain without access, either way; not the holder\'s', () => {
+    const entries = parseConntrack([
+      'tcp      6 431999 ESTABLISHED src=10.181.1.10 dst=10.181.10.10 sport=40000 dport=11434 src=10.181.10.10 dst=10.181.1.10 sport=11434 dport=40000 [ASSURED] mark=0 use=1',
+      'tcp      6 431999 ESTABLISHED src=10.181.2.10 dst=10.181.10.10 sport=40001 dport=11434 src=10.181.10.10 dst=10.181.2.10 sport=11434 dport=40001 [ASSURED] mark=0 use=1',
+      'udp      17 29 src=10.181.10.10 dst=10.181.3.10 sport=5000 dport=53 [UNREPLIED] src=10.181.3.10 dst=10.181.10.10 sport=53 dport=5000 mark=0 use=1',
+      'tcp      6 100 TIME_WAIT src=10.181.1.10 dst=10.181.10.10 sport=40002 dport=80 src=10.181.10.10 dst=10.181.1.10 sport=80 dport=40002 mark=0 use=1',
+    ].join('\n'));
+    assert.deepEqual(entries[0], { protocol: 'tcp', state: 'ESTABLISHED', src: '10.181.1.10', dst: '10.181.10.10', dport: '11434' });
+    const findings = judged({ conntrack: { ok: true, value: entries } }).findings;
+    assert.deepEqual(findings.map((f) => f.fix), ['conntrack -D -s 10.181.1.10 -d 10.181.10.10', 'conntrack -D -s 10.181.10.10 -d 10.181.3.10']);
+    assert.match(findings[0].message, /^a tcp connection 10\.181\.1\.10 -> 10\.181\.10\.10:11434 is tracked between ai-tools and perso, which does not hold AI access \('pro' does\)$/);
+  });
+
+  it('what could not be read is said, and the host is not clean (not root, Incus down)', () => {
+    const why = 'nft --stateless list: Operation not permitted (run as root)';
+    const report = judged({ liveTable: { ok: false, why }, instances: { ok: false, why: 'incus: denied' }, plan: { ok: false, why: 'cannot read Incus' }, conntrack: { ok: false, why: 'conntrack: must be root' }, liveHolders: { ok: false, why: 'nft: denied' } });
+    assert.equal(report.clean, false);
+    assert.deepEqual(report.findings, []);
+    assert.deepEqual(report.unchecked.map((u) => u.check).sort(), ['connections', 'devices', 'holder', 'incus', 'ruleset']);
+  });
+});
