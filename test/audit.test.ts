@@ -131,3 +131,45 @@ describe('audit: the judgement', () => {
     assert.deepEqual(report.unchecked.map((u) => u.check).sort(), ['connections', 'devices', 'holder', 'incus', 'ruleset']);
   });
 });
+
+describe('audit: bad input (the real command, as a process)', () => {
+  it('no tree, the tree of another infra: one message with the fix, exit 1, nothing read', async () => {
+    const { spawnCli } = await import('./helpers/cli.ts');
+    const { testEnv } = await import('./helpers/env.ts');
+    const t = testEnv();
+    try {
+      const none = spawnCli(['audit', '--infra', FIXTURE, '--base-dir', join(t.dir, 'nowhere')], t.env);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /nowhere\/group_vars\/all\.yml: no generated tree to audit against; write it with 'anklume-gen sync .* --base-dir .*nowhere'/);
+      assert.equal(spawnCli(['sync', join(ROOT, 'examples/infra.yml'), '--base-dir', t.baseDir], t.env).code, 0);
+      const other = spawnCli(['audit', '--infra', FIXTURE, '--base-dir', t.baseDir, '--json'], t.env);
+      assert.equal(other.code, 1);
+      assert.match((JSON.parse(other.stdout) as { errors: { message: string }[] }).errors[0].message, /this tree was written for project 'anklume-example', not for 'incus-e2e'/);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('nft, conntrack and incus missing (PATH holds node and sh alone): each says how to install it, and the host is not reported clean', async () => {
+    const { spawnCli } = await import('./helpers/cli.ts');
+    const { testEnv } = await import('./helpers/env.ts');
+    const { mkdirSync, symlinkSync } = await import('node:fs');
+    const t = testEnv();
+    try {
+      assert.equal(spawnCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env).code, 0);
+      const bin = join(t.dir, 'bin');
+      mkdirSync(bin);
+      symlinkSync(process.execPath, join(bin, 'node'));
+      symlinkSync('/bin/sh', join(bin, 'sh'));
+      const r = spawnCli(['audit', '--infra', FIXTURE, '--base-dir', t.baseDir], { ...t.env, PATH: bin });
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /^NOT CHECKED \(ruleset\): nft is not installed \(Debian: apt-get install nftables\)$/m);
+      assert.match(r.stdout, /^NOT CHECKED \(connections\): conntrack is not installed \(Debian: apt-get install conntrack\)$/m);
+      assert.match(r.stdout, /^NOT CHECKED \(devices\): incus is not installed/m);
+      assert.match(r.stdout, /not a clean host$/m);
+      assert.doesNotMatch(r.stdout, /^clean/m);
+    } finally {
+      t.cleanup();
+    }
+  });
+});

@@ -12,9 +12,18 @@ import { TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 
 type Env = NodeJS.ProcessEnv;
 
+/** Where each tool the audit runs comes from on Debian 12. */
+const INSTALL: Record<string, string> = {
+  nft: 'Debian: apt-get install nftables',
+  conntrack: 'Debian: apt-get install conntrack',
+  incus: 'Debian 12: apt-get install -t bookworm-backports incus',
+  unshare: 'Debian: apt-get install util-linux',
+};
+
 async function run(env: Env, argv: string[], input?: string): Promise<Read<string>> {
   const r = await execa(argv[0], argv.slice(1), { env, extendEnv: false, reject: false, ...(input === undefined ? { stdin: 'ignore' as const } : { input }) });
   if (r.exitCode === 0) return { ok: true, value: String(r.stdout) };
+  if ((r as { code?: string }).code === 'ENOENT') return { ok: false, why: `${argv[0]} is not installed (${INSTALL[argv[0]] ?? 'install it'})` };
   const lines = String(r.stderr || r.message || '').trim().split('\n');
   const why = (lines.find((l) => /error|denied|not permitted|must be root/i.test(l)) ?? lines[0]).trim();
   return { ok: false, why: `${argv.slice(0, 3).join(' ')}: ${why}${/denied|not permitted|permissions|must be root|EACCES|EPERM/i.test(why) ? ' (run as root)' : ''}` };
@@ -45,7 +54,8 @@ async function holders(): Promise<Read<string[] | undefined>> {
   try {
     return { ok: true, value: await readLiveHolders() };
   } catch (err) {
-    return { ok: false, why: (err as Error).message };
+    const message = (err as Error).message;
+    return { ok: false, why: /ENOENT/.test(message) ? `nft is not installed (${INSTALL.nft})` : message };
   }
 }
 

@@ -7,6 +7,19 @@ import { DEFAULT_INSTALLED_RULESET, stateFilePath } from '../infra/context.js';
 
 const DEFAULT_BOOT_CONF = '/etc/nftables.conf';
 
+/** The base dir holds no tree, or the tree of another infra: the audit would compare the wrong things. */
+async function wrongTree(baseDir: string, project: string, infraPath: string): Promise<string | undefined> {
+  const { readIfExists } = await import('../core/files.js');
+  const all = readIfExists(join(baseDir, 'group_vars', 'all.yml'));
+  if (all === undefined) return `${join(baseDir, 'group_vars', 'all.yml')}: no generated tree to audit against; write it with 'anklume-gen sync ${infraPath} --base-dir ${baseDir}' (make sync), or name the tree with --base-dir`;
+  const { load } = await import('js-yaml');
+  const written = (load(all) as { project_name?: unknown } | null)?.project_name;
+  if (written !== project) {
+    return `${baseDir}: this tree was written for project '${String(written)}', not for '${project}' (${infraPath}): name the right tree with --base-dir or the right infra with --infra, or sync again`;
+  }
+  return undefined;
+}
+
 export const auditCommand: Command = {
   summary: 'check the live host against the tree and the promise (ruleset, boot copy, AI holder, devices, instances, connections); exit 1 on any finding',
   usage: 'anklume-gen audit [--infra PATH] [--base-dir DIR] [--state-file PATH] [--installed-ruleset PATH] [--boot-conf PATH] [--json] [-- -e VARS...]',
@@ -46,6 +59,11 @@ export const auditCommand: Command = {
     }
     const held = effectiveHolder(infra, holder);
     const baseDir = str(values['base-dir']) ?? '.';
+    const treeProblem = await wrongTree(baseDir, infra.project_name, infraPath);
+    if (treeProblem) {
+      reportProblems(inv, json, [{ message: treeProblem }], []);
+      return EXIT_FAILED;
+    }
     const readings = await readHost({
       env: inv.env,
       tree: baseDir,
