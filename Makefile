@@ -23,17 +23,16 @@ help:
 	@echo "make apply [CHECK=1] [DELETE_ORPHANS=1] [EXTRA_VARS=...]   (after make sync: Incus projects, bridges, instances, ruleset)"
 	@echo "make audit   (the live host against the tree and the promise; exit 1 on any finding)"
 	@echo "make nftables | flows [FORMAT=svg] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
-	@echo "make deps (root: Debian packages) | build | lint | test | bench"
+	@echo "make deps (Debian packages and Incus; as root, or through sudo) | build | lint | test | bench"
 
 $(ROOT)dist/generator/cli/bin.js: $(wildcard $(ROOT)generator/*/*.ts) $(ROOT)schema/infra.schema.json $(ROOT)tsconfig.json $(ROOT)package.json
 	cd $(ROOT) && npm run -s build
 
 build: $(ROOT)dist/generator/cli/bin.js
 
+# As root, or as a user with sudo: .ci/deps runs itself again through sudo when it is not root.
 deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
-	$(ROOT).ci/incus-setup
+	$(ROOT).ci/deps $(DEB_PACKAGES)
 
 sync: build
 	$(GEN) sync "$$INFRA" --base-dir "$$BASE_DIR"
@@ -70,7 +69,7 @@ ai-status: build
 
 lint: build
 	cd $(ROOT) && npx tsc -p tsconfig.test.json
-	@command -v ansible-lint >/dev/null || { echo "make lint: ansible-lint is not installed (sudo make deps): the roles and site.yml are NOT linted" >&2; exit 1; }
+	@command -v ansible-lint >/dev/null || { echo "make lint: ansible-lint is not installed (make deps): the roles and site.yml are NOT linted" >&2; exit 1; }
 	cd $(ROOT) && ansible-lint
 	cd $(ROOT) && ansible-playbook -i localhost, site.yml --syntax-check
 

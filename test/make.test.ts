@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { testEnv } from './helpers/env.ts';
@@ -92,6 +92,90 @@ describe('make targets', () => {
     } finally {
       forbidden.cleanup();
       t.cleanup();
+    }
+  });
+});
+
+/** The commands of a README block of shell lines, each without its `# comment`. */
+function readmeBlock(index: number): string[] {
+  const blocks = [...readFileSync(join(ROOT, 'README.md'), 'utf8').matchAll(/^```sh\n([\s\S]*?)^```$/gm)];
+  return blocks[index][1].split('\n').filter(Boolean).map((line) => line.replace(/\s+#\s.*$/, ''));
+}
+
+describe("the README's first lines", () => {
+  it('are the two lines CI runs, as they are written (.ci/run)', () => {
+    const ci = [...readFileSync(join(ROOT, '.ci/run'), 'utf8').matchAll(/^run '([^']*)'$/gm)].map((m) => m[1]);
+    assert.deepEqual(ci, readmeBlock(0));
+    assert.deepEqual(ci, ['npm ci && npx anklume-gen examples/infra.yml --dry-run', 'make deps && make test']);
+  });
+});
+
+/**
+ * make deps as root, as a user with sudo, as a user without: `id`, `sudo` and `apt-get` are
+ * stand-ins in a directory that is the whole PATH (with bash and dirname beside them, so that no
+ * real sudo can be found). The `id` stand-in says FAKE_UID (1000 unless set); the `sudo` stand-in
+ * records its arguments and runs them with FAKE_UID=0; the `apt-get` stand-in records its
+ * arguments and refuses `install`, so that .ci/incus-setup is never reached.
+ */
+describe('make deps (stand-ins first and alone on PATH: id, sudo, apt-get)', () => {
+  const makeBin = spawnSync('bash', ['-c', 'command -v make'], { encoding: 'utf8' }).stdout.trim();
+  const packages = /^DEB_PACKAGES := (.*)$/m.exec(readFileSync(join(ROOT, 'Makefile'), 'utf8'))![1];
+
+  function standIns(withSudo: boolean): { bin: string; log: string; env: NodeJS.ProcessEnv; cleanup: () => void } {
+    const t = testEnv();
+    const bin = join(t.dir, 'bin');
+    const log = join(t.dir, 'calls');
+    mkdirSync(bin);
+    for (const tool of ['bash', 'dirname']) symlinkSync(spawnSync('bash', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim(), join(bin, tool));
+    const script = (name: string, body: string) => writeFileSync(join(bin, name), `#!/bin/bash\n${body}\n`, { mode: 0o755 });
+    script('id', '[ "$1" = -u ] || exit 64\necho "${FAKE_UID:-1000}"');
+    script('apt-get', `echo "apt-get uid=$(id -u) $*" >> ${log}\n[ "$1" != install ] || { echo "stand-in: apt-get install stops here" >&2; exit 42; }`);
+    if (withSudo) script('sudo', `echo "sudo $*" >> ${log}\nexec /usr/bin/env FAKE_UID=0 "$@"`);
+    const env = { ...makeEnv(t.env), PATH: bin, ANKLUME_TEST_CACHE: join(t.dir, 'cache with space') };
+    delete env.FAKE_UID;
+    return { bin, log, env, cleanup: t.cleanup };
+  }
+
+  const calls = (log: string) => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+
+  it('as a user with sudo: runs itself again through sudo (keeping ANKLUME_TEST_CACHE), and says so', () => {
+    const s = standIns(true);
+    try {
+      const r = spawnSync(makeBin, ['-s', '-C', ROOT, 'deps'], { env: s.env, encoding: 'utf8' });
+      assert.notEqual(r.status, 0, 'the apt-get stand-in refuses install');
+      assert.match(r.stderr, /make deps: not root, so it runs again through sudo: sudo .*\/\.ci\/deps ansible /);
+      assert.deepEqual(calls(s.log), [
+        `sudo ANKLUME_TEST_CACHE=${s.env.ANKLUME_TEST_CACHE} ${ROOT}/.ci/deps ${packages}`,
+        'apt-get uid=0 update -qq',
+        `apt-get uid=0 install -y -qq --no-install-recommends ${packages}`,
+      ]);
+      assert.match(r.stderr, /stand-in: apt-get install stops here/);
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it('as root: installs directly, sudo not called', () => {
+    const s = standIns(true);
+    try {
+      const r = spawnSync(makeBin, ['-s', '-C', ROOT, 'deps'], { env: { ...s.env, FAKE_UID: '0' }, encoding: 'utf8' });
+      assert.notEqual(r.status, 0, 'the apt-get stand-in refuses install');
+      assert.doesNotMatch(r.stderr, /sudo/);
+      assert.deepEqual(calls(s.log), ['apt-get uid=0 update -qq', `apt-get uid=0 install -y -qq --no-install-recommends ${packages}`]);
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it('as a user without sudo: says to run it as root, installs nothing', () => {
+    const s = standIns(false);
+    try {
+      const r = spawnSync(makeBin, ['-s', '-C', ROOT, 'deps'], { env: s.env, encoding: 'utf8' });
+      assert.equal(r.status, 2, 'make reports the failed recipe');
+      assert.match(r.stderr, new RegExp(`make deps: installing Debian packages needs root; you are not root and sudo is not installed\\. Run it as root: su -c 'make -C ${ROOT} deps'`));
+      assert.deepEqual(calls(s.log), []);
+    } finally {
+      s.cleanup();
     }
   });
 });
