@@ -131,7 +131,7 @@ describe('make deps (stand-ins first and alone on PATH: id, sudo, apt-get)', () 
     script('id', '[ "$1" = -u ] || exit 64\necho "${FAKE_UID:-1000}"');
     script('apt-get', `echo "apt-get uid=$(id -u) $*" >> ${log}\n[ "$1" != install ] || { echo "stand-in: apt-get install stops here" >&2; exit 42; }`);
     if (withSudo) script('sudo', `echo "sudo $*" >> ${log}\nexec /usr/bin/env FAKE_UID=0 "$@"`);
-    const env = { ...makeEnv(t.env), PATH: bin, ANKLUME_TEST_CACHE: join(t.dir, 'cache with space') };
+    const env: NodeJS.ProcessEnv = { ...makeEnv(t.env), PATH: bin, ANKLUME_TEST_CACHE: join(t.dir, 'cache with space') };
     delete env.FAKE_UID;
     return { bin, log, env, cleanup: t.cleanup };
   }

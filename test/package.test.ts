@@ -1,13 +1,17 @@
 /**
- * What an npm user gets: the licence, and a README whose links lead somewhere — every relative
+ * What an npm user gets: the licence, a README whose links lead somewhere — every relative
  * link of the README, the docs and the roles' READMEs names a file the package ships (npm's page
- * resolves them against the repository; an installed copy, against the package).
+ * resolves them against the repository; an installed copy, against the package) — and the
+ * README's first lines for npm users, run from the packed tarball (dist/ as built: make test
+ * builds it first) installed in an empty directory.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { dirname, join, normalize } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, normalize, resolve } from 'node:path';
 import { describe, it } from 'node:test';
+import { testEnv } from './helpers/env.ts';
 
 const packed = (JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as { files: { path: string }[] }[])[0].files.map((f) => f.path);
 
@@ -34,5 +38,51 @@ describe('the npm package', () => {
       }
     }
     assert.deepEqual(broken, []);
+  });
+});
+
+/** The path a file's first line names as its schema, resolved against the file's directory. */
+function schemaOf(file: string): string {
+  const ref = /^# yaml-language-server: \$schema=(\S+)\n/.exec(readFileSync(file, 'utf8'))?.[1];
+  assert.ok(ref, `${file} names no schema on its first line`);
+  return resolve(dirname(file), ref.split('/').map(decodeURIComponent).join('/'));
+}
+
+describe('the packed package, installed in an empty directory', () => {
+  it("runs the README's lines for npm users: init writes an infra.yml whose schema line names node_modules/anklume-gen/schema/infra.schema.json, and the dry run passes; init --layout dir too", { timeout: 180_000 }, () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'anklume-pack-'));
+    const t = testEnv();
+    try {
+      const [{ filename }] = JSON.parse(execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as { filename: string }[];
+      const project = join(tmp, 'project');
+      mkdirSync(project);
+      writeFileSync(join(project, 'package.json'), '{ "name": "my-infra", "private": true }\n');
+      const [install, firstRun, ...rest] = [...readFileSync('README.md', 'utf8').matchAll(/^```sh\n([\s\S]*?)^```$/gm)][1][1].split('\n').filter(Boolean).map((l) => l.replace(/\s+#\s.*$/, ''));
+      assert.deepEqual([install, rest], ['npm install anklume-gen', []], 'the README installs from npm, then runs one line');
+      // The tarball stands for the registry's copy; dependencies come from npm's cache when it has them.
+      execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--ignore-scripts', join(tmp, filename)], { cwd: project, stdio: ['ignore', 'ignore', 'pipe'] });
+      const r = spawnSync('bash', ['-euc', firstRun], { cwd: project, env: t.env, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^Wrote: infra\.yml$/m);
+      assert.match(r.stdout, /^Would write: group_vars\/all\.yml$/m);
+      const infra = join(project, 'infra.yml');
+      assert.equal(readFileSync(infra, 'utf8').split('\n')[0], '# yaml-language-server: $schema=node_modules/anklume-gen/schema/infra.schema.json');
+      assert.ok(existsSync(schemaOf(infra)), 'the schema it names is there');
+
+      const split = spawnSync('npx', ['anklume-gen', 'init', 'split', '--layout', 'dir', '--json'], { cwd: project, env: t.env, encoding: 'utf8' });
+      assert.equal(split.status, 0, split.stderr);
+      const written = (JSON.parse(split.stdout) as { written: string[] }).written;
+      assert.equal(written.length, 5);
+      for (const file of written) {
+        const schema = schemaOf(join(project, file));
+        assert.ok(schema.startsWith(join(project, 'node_modules', 'anklume-gen', 'schema') + '/') && existsSync(schema), `${file}: ${schema}`);
+      }
+      const valid = spawnSync('npx', ['anklume-gen', 'validate', 'split/infra'], { cwd: project, env: t.env, encoding: 'utf8' });
+      assert.equal(valid.status, 0, valid.stderr);
+      assert.equal(valid.stdout, 'split/infra: valid\n');
+    } finally {
+      t.cleanup();
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });

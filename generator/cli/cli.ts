@@ -6,6 +6,7 @@ import { applyCommand } from './applyCommand.js';
 import { applyNftablesCommand } from './applyNftables.js';
 import { auditCommand } from './auditCommand.js';
 import { flowsCommand } from './flowsCommand.js';
+import { initCommand } from './initCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, QUIET_FLAG, QUIET_OPTION, reportProblems, UsageError, type Command, type Invocation } from './command.js';
 import { jsonError, paintDiff, printDiagnostics, printJson, type Streams } from './output.js';
 import { packagePath } from '../core/packageRoot.js';
@@ -162,6 +163,7 @@ const nftablesCommand: Command = {
 };
 
 export const COMMANDS: Record<string, Command> = {
+  init: initCommand,
   sync: syncCommand,
   validate: validateCommand,
   resolve: resolveCommand,

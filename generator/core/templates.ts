@@ -37,11 +37,20 @@ export function pictureText(value: unknown): string {
     .slice(0, 160);
 }
 
+/**
+ * A relative path as a URI reference (each segment percent-encoded, `/` kept): one token that
+ * nothing can carry out of the comment it stands in, read back as the same path by an editor.
+ */
+export function uriRef(value: unknown): string {
+  return String(value).split('/').map(encodeURIComponent).join('/');
+}
+
 // Every YAML a template writes is read by Ansible.
 hbs.registerHelper('yaml', (value: unknown) => toAnsibleYaml(value).replace(/\n$/, ''));
 hbs.registerHelper('nftString', (value: unknown) => nftString(value));
 hbs.registerHelper('nftComment', (value: unknown) => nftComment(value));
 hbs.registerHelper('pictureText', (value: unknown) => pictureText(value));
+hbs.registerHelper('uriRef', (value: unknown) => uriRef(value));
 hbs.registerHelper('json', (value: unknown) => JSON.stringify(value));
 hbs.registerHelper('join', (values: unknown, separator: unknown) =>
   (Array.isArray(values) ? values : []).map(String).join(typeof separator === 'string' ? separator : ', '));
@@ -49,7 +58,7 @@ hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
 
 const cache = new Map<string, Handlebars.TemplateDelegate>();
 
-export const KNOWN_HELPERS = { yaml: true, nftString: true, nftComment: true, pictureText: true, json: true, join: true, eq: true } as const;
+export const KNOWN_HELPERS = { yaml: true, nftString: true, nftComment: true, pictureText: true, uriRef: true, json: true, join: true, eq: true } as const;
 
 /** Compiles templates/<name> once. */
 export function template(name: string): Handlebars.TemplateDelegate {
