@@ -386,7 +386,7 @@ describe('ai-switch end to end (network namespaces, real ansible-playbook, stand
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, f.task);
       assert.match(r.stderr, /Nobody has AI access now/);
-      assert.match(r.stderr, /To finish, fix the cause and run again: make ai-switch DOMAIN=perso/);
+      assert.match(r.stderr, /To finish, fix the cause and run again: anklume-gen ai-switch --domain perso --infra \S+ --base-dir \S+ (--no-flush )?\(make ai-switch DOMAIN=perso( NO_FLUSH=1)?\)/);
       assert.deepEqual(await wire(), { pro: 'timeout', perso: 'timeout', guest: 'timeout', unrelated: 'open' });
       assert.deepEqual(await liveHolders(), []);
       assert.equal(readFileSync(stateFile, 'utf8'), '', 'the state file says nobody');

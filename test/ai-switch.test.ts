@@ -31,7 +31,7 @@ import { ForbiddenTools } from './helpers/standins.ts';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra.yml');
 const VM_SCRUB_FIXTURE = join(ROOT, 'test/fixtures/ai-switch/infra-vm-scrub.yml');
-const ANSIBLE_LINT_MISSING = (await execa('ansible-lint', ['--version'], { reject: false })).exitCode === undefined ? 'ansible-lint is not installed (Debian package ansible-lint: sudo make deps)' : false;
+const ANSIBLE_LINT_MISSING = (await execa('ansible-lint', ['--version'], { reject: false })).exitCode === undefined ? 'ansible-lint is not installed (Debian package ansible-lint: make deps)' : false;
 export const LOG_LINE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z switched ai-tools access: '([a-z0-9-]+|<none>)' -> '[a-z0-9-]+' flush=(true|false)$/;
 
 async function fixture(file = FIXTURE): Promise<Infra> {
@@ -393,5 +393,25 @@ describe('ai-switch playbook and role (real ansible-playbook)', () => {
     const second = await execa('python3', [helper, '--file', src, a, b, '--text', '', state]);
     assert.equal(second.stdout, `changed: ${state}`);
     assert.equal(readFileSync(state, 'utf8'), '');
+  });
+});
+
+describe('hints name the command the user has: anklume-gen, with the make target beside', () => {
+  it('a state file that names no client domain: fix it with anklume-gen ai-switch --domain (make ai-switch DOMAIN=)', async () => {
+    const t = testEnv('anklume-ai-hint-');
+    try {
+      mkdirSync(join(t.dir, 'state'), { recursive: true });
+      for (const [text, message] of [
+        ['Not A Domain!\n', "holds 'Not A Domain!', not a domain name"],
+        ['ai-tools\n', "names 'ai-tools' as the AI access holder, but it is not a client domain of the infra"],
+      ]) {
+        writeFileSync(t.env.ANKLUME_STATE_FILE!, text);
+        const r = await runCli(['validate', FIXTURE], t.env);
+        assert.equal(r.code, 1);
+        assert.ok(r.stderr.includes(`${t.env.ANKLUME_STATE_FILE}: error: ${message}; fix it with 'anklume-gen ai-switch --domain <domain>' (make ai-switch DOMAIN=<domain>)\n`), r.stderr);
+      }
+    } finally {
+      t.cleanup();
+    }
   });
 });

@@ -113,6 +113,19 @@ describe('sync writes the Ansible tree', () => {
     assert.equal(readFileSync(file, 'utf8'), withHeader, 'the block is restored, the rest kept');
   });
 
+  it('a file written under the old notice (`make sync` alone) has its block replaced in place: the markers are what counts', async () => {
+    const file = join(t.baseDir, 'host_vars/pro-dev.yml');
+    const current = readFileSync(file, 'utf8');
+    const notice = '# Do not edit this section — it will be overwritten by `anklume-gen sync` (make sync)\n';
+    assert.ok(current.includes(notice), current);
+    const old = current.replace(notice, '# Do not edit this section — it will be overwritten by `make sync`\n');
+    assert.equal(holdsUserBytes(old), false, 'the old notice is part of the block, not bytes of the user');
+    writeFileSync(file, `# my header\n${old}my_var: 42\n`);
+    const report = await sync({ infraPath: EXAMPLE, baseDir: t.baseDir, env: t.env });
+    assert.deepEqual(report.written, ['host_vars/pro-dev.yml']);
+    assert.equal(readFileSync(file, 'utf8'), `# my header\n${current}my_var: 42\n`);
+  });
+
   it('inserts the block at the top of a file without markers', async () => {
     const file = join(t.baseDir, 'group_vars/perso.yml');
     writeFileSync(file, '---\nmine: true\n');

@@ -18,7 +18,7 @@ export type LiveHolders = { ok: true; holders: string[] } | { ok: false; error: 
 export async function readLiveHolders(): Promise<LiveHolders> {
   try {
     const holders = await nftLiveHolders();
-    if (holders === undefined) return { ok: false, error: `set ${TABLE_FAMILY} ${TABLE_NAME} ${AI_HOLDER_SET} is not loaded (has 'make nftables' run?)` };
+    if (holders === undefined) return { ok: false, error: `set ${TABLE_FAMILY} ${TABLE_NAME} ${AI_HOLDER_SET} is not loaded (apply the ruleset first: 'anklume-gen apply-nftables', or make nftables)` };
     return { ok: true, holders };
   } catch (err) {
     return { ok: false, error: `cannot read the live holder set: ${(err as Error).message}` };
@@ -108,7 +108,7 @@ export async function status(opts: { infra: Infra | undefined; stateFile: string
   };
   if (!live.ok) problems.push(live.error);
   else if (!agrees(live.holders, sh.holder)) {
-    problems.push(`the live ruleset gives AI access to ${live.holders.length ? live.holders.map((h) => `'${h}'`).join(', ') : 'nobody'}, the state file says ${sh.holder === undefined ? 'nothing usable' : sh.holder === null ? 'nobody' : `'${sh.holder}'`}; run 'make ai-switch DOMAIN=<domain>' to settle it`);
+    problems.push(`the live ruleset gives AI access to ${live.holders.length ? live.holders.map((h) => `'${h}'`).join(', ') : 'nobody'}, the state file says ${sh.holder === undefined ? 'nothing usable' : sh.holder === null ? 'nobody' : `'${sh.holder}'`}; run 'anklume-gen ai-switch --domain <domain>' (make ai-switch DOMAIN=<domain>) to settle it`);
   }
   return report;
 }

@@ -334,7 +334,7 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
 /**
  * The generated tree names the AI holder too (the AI policy in group_vars/all.yml): re-sync an
  * existing tree now, so that no generated file contradicts the state file (the new holder, or
- * nobody after a failure) until the next `make sync`. Access has already been decided: a problem
+ * nobody after a failure) until the next sync. Access has already been decided: a problem
  * here is a warning, never a different outcome.
  */
 async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: Diagnostic[]): Promise<string[]> {
@@ -344,7 +344,7 @@ async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: D
     if (report.errors.length) throw new Error(report.errors.map((e) => e.message).join('; '));
     return report.written.length ? [`Ansible tree in ${options.baseDir} updated: ${report.written.join(', ')}`] : [];
   } catch (err) {
-    warnings.push({ message: `the Ansible tree in ${options.baseDir} may still name the previous holder (${err instanceof Error ? err.message : String(err)}); run 'make sync'` });
+    warnings.push({ message: `the Ansible tree in ${options.baseDir} may still name the previous holder (${err instanceof Error ? err.message : String(err)}); run 'anklume-gen sync ${options.infraPath} --base-dir ${options.baseDir}' (make sync)` });
     return [];
   }
 }
@@ -379,7 +379,7 @@ async function finishFailure(
   gpu: GpuReport[],
 ): Promise<SwitchResult> {
   const logProblems = await Promise.all([appendLog(plan.logFile, failureLogLine(new Date(), plan.from, plan.to, plan.flushes, what)), appendJsonLog(plan, { status: 'failed', failed_step: step, gpu })]);
-  const finish = `make ai-switch DOMAIN=${plan.to}${plan.flush ? '' : ' NO_FLUSH=1'}`;
+  const finish = `anklume-gen ai-switch --domain ${plan.to} --infra ${options.infraPath}${options.baseDir === '.' ? '' : ` --base-dir ${options.baseDir}`}${plan.flush ? '' : ' --no-flush'} (make ai-switch DOMAIN=${plan.to}${plan.flush ? '' : ' NO_FLUSH=1'})`;
   const messages = [
     `ai-switch failed: ${what}`,
     safe.nobodyHasAccess ? 'Nobody has AI access now (the safe state).' : 'WARNING: could not confirm that nobody has AI access: check with anklume-gen ai-status.',

@@ -21,10 +21,10 @@ export function resolveHolder(infra: Infra, state: HolderState, stateFile: strin
     case 'none':
       return { holder: null };
     case 'corrupt':
-      return { error: { file: stateFile, message: `holds '${state.text}', not a domain name; fix it with 'make ai-switch DOMAIN=<domain>'` } };
+      return { error: { file: stateFile, message: `holds '${state.text}', not a domain name; fix it with 'anklume-gen ai-switch --domain <domain>' (make ai-switch DOMAIN=<domain>)` } };
     case 'domain':
       if (state.domain === AI_DOMAIN || !(state.domain in infra.domains)) {
-        return { error: { file: stateFile, message: `names '${state.domain}' as the AI access holder, but it is not a client domain of the infra; fix it with 'make ai-switch DOMAIN=<domain>'` } };
+        return { error: { file: stateFile, message: `names '${state.domain}' as the AI access holder, but it is not a client domain of the infra; fix it with 'anklume-gen ai-switch --domain <domain>' (make ai-switch DOMAIN=<domain>)` } };
       }
       return { holder: state.domain };
   }
