@@ -342,3 +342,11 @@ test('(c) known disagreements of YAML readers are settled the same way by both',
     assert.deepEqual(fast, parsePrecise(sources).raw, value);
   }
 });
+
+test('(c) texts the property above once found, kept as cases: the fast reader leaves them to the precise one', () => {
+  // An empty sequence item with a comment lets js-yaml dedent the next item; the yaml library refuses.
+  for (const text of ['_: \n  - #%YAML 1.2: \n- a: ', 'a:\n  - # note\n- b: 1\n']) {
+    assert.equal(parseFast(single(text)), undefined, JSON.stringify(text));
+    assert.ok(parsePrecise(single(text)).errors.length > 0, JSON.stringify(text));
+  }
+});

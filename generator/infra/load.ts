@@ -71,8 +71,9 @@ const PRECISE_ONLY = new RegExp(
     // comma, a line starting with a closing bracket), used as keys, or with empty keys. No pattern
     // may rescan what follows it: a line of brackets must cost linear time, not quadratic.
     /[[{][^[\]{}\n]*$|,[ \t]*$|^[ \t]*[\]}]|[\]}][ \t]*:|[[{,][ \t]*:/,
-    // A tab in indentation, an empty sequence item (js-yaml lets the next item dedent).
-    /^ *\t|^ *-[ \t]*$/,
+    // A tab in indentation, an empty sequence item, with or without a comment (js-yaml lets the
+    // next item dedent).
+    /^ *\t|^ *-[ \t]*(?:#.*)?$/,
     // Directives, document end markers, content on the `---` line.
     /^%|^\.\.\.|^---(?![ \t]+#|[ \t]*$)/,
   ]
