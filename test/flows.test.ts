@@ -127,6 +127,43 @@ describe('flows: the whole picture', () => {
     assert.match(md, /^# Who may talk to whom: x y$/m);
   });
 
+  it('the picture has a title (project, holder), a legend, and edges that say which machines and ports', () => {
+    const model = flowModel(infra, 'pro');
+    const dot = renderPicture(model, flowMatrix(model), 'dot');
+    assert.match(dot, /^  label="Who may talk to whom: nft-fixture \(AI access holder: pro\)";$/m);
+    assert.match(dot, /"legend:" \[shape=plaintext/);
+    for (const meaning of ['the whole domain may open these', 'only the machines named may', 'exclusive AI access']) assert.ok(dot.includes(meaning), meaning);
+    // A dashed edge names its machines and what each may use; a solid one adds the machines that get more.
+    assert.match(dot, /^  "perso" -> "lab" \[label="some machines:\\lperso -> lab-web: all\\l", style=dashed\];$/m);
+    assert.match(dot, /^  "pro" -> "lab" \[label="tcp\/80,443\\lpro-web -> lab-db: tcp\/80,443,5432\\l"\];$/m);
+    assert.match(dot, /^  "pro" -> "ai-tools" \[label="AI: tcp\/11434\\l", penwidth=3/m);
+    const mermaid = renderPicture(model, flowMatrix(model), 'mermaid');
+    assert.match(mermaid, /^---\ntitle: "Who may talk to whom: nft-fixture \(AI access holder: pro\)"\n---\nflowchart LR\n/);
+    assert.match(mermaid, /^  n_perso -\.->\|"some machines:<br\/>perso -> lab-web: all"\| n_lab$/m);
+    assert.match(mermaid, /^  subgraph legend_box /m);
+    const open = renderPicture(flowModel({ ...infra, global: { ...infra.global, ai_access_policy: 'open' } }, null), flowMatrix(flowModel({ ...infra, global: { ...infra.global, ai_access_policy: 'open' } }, null)), 'dot');
+    assert.match(open, /label="Who may talk to whom: nft-fixture \(ai_access_policy: open\)"/);
+  });
+
+  it('an edge lists a few machine pairs and counts the rest', () => {
+    const many: Infra = structuredClone(infra);
+    const machines = many.domains.lab.machines!;
+    const policies = many.network_policies!;
+    for (let i = 0; i < 8; i++) {
+      machines[`lab-m${i}`] = { ...structuredClone(machines['lab-web']), ip: `10.100.3.${40 + i}` };
+      policies.push({ ...structuredClone(policies[1]), to: `lab-m${i}`, description: `perso reaches lab-m${i}` });
+    }
+    const model = flowModel(many, 'pro');
+    const answers = flowMatrix(model);
+    const perso = answers.find((a) => a.from === 'perso' && a.to === 'lab' && a.protocol === 'tcp')!;
+    const pairs = perso.exceptions!.length;
+    assert.ok(pairs > 6, `${pairs} machine pairs`);
+    const dot = renderPicture(model, answers, 'dot');
+    const label = /^  "perso" -> "lab" \[label="([^"]*)"/m.exec(dot)![1];
+    assert.equal(label.split('\\l').filter(Boolean).length, 1 + 5 + 1, label);
+    assert.ok(label.includes(`+${pairs - 5} more (ask with --from/--to)`), label);
+  });
+
   it('the DOT picture is valid for graphviz', { skip: existsSync('/usr/bin/dot') ? false : 'graphviz is not installed' }, async () => {
     const model = flowModel(infra, 'pro');
     const r = await execa('dot', ['-Tsvg'], { input: renderPicture(model, flowMatrix(model), 'dot'), reject: false });
@@ -188,14 +225,86 @@ describe('flows: command line', () => {
     }
   });
 
-  it('--output flows.svg without graphviz: a clear message, exit 1, nothing written', async () => {
+  it('--output flows.svg or flows.png without graphviz: how to get it, exit 1, nothing written', async () => {
     const t = testEnv();
     try {
-      const out = join(t.dir, 'flows.svg');
-      const r = spawnCli(['flows', FIXTURE, '--output', out], { ...t.env, PATH: join(t.dir, 'empty-path') });
-      assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, /graphviz's dot is not installed.*apt-get install graphviz/);
-      assert.equal(existsSync(out), false);
+      for (const kind of ['svg', 'png']) {
+        const out = join(t.dir, `flows.${kind}`);
+        const r = spawnCli(['flows', FIXTURE, '--output', out], { ...t.env, PATH: join(t.dir, 'empty-path') });
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, new RegExp(`graphviz's dot is not installed, so no ${kind.toUpperCase()} can be drawn: install it \\(Debian: apt-get install graphviz`));
+        assert.equal(existsSync(out), false);
+      }
+      assert.deepEqual(readdirSync(t.dir), []);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('--output flows.png and flows.svg: the picture drawn by graphviz', { skip: existsSync('/usr/bin/dot') ? false : 'graphviz is not installed' }, async () => {
+    const t = testEnv();
+    try {
+      const png = join(t.dir, 'pictures', 'flows.png');
+      const r = await runCli(['flows', FIXTURE, '--output', png], t.env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `Wrote ${png}\n`);
+      assert.deepEqual([...readFileSync(png).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG file');
+      const svg = join(t.dir, 'flows.svg');
+      const j = await runCli(['flows', FIXTURE, '--output', svg, '--format', 'dot', '--json'], t.env);
+      assert.equal(j.code, 0, j.stderr);
+      assert.deepEqual(JSON.parse(j.stdout), { written: [svg] });
+      const text = readFileSync(svg, 'utf8');
+      assert.match(text, /<svg/);
+      assert.match(text, />Who may talk to whom: nft&#45;fixture \(AI access holder: pro\)</);
+      assert.match(text, />perso &#45;&gt; lab&#45;web: all</);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('--expect allow|drop: exit 0 when the flow gets that verdict, 1 when it does not, for the domain and every machine pair under it', async () => {
+    const t = testEnv();
+    try {
+      const expect = (from: string, to: string, verdict: string, ...more: string[]) => runCli(['flows', FIXTURE, '--from', from, '--to', to, '--expect', verdict, ...more], t.env);
+      const held = await expect('pro', 'gpu-server', 'allow', '--port', '11434');
+      assert.equal(held.code, 0, held.stderr);
+      assert.match(held.stdout, /^pro -> gpu-server tcp\/11434: allow/);
+      assert.equal(held.stderr, '');
+      const not = await expect('perso-desktop', 'gpu-server', 'allow', '--port', '11434');
+      assert.equal(not.code, 1);
+      assert.match(not.stdout, /^perso-desktop -> gpu-server tcp\/11434: drop — exclusive AI access is held by 'pro'/, 'the answer as always');
+      assert.equal(not.stderr, 'anklume-gen flows: expected allow, got drop for perso-desktop -> gpu-server\n');
+      assert.equal((await expect('perso-desktop', 'gpu-server', 'drop', '--port', '11434')).code, 0);
+      // perso -> lab is dropped, but perso may reach lab-web: "drop" does not hold for the whole domain.
+      const domain = await expect('perso', 'lab', 'drop');
+      assert.equal(domain.code, 1);
+      assert.match(domain.stderr, /expected drop, got allow for perso -> lab-web/);
+      assert.equal((await expect('perso', 'lab-db', 'drop')).code, 0);
+      const udp = await expect('guest', 'lab', 'allow', '--protocol', 'udp', '--port', '53');
+      assert.equal(udp.code, 0, udp.stdout + udp.stderr);
+      assert.equal((await expect('guest', 'lab', 'allow', '--port', '53')).code, 1, 'tcp/53 is not open: the protocol asked is the one judged');
+      const json = await expect('perso', 'lab', 'drop', '--json');
+      assert.equal(json.code, 1);
+      assert.equal(json.stderr, '');
+      const doc = JSON.parse(json.stdout) as FlowAnswer & { expected: string; as_expected: boolean };
+      assert.deepEqual([doc.verdict, doc.expected, doc.as_expected, doc.exceptions?.map((e) => e.to)], ['drop', 'drop', false, ['lab-web']]);
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('--json without a question: one object, the matrix and who it was answered for', async () => {
+    const t = testEnv();
+    try {
+      const r = await runCli(['flows', FIXTURE, '--json'], t.env);
+      assert.equal(r.code, 0, r.stderr);
+      const doc = JSON.parse(r.stdout) as { project: string; ai_access_policy: string; holder: string; matrix: FlowAnswer[]; published: unknown[] };
+      assert.deepEqual(Object.keys(doc), ['project', 'ai_access_policy', 'holder', 'matrix', 'published']);
+      assert.deepEqual([doc.project, doc.ai_access_policy, doc.holder], ['nft-fixture', 'exclusive', 'pro']);
+      assert.deepEqual(doc.matrix, JSON.parse(JSON.stringify(flowMatrix(flowModel(infra, 'pro')))));
+      assert.deepEqual(doc.published, []);
+      const perso = JSON.parse((await runCli(['flows', FIXTURE, '--ai-domain', 'perso', '--json'], t.env)).stdout) as { holder: string };
+      assert.equal(perso.holder, 'perso');
     } finally {
       t.cleanup();
     }
@@ -214,7 +323,13 @@ describe('flows: command line', () => {
         [['--from', 'pro', '--to', 'lab', '--ai-domain', 'nowhere'], 1, /Domain 'nowhere' not found/],
         [['--format', 'png'], 2, /--format must be table, mermaid or dot, got 'png'/],
         [['--from', 'pro'], 2, /--from and --to go together/],
-        [['--output', join(t.dir, 'flows.png')], 2, /--output must end in \.md/],
+        [['--output', join(t.dir, 'flows.jpg')], 2, /--output must end in \.md \(Mermaid in Markdown\), \.mmd, \.dot, \.svg or \.png .*got '.*flows\.jpg'/],
+        // A flag that the chosen format or question cannot honour is refused, never ignored.
+        [['--format', 'dot', '--output', join(t.dir, 'flows.md')], 2, /--format dot cannot be written to '.*flows\.md' \(drawn in mermaid\)/],
+        [['--format', 'table', '--output', join(t.dir, 'flows.png')], 2, /--format table cannot be written to/],
+        [['--protocol', 'udp'], 2, /--protocol asks about one flow: give --from and --to too/],
+        [['--expect', 'drop'], 2, /--expect checks the verdict of one flow: give --from and --to too/],
+        [['--from', 'pro', '--to', 'lab', '--expect', 'deny'], 2, /--expect must be allow or drop, got 'deny'/],
       ];
       for (const [args, code, message] of cases) {
         const r = await runCli(['flows', FIXTURE, ...args], t.env);
@@ -223,7 +338,41 @@ describe('flows: command line', () => {
         assert.equal(r.stdout, '', args.join(' '));
         assert.ok(!/\n\s+at /.test(r.stderr), 'no stack trace');
       }
+      // Under --json the usage error is the JSON document.
+      const json = await runCli(['flows', FIXTURE, '--json', '--format', 'dot'], t.env);
+      assert.equal(json.code, 2);
+      assert.match((JSON.parse(json.stdout) as { errors: { message: string }[] }).errors[0].message, /--json prints the answers as JSON, not a picture: leave out --format/);
       assert.deepEqual(readdirSync(t.dir), [], 'nothing was written');
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+describe('flows: what the README and docs/flows.md show is what the command prints', () => {
+  /** The text of the first fenced block of `doc` that starts with `first`. */
+  const block = (doc: string, first: string): string => {
+    const text = readFileSync(join(ROOT, doc), 'utf8');
+    const start = text.indexOf('```\n' + first);
+    assert.ok(start >= 0, `${doc}: no block starting with ${first}`);
+    return text.slice(start + 4, text.indexOf('```', start + 4));
+  };
+
+  it("the matrices as printed, the Mermaid picture as drawn; the pictures' PNG files are there", async () => {
+    const t = testEnv();
+    try {
+      for (const [doc, infraFile] of [['README.md', 'examples/infra.yml'], ['docs/flows.md', 'examples/network-policies.yml']]) {
+        const command = `$ ${doc === 'README.md' ? 'npx ' : ''}anklume-gen flows ${infraFile}\n`;
+        const printed = await runCli(['flows', join(ROOT, infraFile)], t.env);
+        assert.equal(block(doc, command), command + printed.stdout, `${doc}: paste the output of ${command}`);
+      }
+      const mermaid = await runCli(['flows', join(ROOT, 'examples/network-policies.yml'), '--format', 'mermaid'], t.env);
+      const text = readFileSync(join(ROOT, 'docs/flows.md'), 'utf8');
+      const start = text.indexOf('```mermaid\n') + '```mermaid\n'.length;
+      assert.equal(text.slice(start, text.indexOf('```', start)), mermaid.stdout, 'docs/flows.md: paste the output of --format mermaid');
+      for (const png of ['docs/flows-example.png', 'docs/flows-network-policies.png']) {
+        assert.deepEqual([...readFileSync(join(ROOT, png)).subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], png);
+      }
     } finally {
       t.cleanup();
     }
@@ -288,6 +437,9 @@ describe('flows: published ports (issue 15: proxy devices are paths into a machi
       const answer = JSON.parse(one.stdout) as FlowAnswer;
       assert.equal(answer.verdict, 'allow');
       assert.equal(answer.published?.[0].device, 'web');
+      const matrix = JSON.parse((await runCli(['flows', PUBLISHED, '--json'], t.env)).stdout) as { published: Record<string, unknown>[] };
+      assert.deepEqual(matrix.published[0], { machine: 'guest-box', domain: 'guest', device: 'web', protocol: 'tcp', ports: [18080], listen: 'tcp:0.0.0.0:18080', connect: 'tcp:127.0.0.1:80', nat: false });
+      assert.deepEqual(matrix.published.map((p) => p.profile), [undefined, undefined, 'dns']);
       const table = await runCli(['flows', PUBLISHED], t.env);
       assert.equal(table.code, 0, table.stderr);
       assert.match(table.stdout, /^Published ports \(proxy devices;.*\n  guest-box tcp:0\.0\.0\.0:18080 -> tcp:127\.0\.0\.1:80 \(device 'web'\)\n  guest-box tcp:192\.0\.2\.1:18443 -> tcp:10\.100\.3\.10:443 \(device 'dnat', nat\)\n  guest-dns udp:0\.0\.0\.0:5353-5354 -> udp:127\.0\.0\.1:53 \(device 'dns', profile 'dns'\)$/m);

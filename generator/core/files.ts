@@ -91,13 +91,14 @@ export interface WriteOptions {
  * Temporary file in the same directory, then rename: readers see the old or the new file, never
  * half. Returns the file's size and mtime, which a rename does not change.
  */
-export function writeAtomic(path: string, content: string, options: WriteOptions = {}): FileStamp {
+export function writeAtomic(path: string, content: string | Uint8Array, options: WriteOptions = {}): FileStamp {
   const tmp = path + TMP_SUFFIX;
   try {
     const fd = openSync(tmp, 'w', options.mode);
     let stamp: FileStamp;
     try {
-      writeSync(fd, content);
+      if (typeof content === 'string') writeSync(fd, content);
+      else writeSync(fd, content);
       if (options.durable) fsyncSync(fd);
       const info = fstatSync(fd);
       stamp = { size: info.size, mtimeMs: info.mtimeMs };

@@ -77,6 +77,23 @@ export function matrixTable(model: FlowModel, answers: FlowAnswer[]): string {
   ].join('\n');
 }
 
+/**
+ * `flows --json` without a question: the answers of the table (every ordered pair of outside and
+ * the domains, per protocol, with their machine-level exceptions), who they were answered for,
+ * and the ports proxy devices publish.
+ */
+export function matrixJson(model: FlowModel, answers: FlowAnswer[]) {
+  return {
+    project: model.infra.project_name,
+    ai_access_policy: model.infra.global.ai_access_policy,
+    holder: model.holder,
+    matrix: answers,
+    published: model.published.map(({ machine, domain, device, profile, protocol, ports, listen, connect, nat }) => ({
+      machine, domain, device, ...(profile ? { profile } : {}), protocol, ports, listen, connect, nat,
+    })),
+  };
+}
+
 /** The ports proxy devices publish on the host: paths into a machine that the table's cells do not show. */
 function publishedLines(model: FlowModel): string[] {
   if (!model.published.length) return [];
@@ -90,24 +107,56 @@ function nodeId(name: string): string {
   return `n_${name.replace(/-/g, '_')}`;
 }
 
+/** An edge says this many machine pairs at most; the rest are counted, and asked with --from/--to. */
+const EDGE_MACHINE_LINES = 6;
+
+const pairKey = (from: string, to: string) => `${from}\u0000${to}`;
+
+/**
+ * The machine pairs of a domain pair that get something else than the domains (machine-level
+ * policies, published ports), each with everything it may use: an answer lists a machine pair
+ * only for the protocols where it differs, so the others are the domains' own.
+ */
+function machinePairs(group: FlowAnswer[]): { from: string; to: string; what: string }[] {
+  const pairs = new Map<string, Map<FlowAnswer['protocol'], FlowAnswer>>();
+  for (const a of group) for (const e of a.exceptions ?? []) {
+    const byProto = pairs.get(pairKey(e.from, e.to)) ?? new Map<FlowAnswer['protocol'], FlowAnswer>();
+    byProto.set(e.protocol, e);
+    pairs.set(pairKey(e.from, e.to), byProto);
+  }
+  return [...pairs.values()].map((byProto) => {
+    const first = [...byProto.values()][0];
+    return { from: first.from, to: first.to, what: summary(group.map((a) => byProto.get(a.protocol) ?? a)) || 'nothing' };
+  });
+}
+
 /** Nodes and edges for the pictures: every domain and outside; an edge per allowed flow. */
 function graph(model: FlowModel, answers: FlowAnswer[]) {
   const names = [OUTSIDE_ENDPOINT, ...Object.keys(model.infra.domains)];
   const nodes = names.map((name) => ({ id: nodeId(name), name, outside: name === OUTSIDE_ENDPOINT, ai: name === AI_DOMAIN }));
+  const groups = new Map<string, FlowAnswer[]>();
+  for (const a of answers) groups.set(pairKey(a.from, a.to), [...(groups.get(pairKey(a.from, a.to)) ?? []), a]);
+  const exceptions: { from: string; to: string; what: string }[] = [];
   const edges = cells(model, answers)
     .filter((c) => c.to !== OUTSIDE_ENDPOINT && (c.text || c.exceptions))
-    .map((c) => ({
-      from: nodeId(c.from),
-      to: nodeId(c.to),
-      fromName: c.from,
-      toName: c.to,
-      label: `${c.ai ? 'AI: ' : ''}${c.text || 'some machines'}${c.exceptions ? ' *' : ''}`,
-      ai: c.ai,
-      partial: !c.text,
-    }));
-  const byMachines = new Map<string, FlowAnswer[]>();
-  for (const e of answers.flatMap((a) => a.exceptions ?? [])) byMachines.set(`${e.from}\u0000${e.to}`, [...(byMachines.get(`${e.from}\u0000${e.to}`) ?? []), e]);
-  const exceptions = [...byMachines.values()].map((group) => ({ from: group[0].from, to: group[0].to, what: summary(group) || 'nothing' }));
+    .map((c) => {
+      const machines = machinePairs(groups.get(pairKey(c.from, c.to)) ?? []);
+      exceptions.push(...machines);
+      const shown = machines.slice(0, machines.length > EDGE_MACHINE_LINES ? EDGE_MACHINE_LINES - 1 : EDGE_MACHINE_LINES);
+      return {
+        from: nodeId(c.from),
+        to: nodeId(c.to),
+        fromName: c.from,
+        toName: c.to,
+        /** What the whole domain may use: `all`, `tcp/80,443`..., or '' (some machines only). */
+        text: c.text,
+        machines: shown,
+        /** Machine pairs left out of the label: ask them with --from/--to. */
+        more: machines.length - shown.length,
+        ai: c.ai,
+        partial: !c.text,
+      };
+    });
   const holder = model.infra.global.ai_access_policy === 'exclusive' ? `AI access holder: ${model.holder ?? '<none>'}` : 'ai_access_policy: open';
   return { project: model.infra.project_name, holder, nodes, edges, exceptions };
 }
