@@ -77,7 +77,7 @@ describe('make apply refuses before making anything', () => {
       assert.match(cli.stderr, /anklume-gen apply: ansible-playbook failed \(exit \d+\); its output is above\n$/);
       const json = await runCli(['apply', '--base-dir', t.baseDir, '--json'], env);
       assert.equal(json.code, 1);
-      assert.deepEqual(JSON.parse(json.stdout), { applied: false, changed: 0, errors: [{ message: `ansible-playbook failed (exit ${/exit (\d+)/.exec(cli.stderr)![1]}); its output is above` }] });
+      assert.deepEqual(JSON.parse(json.stdout), { applied: false, changed: 0, errors: [{ message: `ansible-playbook failed (exit ${/exit (\d+)/.exec(cli.stderr)![1]}); its output is above`, file: null, line: null, column: null, path: null }] });
       forbidden.assertNoneCalled();
     } finally {
       forbidden.cleanup();

@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { defaultStreams, hasColors, paintDiff } from '../generator/cli/output.ts';
 import { closest } from '../generator/core/suggest.ts';
-import { runCli, spawnCli } from './helpers/cli.ts';
+import { runCli, spawnCli, type CliResult } from './helpers/cli.ts';
+import { ForbiddenTools, STANDINS_BIN } from './helpers/standins.ts';
 import { testEnv } from './helpers/env.ts';
 
 const EXAMPLE = 'examples/infra.yml';
+/** Valid, with one warning (its place is in the fixture's `# ^` comment). */
+const SHARED_GPU = 'test/fixtures/invalid/gpu-shared.yml';
 
 describe('CLI contract', () => {
   it('a reader that stops reading (| head) is no failure: no stack trace, exit 0', () => {
@@ -36,27 +39,45 @@ describe('CLI contract', () => {
     }
   });
 
-  it('sync --json has exactly the documented keys; --check exits 1 only when out of date', async () => {
+  it('sync --json has exactly the documented keys: written for a real sync, would_write for --dry-run and --check; --check exits 1 only when out of date', async () => {
     const t = testEnv();
     try {
+      const dry = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--dry-run', '--json'], t.env);
+      assert.equal(dry.code, 0, dry.stderr);
+      const would = JSON.parse(dry.stdout) as Record<string, unknown>;
+      assert.deepEqual(Object.keys(would).sort(), ['orphans', 'unchanged', 'warnings', 'would_delete', 'would_write']);
+      assert.equal((would.would_write as string[]).length, 11);
+      assert.ok(!existsSync(t.baseDir), '--dry-run wrote nothing');
       const first = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--json'], t.env);
       assert.equal(first.code, 0, first.stderr);
       const doc = JSON.parse(first.stdout) as Record<string, unknown>;
-      assert.deepEqual(Object.keys(doc).sort(), ['deleted', 'orphans', 'unchanged', 'written']);
+      assert.deepEqual(Object.keys(doc).sort(), ['deleted', 'orphans', 'unchanged', 'warnings', 'written']);
       assert.equal((doc.written as string[]).length, 11, 'ten Ansible files and the ruleset');
+      assert.deepEqual(doc.written, would.would_write, 'what --dry-run said would be written');
       const check = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--check'], t.env);
       assert.equal(check.code, 0, check.stdout);
       writeFileSync(join(t.baseDir, 'inventory/pro.yml'), '---\n');
       const drift = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--check'], t.env);
       assert.equal(drift.code, 1);
       assert.match(drift.stdout, /Out of date: inventory\/pro\.yml/);
+      const driftJson = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--check', '--json'], t.env);
+      assert.equal(driftJson.code, 1);
+      assert.deepEqual((JSON.parse(driftJson.stdout) as { would_write: string[] }).would_write, ['inventory/pro.yml']);
       assert.equal(readFileSync(join(t.baseDir, 'inventory/pro.yml'), 'utf8'), '---\n', '--check wrote nothing');
+      // An orphan: --clean-orphans --dry-run names it under would_delete (and says so), and deletes nothing.
+      writeFileSync(join(t.baseDir, 'host_vars/gone.yml'), 'instance_name: gone\n');
+      const orphanJson = JSON.parse((await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--dry-run', '--clean-orphans', '--json'], t.env)).stdout) as Record<string, unknown>;
+      assert.deepEqual(orphanJson.would_delete, ['host_vars/gone.yml']);
+      assert.equal(orphanJson.deleted, undefined);
+      const orphanText = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--dry-run', '--clean-orphans'], t.env);
+      assert.match(orphanText.stdout, /^ORPHAN: host_vars\/gone\.yml\nWould delete: host_vars\/gone\.yml$/m);
+      assert.ok(existsSync(join(t.baseDir, 'host_vars/gone.yml')), '--dry-run deleted nothing');
     } finally {
       t.cleanup();
     }
   });
 
-  it('validate --json: errors with message, file, line, column, path; warnings with message', async () => {
+  it('validate --json: errors and warnings alike with message, file, line, column, path', async () => {
     const t = testEnv();
     try {
       const bad = join(t.dir, 'bad.yml');
@@ -73,6 +94,12 @@ describe('CLI contract', () => {
       const ok = await runCli(['validate', EXAMPLE, '--json'], t.env);
       assert.equal(ok.code, 0);
       assert.deepEqual(JSON.parse(ok.stdout), { errors: [], warnings: [] });
+      const warned = await runCli(['validate', SHARED_GPU, '--json'], t.env);
+      assert.equal(warned.code, 0, warned.stdout);
+      assert.deepEqual((JSON.parse(warned.stdout) as { warnings: unknown[] }).warnings, [{
+        message: "GPU policy is 'shared': 2 instances have GPU access: gpu-server, trainer; there is no VRAM isolation between them",
+        file: SHARED_GPU, line: 12, column: 7, path: '/domains/ai-tools/machines/trainer',
+      }], 'located like an error (the fixture says where)');
     } finally {
       t.cleanup();
     }
@@ -402,6 +429,120 @@ describe('flows: the command asks about the protocol it was given', () => {
       assert.deepEqual([every.protocol, every.verdict, every.ports], ['udp', 'allow', [514]], 'without --port: the udp ports that are open');
       const tcpJson = JSON.parse(ask(t.env, '--protocol', 'tcp', '--json').stdout) as { protocol: string; verdict: string };
       assert.deepEqual([tcpJson.protocol, tcpJson.verdict], ['tcp', 'drop']);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+// The README's `--json` table is the contract: each row is run here, and its document must have
+// the keys the row says are always there, and no key that the row does not name.
+describe('the --json contract (the README table, row by row)', () => {
+  interface Row {
+    commands: string[];
+    keys: string[];
+    /** Keys the row names besides the braces: present when they apply. */
+    optional: string[];
+  }
+
+  function contractRows(): Row[] {
+    const readme = readFileSync('README.md', 'utf8');
+    const section = readme.slice(readme.indexOf('### `--json`'));
+    const start = section.indexOf('| command |');
+    const table = section.slice(start, section.indexOf('\n\n', start));
+    return table
+      .split('\n')
+      .slice(2)
+      .map((line) => {
+        const [command, doc] = line.replace(/^\| /, '').replace(/ \|$/, '').split(' | ');
+        const braces = /`\{([^}]*)\}`/.exec(doc);
+        const rest = braces ? doc.slice(braces.index + braces[0].length) : doc;
+        return {
+          commands: [...command.matchAll(/`([^`]+)`/g)].map((m) => m[1]).concat(command.includes('`') ? [] : [command]),
+          keys: braces ? braces[1].split(', ') : [],
+          optional: [...rest.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]),
+        };
+      });
+  }
+
+  const DIAGNOSTIC_KEYS = ['column', 'file', 'line', 'message', 'path'];
+
+  it('every row: exactly its keys, and every error and warning located alike', async () => {
+    const t = testEnv('anklume-json-contract-');
+    const forbidden = ForbiddenTools.create();
+    symlinkSync(join(STANDINS_BIN, 'must-not-run'), join(forbidden.bin, 'conntrack'));
+    try {
+      const tree = join(t.dir, 'tree');
+      assert.equal((await runCli(['sync', EXAMPLE, '--base-dir', tree, '-q'], t.env)).code, 0);
+      const bad = join(t.dir, 'bad.yml');
+      writeFileSync(bad, readFileSync(EXAMPLE, 'utf8').replace('ip: "10.100.1.10"', 'ip: "10.100.1.999"'));
+      const host = forbidden.env(t.env);
+      // What each row's command is run as: hermetic (ansible-playbook, incus, nft and conntrack are
+      // stand-ins that fail if called: the commands that read the host report what they could not read).
+      const runs: Record<string, () => CliResult | Promise<CliResult>> = {
+        validate: () => runCli(['validate', SHARED_GPU, '--json'], t.env),
+        sync: () => runCli(['sync', SHARED_GPU, '--base-dir', join(t.dir, 'gpu-tree'), '--diff', '--json'], t.env),
+        'sync --dry-run': () => runCli(['sync', SHARED_GPU, '--base-dir', join(t.dir, 'dry'), '--dry-run', '--json'], t.env),
+        'sync --check': () => runCli(['sync', EXAMPLE, '--base-dir', tree, '--check', '--json'], t.env),
+        resolve: () => runCli(['resolve', EXAMPLE, '--json'], t.env),
+        nftables: () => runCli(['nftables', EXAMPLE, '--json'], t.env),
+        'flows --from A --to B': () => runCli(['flows', 'examples/network-policies.yml', '--from', 'pro', '--to', 'lab', '--expect', 'drop', '--json'], t.env),
+        flows: () => runCli(['flows', 'examples/network-policies.yml', '--json'], t.env),
+        'flows --output FILE': () => runCli(['flows', EXAMPLE, '--output', join(t.dir, 'flows.dot'), '--json'], t.env),
+        apply: () => spawnCli(['apply', '--base-dir', join(t.dir, 'no-tree'), '--json'], host),
+        'apply-nftables': () => spawnCli(['apply-nftables', '--base-dir', join(t.dir, 'no-tree'), '--json'], host),
+        'apply --check': () => spawnCli(['apply', '--check', '--base-dir', tree, '--json'], host),
+        audit: () => spawnCli(['audit', '--infra', EXAMPLE, '--base-dir', tree, '--json'], host),
+        'ai-switch': () => spawnCli(['ai-switch', '--domain', 'perso', '--dry-run', '--infra', EXAMPLE, '--base-dir', tree, '--json'], host),
+        'ai-status': () => spawnCli(['ai-status', '--infra', EXAMPLE, '--json'], host),
+        '--version': () => runCli(['--version', '--json'], t.env),
+        'an invalid infra (exit 1)': () => runCli(['validate', bad, '--json'], t.env),
+        'a usage error (exit 2)': () => runCli(['flows', EXAMPLE, '--format', 'dot', '--json'], t.env),
+      };
+      const rows = contractRows();
+      assert.deepEqual(rows.flatMap((r) => r.commands).sort(), Object.keys(runs).sort(), 'a runner for every row of the table, a row for every runner');
+      for (const row of rows) {
+        for (const command of row.commands) {
+          const r = await runs[command]();
+          let doc: Record<string, unknown>;
+          try {
+            doc = JSON.parse(r.stdout) as Record<string, unknown>;
+          } catch {
+            assert.fail(`${command}: not one JSON document: ${r.stdout}${r.stderr}`);
+          }
+          if (command === 'resolve') {
+            assert.equal(doc.project_name, 'anklume-example');
+            continue;
+          }
+          const keys = Object.keys(doc);
+          for (const key of row.keys) assert.ok(keys.includes(key), `${command}: '${key}' is missing from ${keys.join(', ')}`);
+          for (const key of keys) assert.ok(row.keys.includes(key) || row.optional.includes(key), `${command}: '${key}' is not in the README's row`);
+          // apply --check's errors are built in applyPlan.ts as {message} (the README says so).
+          if (command === 'apply --check') continue;
+          for (const list of ['errors', 'warnings']) {
+            for (const d of (doc[list] as Record<string, unknown>[] | undefined) ?? []) assert.deepEqual(Object.keys(d).sort(), DIAGNOSTIC_KEYS, `${command}: ${list}`);
+          }
+        }
+      }
+      assert.deepEqual(forbidden.calls().map((c) => c.tool).filter((tool) => tool === 'ansible-playbook'), [], 'no playbook ran');
+    } finally {
+      forbidden.cleanup();
+      t.cleanup();
+    }
+  });
+
+  it('warnings are located under --json and in text, also when the sync cache answers (nothing parsed)', async () => {
+    const t = testEnv();
+    try {
+      const located = [[SHARED_GPU, 12, '/domains/ai-tools/machines/trainer']];
+      const runs = [['validate', SHARED_GPU], ['sync', SHARED_GPU, '--base-dir', t.baseDir, '--dry-run'], ['sync', SHARED_GPU, '--base-dir', t.baseDir], ['sync', SHARED_GPU, '--base-dir', t.baseDir]];
+      for (const [i, args] of runs.entries()) {
+        const doc = JSON.parse((await runCli([...args, '--json'], t.env)).stdout) as { warnings: { file: string; line: number; path: string }[]; written?: string[] };
+        assert.deepEqual(doc.warnings.map((w) => [w.file, w.line, w.path]), located, args.join(' '));
+        if (i === 3) assert.deepEqual(doc.written, [], 'the second sync was the cached one');
+      }
+      const text = await runCli(['sync', SHARED_GPU, '--base-dir', t.baseDir], t.env);
+      assert.match(text.stderr, /^test\/fixtures\/invalid\/gpu-shared\.yml:12:7: WARNING: GPU policy is 'shared'/m);
     } finally {
       t.cleanup();
     }

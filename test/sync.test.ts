@@ -287,6 +287,24 @@ describe('generated YAML reads back identically in Ansible (PyYAML, YAML 1.1)', 
   });
 });
 
+describe('warnings', () => {
+  it('keep their place (file, line, column, path) when the cache answers an unchanged sync', async () => {
+    const t = testEnv();
+    try {
+      const infraPath = 'test/fixtures/invalid/gpu-shared.yml';
+      const first = await sync({ infraPath, baseDir: t.baseDir, env: t.env });
+      assert.equal(first.cached, false);
+      const again = await sync({ infraPath, baseDir: t.baseDir, env: t.env });
+      assert.equal(again.cached, true, 'nothing parsed');
+      assert.equal(again.warnings.length, 1);
+      assert.deepEqual(again.warnings, first.warnings);
+      assert.deepEqual([again.warnings[0].file, again.warnings[0].line, again.warnings[0].column, again.warnings[0].path], [infraPath, 12, 7, '/domains/ai-tools/machines/trainer']);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
 describe('after a power cut', () => {
   it('a cache from an earlier boot is not trusted: a file emptied behind its stamps is rewritten', async () => {
     const t = testEnv();

@@ -8,7 +8,7 @@ import { auditCommand } from './auditCommand.js';
 import { flowsCommand } from './flowsCommand.js';
 import { initCommand } from './initCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, QUIET_FLAG, QUIET_OPTION, reportProblems, UsageError, type Command, type Invocation } from './command.js';
-import { jsonError, paintDiff, printDiagnostics, printJson, type Streams } from './output.js';
+import { jsonError, jsonWarning, paintDiff, printDiagnostics, printJson, type Streams } from './output.js';
 import { packagePath } from '../core/packageRoot.js';
 import { closest } from '../core/suggest.js';
 import type { SyncReport } from '../tree/sync.js';
@@ -21,7 +21,10 @@ function onePositional(positionals: string[], cwd: string): string {
   return positionals[0] ?? defaultInfra(cwd);
 }
 
-function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean, quiet: boolean): void {
+/** What --clean-orphans deletes, or under --dry-run/--check would delete: the orphans that are not protected. */
+const deletable = (report: SyncReport): string[] => report.orphans.filter((o) => !o.protected).map((o) => o.path);
+
+function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, check: boolean, quiet: boolean, cleanOrphans: boolean): void {
   if (!quiet) for (const line of report.info) streams.err(line);
   for (const text of report.diffs.values()) streams.out(paintDiff(streams, text.replace(/\n$/, '')));
   if (dryRun || check) {
@@ -30,6 +33,7 @@ function syncSummary(streams: Streams, report: SyncReport, dryRun: boolean, chec
   for (const o of report.orphans) {
     streams.out(o.protected ? `PROTECTED (ephemeral=false): ${o.path} — manual removal required` : `ORPHAN: ${o.path}`);
   }
+  if ((dryRun || check) && cleanOrphans) for (const path of deletable(report)) streams.out(`Would delete: ${path}`);
   for (const path of report.deleted) streams.out(`Deleted: ${path}`);
   const verb = dryRun || check ? 'would change' : 'written';
   streams.out(`${report.written.length} file(s) ${verb}, ${report.unchanged.length} unchanged${report.orphans.length ? `, ${report.orphans.length} orphan(s)` : ''}`);
@@ -65,7 +69,11 @@ const syncCommand: Command = {
     );
     if (values.json && !report.errors.length) {
       const diffs = values.diff ? { diffs: Object.fromEntries(report.diffs) } : {};
-      printJson(inv.streams, { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted, ...diffs });
+      // What a real sync did (written, deleted), or what --dry-run/--check would do (would_write, would_delete).
+      const done = dryRun || check
+        ? { would_write: report.written, unchanged: report.unchanged, orphans: report.orphans, would_delete: values['clean-orphans'] ? deletable(report) : [] }
+        : { written: report.written, unchanged: report.unchanged, orphans: report.orphans, deleted: report.deleted };
+      printJson(inv.streams, { ...done, warnings: report.warnings.map(jsonWarning), ...diffs });
     } else {
       reportProblems(inv, values.json === true, report.errors, report.warnings);
     }
@@ -73,7 +81,7 @@ const syncCommand: Command = {
       if (!values.json) inv.streams.err(`${report.errors.length} error(s) in ${infraPath}; nothing was written.`);
       return EXIT_FAILED;
     }
-    if (!values.json) syncSummary(inv.streams, report, dryRun, check, values.quiet === true);
+    if (!values.json) syncSummary(inv.streams, report, dryRun, check, values.quiet === true, values['clean-orphans'] === true);
     return check && report.written.length > 0 ? EXIT_FAILED : EXIT_OK;
   },
 };

@@ -81,14 +81,22 @@ export function printDiagnostics(streams: Streams, errors: Diagnostic[], warning
   for (const e of errors) streams.err(`${where(e)}${paint(streams, 31, 'error:')} ${e.message}`);
 }
 
-/** The --json shape of a diagnostic: every documented key present, null when unknown. */
-export function jsonError(d: Diagnostic): { message: string; file: string | null; line: number | null; column: number | null; path: string | null } {
+/** An error or a warning under --json: every documented key present, null when unknown. */
+export interface JsonDiagnostic {
+  message: string;
+  file: string | null;
+  line: number | null;
+  column: number | null;
+  path: string | null;
+}
+
+/** The --json shape of an error. */
+export function jsonError(d: Diagnostic): JsonDiagnostic {
   return { message: d.message, file: d.file ?? null, line: d.line ?? null, column: d.column ?? null, path: d.path ?? null };
 }
 
-export function jsonWarning(d: Diagnostic): { message: string } {
-  return { message: d.message };
-}
+/** The --json shape of a warning: located like an error. */
+export const jsonWarning = jsonError;
 
 export function printJson(streams: Streams, value: unknown): void {
   streams.out(JSON.stringify(value, null, 2));

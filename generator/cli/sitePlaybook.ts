@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Invocation } from './command.js';
-import { printJson } from './output.js';
+import { jsonError, printJson } from './output.js';
 import { packagePath } from '../core/packageRoot.js';
 
 /** The ruleset sync writes under the base dir, which apply and apply-nftables load. */
@@ -86,7 +86,7 @@ export async function runSite(run: SiteRun): Promise<number> {
       : result.spawnError
         ? `ansible-playbook could not be started (${result.spawnError}); install Debian's ansible`
         : `ansible-playbook failed (${result.signal ?? `exit ${result.exitCode}`}); its output is above`;
-    if (json) printJson(inv.streams, { ...run.fields(false), changed: changed ?? null, errors: [{ message: why }] });
+    if (json) printJson(inv.streams, { ...run.fields(false), changed: changed ?? null, errors: [jsonError({ message: why })] });
     else inv.streams.err(`anklume-gen ${run.name}: ${why}`);
     return EXIT_FAILED;
   }
@@ -122,7 +122,7 @@ export function isFile(path: string): boolean {
 
 /** A file sync writes is missing or out of step: nothing runs, the message says what to run first. */
 export function notSynced(inv: Invocation, json: boolean, message: string, fields: Record<string, unknown>): number {
-  if (json) printJson(inv.streams, { ...fields, changed: null, errors: [{ message }] });
+  if (json) printJson(inv.streams, { ...fields, changed: null, errors: [jsonError({ message })] });
   else inv.streams.err(message);
   return EXIT_FAILED;
 }

@@ -12,10 +12,12 @@ import { fileURLToPath } from 'node:url';
 import { stampOf, writeAtomic, type FileStamp } from '../core/files.js';
 import type { Source } from '../infra/load.js';
 import { packagePath } from '../core/packageRoot.js';
+import type { Diagnostic } from '../core/types.js';
 
 export const CACHE_DIR = '.anklume-gen';
 const CACHE_FILE = 'cache.json';
-const CACHE_VERSION = 1;
+// 2: warnings kept with their locations (file, line, column, path), not their message alone.
+export const CACHE_VERSION = 2;
 
 export interface CacheEntry extends FileStamp {
   /** Digest of what was rendered for the file (its managed block, or its whole content). */
@@ -28,7 +30,8 @@ export interface SyncCache {
   boot: string;
   key: string;
   files: Record<string, CacheEntry>;
-  warnings: string[];
+  /** The last sync's warnings, located: an unchanged run reports them as a full run does. */
+  warnings: Diagnostic[];
   info: string[];
 }
 

@@ -4,7 +4,7 @@
  */
 import { readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { bootId, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
+import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from '../infra/depth.js';
 import { ensureDirs, readIfExists } from '../core/files.js';
 import { yaml } from '../infra/load.js';
@@ -94,7 +94,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   if (cache && cache.key === key && filesUntouched(baseDir, cache)) {
     const report: SyncReport = {
       ...empty(),
-      warnings: cache.warnings.map((message) => ({ message })),
+      warnings: cache.warnings,
       info: cache.info,
       unchanged: Object.keys(cache.files).sort(),
       cached: true,
@@ -114,7 +114,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   report.written = outcome.written.sort();
   report.unchanged = outcome.unchanged.sort();
   report.diffs = new Map([...outcome.diffs].sort(([a], [b]) => (a < b ? -1 : 1)));
-  if (writes) saveCache(baseDir, { version: 1, boot: bootId(), key, files: outcome.files, warnings: report.warnings.map((w) => w.message), info: report.info });
+  if (writes) saveCache(baseDir, { version: CACHE_VERSION, boot: bootId(), key, files: outcome.files, warnings: report.warnings, info: report.info });
   return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
 }
 
