@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { analyse, readRaw, readSources } from '../generator/infra/infra.js';
-import { KEY_MARKER, MAX_SOURCE_BYTES, parseFast, parsePrecise, type Source } from '../generator/infra/load.js';
+import { analyse, readRaw } from '../generator/infra/infra.js';
+import { MAX_SOURCE_BYTES, readSources } from '../generator/infra/sources.js';
+import { KEY_MARKER, parseFast, parsePrecise, type Source } from '../generator/infra/load.js';
 import type { Diagnostic } from '../generator/core/types.js';
 import { listing, NO_CONTEXT, positionOf, run, single, VALID } from './helpers/infraText.js';
 

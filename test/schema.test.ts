@@ -16,7 +16,7 @@ import { parse as parseYaml } from 'yaml';
 import { DEFAULT_AI_SERVICES, enrich } from '../generator/infra/enrich.ts';
 import { LAYOUT_SCHEMA_FILES, layoutSchemas, layoutSchemaText, type InfraSchemaDocument } from '../generator/infra/layoutSchemas.ts';
 import type { Infra } from '../generator/core/types.ts';
-import { readSources } from '../generator/infra/infra.ts';
+import { readSources } from '../generator/infra/sources.ts';
 import { parsePrecise } from '../generator/infra/load.ts';
 import { checkShape } from '../generator/infra/schema.ts';
 import { compileValidator, schemaDigest, standaloneValidatorCode } from '../generator/infra/schemaCompiler.ts';

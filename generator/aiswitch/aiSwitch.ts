@@ -20,7 +20,8 @@ import { readLiveHolders, type LiveHolders } from './aiStatus.js';
 import { systemReason, writeAtomic } from '../core/files.js';
 import { acquireLock, type Lock } from './lock.js';
 import { nftApply } from '../nftables/nft.js';
-import { evaluate, gather } from '../infra/pipeline.js';
+import { gather } from '../infra/gather.js';
+import { evaluate } from '../infra/pipeline.js';
 import { sync } from '../tree/sync.js';
 import {
   checkDomainArgument,

@@ -113,7 +113,7 @@ const resolveCommand: Command = {
     const infraPath = onePositional(positionals, inv.cwd);
     let model: unknown;
     if (values.raw) {
-      const { readRaw, readSources } = await import('../infra/infra.js');
+      const [{ readRaw }, { readSources }] = await Promise.all([import('../infra/infra.js'), import('../infra/sources.js')]);
       const { sources, errors: readErrors } = await readSources(infraPath);
       const { raw, errors } = readErrors.length ? { raw: undefined, errors: readErrors } : readRaw(sources);
       if (!raw) {

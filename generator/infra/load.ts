@@ -43,7 +43,6 @@ export interface Parsed {
 }
 
 /** Above this an infra file is certainly a mistake (a log, a dump), not a description. */
-export const MAX_SOURCE_BYTES = 16 * 1024 * 1024;
 const MAX_ALIAS_COUNT = 100;
 
 export function isMapping(value: unknown): value is Mapping {

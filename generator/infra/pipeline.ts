@@ -2,12 +2,12 @@
  * From the files on disk to a validated, enriched model: the part every command shares
  * (load → schema → semantics → enrich), with the host's context and the AI access state.
  */
-import { readContext, readHolderState, stateFilePath, type HolderState } from './context.js';
+import type { HolderState } from './context.js';
+import { gather, type Gathered } from './gather.js';
 import { enrich } from './enrich.js';
-import { analyse, readSources } from './infra.js';
+import { analyse } from './infra.js';
 import { AI_DOMAIN } from './validate.js';
-import type { Source } from './load.js';
-import type { Context, Diagnostic, Infra } from '../core/types.js';
+import type { Diagnostic, Infra } from '../core/types.js';
 
 /**
  * The AI access holder the outputs must reflect: the state file's word, checked against the infra.
@@ -35,14 +35,6 @@ export function effectiveHolder(infra: Infra, holder: string | null | undefined)
   return holder === undefined ? (infra.global.ai_access_default ?? null) : holder;
 }
 
-export interface Gathered {
-  sources: Source[];
-  readErrors: Diagnostic[];
-  ctx: Context;
-  state: HolderState;
-  stateFile: string;
-}
-
 /** What checking the infra said: problems, and the INFO lines of enrichment. */
 export interface Checked {
   errors: Diagnostic[];
@@ -54,13 +46,6 @@ export interface Prepared {
   report: Checked;
   infra?: Infra;
   holder?: string | null;
-}
-
-/** Everything read from disk that the result depends on (cheap: no parsing). */
-export async function gather(infraPath: string, env: NodeJS.ProcessEnv): Promise<Gathered> {
-  const stateFile = stateFilePath(env);
-  const [{ sources, errors }, ctx, state] = await Promise.all([readSources(infraPath), readContext(env), readHolderState(stateFile)]);
-  return { sources, readErrors: errors, ctx, state, stateFile };
 }
 
 /** Validates and enriches what was gathered. */

@@ -8,11 +8,10 @@ import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache }
 import { depthProblem } from '../infra/depth.js';
 import { ensureDirs, readIfExists } from '../core/files.js';
 import { yaml } from '../infra/load.js';
-import { planOutputs, processOutputs } from './outputs.js';
-import { evaluate, gather } from '../infra/pipeline.js';
-import { TREE_DIRS } from './tree.js';
+import { gather } from '../infra/gather.js';
+import { TREE_DIRS } from './layout.js';
 import type { Diagnostic } from '../core/types.js';
-import { inlineWriter, threadWriter, type Writer } from './writer.js';
+import type { Writer } from './writer.js';
 
 export interface SyncOptions {
   infraPath: string;
@@ -101,6 +100,13 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     };
     return finish(report, baseDir, new Set(Object.keys(cache.files)), options, writes);
   }
+  // Only now, with something to do: the readers, the checks and the templates (an unchanged run
+  // above loads none of them).
+  const [{ evaluate }, { planOutputs, processOutputs }, { inlineWriter, threadWriter }] = await Promise.all([
+    import('../infra/pipeline.js'),
+    import('./outputs.js'),
+    import('./writer.js'),
+  ]);
   const { report: checked, infra, holder } = evaluate(gathered);
   const report: SyncReport = { ...empty(), ...checked };
   if (report.errors.length || !infra) return report;

@@ -113,4 +113,3 @@ export function buildTree(infra: Infra, holder?: string | null): VarFile[] {
 }
 
 /** The directories whose *.yml files the tree owns (for orphan detection). */
-export const TREE_DIRS = ['inventory', 'group_vars', 'host_vars'] as const;

@@ -16,7 +16,8 @@
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { analyse, readSources, type Analysis } from '../../generator/infra/infra.js';
+import { analyse, type Analysis } from '../../generator/infra/infra.js';
+import { readSources } from '../../generator/infra/sources.js';
 import { readContext } from '../../generator/infra/context.js';
 import type { Source } from '../../generator/infra/load.js';
 import type { Context, Diagnostic } from '../../generator/core/types.js';
