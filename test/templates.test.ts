@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, test } from 'node:test';
 import { nftComment, nftString } from '../generator/core/templates.ts';
 
 describe('template helpers', () => {
@@ -15,4 +15,30 @@ describe('template helpers', () => {
     assert.equal(nftComment(undefined), '');
     assert.ok(nftComment('y'.repeat(500)).length <= 160);
   });
+});
+
+test('the build precompiles every template, and the built module renders them as the compiler does (issue 18)', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const { join, relative } = await import('node:path');
+  const root = new URL('..', import.meta.url).pathname;
+  const dir = join(root, 'templates');
+  const walk = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.hbs') ? [join(d, e.name)] : []));
+  const names = walk(dir).map((f) => relative(dir, f)).sort();
+  const { createRequire } = await import('node:module');
+  const built = createRequire(import.meta.url)(join(root, 'dist/generator/core/templates.precompiled.cjs')) as { templates: Record<string, { digest: string }> };
+  const { templateDigest } = await import('../generator/core/templates.ts');
+  assert.deepEqual(Object.keys(built.templates).sort(), names, 'run npm run build: a template is missing from the precompiled set');
+  for (const name of names) assert.equal(built.templates[name].digest, templateDigest(readFileSync(join(dir, name), 'utf8')), `${name} changed since the build`);
+  const data = { holder: 'pro', project: 'p', title: 'a <b> "c"', nodes: [], edges: [], exceptions: [], published: [] };
+  const fromDist = (await import(join(root, 'dist/generator/core/templates.js'))) as { render: (n: string, d: object) => string };
+  const fromSource = await import('../generator/core/templates.ts');
+  for (const name of ['nftables/switch.nft.hbs', 'managed-block.yml.hbs', 'new-file.yml.hbs']) {
+    const sample = { ...data, family: 'inet', table: 'anklume', changes: [], block: 'a: 1\n', vars: { a: [1, 'yes'] }, body: 'x: 1' };
+    let a: string | Error;
+    let b: string | Error;
+    try { a = fromDist.render(name, sample); } catch (e) { a = e as Error; }
+    try { b = fromSource.render(name, sample); } catch (e) { b = e as Error; }
+    assert.deepEqual(String(a), String(b), name);
+    assert.ok(typeof a === 'string' && a.length > 0, `${name} renders: ${String(a)}`);
+  }
 });
