@@ -145,7 +145,7 @@ describe('make apply refuses before making anything', () => {
       const r = spawnSync('/usr/bin/ansible-playbook', [join(ROOT, 'site.yml'), '--tags', 'incus'], { env: forbidden.env({ ...t.env, ANKLUME_BASE_DIR: join(t.dir, 'elsewhere'), ANSIBLE_LOCALHOST_WARNING: 'False' }), encoding: 'utf8' });
       forbidden.assertNoneCalled();
       assert.notEqual(r.status, 0);
-      assert.match(r.stdout + r.stderr, /No generated tree in .* \(group_vars\/all\.yml is missing\): run `make sync` first\./);
+      assert.match(r.stdout + r.stderr, /No generated tree in .* \(group_vars\/all\.yml is missing\): write it with `anklume-gen sync <infra> --base-dir .*` \(make sync\) first\./);
     } finally {
       forbidden.cleanup();
       t.cleanup();

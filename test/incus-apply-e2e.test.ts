@@ -746,7 +746,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
       // deletes lab-box only.
       const report = await apply(FIXTURE);
       assert.equal(report.code, 0, report.out);
-      assert.match(report.out, /ORPHAN: instance lab\/lab-box — make apply DELETE_ORPHANS=1 deletes it/);
+      assert.match(report.out, /ORPHAN: instance lab\/lab-box — anklume-gen apply --delete-orphans \(make apply DELETE_ORPHANS=1\) deletes it/);
       assert.match(report.out, /PROTECTED \(ephemeral=false\): instance lab\/lab-keep — manual removal required/);
       assert.match(report.out, /ORPHAN: bridge net-lab/);
       assert.equal((await query<unknown[]>(`/1.0/instances?project=${LAB}`)).length, 2);

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, type Invocation } from './command.js';
 import { installedRuleset } from './extraVars.js';
-import { printJson } from './output.js';
+import { jsonError, printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET } from '../infra/context.js';
 import type { PlanObject } from '../audit/incusPlan.js';
 
@@ -29,7 +29,7 @@ export async function showPlan(inv: Invocation, json: boolean, baseDir: string, 
   const [plan, live, tree] = await Promise.all([incusPlan(baseDir, vars, inv.env), liveTable(inv.env), treeTable(inv.env, treeText)]);
   const errors = [plan, live, tree].flatMap((r) => (r.ok ? [] : [r.why]));
   if (!plan.ok || !live.ok || !tree.ok) {
-    if (json) printJson(inv.streams, { create: [], update: [], delete: [], refused: [], orphans: [], errors: errors.map((message) => ({ message })) });
+    if (json) printJson(inv.streams, { create: [], update: [], delete: [], refused: [], orphans: [], errors: errors.map((message) => jsonError({ message })) });
     else for (const e of errors) inv.streams.err(`anklume-gen apply --check: ${e}`);
     return EXIT_FAILED;
   }
