@@ -42,6 +42,42 @@ function countFiles(dir: string): number {
   return n;
 }
 
+/** Milliseconds of one new process running `args` (node itself, or the CLI), median of RUNS. */
+function timeProcess(argv: string[], env: NodeJS.ProcessEnv): number {
+  const times: number[] = [];
+  for (let run = 0; run < RUNS * 2 + 1; run++) {
+    const start = performance.now();
+    const r = spawnSync(argv[0], argv.slice(1), { env, encoding: 'utf8' });
+    times.push(performance.now() - start);
+    if (r.status !== 0 && r.status !== 1) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+  }
+  return median(times);
+}
+
+/**
+ * The size people run: the bundled example (three domains). Start-up is most of it, so each figure
+ * stands beside Node's own (`node -e 0`, measured in the same minutes) and the target, Node + 30 ms.
+ */
+function smallInfra(work: string, env: NodeJS.ProcessEnv): void {
+  const example = join(import.meta.dirname, '..', 'examples', 'infra.yml');
+  const base = join(work, 'small');
+  timeCli([example, '--base-dir', base], env);
+  const node = timeProcess([process.execPath, '-e', '0'], env);
+  const rows: [string, string[]][] = [
+    ['validate', ['validate', example]],
+    ['sync --dry-run', [example, '--base-dir', base, '--dry-run']],
+    ['unchanged re-sync (cache hit)', [example, '--base-dir', base]],
+    ['flows (the matrix)', ['flows', example]],
+    ['--help', ['--help']],
+  ];
+  console.log(`small infra: the example (3 domains), ${RUNS * 2 + 1} runs each (median); node -e 0: ${ms(node)}, target node + 30 ms = ${ms(node + 30)}`);
+  for (const [name, args] of rows) {
+    const t = timeProcess([process.execPath, CLI, ...args], env);
+    console.log(`  ${name.padEnd(34)} ${ms(t)}   (node + ${(t - node).toFixed(0)} ms${t - node <= 30 ? '' : ', over the target'})`);
+  }
+  console.log('');
+}
+
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'anklume-bench-'));
   try {
@@ -49,6 +85,7 @@ async function main(): Promise<void> {
     const infraFile = join(work, 'infra.yml');
     writeFileSync(infraFile, text);
     const env = { ...process.env, ANKLUME_CONF_DIR: join(work, 'etc'), ANKLUME_STATE_FILE: join(work, 'state'), NO_COLOR: '1' };
+    smallInfra(work, env);
     console.log(`synthetic infra: 250 domains × 20 machines, ${(text.length / 1024 / 1024).toFixed(2)} MB of YAML, ${RUNS} runs each (median)`);
     console.log(`machine: ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores, node ${process.version}\n`);
 
