@@ -1,12 +1,6 @@
 /** anklume-gen command line: argument parsing and dispatch; the work happens in the modules. */
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { aiStatusCommand, aiSwitchCommand } from './aiCommands.js';
-import { applyCommand } from './applyCommand.js';
-import { applyNftablesCommand } from './applyNftables.js';
-import { auditCommand } from './auditCommand.js';
-import { flowsCommand } from './flowsCommand.js';
-import { initCommand } from './initCommand.js';
 import { COMMON_FLAGS, COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, QUIET_FLAG, QUIET_OPTION, reportProblems, UsageError, type Command, type Invocation } from './command.js';
 import { jsonError, jsonWarning, paintDiff, printDiagnostics, printJson, type Streams } from './output.js';
 import { packagePath } from '../core/packageRoot.js';
@@ -170,23 +164,24 @@ const nftablesCommand: Command = {
   },
 };
 
-export const COMMANDS: Record<string, Command> = {
-  init: initCommand,
-  sync: syncCommand,
-  validate: validateCommand,
-  resolve: resolveCommand,
-  nftables: nftablesCommand,
-  apply: applyCommand,
-  'apply-nftables': applyNftablesCommand,
-  audit: auditCommand,
-  flows: flowsCommand,
-  'ai-switch': aiSwitchCommand,
-  'ai-status': aiStatusCommand,
+/** Every command, by name; a command's own module is loaded only when it runs or --help lists it. */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  init: async () => (await import('./initCommand.js')).initCommand,
+  sync: async () => syncCommand,
+  validate: async () => validateCommand,
+  resolve: async () => resolveCommand,
+  nftables: async () => nftablesCommand,
+  apply: async () => (await import('./applyCommand.js')).applyCommand,
+  'apply-nftables': async () => (await import('./applyNftables.js')).applyNftablesCommand,
+  audit: async () => (await import('./auditCommand.js')).auditCommand,
+  flows: async () => (await import('./flowsCommand.js')).flowsCommand,
+  'ai-switch': async () => (await import('./aiCommands.js')).aiSwitchCommand,
+  'ai-status': async () => (await import('./aiCommands.js')).aiStatusCommand,
 };
 
-function help(name: string | undefined): string {
+async function help(name: string | undefined): Promise<string> {
   if (name && COMMANDS[name]) {
-    const c = COMMANDS[name];
+    const c = await COMMANDS[name]();
     const described = { ...COMMON_FLAGS, ...c.flags };
     const flags = Object.entries(c.options).map(([flag, o]) => {
       const name = `${o.short ? `-${o.short}, ` : ''}--${flag}${o.type === 'string' ? ' VALUE' : ''}`;
@@ -194,7 +189,8 @@ function help(name: string | undefined): string {
     });
     return `${c.usage}\n\n${c.summary}\n\nOptions:\n${flags.join('\n')}\n\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
   }
-  const lines = Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);
+  const all = await Promise.all(Object.entries(COMMANDS).map(async ([n, load]) => [n, await load()] as const));
+  const lines = all.map(([n, c]) => `  ${n.padEnd(14)} ${c.summary}`);
   return `anklume-gen — generator for anklume (infra.yml → Ansible tree, nftables isolation, AI access)\n\nUsage: anklume-gen <command> [options]   (anklume-gen <infra> = anklume-gen sync <infra>)\n\nCommands:\n${lines.join('\n')}\n\nRun 'anklume-gen <command> --help' for a command's options. Every command takes --json.\nExit codes: 0 ok, 1 invalid infra or failed operation, 2 usage error.`;
 }
 
@@ -238,12 +234,12 @@ export async function main(inv: Invocation): Promise<number> {
   const json = (end < 0 ? inv.args : inv.args.slice(0, end)).includes('--json');
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     if (first === undefined) {
-      inv.streams.err(help(undefined));
+      inv.streams.err(await help(undefined));
       return EXIT_USAGE;
     }
     const topic = rest[0];
     if (topic !== undefined && !COMMANDS[topic]) return unknownCommand(inv, json, topic);
-    inv.streams.out(help(topic));
+    inv.streams.out(await help(topic));
     return EXIT_OK;
   }
   if (first === '--version' || first === '-V') {
@@ -254,7 +250,7 @@ export async function main(inv: Invocation): Promise<number> {
   if (!COMMANDS[first] && !looksLikeInfra(first)) return unknownCommand(inv, json, first, ' (an infra path must exist, or end in .yml or .yaml)');
   const name = COMMANDS[first] ? first : 'sync';
   const args = COMMANDS[first] ? rest : inv.args;
-  const command = COMMANDS[name];
+  const command = await COMMANDS[name]();
   let parsed;
   try {
     parsed = parseArgs({ args, options: command.options, allowPositionals: true, strict: true });
@@ -262,7 +258,7 @@ export async function main(inv: Invocation): Promise<number> {
     return fail(inv, json, EXIT_USAGE, `anklume-gen ${name}: ${parseError(err as Error & { code?: string }, command)}`, command.usage);
   }
   if (parsed.values.help) {
-    inv.streams.out(help(name));
+    inv.streams.out(await help(name));
     return EXIT_OK;
   }
   try {
