@@ -48,7 +48,19 @@ export const deviceMessages = {
   proxyIntoDomain: (owner: DeviceOwner, device: string, address: string, other: string) =>
     `${subject(owner)}: device '${device}' is a proxy with bind: instance that makes the host connect to ${address}, in domain '${other}': a path from ${who(owner)} into another domain that the isolation ruleset never sees, so ${bypassed(other)}; remove it, and open the flow with network_policies instead`,
   proxyUnjudgedHost: (owner: DeviceOwner, device: string, host: string) =>
-    `${subject(owner)}: device '${device}' is a proxy with bind: instance that makes the host connect to '${host}', a name rather than an IPv4 address: anklume cannot tell which domain it reaches; write the address`,
+    `${subject(owner)}: device '${device}' is a proxy that connects to '${host}', a name rather than an IPv4 address: anklume cannot tell which domain it reaches; write the address`,
+  proxyRelays: (owner: DeviceOwner, device: string, address: string, other: string) =>
+    `${subject(owner)}: device '${device}' is a proxy that connects, from inside ${who(owner)}, to ${address} in domain '${other}': it would relay what ${who(owner)} reach there${other === AI_DOMAIN ? ' (ai-tools, through whichever domain holds AI access)' : ''} to every domain and the LAN through the host's addresses, so ${bypassed(other)}; connect to the machine itself (tcp:127.0.0.1:PORT), and open flows with network_policies`,
+  incusApi: (owner: DeviceOwner, device: string, key: string, path: string) =>
+    `${subject(owner)}: device '${device}' gives ${who(owner)} ${path} (${key}), Incus's own socket or state: with it, root in the machine drives Incus, so it is root on the host and can put itself on any domain's bridge; remove it`,
+  hostHardware: (owner: DeviceOwner, device: string, type: string, refusedOnAiTools: boolean) =>
+    refusedOnAiTools
+      ? `${subject(owner)}: device '${device}' passes host hardware through (type: ${type}): a network card there would put ai-tools on the LAN around the bridge, and the exclusive AI access with it; refused on ai-tools under ai_access_policy 'exclusive' (remove it, or set ai_access_policy: open)`
+      : `${subject(owner)}: device '${device}' passes host hardware through (type: ${type}): a network card there puts ${who(owner)} on the LAN around the domain's bridge and the isolation ruleset; keep it for devices that are not network interfaces`,
+  nicParentWithoutType: (owner: DeviceOwner, device: string) =>
+    `${subject(owner)}: device '${device}' is a NIC with 'parent' but no 'nictype': Incus needs nictype: bridged with a parent (or network: ${ownBridge(owner)} alone)`,
+  nicNetworkAndType: (owner: DeviceOwner, device: string) =>
+    `${subject(owner)}: device '${device}' is a NIC with both 'network' and 'nictype': Incus takes one or the other; write network: ${ownBridge(owner)} alone`,
   hostRoot: (owner: DeviceOwner, key: string, refusedOnAiTools: boolean) => {
     const what = key === 'security.privileged'
       ? 'security.privileged=true: root in the container is root on the host'

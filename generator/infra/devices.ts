@@ -48,9 +48,13 @@ export function allDevices(raw: Mapping): DeviceEntry[] {
   return out;
 }
 
-/** The profiles a machine uses: its list, else Incus's `default`. */
+/**
+ * The profiles a machine uses: its list, else Incus's `default`. An empty list is read as no list,
+ * as apply reads it (roles/incus_preflight/filter_plugins/anklume_desired.py): one reading.
+ */
 export function profilesOf(machine: Mapping): string[] {
-  return Array.isArray(machine.profiles) ? machine.profiles.filter((p): p is string => typeof p === 'string') : ['default'];
+  const listed = Array.isArray(machine.profiles) ? machine.profiles.filter((p): p is string => typeof p === 'string') : [];
+  return listed.length ? listed : ['default'];
 }
 
 /**
@@ -102,10 +106,27 @@ export function connectPortFor(published: PublishedPort, listenPort: number): nu
 
 /** Whether a proxy listening there is reachable from the host alone. */
 export function isLoopback(host: string): boolean {
-  return /^127\./.test(host) || host === '::1' || host === 'localhost';
+  return /^127\./.test(unmapIpv4(host)) || host === '::1' || host === 'localhost';
 }
 
-export const isTrue = (value: unknown): boolean => value === true || value === 'true';
+/** A boolean as Incus reads a config value (util.IsTrue): true, 1, yes, on, in any case. */
+export const isTrue = (value: unknown): boolean =>
+  value === true || value === 1 || (typeof value === 'string' && ['true', '1', 'yes', 'on'].includes(value.toLowerCase()));
+
+/** An IPv4 address written as IPv6 (`::ffff:10.0.0.1`, `::ffff:a00:1`) as the IPv4 it is; anything else unchanged. */
+export function unmapIpv4(host: string): string {
+  const dotted = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(host);
+  if (dotted) return dotted[1];
+  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(host);
+  if (!hex) return host;
+  const [hi, lo] = [parseInt(hex[1], 16), parseInt(hex[2], 16)];
+  return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+
+/** Where Incus keeps its API socket and its state: a machine given them is root on the host. */
+export function isIncusPath(path: string): boolean {
+  return /^\/(var\/lib\/(incus|lxd)|run\/incus|var\/snap\/lxd)(\/|$)/.test(path.replace(/\/+/g, '/'));
+}
 
 /** A port published on the host's addresses by a proxy device: a path into its machine. */
 export interface PublishedPort {

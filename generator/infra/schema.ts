@@ -90,6 +90,10 @@ function wordDevice(err: ErrorObject, path: PathSegment[], bypassing: Set<string
       }
       case 'anyOf':
         return isBypassing ? null : { path, message: dm.nicWithoutNetwork(owner, name) };
+      case 'dependencies':
+        return isBypassing ? null : { path, message: dm.nicParentWithoutType(owner, name) };
+      case 'not':
+        return isBypassing ? null : { path, message: dm.nicNetworkAndType(owner, name) };
       default:
         return null;
     }

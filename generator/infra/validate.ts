@@ -6,7 +6,7 @@
 import { isMapping, type PathSegment } from './load.js';
 import { closest } from '../core/suggest.js';
 import { posix } from 'node:path';
-import { AI_DOMAIN, allDevices, effectiveDevices, isTrue, parseProxyAddress, type DeviceOwner } from './devices.js';
+import { AI_DOMAIN, allDevices, effectiveDevices, isIncusPath, isTrue, parseProxyAddress, unmapIpv4, type DeviceOwner } from './devices.js';
 import { deviceMessages as dm } from './deviceMessages.js';
 import { isBridgeName } from './names.js';
 import type { Context, Mapping } from '../core/types.js';
@@ -286,7 +286,7 @@ function domainOfAddress(raw: Mapping, address: string): string | undefined {
  * the host connect into another domain. The shapes that are wrong whatever the infra says (a NIC
  * type that skips the bridge, a network that is no domain bridge) are the schema's.
  */
-function checkDevices(raw: Mapping, errors: Finding[]): void {
+function checkDevices(raw: Mapping, errors: Finding[], warnings: Finding[]): void {
   const global = isMapping(raw.global) ? raw.global : {};
   const exclusive = global.ai_access_policy === 'exclusive';
   const domains = new Set(entries(raw.domains).map(([d]) => d));
@@ -300,18 +300,34 @@ function checkDevices(raw: Mapping, errors: Finding[]): void {
         errors.push({ path: [...path, key], message });
       }
     }
+    if (device.type === 'pci' || device.type === 'usb') {
+      const refused = exclusive && owner.domain === AI_DOMAIN;
+      (refused ? errors : warnings).push({ path, onKey: true, message: dm.hostHardware(owner, name, device.type, refused) });
+    }
+    if (device.type === 'disk' && typeof device.source === 'string' && device.pool === undefined && isIncusPath(device.source)) {
+      errors.push({ path: [...path, 'source'], message: dm.incusApi(owner, name, 'source', device.source) });
+    }
     if (device.type !== 'proxy') continue;
     if (exclusive && owner.domain === AI_DOMAIN) {
       errors.push({ path, onKey: true, message: dm.proxyOnAiTools(owner, name) });
       continue;
     }
     const connect = parseProxyAddress(device.connect);
-    if (device.bind !== 'instance' || !connect || connect.kind === 'unix') continue;
-    if (ipv4(connect.host)) {
-      const other = domainOfAddress(raw, connect.host);
-      if (other !== undefined && other !== owner.domain) errors.push({ path: [...path, 'connect'], message: dm.proxyIntoDomain(owner, name, connect.text, other) });
-    } else if (!connect.host.includes(':') && connect.host !== 'localhost') {
-      errors.push({ path: [...path, 'connect'], message: dm.proxyUnjudgedHost(owner, name, connect.host) });
+    if (!connect) continue;
+    const bindInstance = device.bind === 'instance';
+    if (connect.kind === 'unix') {
+      // With bind: instance the host connects to the socket: Incus's own would hand over the host.
+      if (bindInstance && isIncusPath(connect.path)) errors.push({ path: [...path, 'connect'], message: dm.incusApi(owner, name, 'connect', connect.path) });
+      continue;
+    }
+    const host = unmapIpv4(connect.host);
+    if (ipv4(host)) {
+      const other = domainOfAddress(raw, host);
+      if (other === undefined || other === owner.domain) continue;
+      const message = bindInstance ? dm.proxyIntoDomain(owner, name, connect.text, other) : dm.proxyRelays(owner, name, connect.text, other);
+      errors.push({ path: [...path, 'connect'], message });
+    } else if (!host.includes(':') && host !== 'localhost') {
+      errors.push({ path: [...path, 'connect'], message: dm.proxyUnjudgedHost(owner, name, host) });
     }
   }
 }
@@ -359,7 +375,9 @@ function checkHostRoot(raw: Mapping, ctx: Context, errors: Finding[], warnings: 
 /** A host folder (or storage volume) as a key that two mounts of the same data share. */
 function diskKey(device: Mapping): string | undefined {
   if (typeof device.source !== 'string' || device.source === '') return undefined;
-  if (typeof device.pool === 'string') return `volume ${device.pool}/${device.source}`;
+  // A custom volume belongs to its project (features.storage.volumes): two domains' volumes of
+  // the same name are two volumes.
+  if (typeof device.pool === 'string') return undefined;
   if (!device.source.startsWith('/')) return `source ${device.source}`;
   const normal = posix.normalize(device.source);
   return normal.length > 1 ? normal.replace(/\/$/, '') : normal;
@@ -396,7 +414,7 @@ export function checkSemantics(raw: Mapping, ctx: Context): SemanticResult {
   const index = indexNames(raw);
   checkAiAccess(raw, index, errors);
   checkDomainsAndMachines(raw, errors, warnings);
-  checkDevices(raw, errors);
+  checkDevices(raw, errors, warnings);
   checkHostRoot(raw, ctx, errors, warnings);
   checkSharedDisks(raw, warnings);
   checkPolicies(raw, index, errors);
