@@ -24,7 +24,7 @@ const CTX = { yolo: false };
 
 function instance(project: string, name: string, devices: Record<string, Record<string, string>> = {}, own = devices): LiveInstance {
   return {
-    name, project, type: 'container', status: 'Running', profiles: ['default'], config: {}, devices: own,
+    name, project, type: 'container', status: 'Running', profiles: ['default'], config: { 'volatile.eth0.host_name': `veth${project}` }, devices: own,
     expanded_config: {}, expanded_devices: { eth0: { type: 'nic', network: `net-${project}` }, ...devices },
   };
 }
@@ -43,6 +43,7 @@ function readings(over: Partial<HostReadings> = {}): HostReadings {
     instances: { ok: true, value: [instance('pro', 'pro-dev'), instance('ai-tools', 'gpu-server')] },
     conntrack: { ok: true, value: [] },
     plan: { ok: true, value: { problems: [], objects: [], orphans: [] } },
+    links: { ok: true, value: [{ ifname: 'eth0' }, { ifname: 'net-pro' }, { ifname: 'vethpro', master: 'net-pro' }] },
     ...over,
   };
 }
@@ -74,21 +75,30 @@ describe('audit: the judgement', () => {
 
   it("live devices are judged by infra.yml's own rules, wherever they came from; the fix removes them from the instance or its profile", () => {
     const nic = { type: 'nic', network: 'net-ai-tools' };
-    const own = judged({ instances: { ok: true, value: [instance('perso', 'perso-desktop', { eth1: nic })] } }).findings;
+    const own = judged({ instances: { ok: true, value: [instance('perso', 'perso-desktop', { eth1: nic })] }, links: { ok: true, value: [] } }).findings;
     assert.equal(own.length, 1);
     assert.match(own[0].message, /^instance perso\/perso-desktop \(live\): Machine 'perso-desktop': device 'eth1' puts the machine on 'net-ai-tools' \(network\), the bridge of domain 'ai-tools'/);
     assert.equal(own[0].fix, 'incus config device remove perso-desktop eth1 --project perso');
-    const fromProfile = judged({ instances: { ok: true, value: [instance('perso', 'perso-desktop', { eth1: nic }, {})] } }).findings;
+    const fromProfile = judged({ instances: { ok: true, value: [instance('perso', 'perso-desktop', { eth1: nic }, {})] }, links: { ok: true, value: [] } }).findings;
     assert.match(fromProfile[0].fix, /^incus profile device remove default eth1 --project perso \(the device comes from a profile\)$/);
-    const proxy = judged({ instances: { ok: true, value: [instance('ai-tools', 'gpu-server', { api: { type: 'proxy', listen: 'tcp:0.0.0.0:1', connect: 'tcp:127.0.0.1:1' } })] } }).findings;
+    const proxy = judged({ instances: { ok: true, value: [instance('ai-tools', 'gpu-server', { api: { type: 'proxy', listen: 'tcp:0.0.0.0:1', connect: 'tcp:127.0.0.1:1' } })] }, links: { ok: true, value: [] } }).findings;
     assert.match(proxy[0].message, /device 'api' is a proxy device in ai-tools under ai_access_policy 'exclusive'/);
     const root = instance('ai-tools', 'gpu-server');
     root.expanded_config = { 'security.privileged': 'true' };
-    assert.match(judged({ instances: { ok: true, value: [root] } }).findings[0].fix, /^incus config unset gpu-server security\.privileged --project ai-tools/);
-    const macvlan = judged({ instances: { ok: true, value: [instance('pro', 'pro-dev', { lan: { type: 'nic', nictype: 'macvlan', parent: 'eth0' } })] } }).findings;
+    assert.match(judged({ instances: { ok: true, value: [root] }, links: { ok: true, value: [] } }).findings[0].fix, /^incus config unset gpu-server security\.privileged --project ai-tools/);
+    const macvlan = judged({ instances: { ok: true, value: [instance('pro', 'pro-dev', { lan: { type: 'nic', nictype: 'macvlan', parent: 'eth0' } })] }, links: { ok: true, value: [] } }).findings;
     assert.match(macvlan[0].message, /device 'lan' is a NIC of type 'macvlan'/);
-    const outsider = judged({ instances: { ok: true, value: [{ ...instance('default', 'relay'), expanded_devices: { eth0: { type: 'nic', network: 'net-pro' } }, devices: { eth0: { type: 'nic', network: 'net-pro' } } }] } }).findings;
+    const outsider = judged({ instances: { ok: true, value: [{ ...instance('default', 'relay'), expanded_devices: { eth0: { type: 'nic', network: 'net-pro' } }, devices: { eth0: { type: 'nic', network: 'net-pro' } } }] }, links: { ok: true, value: [] } }).findings;
     assert.match(outsider[0].message, /^instance default\/relay \(live\) has NIC 'eth0' on net-pro, the bridge of domain 'pro', from outside the domain's project/);
+  });
+
+  it('every port of a domain bridge is a NIC of an instance of that domain: an interface attached by hand, or a NIC of another project, is found', () => {
+    const findings = judged({ links: { ok: true, value: [{ ifname: 'vethpro', master: 'net-pro' }, { ifname: 'eth1', master: 'net-ai-tools' }, { ifname: 'vethai-tools', master: 'net-pro' }] } }).findings;
+    assert.deepEqual(findings.map((f) => f.message), [
+      "interface eth1 is attached to net-ai-tools, the bridge of domain 'ai-tools', but is no NIC of an instance of that domain: whatever is behind it is on that domain's L2 around the isolation and the exclusive AI access",
+      "interface vethai-tools is attached to net-pro, the bridge of domain 'pro', but is no NIC of an instance of that domain (it is a NIC of project 'ai-tools'): whatever is behind it is on that domain's L2 around the isolation",
+    ]);
+    assert.match(findings[0].fix, /^ip link set eth1 nomaster/);
   });
 
   it("apply's plan read as drift: objects that differ, refusals, orphans (a person decides the protected ones)", () => {
@@ -125,7 +135,7 @@ describe('audit: the judgement', () => {
 
   it('what could not be read is said, and the host is not clean (not root, Incus down)', () => {
     const why = 'nft --stateless list: Operation not permitted (run as root)';
-    const report = judged({ liveTable: { ok: false, why }, instances: { ok: false, why: 'incus: denied' }, plan: { ok: false, why: 'cannot read Incus' }, conntrack: { ok: false, why: 'conntrack: must be root' }, liveHolders: { ok: false, why: 'nft: denied' } });
+    const report = judged({ liveTable: { ok: false, why }, instances: { ok: false, why: 'incus: denied' }, plan: { ok: false, why: 'cannot read Incus' }, conntrack: { ok: false, why: 'conntrack: must be root' }, liveHolders: { ok: false, why: 'nft: denied' }, links: { ok: true, value: [] } });
     assert.equal(report.clean, false);
     assert.deepEqual(report.findings, []);
     assert.deepEqual(report.unchecked.map((u) => u.check).sort(), ['connections', 'devices', 'holder', 'incus', 'ruleset']);

@@ -101,9 +101,9 @@ describe('sync --diff', () => {
 
       const r = await runCli(['sync', EXAMPLE, '--base-dir', t.baseDir, '--dry-run', '--diff', '--json'], t.env);
       assert.equal(r.code, 0, r.stderr);
-      const doc = JSON.parse(r.stdout) as { written: string[]; diffs: Record<string, string> };
-      assert.deepEqual(Object.keys(doc.diffs), doc.written);
-      assert.deepEqual(doc.written, ['group_vars/all.yml', 'host_vars/pro-dev.yml', 'nftables/anklume.nft']);
+      const doc = JSON.parse(r.stdout) as { would_write: string[]; diffs: Record<string, string> };
+      assert.deepEqual(Object.keys(doc.diffs), doc.would_write);
+      assert.deepEqual(doc.would_write, ['group_vars/all.yml', 'host_vars/pro-dev.yml', 'nftables/anklume.nft']);
       assert.match(doc.diffs['host_vars/pro-dev.yml'], /^-instance_ip: 10\.9\.9\.9\n\+instance_ip: 10\.100\.2\.10$/m);
       // Line numbers counted in the file itself: as many lines of context on each side as the
       // block holds below the change (up to three).

@@ -630,6 +630,8 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
 
   it('issue 16: drift made by hand is reported by the plan and by the audit; apply changes exactly the objects the plan named and repairs what it owns; what only a person decides is left, with its fix', async () => {
     const STRAY = 'stray';
+    // A veth whose one end is attached to ai-tools' bridge by hand: not an instance's NIC.
+    const PORT = 'ankl-e2e-v0';
     const entry = ['-s', MACHINES['perso-desktop'].ip, '-d', MACHINES['gpu-server'].ip, '-p', 'tcp', '--sport', '40404', '--dport', String(OLLAMA)];
     try {
       await phase('drift by hand', async () => {
@@ -641,6 +643,8 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
         await must(['nft', 'add', 'element', 'inet', 'anklume', 'ai_holder', '{ "net-perso" }']);
         writeFileSync(installed, `${readFileSync(installed, 'utf8')}# edited by hand\n`);
         await must(['conntrack', '-I', ...entry, '--state', 'ESTABLISHED', '-t', '300', '-u', 'SEEN_REPLY']);
+        await must(['ip', 'link', 'add', PORT, 'type', 'veth', 'peer', 'name', 'ankl-e2e-v1']);
+        await must(['ip', 'link', 'set', PORT, 'master', 'net-ai-tools']);
       });
       const drifted = await plan();
       assert.equal(drifted.code, 1, drifted.stderr);
@@ -666,22 +670,27 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
         /^incus: instance perso\/perso-desktop differs from the tree: devices\.eth1 /m,
         /^incus: instance pro\/stray is in a domain's project but not in the tree \(protected: not marked ephemeral\)$/m,
         /^connections: a tcp connection 10\.181\.1\.10 -> 10\.181\.10\.10:11434 is tracked between ai-tools and perso, which does not hold AI access \('pro' does\)$/m,
+        /^devices: interface ankl-e2e-v0 is attached to net-ai-tools, the bridge of domain 'ai-tools', but is no NIC of an instance of that domain/m,
       ]) assert.match(said, expected);
       assert.ok(found.findings.every((f) => f.fix.length > 0), 'every finding says how to fix it');
 
       const repaired = await phase('apply after drift', () => gen(['apply', '--json', '--base-dir', t.baseDir, '--', '-e', `@${varsFile}`]));
       assert.equal(repaired.code, 0, repaired.stderr);
-      assert.equal((JSON.parse(repaired.stdout) as { changed: number }).changed, drifted.plan.update.length, 'apply changed exactly the objects the plan named');
+      const applied = JSON.parse(repaired.stdout) as { changed: number; objects: string[] };
+      assert.deepEqual([...applied.objects].sort(), ids(drifted.plan.update), 'apply changed exactly the objects the plan named');
+      assert.equal(applied.changed, drifted.plan.update.length);
       assert.equal((await plan()).code, 0, 'nothing left to plan');
       const devices = (await query<{ devices: Record<string, unknown> }>('/1.0/instances/perso-desktop?project=perso')).devices;
       assert.equal(devices.eth1, undefined, 'the NIC on ai-tools\' bridge is gone');
       const after = await audit();
-      assert.deepEqual(after.findings.map((f) => f.check).sort(), ['connections', 'incus'], 'left: what only a person decides');
+      assert.deepEqual(after.findings.map((f) => f.check).sort(), ['connections', 'devices', 'incus'], 'left: what only a person decides');
+      assert.match(after.findings.find((f) => f.check === 'devices')!.fix, /^ip link set ankl-e2e-v0 nomaster/);
       assert.match(after.findings.find((f) => f.check === 'incus')!.fix, /^incus delete --force stray --project pro, or add it to infra.yml$/);
       assert.match(after.findings.find((f) => f.check === 'connections')!.fix, /^conntrack -D -s 10\.181\.1\.10 -d 10\.181\.10\.10$/);
     } finally {
       await sh(['incus', 'delete', '--force', STRAY, '--project', 'pro']);
       await sh(['conntrack', '-D', ...entry]);
+      await sh(['ip', 'link', 'delete', PORT]);
     }
     assert.deepEqual((await audit()).findings, [], 'clean once a person acted');
 
@@ -690,7 +699,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     assert.deepEqual(ids(gone.plan.create), ['ruleset:live']);
     assert.match((await audit()).findings.map((f) => f.message).join('\n'), /table inet anklume is not loaded: nothing isolates the domains from each other/);
     const reloaded = await gen(['apply', '--json', '--base-dir', t.baseDir, '--', '-e', `@${varsFile}`]);
-    assert.equal((JSON.parse(reloaded.stdout) as { changed: number }).changed, 1, reloaded.stderr);
+    assert.deepEqual((JSON.parse(reloaded.stdout) as { objects: string[] }).objects, ['ruleset:live'], reloaded.stderr);
     assert.deepEqual((await audit()).findings, []);
   });
 
@@ -729,6 +738,16 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
       assert.equal(gpuPlan.code, 1);
       assert.equal(gpuPlan.plan.refused.length, 1, 'the plan says the same refusal');
       assert.deepEqual([...gpuPlan.plan.create, ...gpuPlan.plan.update], [], 'and nothing it would make');
+      await nothingOfLab();
+      // gpu: true, given the real GPU device (type gpu, gputype physical) instead of the suite's stand-in.
+      const realGpu = join(t.dir, 'vars-real-gpu.json');
+      const { incus_preflight_gpu_device: _standin, ...withoutStandin } = JSON.parse(readFileSync(varsFile, 'utf8')) as Record<string, unknown>;
+      writeFileSync(realGpu, JSON.stringify(withoutStandin));
+      writeFileSync(labInfra, withLab(IMAGE, '256MiB', '        gpu: true\n').replace('  ai_services:', '  gpu_policy: shared\n  ai_services:'));
+      assert.equal((await make(['sync', `INFRA=${labInfra}`, `BASE_DIR=${t.baseDir}`])).code, 0);
+      const gpuTrue = await make(['apply', `BASE_DIR=${t.baseDir}`, `EXTRA_VARS=@${realGpu}`]);
+      assert.notEqual(gpuTrue.code, 0, gpuTrue.out);
+      assert.match(gpuTrue.out, /Machine 'lab-box': device 'gpu' asks for a GPU \(gputype=physical\) that this host does not have/);
       await nothingOfLab();
 
       // lab-box's memory limit is one Incus refuses: apply fails after making lab's project and bridge.

@@ -116,9 +116,15 @@ describe('apply\'s plan (anklume_plan.py)', () => {
       /^Machine 'box': device 'g' asks for a GPU \(pci=0000:99:00\.0\) that this host does not have \(incus info --resources lists 1 GPU\(s\)\)/,
       /^lab\/vm1 exists as a container but infra\.yml makes it a virtual-machine/,
     ]) assert.ok(p.problems.some((m) => expected.test(m)), `${expected}\n${p.problems.join('\n')}`);
-    assert.deepEqual([p.steps, p.objects], [[], []], 'nothing would be made');
+    assert.deepEqual(p.steps, [], 'no step runs');
+    assert.ok(p.objects.length > 0, 'the objects still say how far Incus is from the tree (the audit reports them)');
     const gpu = plan([domain('lab', 4)], [machine('lab', 'box', { devices: { g: { type: 'gpu', pci: '0000:01:00.0' } } })], { resources: { gpu: { cards: [{ pci_address: '0000:01:00.0' }] } } });
     assert.deepEqual(gpu.problems, [], 'a GPU the host has');
+    const fromProfile = plan([domain('lab', 4, [{ name: 'default', config: {}, devices: { g: { type: 'gpu' } } }])], [machine('lab', 'box')], {});
+    assert.match(fromProfile.problems[0] ?? '', /^Machine 'box': device 'g' asks for a GPU \(type gpu\) that this host does not have/, 'a gpu device from a profile counts');
+    const mig = plan([domain('lab', 4)], [machine('lab', 'box', { devices: { g: { type: 'gpu', gputype: 'mig' } } })], { resources: { gpu: { cards: [{ pci_address: '0000:01:00.0' }] } } });
+    assert.match(mig.problems[0] ?? '', /asks for a GPU \(gputype=mig\)/, 'gputype mig needs an NVIDIA card');
+
   });
 });
 

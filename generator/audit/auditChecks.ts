@@ -51,6 +51,8 @@ export interface HostReadings {
   conntrack: Read<ConntrackEntry[]>;
   /** apply's plan for Incus: what differs from the tree is drift. */
   plan: Read<IncusPlan>;
+  /** The host's interfaces and the bridge each is attached to (`ip -j link`). */
+  links: Read<{ ifname: string; master?: string }[]>;
 }
 
 export interface Finding {
@@ -125,6 +127,32 @@ function holderFindings(r: HostReadings, holder: string | null): { findings: Fin
     }],
     unchecked: [],
   };
+}
+
+/**
+ * Every port of a domain bridge must be a NIC of an instance of that domain (Incus names the host
+ * side in volatile.<device>.host_name): anything else attached (an interface added by hand, an
+ * uplink through bridge.external_interfaces) is on that domain's L2 around the isolation.
+ */
+function portFindings(links: { ifname: string; master?: string }[], instances: LiveInstance[], infra: Infra): Finding[] {
+  const bridges = new Map(Object.keys(infra.domains).map((d) => [`${BRIDGE_PREFIX}${d}`, d]));
+  const nics = new Map<string, string>();
+  for (const i of instances) {
+    for (const [key, value] of Object.entries(i.config)) {
+      const m = /^volatile\.([^.]+)\.host_name$/.exec(key);
+      if (m) nics.set(value, i.project);
+    }
+  }
+  return links.flatMap((l): Finding[] => {
+    const domain = l.master === undefined ? undefined : bridges.get(l.master);
+    if (domain === undefined || nics.get(l.ifname) === domain) return [];
+    const owner = nics.get(l.ifname);
+    return [{
+      check: 'devices',
+      message: `interface ${l.ifname} is attached to ${l.master}, the bridge of domain '${domain}', but is no NIC of an instance of that domain${owner ? ` (it is a NIC of project '${owner}')` : ''}: whatever is behind it is on that domain's L2 around the isolation${domain === AI_DOMAIN ? ' and the exclusive AI access' : ''}`,
+      fix: `ip link set ${l.ifname} nomaster (and remove it from bridge.external_interfaces if it is there: incus network get ${l.master} bridge.external_interfaces)`,
+    }];
+  });
 }
 
 /** Which device of a live instance a path names, and how to remove it. */
@@ -242,6 +270,8 @@ export function judgeHost(r: HostReadings, infra: Infra, holder: string | null, 
   const unchecked = [...ruleset.unchecked, ...held.unchecked];
   if (r.instances.ok) findings.push(...deviceFindings(r.instances.value, infra, ctx));
   else unchecked.push({ check: 'devices', why: r.instances.why });
+  if (r.instances.ok && r.links.ok) findings.push(...portFindings(r.links.value, r.instances.value, infra));
+  else if (!r.links.ok) unchecked.push({ check: 'devices', why: r.links.why });
   if (r.plan.ok) findings.push(...planFindings(r.plan.value));
   else unchecked.push({ check: 'incus', why: r.plan.why });
   if (r.conntrack.ok) findings.push(...connectionFindings(r.conntrack.value, infra, holder));

@@ -18,6 +18,7 @@ const INSTALL: Record<string, string> = {
   conntrack: 'Debian: apt-get install conntrack',
   incus: 'Debian 12: apt-get install -t bookworm-backports incus',
   unshare: 'Debian: apt-get install util-linux',
+  ip: 'Debian: apt-get install iproute2',
 };
 
 async function run(env: Env, argv: string[], input?: string): Promise<Read<string>> {
@@ -81,6 +82,11 @@ export function parseConntrack(text: string): ConntrackEntry[] {
   return out;
 }
 
+async function links(env: Env): Promise<Read<{ ifname: string; master?: string }[]>> {
+  const r = await run(env, ['ip', '-j', 'link', 'show']);
+  return r.ok ? { ok: true, value: JSON.parse(r.value) as { ifname: string; master?: string }[] } : r;
+}
+
 async function connections(env: Env): Promise<Read<ConntrackEntry[]>> {
   const r = await run(env, ['conntrack', '-L', '-f', 'ipv4']);
   return r.ok ? { ok: true, value: parseConntrack(r.value) } : r;
@@ -98,8 +104,8 @@ export interface ReadOptions {
 }
 
 export async function readHost(o: ReadOptions): Promise<HostReadings> {
-  const [live, tree, liveHolders, live_instances, conntrack, plan] = await Promise.all([
-    liveTable(o.env), treeTable(o.env, o.treeText), holders(), instances(o.env), connections(o.env), incusPlan(o.tree, o.extraVars, o.env),
+  const [live, tree, liveHolders, live_instances, conntrack, plan, ports] = await Promise.all([
+    liveTable(o.env), treeTable(o.env, o.treeText), holders(), instances(o.env), connections(o.env), incusPlan(o.tree, o.extraVars, o.env), links(o.env),
   ]);
   return {
     liveTable: live,
@@ -114,5 +120,6 @@ export async function readHost(o: ReadOptions): Promise<HostReadings> {
     instances: live_instances,
     conntrack,
     plan,
+    links: ports,
   };
 }

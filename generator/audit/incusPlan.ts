@@ -61,20 +61,39 @@ export async function incusPlan(tree: string, extra: Record<string, unknown>, en
   }
   if (!parsed || 'error' in parsed && parsed.error !== undefined) {
     const why = parsed && 'error' in parsed && parsed.error ? parsed.error : String(r.stderr || r.message).trim().split('\n').slice(-1)[0];
-    const hint = /permission denied|EACCES/i.test(why) ? ' (run as root, or as a member of incus-admin)' : /not found|ENOENT|No such file/.test(why) ? ' (is Incus installed and its daemon running?)' : '';
+    const hint = /permission denied|needed permissions|EACCES/i.test(why) ? ' (run as root, or as a member of incus-admin)' : /not found|ENOENT|No such file/.test(why) ? ' (is Incus installed and its daemon running?)' : '';
     return { ok: false, why: `cannot read Incus: ${why}${hint}` };
   }
   const plan = parsed as IncusPlan;
   return { ok: true, value: { problems: plan.problems, objects: plan.objects, orphans: plan.orphans } };
 }
 
-/** The ruleset's part of the plan: the live table and the boot copy against the tree's file. */
-export function rulesetObjects(o: { liveTable: string | undefined; treeTable: string; installedText: string | undefined; treeText: string; installedPath: string }): PlanObject[] {
+/** Where the incus_nftables role installs the ruleset and includes it at boot, with the same variables. */
+export interface RulesetPlace {
+  installedPath: string;
+  installedText: string | undefined;
+  /** The boot configuration, when the role adds the include line to it (incus_nftables_boot_include). */
+  bootConf?: { path: string; text: string | undefined };
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * The ruleset's part of the plan, as the incus_nftables role decides it: the live table against
+ * the tree's file (both as the kernel lists them), the boot copy against the tree's file, and the
+ * include line the role appends to an existing boot configuration that lacks it.
+ */
+export function rulesetObjects(o: { liveTable: string | undefined; treeTable: string; treeText: string } & RulesetPlace): PlanObject[] {
   const out: PlanObject[] = [];
   if (o.liveTable === undefined) out.push({ op: 'create', kind: 'ruleset', id: 'ruleset:live', changes: { 'table inet anklume': [null, 'loaded'] } });
   else if (o.liveTable !== o.treeTable) out.push({ op: 'update', kind: 'ruleset', id: 'ruleset:live', changes: { 'table inet anklume': ['differs from the tree', "the tree's"] } });
   if (o.installedText === undefined) out.push({ op: 'create', kind: 'ruleset', id: 'ruleset:boot', changes: { [o.installedPath]: [null, "the tree's ruleset"] } });
   else if (o.installedText !== o.treeText) out.push({ op: 'update', kind: 'ruleset', id: 'ruleset:boot', changes: { [o.installedPath]: ['differs from the tree', "the tree's ruleset"] } });
+  const dir = o.installedPath.replace(/\/[^/]*$/, '');
+  const line = `include "${dir}/*.nft"`;
+  if (o.bootConf?.text !== undefined && !new RegExp(`^\\s*include\\s+"${escapeRegExp(dir)}/\\*\\.nft"`, 'm').test(o.bootConf.text)) {
+    out.push({ op: 'update', kind: 'ruleset', id: 'ruleset:boot-conf', changes: { [o.bootConf.path]: ['no include of the ruleset', line] } });
+  }
   return out;
 }
 

@@ -14,17 +14,18 @@ import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from '.
 import { readIfExists } from '../core/files.js';
 
 /**
- * How many objects the run changed: the objects of the plan incus_preflight carried out, and the
- * live table and boot copy that incus_nftables reports beside it (undefined without them: a run
- * limited by tags counts the recap's tasks).
+ * The objects the run changed: those of the plan incus_preflight carried out, and the ruleset's
+ * live table, boot copy and boot include that incus_nftables reports beside it (undefined without
+ * them: a run limited by tags counts the recap's tasks).
  */
-function objectsChanged(planFile: string): number | undefined {
+function objectsChanged(planFile: string): string[] | undefined {
   const plan = readIfExists(planFile);
   const ruleset = readIfExists(`${planFile}.ruleset`);
   if (plan === undefined && ruleset === undefined) return undefined;
-  const objects = plan === undefined ? 0 : (JSON.parse(plan) as { objects: unknown[] }).objects.length;
-  const rules = ruleset === undefined ? 0 : Object.values(JSON.parse(ruleset) as Record<string, boolean>).filter(Boolean).length;
-  return objects + rules;
+  const objects = plan === undefined ? [] : (JSON.parse(plan) as { objects: { id: string }[] }).objects.map((o) => o.id);
+  // Ansible may hand the flags over as booleans or as their text.
+  const rules = ruleset === undefined ? [] : Object.entries(JSON.parse(ruleset) as Record<string, unknown>).filter(([, changed]) => String(changed).toLowerCase() === 'true').map(([id]) => id);
+  return [...objects, ...rules];
 }
 
 export const applyCommand: Command = {
@@ -62,8 +63,11 @@ export const applyCommand: Command = {
       name: 'apply',
       baseDir,
       args: [...(deleteOrphans ? ['-e', JSON.stringify({ incus_orphans_delete: true })] : []), ...passed, '-e', JSON.stringify({ anklume_plan_file: planFile })],
-      fields: (ok) => ({ applied: ok }),
-      count: () => objectsChanged(planFile),
+      fields: (ok) => {
+        const objects = ok ? objectsChanged(planFile) : undefined;
+        return { applied: ok, ...(objects ? { objects } : {}) };
+      },
+      count: () => objectsChanged(planFile)?.length,
       summary: (changed) => (changed ? `${baseDir}: applied (${changed} object(s) changed)` : `${baseDir}: already applied, nothing changed`),
     }).finally(() => rmSync(planDir, { recursive: true, force: true }));
   },

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, type Invocation } from './command.js';
-import { installedRuleset } from './extraVars.js';
+import { bootConfiguration, installedRuleset } from './extraVars.js';
 import { jsonError, printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET } from '../infra/context.js';
 import type { PlanObject } from '../audit/incusPlan.js';
@@ -33,7 +33,11 @@ export async function showPlan(inv: Invocation, json: boolean, baseDir: string, 
     else for (const e of errors) inv.streams.err(`anklume-gen apply --check: ${e}`);
     return EXIT_FAILED;
   }
-  const ruleset = rulesetObjects({ liveTable: live.value, treeTable: tree.value ?? '', installedText: readIfExists(installedPath), treeText, installedPath });
+  const bootConf = bootConfiguration(vars);
+  const ruleset = rulesetObjects({
+    liveTable: live.value, treeTable: tree.value ?? '', treeText, installedPath, installedText: readIfExists(installedPath),
+    ...(bootConf ? { bootConf: { path: bootConf, text: readIfExists(bootConf) } } : {}),
+  });
   const objects = plan.value.problems.length ? [] : inApplyOrder(plan.value.objects, ruleset);
   const by = (op: PlanObject['op']) => objects.filter((o) => o.op === op).map(({ kind, id, changes }) => ({ kind, id, changes }));
   if (json) {

@@ -48,3 +48,10 @@ export function installedRuleset(vars: Record<string, unknown>, fallback: string
   const file = typeof vars.incus_nftables_file === 'string' ? vars.incus_nftables_file : 'anklume.nft';
   return dir ? `${dir.replace(/\/$/, '')}/${file}` : fallback;
 }
+
+/** The boot configuration the incus_nftables role adds its include to, unless told not to. */
+export function bootConfiguration(vars: Record<string, unknown>): string | undefined {
+  const include = vars.incus_nftables_boot_include;
+  if (include === false || (typeof include === 'string' && /^(false|no|0|off)$/i.test(include))) return undefined;
+  return typeof vars.incus_nftables_boot_conf === 'string' ? vars.incus_nftables_boot_conf : '/etc/nftables.conf';
+}

@@ -86,7 +86,10 @@ export async function runSite(run: SiteRun): Promise<number> {
       : result.spawnError
         ? `ansible-playbook could not be started (${result.spawnError}); install Debian's ansible`
         : `ansible-playbook failed (${result.signal ?? `exit ${result.exitCode}`}); its output is above`;
-    if (json) printJson(inv.streams, { ...run.fields(false), changed: changed ?? null, errors: [jsonError({ message: why })] });
+    // Which objects a failed run changed is not known (the plan says what it meant to change):
+    // 0 when no task changed anything, else null.
+    const failedChanged = run.count ? (changedCount(output) === 0 ? 0 : null) : changed ?? null;
+    if (json) printJson(inv.streams, { ...run.fields(false), changed: failedChanged, errors: [jsonError({ message: why })] });
     else inv.streams.err(`anklume-gen ${run.name}: ${why}`);
     return EXIT_FAILED;
   }

@@ -35,7 +35,14 @@ def _device_changes(desired, live):
     return out
 
 
+# What a gputype needs of a card, from /1.0/resources: mdev profiles, SR-IOV functions, NVIDIA (MIG).
+GPUTYPE_NEEDS = {"mdev": "mdev", "sriov": "sriov", "mig": "nvidia"}
+
+
 def _gpu_matches(device, card):
+    need = GPUTYPE_NEEDS.get(device.get("gputype") or "physical")
+    if need and not card.get(need):
+        return False
     drm = card.get("drm") or {}
     checks = {
         "pci": card.get("pci_address"),
@@ -59,6 +66,16 @@ def _routed_elsewhere(domain, routes):
         if net.version == 4 and net.prefixlen > 0 and net.overlaps(subnet):
             return "%s via %s" % (dst, route.get("dev", "?"))
     return None
+
+
+def _effective_devices(machine, domain):
+    """The devices Incus will give the instance: its profiles' in order, then its own (type none removes)."""
+    profiles = {p["name"]: p for p in (domain or {}).get("profiles") or []}
+    devices = {}
+    for name in machine["profiles"]:
+        devices.update((profiles.get(name) or {}).get("devices") or {})
+    devices.update(machine["devices"])
+    return {k: v for k, v in devices.items() if v.get("type") != "none"}
 
 
 def _problems(domains, machines, live):
@@ -109,7 +126,8 @@ def _problems(domains, machines, live):
             elif image not in aliases and not any(f.startswith(image) for f in fingerprints if len(image) >= 12):
                 problems.append("Machine '%s': no image '%s' in Incus (no such alias or fingerprint): import it "
                                 "(incus image import META ROOTFS --alias %s) or fix os_image." % (m["name"], image, image))
-        for name, device in sorted(m["devices"].items()):
+        domain = next((d for d in domains if d["project"] == m["project"]), None)
+        for name, device in sorted(_effective_devices(m, domain).items()):
             if device.get("type") != "gpu":
                 continue
             if not any(_gpu_matches(device, c) for c in cards):
@@ -250,7 +268,9 @@ def anklume_plan(domains, machines, live, options=None):
             by_id[s["id"]] = entry
             objects.append(entry)
         entry["changes"].update(s["changes"])
-    return {"problems": problems, "steps": [] if problems else steps, "objects": [] if problems else objects, "orphans": orphans}
+    # With problems the roles refuse before any step runs; the objects still say how far Incus is
+    # from the tree (the audit reports them), and apply --check shows the refusals instead.
+    return {"problems": problems, "steps": [] if problems else steps, "objects": objects, "orphans": orphans}
 
 
 class FilterModule:
