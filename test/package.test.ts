@@ -48,6 +48,15 @@ function schemaOf(file: string): string {
   return resolve(dirname(file), ref.split('/').map(decodeURIComponent).join('/'));
 }
 
+describe('the built CLI', () => {
+  it('is executable, as npx in a clone runs it (the build makes it so: tsc writes files without the x bit)', async () => {
+    const { statSync } = await import('node:fs');
+    const bin = join(import.meta.dirname, '..', 'dist', 'generator', 'cli', 'bin.js');
+    assert.equal(statSync(bin).mode & 0o111, 0o111, `${bin} is not executable: run npm run build`);
+    assert.match(readFileSync(bin, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node$/);
+  });
+});
+
 describe('the packed package, installed in an empty directory', () => {
   it("runs the README's lines for npm users: init writes an infra.yml whose schema line names node_modules/anklume-gen/schema/infra.schema.json, and the dry run passes; init --layout dir too", { timeout: 180_000 }, () => {
     const tmp = mkdtempSync(join(tmpdir(), 'anklume-pack-'));
