@@ -90,7 +90,7 @@ describe('ai-switch checks (messages of spec §8, before anything is touched; an
   it('refuses an unknown domain and ai-tools itself (exit 1)', async () => {
     const unknown = await run('--domain', 'nope');
     assert.equal(unknown.code, 1);
-    assert.ok(unknown.stderr.includes(`Domain 'nope' not found in ${FIXTURE}\n`), unknown.stderr);
+    assert.ok(unknown.stderr.includes(`error: Domain 'nope' not found in ${FIXTURE} (its domains: `), unknown.stderr);
     const typo = await run('--domain', 'prso');
     assert.equal(typo.code, 1);
     assert.ok(typo.stderr.includes(`Domain 'prso' not found in ${FIXTURE}; did you mean 'perso'?\n`), typo.stderr);

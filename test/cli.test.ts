@@ -306,7 +306,7 @@ describe('CLI contract', () => {
       assert.equal(r.stderr, `error: Domain 'prso' not found in ${EXAMPLE}; did you mean 'perso'?\n`);
     }
     const far = await runCli(['nftables', EXAMPLE, '--ai-domain', 'zzz'], process.env);
-    assert.equal(far.stderr, `error: Domain 'zzz' not found in ${EXAMPLE}\n`);
+    assert.equal(far.stderr, `error: Domain 'zzz' not found in ${EXAMPLE} (its domains: pro, perso)\n`);
     assert.equal(closest('prso', ['pro', 'perso']), 'perso');
     assert.equal(closest('prso', ['perso', 'pro']), 'perso');
     assert.equal(closest('pro', ['prod', 'pros']), 'prod', 'the first of two that both hold every letter');
@@ -484,6 +484,7 @@ describe('the --json contract (the README table, row by row)', () => {
         sync: () => runCli(['sync', SHARED_GPU, '--base-dir', join(t.dir, 'gpu-tree'), '--diff', '--json'], t.env),
         'sync --dry-run': () => runCli(['sync', SHARED_GPU, '--base-dir', join(t.dir, 'dry'), '--dry-run', '--json'], t.env),
         'sync --check': () => runCli(['sync', EXAMPLE, '--base-dir', tree, '--check', '--json'], t.env),
+        init: () => runCli(['init', join(t.dir, 'started'), '--json'], t.env),
         resolve: () => runCli(['resolve', EXAMPLE, '--json'], t.env),
         nftables: () => runCli(['nftables', EXAMPLE, '--json'], t.env),
         'flows --from A --to B': () => runCli(['flows', 'examples/network-policies.yml', '--from', 'pro', '--to', 'lab', '--expect', 'drop', '--json'], t.env),
@@ -501,6 +502,10 @@ describe('the --json contract (the README table, row by row)', () => {
       };
       const rows = contractRows();
       assert.deepEqual(rows.flatMap((r) => r.commands).sort(), Object.keys(runs).sort(), 'a runner for every row of the table, a row for every runner');
+      // Every command the CLI lists has a row: a new command cannot be left out of the contract.
+      const listed = [...(await runCli(['--help'], t.env)).stdout.matchAll(/^ {2}([a-z-]+) {2,}/gm)].map((m) => m[1]);
+      assert.ok(listed.length > 8, 'the help lists the commands');
+      for (const name of listed) assert.ok(Object.keys(runs).some((k) => k.split(' ')[0] === name), `'${name}' has no row in the README's --json table`);
       for (const row of rows) {
         for (const command of row.commands) {
           const r = await runs[command]();

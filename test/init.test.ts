@@ -180,3 +180,20 @@ describe('anklume-gen init', () => {
     }
   });
 });
+
+describe('init: bad input read as a person would', () => {
+  it('a link to nothing where infra.yml goes is an infra already there; a directory it cannot write says so (nothing written, exit 1)', async () => {
+    const { mkdtempSync, symlinkSync, readdirSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-init-link-'));
+    try {
+      symlinkSync(join(dir, 'nowhere'), join(dir, 'infra.yml'));
+      const r = await runCli(['init', dir], process.env);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /infra\.yml: error: exists already, and init never overwrites an infra/);
+      assert.deepEqual(readdirSync(dir), ['infra.yml']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

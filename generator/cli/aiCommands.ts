@@ -97,7 +97,8 @@ export const aiSwitchCommand: Command = {
     if (result.status === 'refused' || result.status === 'failed') {
       printDiagnostics(inv.streams, [], result.warnings);
       if (result.status === 'refused' && result.errors.length > 1) printDiagnostics(inv.streams, result.errors, []);
-      for (const line of result.messages) inv.streams.err(line);
+      // A refusal reads like every command's error; a failure is the switch's own account of it.
+      for (const line of result.messages) inv.streams.err(result.status === 'refused' ? `error: ${line}` : line);
       if (result.status === 'failed') printDiagnostics(inv.streams, result.errors.slice(1), []);
       return result.code;
     }

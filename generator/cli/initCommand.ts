@@ -46,7 +46,8 @@ export const initCommand: Command = {
       'infra/policies.yml',
       ...(fs.existsSync(domainsDir) ? fs.readdirSync(domainsDir).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => `infra/domains/${f}`) : []),
       ...LAYOUTS[layout].map((f) => f.path),
-    ].find((rel) => fs.existsSync(path.join(dir, rel)));
+      // lstat: a link to nothing is there too (writing through it would fail, or write elsewhere).
+    ].find((rel) => fs.lstatSync(path.join(dir, rel), { throwIfNoEntry: false }) !== undefined);
     if (present !== undefined) {
       reportProblems(inv, values.json === true, [{ file: shown(present), message: 'exists already, and init never overwrites an infra: nothing was written (edit that one, or init another directory)' }], []);
       return EXIT_FAILED;
@@ -64,7 +65,14 @@ export const initCommand: Command = {
       }
       if (path.dirname(d) === d) break;
     }
-    fs.mkdirSync(dir, { recursive: true });
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      fs.accessSync(dir, fs.constants.W_OK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      reportProblems(inv, values.json === true, [{ file: shown('.'), message: `cannot write here (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? String(err)}): nothing was written; init a directory you can write to` }], []);
+      return EXIT_FAILED;
+    }
     const physical = schemaDir === packagePath('schema') ? fs.realpathSync(dir) : dir;
 
     const written: string[] = [];
@@ -86,7 +94,9 @@ export const initCommand: Command = {
     else {
       for (const p of paths) inv.streams.out(`Wrote: ${p}`);
       const infra = shown(layout === 'dir' ? 'infra' : 'infra.yml');
-      inv.streams.out(`Next: edit it, then 'anklume-gen validate ${infra}' and 'anklume-gen ${infra} --dry-run' (what sync would write)`);
+      // Run through npx (npm exec), the command is npx's too: a local install puts no anklume-gen on PATH.
+      const cli = inv.env.npm_command === 'exec' ? 'npx anklume-gen' : 'anklume-gen';
+      inv.streams.out(`Next: edit it, then '${cli} validate ${infra}' and '${cli} ${infra} --dry-run' (what sync would write)`);
     }
     return EXIT_OK;
   },

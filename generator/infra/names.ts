@@ -26,6 +26,7 @@ export function isBridgeName(value: string): boolean {
 
 /** `Domain 'prso' not found in x.yml; did you mean 'perso'?`, the guess taken among `domains`. */
 export function domainNotFound(domain: string, domains: readonly string[], infraPath: string): string {
-  const guess = closest(domain, domains);
-  return `Domain '${domain}' not found in ${infraPath}${guess ? `; did you mean '${guess}'?` : ''}`;
+  const guess = domains.find((d) => d === domain.toLowerCase()) ?? closest(domain, domains);
+  const hint = guess ? `; did you mean '${guess}'?` : domains.length ? ` (its domains: ${domains.join(', ')})` : '';
+  return `Domain '${domain}' not found in ${infraPath}${hint}`;
 }
