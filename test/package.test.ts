@@ -48,6 +48,17 @@ function schemaOf(file: string): string {
   return resolve(dirname(file), ref.split('/').map(decodeURIComponent).join('/'));
 }
 
+describe("the README's first screen", () => {
+  it('says how to install what its first lines run on a fresh Debian 12 (Node from NodeSource, git and make)', () => {
+    const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+    const firstScreen = readme.slice(0, readme.indexOf('\n## '));
+    const install = firstScreen.split('\n').find((l) => l.includes('apt-get install') && l.includes('nodejs'));
+    assert.ok(install, 'an apt-get line that installs Node');
+    for (const tool of ['git', 'make', 'curl']) assert.match(install, new RegExp(`\\b${tool}\\b`), `${tool} is installed by the README's line`);
+    assert.match(firstScreen, /make deps && make test/);
+  });
+});
+
 describe('the built CLI', () => {
   it('is executable, as npx in a clone runs it (the build makes it so: tsc writes files without the x bit)', async () => {
     const { statSync } = await import('node:fs');
