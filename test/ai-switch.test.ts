@@ -80,8 +80,9 @@ describe('ai-switch checks (messages of spec §8, before anything is touched; an
     for (const bad of ['Perso', 'a_b', '-x', 'x;rm -rf', 'waytoolongname', '../etc']) {
       const r = await run(`--domain=${bad}`);
       assert.equal(r.code, 2, bad);
-      assert.ok(r.stderr.includes(`Invalid domain name: ${bad} (must be DNS-safe)`), r.stderr);
+      assert.ok(r.stderr.includes(`Invalid domain name: ${bad} (must be DNS-safe`), r.stderr);
     }
+    assert.match((await run('--domain=Perso')).stderr, /Invalid domain name: Perso \(must be DNS-safe, lowercase; did you mean 'perso'\?\)/);
     const j = await run('--domain', 'Bad!', '--json');
     assert.equal(j.code, 2);
     assert.equal(JSON.parse(j.stdout).status, 'refused');

@@ -14,7 +14,7 @@ import type { Infra, MachineType, Mapping } from '../core/types.js';
 /** A problem with the command line itself (exit 2). */
 export function checkDomainArgument(domain: string | undefined): string | undefined {
   if (domain === undefined || domain === '') return 'Missing required --domain argument';
-  if (!isDomainName(domain)) return `Invalid domain name: ${domain} (must be DNS-safe)`;
+  if (!isDomainName(domain)) return `Invalid domain name: ${domain} (must be DNS-safe${isDomainName(domain.toLowerCase()) ? `, lowercase; did you mean '${domain.toLowerCase()}'?` : ''})`;
   return undefined;
 }
 

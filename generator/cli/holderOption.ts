@@ -14,7 +14,7 @@ export class HolderRefused extends Error {}
  */
 export function chooseHolder(infra: Infra, infraPath: string, stateHolder: string | null | undefined, requested: unknown): string | null {
   if (typeof requested !== 'string') return effectiveHolder(infra, stateHolder);
-  if (!isDomainName(requested)) throw new UsageError(`Invalid domain name: ${requested} (must be DNS-safe)`);
+  if (!isDomainName(requested)) throw new UsageError(`Invalid domain name: ${requested} (must be DNS-safe${isDomainName(requested.toLowerCase()) ? `, lowercase; did you mean '${requested.toLowerCase()}'?` : ''})`);
   if (requested === AI_DOMAIN) throw new UsageError(`Cannot give AI access to 'ai-tools' itself: --ai-domain names a client domain`);
   if (infra.global.ai_access_policy !== 'exclusive') throw new HolderRefused(`--ai-domain needs ai_access_policy: exclusive in ${infraPath}`);
   if (!(requested in infra.domains)) throw new HolderRefused(domainNotFound(requested, Object.keys(infra.domains).filter((name) => name !== AI_DOMAIN), infraPath));
