@@ -3,6 +3,7 @@
  * the tree and the promise. Pure: every finding names what is wrong and the command that fixes it,
  * and whatever could not be read is said, never taken for clean.
  */
+import { agrees } from '../aiswitch/aiStatus.js';
 import { checkShape } from '../infra/schema.js';
 import { checkSemantics } from '../infra/validate.js';
 import { AI_DOMAIN } from '../infra/devices.js';
@@ -116,8 +117,7 @@ function holderFindings(r: HostReadings, holder: string | null): { findings: Fin
   if (!r.liveHolders.ok) return { findings: [], unchecked: [{ check: 'holder', why: r.liveHolders.why }] };
   const live = r.liveHolders.value;
   if (live === undefined) return { findings: [], unchecked: [] };
-  const agrees = holder === null ? live.length === 0 : live.length === 1 && live[0] === holder;
-  if (agrees) return { findings: [], unchecked: [] };
+  if (agrees(live, holder)) return { findings: [], unchecked: [] };
   const said = live.length ? live.map((h) => `'${h}'`).join(', ') : 'nobody';
   return {
     findings: [{
@@ -187,7 +187,7 @@ function deviceFindings(instances: LiveInstance[], infra: Infra, ctx: Context): 
     })),
   };
   const out: Finding[] = [];
-  const problems = [...checkShape(raw), ...checkSemantics(raw, { ...ctx, yolo: ctx.yolo }).errors];
+  const problems = [...checkShape(raw), ...checkSemantics(raw, ctx).errors];
   for (const p of problems) {
     const [top, domain, kind, machine, part, device] = p.path;
     if (top !== 'domains' || kind !== 'machines' || typeof domain !== 'string' || typeof machine !== 'string') continue;

@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import type { ConntrackEntry, HostReadings, LiveInstance, Read } from './auditChecks.js';
 import { readIfExists } from '../core/files.js';
 import { incusPlan } from './incusPlan.js';
-import { readLiveHolders } from '../nftables/nft.js';
+import { liveTableListing, readLiveHolders } from '../nftables/nft.js';
 import { TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 
 type Env = NodeJS.ProcessEnv;
@@ -30,16 +30,23 @@ async function run(env: Env, argv: string[], input?: string): Promise<Read<strin
   return { ok: false, why: `${argv.slice(0, 3).join(' ')}: ${why}${/denied|not permitted|permissions|must be root|EACCES|EPERM/i.test(why) ? ' (run as root)' : ''}` };
 }
 
-const NOT_LOADED = /No such file or directory/;
+/** nft's own failure as a reason: not installed, or what nft said. */
+function nftReason(err: unknown): string {
+  const message = (err as Error).message;
+  return /ENOENT/.test(message) ? `nft is not installed (${INSTALL.nft})` : `${message}${/not permitted|must be root/i.test(message) ? ' (run as root)' : ''}`;
+}
 
 /**
- * The live table as nft lists it. Compared as text with the tree's file listed by the kernel too,
- * exactly as the incus_nftables role compares them before it loads: the plan says what it does.
+ * The live table as nft lists it (nft.ts), undefined when it is not loaded. Compared as text with
+ * the tree's file listed by the kernel too, exactly as the incus_nftables role compares them
+ * before it loads: the plan says what it does.
  */
 export async function liveTable(env: Env): Promise<Read<string | undefined>> {
-  const r = await run(env, ['nft', '--stateless', 'list', 'table', TABLE_FAMILY, TABLE_NAME]);
-  if (r.ok) return r;
-  return NOT_LOADED.test(r.why) ? { ok: true, value: undefined } : r;
+  try {
+    return { ok: true, value: await liveTableListing({ env }) };
+  } catch (err) {
+    return { ok: false, why: nftReason(err) };
+  }
 }
 
 /** The tree's ruleset loaded into a network namespace of its own, and listed there by nft. */
@@ -51,12 +58,11 @@ export async function treeTable(env: Env, text: string | undefined): Promise<Rea
   return r;
 }
 
-async function holders(): Promise<Read<string[] | undefined>> {
+async function holders(env: Env): Promise<Read<string[] | undefined>> {
   try {
-    return { ok: true, value: await readLiveHolders() };
+    return { ok: true, value: await readLiveHolders({ env }) };
   } catch (err) {
-    const message = (err as Error).message;
-    return { ok: false, why: /ENOENT/.test(message) ? `nft is not installed (${INSTALL.nft})` : message };
+    return { ok: false, why: nftReason(err) };
   }
 }
 
@@ -105,7 +111,7 @@ export interface ReadOptions {
 
 export async function readHost(o: ReadOptions): Promise<HostReadings> {
   const [live, tree, liveHolders, live_instances, conntrack, plan, ports] = await Promise.all([
-    liveTable(o.env), treeTable(o.env, o.treeText), holders(), instances(o.env), connections(o.env), incusPlan(o.tree, o.extraVars, o.env), links(o.env),
+    liveTable(o.env), treeTable(o.env, o.treeText), holders(o.env), instances(o.env), connections(o.env), incusPlan(o.tree, o.extraVars, o.env), links(o.env),
   ]);
   return {
     liveTable: live,

@@ -1,11 +1,10 @@
 /** The `audit` command: the live host against the tree and the promise; the work is in audit/. */
 import { join } from 'node:path';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, reportProblems, stringValue as str, UsageError, type Command } from './command.js';
-import { extraVars, installedRuleset } from './extraVars.js';
+import { DEFAULT_BOOT_CONF, extraVars, installedRuleset } from './extraVars.js';
 import { printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET, stateFilePath } from '../infra/context.js';
 
-const DEFAULT_BOOT_CONF = '/etc/nftables.conf';
 
 /** The base dir holds no tree, or the tree of another infra: the audit would compare the wrong things. */
 async function wrongTree(baseDir: string, project: string, infraPath: string): Promise<string | undefined> {

@@ -49,9 +49,12 @@ export function installedRuleset(vars: Record<string, unknown>, fallback: string
   return dir ? `${dir.replace(/\/$/, '')}/${file}` : fallback;
 }
 
+/** The nftables configuration Debian loads at boot (incus_nftables_boot_conf's default). */
+export const DEFAULT_BOOT_CONF = '/etc/nftables.conf';
+
 /** The boot configuration the incus_nftables role adds its include to, unless told not to. */
 export function bootConfiguration(vars: Record<string, unknown>): string | undefined {
   const include = vars.incus_nftables_boot_include;
   if (include === false || (typeof include === 'string' && /^(false|no|0|off)$/i.test(include))) return undefined;
-  return typeof vars.incus_nftables_boot_conf === 'string' ? vars.incus_nftables_boot_conf : '/etc/nftables.conf';
+  return typeof vars.incus_nftables_boot_conf === 'string' ? vars.incus_nftables_boot_conf : DEFAULT_BOOT_CONF;
 }

@@ -8,6 +8,8 @@ import { AI_HOLDER_SET, holdersFromSetJson, TABLE_FAMILY, TABLE_NAME } from './n
 export interface NftOptions {
   /** A named network namespace to run in (tests); the caller's own namespace when absent. */
   netns?: string;
+  /** The environment nft runs in (its PATH finds it); the process's own when absent. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class NftError extends Error {
@@ -18,7 +20,7 @@ export class NftError extends Error {
 
 async function nft(args: string[], opts: NftOptions, input?: string): Promise<{ ok: boolean; stdout: string; stderr: string; exitCode?: number }> {
   const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, 'nft', ...args]] : ['nft', args];
-  const r = await execa(cmd, argv, { input, reject: false });
+  const r = await execa(cmd, argv, { input, reject: false, ...(opts.env ? { env: opts.env, extendEnv: false } : {}) });
   return { ok: r.exitCode === 0, stdout: String(r.stdout), stderr: String(r.stderr || r.message || ''), exitCode: r.exitCode };
 }
 
