@@ -17,6 +17,19 @@ export interface GlobalSettings {
   ai_access_default?: string;
   ai_services?: string[];
   ai_vram_scrub_command?: string[];
+  cluster?: Cluster;
+}
+
+/** An Incus cluster member: its address on the member link, and its link's name where it differs. */
+export interface ClusterMember {
+  address: string;
+  member_link?: string;
+}
+
+/** global.cluster: the members and the link that joins them (docs/multi-host.md). */
+export interface Cluster {
+  member_link: string;
+  members: Record<string, ClusterMember>;
 }
 
 export type Mapping = Record<string, unknown>;
@@ -33,6 +46,8 @@ export interface Machine {
   devices?: Mapping;
   storage_volumes?: Mapping;
   roles?: string[];
+  /** Cluster only: the member it runs on; enrichment fills it from the domain's. */
+  member?: string;
 }
 
 export interface Profile {
@@ -46,6 +61,8 @@ export interface Domain {
   ephemeral?: boolean;
   profiles?: Record<string, Profile>;
   machines?: Record<string, Machine>;
+  /** Cluster only: the member of the machines that name none. */
+  member?: string;
 }
 
 export interface NetworkPolicy {

@@ -9,6 +9,7 @@ import { posix } from 'node:path';
 import { AI_DOMAIN, allDevices, effectiveDevices, isIncusPath, isTrue, parseProxyAddress, unmapIpv4, type DeviceOwner } from './devices.js';
 import { deviceMessages as dm } from './deviceMessages.js';
 import { isBridgeName } from './names.js';
+import { clusterMessages as cm, type MemberOwner } from './clusterMessages.js';
 import type { Context, Mapping } from '../core/types.js';
 
 export interface Finding {
@@ -29,6 +30,8 @@ export const HOST_ENDPOINT = 'host';
 export const OUTSIDE_ENDPOINT = 'outside';
 /** Every inventory already has these groups: a domain by that name would merge into them. */
 const RESERVED_GROUPS = new Set(['all', 'ungrouped']);
+/** Ansible's own names: a cluster member by one of them would not be a host of its own. */
+const RESERVED_MEMBERS = new Set([...RESERVED_GROUPS, 'localhost']);
 /** A domain or machine by one of these names would make a policy endpoint ambiguous. */
 const RESERVED_ENDPOINTS: Record<string, string> = {
   [HOST_ENDPOINT]: 'the host itself',
@@ -408,6 +411,79 @@ function checkSharedDisks(raw: Mapping, warnings: Finding[]): void {
   }
 }
 
+/** Addresses that no other member can reach, by their first octet. */
+function unreachableAddress(octets: number[]): string | undefined {
+  if (octets[0] === 0) return 'in 0.0.0.0/8 (this host)';
+  if (octets[0] === 127) return 'a loopback address';
+  if (octets[0] >= 224) return 'a multicast or reserved address';
+  return undefined;
+}
+
+/** The cluster's own keys: its members' names, addresses and links. */
+function checkClusterMembers(raw: Mapping, cluster: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  const base = typeof global.base_subnet === 'string' ? global.base_subnet : undefined;
+  const plan = base === undefined ? undefined : `${base}.0.0/16`;
+  const at = (...rest: PathSegment[]): PathSegment[] => ['global', 'cluster', ...rest];
+  if (typeof cluster.member_link === 'string' && isBridgeName(cluster.member_link)) {
+    errors.push({ path: at('member_link'), message: cm.linkIsBridge('global.cluster.member_link', cluster.member_link) });
+  }
+  const addressOwner = new Map<string, string>();
+  for (const [member, def] of entries(cluster.members)) {
+    if (RESERVED_MEMBERS.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameReserved(member) });
+    else if (index.domains.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameTaken(member, 'domain') });
+    else if (index.machines.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameTaken(member, 'machine') });
+    if (typeof def.member_link === 'string' && isBridgeName(def.member_link)) {
+      errors.push({ path: at('members', member, 'member_link'), message: cm.linkIsBridge(`Member '${member}': member_link`, def.member_link) });
+    }
+    const address = def.address;
+    const octets = ipv4(address);
+    if (!octets || typeof address !== 'string') continue;
+    const where = at('members', member, 'address');
+    const other = addressOwner.get(address);
+    if (other !== undefined) errors.push({ path: where, message: cm.addressReused(member, address, other) });
+    else addressOwner.set(address, member);
+    const unreachable = unreachableAddress(octets);
+    if (unreachable) {
+      errors.push({ path: where, message: cm.addressUnreachable(member, address, unreachable) });
+    } else if (plan !== undefined && `${octets[0]}.${octets[1]}` === base) {
+      const domain = entries(raw.domains).find(([, d]) => d.subnet_id === octets[2])?.[0];
+      errors.push({ path: where, message: domain ? cm.addressInDomain(member, address, domain, `${base}.${octets[2]}.0/24`, plan) : cm.addressInPlan(member, address, plan) });
+    }
+  }
+  if (global.firewall_mode === 'vm') errors.push({ path: ['global', 'firewall_mode'], message: cm.firewallVm() });
+}
+
+/**
+ * Where each machine runs (docs/multi-host.md): without global.cluster, no member key at all; with
+ * it, every machine has a member that the cluster lists (its own or its domain's) and an ip.
+ */
+function checkCluster(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
+  const global = isMapping(raw.global) ? raw.global : {};
+  const cluster = isMapping(global.cluster) ? global.cluster : undefined;
+  const members = cluster && isMapping(cluster.members) ? Object.keys(cluster.members) : [];
+  if (cluster) checkClusterMembers(raw, cluster, index, errors);
+  const judge = (owner: MemberOwner, member: unknown, path: PathSegment[]): void => {
+    if (typeof member !== 'string') return;
+    if (!cluster) errors.push({ path, message: cm.memberWithoutCluster(owner, member) });
+    else if (!members.includes(member)) errors.push({ path, message: cm.unknownMember(owner, member, members, closest(member, members)) });
+  };
+  const base = typeof global.base_subnet === 'string' ? global.base_subnet : undefined;
+  for (const [domain, def] of entries(raw.domains)) {
+    judge({ kind: 'Domain', name: domain }, def.member, ['domains', domain, 'member']);
+    for (const [name, machine] of entries(def.machines)) {
+      const path: PathSegment[] = ['domains', domain, 'machines', name];
+      judge({ kind: 'Machine', name }, machine.member, [...path, 'member']);
+      if (!cluster) continue;
+      if (machine.member === undefined && def.member === undefined) errors.push({ path, onKey: true, message: cm.machineWithoutMember(name, domain, members) });
+      if (machine.ip === undefined) {
+        const subnet = base !== undefined && typeof def.subnet_id === 'number' ? `${base}.${def.subnet_id}.0/24` : undefined;
+        errors.push({ path, onKey: true, message: cm.machineWithoutIp(name, domain, subnet) });
+      }
+    }
+  }
+}
+
 export function checkSemantics(raw: Mapping, ctx: Context): SemanticResult {
   const errors: Finding[] = [];
   const warnings: Finding[] = [];
@@ -419,5 +495,6 @@ export function checkSemantics(raw: Mapping, ctx: Context): SemanticResult {
   checkSharedDisks(raw, warnings);
   checkPolicies(raw, index, errors);
   checkFirewallMode(raw, index, errors);
+  checkCluster(raw, index, errors);
   return { errors, warnings };
 }
