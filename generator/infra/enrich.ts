@@ -31,6 +31,8 @@ function withDefaults(infra: Infra): Infra {
     const machines: Record<string, Machine> = {};
     for (const [machineName, machine] of Object.entries(domain.machines ?? {})) {
       machines[machineName] = { ...machine, type: machine.type ?? 'lxc', ephemeral: machine.ephemeral ?? domain.ephemeral ?? false };
+      // On a cluster every machine runs on a member (validated): its own, else its domain's.
+      if (g.cluster) machines[machineName].member = machine.member ?? domain.member;
     }
     domains[name] = { ...domain, ephemeral: domain.ephemeral ?? false, machines };
   }

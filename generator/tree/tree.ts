@@ -2,7 +2,15 @@
  * The Ansible tree (spec §6) as data: relative path → variables of its managed block. Pure.
  */
 import { aiPolicyIndex } from '../infra/enrich.js';
-import type { Domain, Infra, Machine, NetworkPolicy } from '../core/types.js';
+import type { Cluster, Domain, Infra, Machine, NetworkPolicy } from '../core/types.js';
+
+/**
+ * The inventory of the cluster's members (global.cluster only): the `_` keeps it apart from the
+ * domains' files, whose names cannot start with one.
+ */
+export const CLUSTER_INVENTORY = 'inventory/_cluster.yml';
+/** The members' group in that inventory: the underscore keeps it apart from every domain's group. */
+export const CLUSTER_GROUP = 'anklume_cluster';
 
 export type VarFile = { path: string; vars: Record<string, unknown>; kind: 'all' | 'inventory' | 'group' | 'host' };
 
@@ -83,6 +91,8 @@ function hostVars(infra: Infra, domainName: string, domain: Domain, name: string
     instance_type: machine.type ?? 'lxc',
     instance_description: machine.description,
     instance_domain: domainName,
+    // The cluster member the instance runs on (incus --target); absent on one host.
+    instance_target: machine.member,
     instance_ephemeral: machine.ephemeral ?? domain.ephemeral ?? false,
     instance_os_image: imageOf(infra, machine),
     instance_ip: machine.ip,
@@ -95,6 +105,15 @@ function hostVars(infra: Infra, domainName: string, domain: Domain, name: string
   });
 }
 
+/** Each member as a host: Ansible reaches it at its address, and its member link is a host var. */
+function clusterInventoryVars(cluster: Cluster): Record<string, unknown> {
+  const hosts: Record<string, unknown> = {};
+  for (const [name, member] of Object.entries(cluster.members)) {
+    hosts[name] = { ansible_host: member.address, anklume_member_link: member.member_link ?? cluster.member_link };
+  }
+  return { all: { children: { [CLUSTER_GROUP]: { hosts } } } };
+}
+
 /**
  * Every var file of the tree, in a stable order. Names were validated (DNS-safe) before this.
  * @param holder the AI access holder as the state file says (pipeline.resolveHolder): null when
@@ -102,6 +121,7 @@ function hostVars(infra: Infra, domainName: string, domain: Domain, name: string
  */
 export function buildTree(infra: Infra, holder?: string | null): VarFile[] {
   const files: VarFile[] = [{ path: 'group_vars/all.yml', vars: allVars(infra, holder), kind: 'all' }];
+  if (infra.global.cluster) files.push({ path: CLUSTER_INVENTORY, vars: clusterInventoryVars(infra.global.cluster), kind: 'inventory' });
   for (const [name, domain] of Object.entries(infra.domains)) {
     files.push({ path: `inventory/${name}.yml`, vars: inventoryVars(name, domain), kind: 'inventory' });
     files.push({ path: `group_vars/${name}.yml`, vars: groupVars(infra, name, domain), kind: 'group' });
