@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 INFRA ?= $(if $(wildcard infra/base.yml),infra,infra.yml)
 BASE_DIR ?= .
-GEN := node $(ROOT)dist/generator/cli/bin.js
+GEN := node $(ROOT)dist/generator/cli/anklume-gen.cjs
 # Debian packages the tests run for real (see README).
 DEB_PACKAGES := ansible ansible-lint nftables iproute2 python3-yaml conntrack graphviz strace patch
 # User values reach the commands through the environment, quoted by the shell, never re-parsed.
@@ -25,10 +25,10 @@ help:
 	@echo "make nftables | flows [FORMAT=svg|png] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
 	@echo "make deps (Debian packages and Incus; as root, or through sudo) | build | lint | test | bench"
 
-$(ROOT)dist/generator/cli/bin.js: $(wildcard $(ROOT)generator/*/*.ts) $(ROOT)schema/infra.schema.json $(ROOT)tsconfig.json $(ROOT)package.json
+$(ROOT)dist/generator/cli/anklume-gen.cjs: $(wildcard $(ROOT)generator/*/*.ts $(ROOT)generator/*/*.cts) $(ROOT)schema/infra.schema.json $(ROOT)tsconfig.json $(ROOT)package.json
 	cd $(ROOT) && npm run -s build
 
-build: $(ROOT)dist/generator/cli/bin.js
+build: $(ROOT)dist/generator/cli/anklume-gen.cjs
 
 # As root, or as a user with sudo: .ci/deps runs itself again through sudo when it is not root.
 deps:

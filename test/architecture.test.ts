@@ -19,7 +19,7 @@ test('generator/ holds the stage folders and nothing else', () => {
 test('every import goes to the same stage or an earlier one', () => {
   const wrong: string[] = [];
   for (const [rank, stage] of STAGES.entries()) {
-    for (const file of readdirSync(join(GENERATOR, stage)).filter((f) => f.endsWith('.ts'))) {
+    for (const file of readdirSync(join(GENERATOR, stage)).filter((f) => /\.c?ts$/.test(f))) {
       for (const [, spec] of readFileSync(join(GENERATOR, stage, file), 'utf8').matchAll(IMPORT)) {
         const target = spec.startsWith('./') ? stage : /^\.\.\/([a-z]+)\//.exec(spec)?.[1];
         const targetRank = target === undefined ? -1 : STAGES.indexOf(target);

@@ -62,9 +62,13 @@ describe("the README's first screen", () => {
 describe('the built CLI', () => {
   it('is executable, as npx in a clone runs it (the build makes it so: tsc writes files without the x bit)', async () => {
     const { statSync } = await import('node:fs');
-    const bin = join(import.meta.dirname, '..', 'dist', 'generator', 'cli', 'bin.js');
-    assert.equal(statSync(bin).mode & 0o111, 0o111, `${bin} is not executable: run npm run build`);
-    assert.match(readFileSync(bin, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node$/);
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { bin: Record<string, string> };
+    assert.deepEqual(pkg.bin, { 'anklume-gen': 'dist/generator/cli/anklume-gen.cjs' }, 'the command is the one-file build through the code cache');
+    for (const file of ['anklume-gen.cjs', 'bin.js']) {
+      const bin = join(import.meta.dirname, '..', 'dist', 'generator', 'cli', file);
+      assert.equal(statSync(bin).mode & 0o111, 0o111, `${bin} is not executable: run npm run build`);
+      assert.match(readFileSync(bin, 'utf8').split('\n')[0], /^#!\/usr\/bin\/env node$/);
+    }
   });
 });
 

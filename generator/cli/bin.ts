@@ -1,15 +1,6 @@
 #!/usr/bin/env node
-import { main } from './cli.js';
-import { EXIT_FAILED } from './command.js';
-import { defaultStreams } from './output.js';
+// The CLI from its modules (the sources through tsx, or tsc's build); the package's command is
+// anklume-gen.cjs, which runs the one-file build of the same code.
+import { runProcess } from './main.js';
 
-const streams = defaultStreams();
-main({ args: process.argv.slice(2), env: process.env, streams, cwd: process.cwd() }).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    streams.err(`anklume-gen: internal error: ${err instanceof Error ? err.message : String(err)}`);
-    process.exitCode = EXIT_FAILED;
-  },
-);
+runProcess();

@@ -3,6 +3,8 @@
  * AI access) whose layout is in templates/init/. It never overwrites: any infra already in DIR and
  * nothing is written.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { COMMON_OPTIONS, EXIT_FAILED, EXIT_OK, reportProblems, UsageError, type Command } from './command.js';
 import { printJson } from './output.js';
 
@@ -29,9 +31,7 @@ export const initCommand: Command = {
       const near = closest(layout, Object.keys(LAYOUTS));
       throw new UsageError(`--layout must be file or dir, not '${layout}'${near ? `; did you mean '${near}'?` : ''}`);
     }
-    const [fs, path, { packagePath }, { render }] = await Promise.all([
-      import('node:fs'),
-      import('node:path'),
+    const [{ packagePath }, { render }] = await Promise.all([
       import('../core/packageRoot.js'),
       import('../core/templates.js'),
     ]);

@@ -29,7 +29,7 @@ let precompiled: Precompiled | null | undefined;
 function precompiledTemplates(): Precompiled | null {
   if (precompiled === undefined) {
     try {
-      precompiled = requireCjs(`./${PRECOMPILED_TEMPLATES}`) as Precompiled;
+      precompiled = requireCjs(`../core/${PRECOMPILED_TEMPLATES}`) as Precompiled;
     } catch {
       precompiled = null;
     }

@@ -23,7 +23,7 @@ let compiled: ValidateFunction | undefined;
 /** The build's precompiled validator, if it was made from the schema on disk. */
 function precompiled(): ValidateFunction | undefined {
   try {
-    const loaded = createRequire(import.meta.url)(`./${PRECOMPILED_FILE}`) as ValidateFunction & { schemaDigest?: unknown };
+    const loaded = createRequire(import.meta.url)(`../infra/${PRECOMPILED_FILE}`) as ValidateFunction & { schemaDigest?: unknown };
     return loaded.schemaDigest === schemaDigest() ? loaded : undefined;
   } catch {
     return undefined;

@@ -39,10 +39,13 @@ export interface WriterReply {
 }
 
 function workerSource(): string {
+  // `../tree/`: this module also runs from the one-file build in cli/, beside which the worker is
+  // not; the worker stays a module of its own (ESM), from the sources or the build.
   const self = fileURLToPath(import.meta.url);
-  const entry = JSON.stringify(pathToFileURL(join(dirname(self), `writerWorker${extname(self)}`)).href);
+  const fromSources = extname(self) === '.ts';
+  const entry = JSON.stringify(pathToFileURL(join(dirname(self), '..', 'tree', `writerWorker${fromSources ? '.ts' : '.js'}`)).href);
   // Run from the TypeScript sources (tests, development), the worker needs tsx's loader too.
-  return extname(self) === '.ts'
+  return fromSources
     ? `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); })`
     : `import(${entry})`;
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env node
+// The anklume-gen command: the one-file build of the CLI through V8's code cache (codeCache.cts),
+// so that a command starts in about Node's own start-up time; without that build (sources run
+// through tsc alone), the CLI's modules.
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { loadBundle } from './codeCache.cjs';
+
+interface CliBundle {
+  runProcess: () => void;
+}
+
+const xdgCache = process.env.XDG_CACHE_HOME;
+const userCache = join(xdgCache?.startsWith('/') ? xdgCache : join(homedir(), '.cache'), 'anklume-gen');
+const bundle = loadBundle<CliBundle>(join(__dirname, 'anklume-gen.bundle.cjs'), [join(__dirname, '..', '..', 'code-cache'), userCache]);
+if (bundle) bundle.exports.runProcess();
+else void import('./main.js').then((cli) => cli.runProcess());

@@ -1,0 +1,63 @@
+/**
+ * Build step (npm run build / prepare), after tsc and the precompiled validator and templates:
+ * the CLI in one CommonJS file (anklume-gen.bundle.cjs) and its V8 code cache, warmed up by
+ * running the everyday commands on the bundled example in a scratch folder, so that the cache
+ * holds the bytecode of what they run (see codeCache.cts).
+ */
+import { build } from 'esbuild';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { main } from './main.js';
+import type { LoadedBundle } from './codeCache.cjs';
+import { packagePath } from '../core/packageRoot.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const bundleFile = join(here, 'anklume-gen.bundle.cjs');
+const cacheDir = packagePath('dist', 'code-cache');
+
+await build({
+  entryPoints: [packagePath('generator', 'cli', 'main.ts')],
+  outfile: bundleFile,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  logLevel: 'warning',
+  // Every module of the bundle resolves its files as the module in cli/ would: the stages are
+  // sibling folders, so `../infra/…` and `../../schema` lead where they lead from the build.
+  define: { 'import.meta.url': '__anklumeModuleUrl' },
+  // ESM is strict code: the bundle stays so ('use strict' first, above the banner's line).
+  banner: { js: "'use strict';\nconst __anklumeModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+
+rmSync(cacheDir, { recursive: true, force: true });
+const loadBundle = (createRequire(import.meta.url)('./codeCache.cjs') as typeof import('./codeCache.cjs')).loadBundle;
+const bundle = loadBundle<{ main: typeof main }>(bundleFile, [cacheDir], false) as LoadedBundle<{ main: typeof main }>;
+
+const example = packagePath('examples', 'infra.yml');
+const scratch = mkdtempSync(join(tmpdir(), 'anklume-gen-warm-up-'));
+const silent = { out: () => undefined, err: () => undefined, color: false };
+const warmUp = [
+  ['--help'],
+  ['sync', '--help'],
+  ['validate', example],
+  ['resolve', example],
+  ['nftables', example],
+  ['sync', example, '--base-dir', scratch, '--dry-run'],
+  ['sync', example, '--base-dir', scratch, '--json'],
+  ['sync', example, '--base-dir', scratch],
+  ['sync', example, '--base-dir', scratch, '--check'],
+  ['flows', example],
+  ['flows', example, '--json'],
+  ['flows', example, '--from', 'pro', '--to', 'ai-tools'],
+];
+try {
+  for (const args of warmUp) await bundle.exports.main({ args, env: { ...process.env, NO_COLOR: '1' }, streams: silent, cwd: scratch });
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
+bundle.save();
+if (readdirSync(cacheDir).length !== 1) throw new Error(`the code cache was not written in ${cacheDir}`);

@@ -1,0 +1,108 @@
+/**
+ * The package's command, dist/generator/cli/anklume-gen.cjs, runs the one-file build of the CLI
+ * (anklume-gen.bundle.cjs) through V8's code cache. It must do exactly what the CLI's modules do
+ * (bin.js, tsc's build of the same sources), and the cache may change how fast it starts, never
+ * what it does: a cache that is missing, refused by V8, or cannot be written leaves the same output.
+ * Both come from `npm run build` (make test builds first).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { testEnv } from './helpers/env.ts';
+
+const DIST = join(import.meta.dirname, '..', 'dist');
+const COMMAND = join(DIST, 'generator', 'cli', 'anklume-gen.cjs');
+const MODULES = join(DIST, 'generator', 'cli', 'bin.js');
+const EXAMPLE = join(import.meta.dirname, '..', 'examples', 'infra.yml');
+const INVALID = join(import.meta.dirname, 'fixtures', 'invalid');
+
+function run(bin: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): string {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd, env, encoding: 'utf8' });
+  return `exit ${r.status}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
+}
+
+describe('anklume-gen.cjs (the one-file build through the code cache)', () => {
+  const t = testEnv();
+  const scratch = mkdtempSync(join(tmpdir(), 'anklume-bundle-'));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('is built, with a code cache for this Node', () => {
+    assert.ok(existsSync(COMMAND) && existsSync(join(DIST, 'generator', 'cli', 'anklume-gen.bundle.cjs')), 'run npm run build');
+    const caches = readdirSync(join(DIST, 'code-cache'));
+    assert.equal(caches.filter((f) => f.includes(`-${process.version}-${process.arch}.v8`)).length, 1, `one cache for ${process.version}: ${caches.join(', ')}`);
+    const probe = `const { loadBundle } = require(${JSON.stringify(join(DIST, 'generator', 'cli', 'codeCache.cjs'))});
+      console.log(loadBundle(${JSON.stringify(join(DIST, 'generator', 'cli', 'anklume-gen.bundle.cjs'))}, [${JSON.stringify(join(DIST, 'code-cache'))}], false).fromCache)`;
+    assert.equal(spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8' }).stdout, 'true\n', 'V8 takes it');
+  });
+
+  it('answers every command as the modules do: output, messages and exit status', () => {
+    const invalid = readdirSync(INVALID).filter((f) => f.endsWith('.yml')).slice(0, 12).map((f) => ['validate', join(INVALID, f)]);
+    const cases = [
+      ['--help'],
+      ['flows', '--help'],
+      ['no-such-command'],
+      ['validate', EXAMPLE],
+      ['resolve', EXAMPLE],
+      ['nftables', EXAMPLE],
+      ['flows', EXAMPLE],
+      ['flows', EXAMPLE, '--json'],
+      ['flows', EXAMPLE, '--from', 'perso', '--to', 'ai-tools'],
+      ['sync', EXAMPLE, '--base-dir', 'tree', '--dry-run'],
+      ...invalid,
+    ];
+    for (const args of cases) assert.equal(run(COMMAND, args, scratch, t.env), run(MODULES, args, scratch, t.env), args.join(' '));
+  });
+
+  it('writes the same tree as the modules, through the writer thread, and finds it unchanged after', () => {
+    for (const [bin, dir] of [[COMMAND, 'a'], [MODULES, 'b']]) {
+      assert.match(run(bin, ['sync', EXAMPLE, '--base-dir', dir], scratch, t.env), /^exit 0\n[\s\S]*11 file\(s\) written/);
+    }
+    const files = (dir: string) => readdirSync(join(scratch, dir), { recursive: true, encoding: 'utf8' }).filter((f) => !f.startsWith('.anklume-gen')).sort();
+    assert.deepEqual(files('a'), files('b'));
+    for (const f of files('a').filter((p) => p.includes('.'))) assert.equal(readFileSync(join(scratch, 'a', f), 'utf8'), readFileSync(join(scratch, 'b', f), 'utf8'), f);
+    assert.match(run(COMMAND, ['sync', EXAMPLE, '--base-dir', 'b'], scratch, t.env), /0 file\(s\) written, 11 unchanged/);
+  });
+
+  it('does the same with no cache for its mtimes (a copy, as npm unpacks one), a cache V8 refuses, or a folder it cannot write; then writes one it takes next time', () => {
+    // A copy of the build, so that the test's caches never touch dist/ or the user's cache.
+    const copy = join(scratch, 'pkg');
+    for (const part of ['dist', 'schema', 'templates', 'package.json', 'examples']) cpSync(join(DIST, '..', part), join(copy, part), { recursive: true });
+    symlinkSync(join(DIST, '..', 'node_modules'), join(copy, 'node_modules'));
+    const cli = join(copy, 'dist', 'generator', 'cli');
+    const command = join(cli, 'anklume-gen.cjs');
+    const packageCache = join(copy, 'dist', 'code-cache');
+    const userCache = join(scratch, 'xdg');
+    const env = { ...t.env, XDG_CACHE_HOME: userCache };
+    const expected = run(MODULES, ['flows', EXAMPLE], scratch, t.env);
+    const cacheName = () => readdirSync(packageCache).sort((a, b) => statSync(join(packageCache, b)).mtimeMs - statSync(join(packageCache, a)).mtimeMs)[0];
+    /** Whether the launcher's own loader takes the code from a cache, and from which folder. */
+    const taken = () => {
+      const probe = `const { loadBundle } = require(${JSON.stringify(join(cli, 'codeCache.cjs'))});
+        for (const dir of process.argv.slice(1)) if (loadBundle(${JSON.stringify(join(cli, 'anklume-gen.bundle.cjs'))}, [dir], false).fromCache) { console.log(dir); process.exit(0); }
+        console.log('none');`;
+      return spawnSync(process.execPath, ['-e', probe, packageCache, join(userCache, 'anklume-gen')], { encoding: 'utf8' }).stdout.trim();
+    };
+    // A copy has other mtimes (as a package npm unpacks): the build's cache is not this bundle's.
+    assert.equal(taken(), 'none');
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'no cache for these mtimes');
+    assert.equal(readdirSync(packageCache).length, 2, 'a cache for the copied bundle is written beside the old one');
+    assert.equal(taken(), packageCache, 'and taken by the next run');
+
+    writeFileSync(join(packageCache, cacheName()), 'not a code cache');
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'refused cache');
+    assert.notEqual(readFileSync(join(packageCache, cacheName()), 'utf8'), 'not a code cache', 'written again at exit');
+    assert.equal(taken(), packageCache, 'and taken by the next run');
+
+    rmSync(packageCache, { recursive: true });
+    writeFileSync(packageCache, 'a file where the folder should be');
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, "the package's folder cannot be written");
+    assert.equal(readFileSync(packageCache, 'utf8'), 'a file where the folder should be');
+    assert.equal(taken(), join(userCache, 'anklume-gen'), "the cache went to the user's cache folder");
+
+    rmSync(join(cli, 'anklume-gen.bundle.cjs'));
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'no bundle: the modules');
+  });
+});
