@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -64,6 +64,27 @@ describe('anklume-gen.cjs (the one-file build through the code cache)', () => {
     assert.deepEqual(files('a'), files('b'));
     for (const f of files('a').filter((p) => p.includes('.'))) assert.equal(readFileSync(join(scratch, 'a', f), 'utf8'), readFileSync(join(scratch, 'b', f), 'utf8'), f);
     assert.match(run(COMMAND, ['sync', EXAMPLE, '--base-dir', 'b'], scratch, t.env), /0 file\(s\) written, 11 unchanged/);
+  });
+
+  it("ties the sync cache to the bundle: another build of it (or of a template) makes the next sync read everything again", () => {
+    const copy = join(scratch, 'pkg-fingerprint');
+    for (const part of ['dist', 'schema', 'templates', 'package.json']) cpSync(join(DIST, '..', part), join(copy, part), { recursive: true });
+    symlinkSync(join(DIST, '..', 'node_modules'), join(copy, 'node_modules'));
+    const command = join(copy, 'dist', 'generator', 'cli', 'anklume-gen.cjs');
+    const key = () => (JSON.parse(readFileSync(join(scratch, 'fp', '.anklume-gen', 'cache.json'), 'utf8')) as { key: string }).key;
+    const sync = () => assert.match(run(command, ['sync', EXAMPLE, '--base-dir', 'fp'], scratch, t.env), /^exit 0\n/);
+    sync();
+    const first = key();
+    sync();
+    assert.equal(key(), first, 'unchanged: the same key');
+    const later = new Date(Date.now() + 5000);
+    utimesSync(join(copy, 'dist', 'generator', 'cli', 'anklume-gen.bundle.cjs'), later, later);
+    sync();
+    const second = key();
+    assert.notEqual(second, first, 'a new bundle: another key');
+    utimesSync(join(copy, 'templates', 'managed-block.yml.hbs'), later, later);
+    sync();
+    assert.notEqual(key(), second, 'a template changed: another key');
   });
 
   it('does the same with no cache for its mtimes (a copy, as npm unpacks one), a cache V8 refuses, or a folder it cannot write; then writes one it takes next time', () => {

@@ -19,7 +19,8 @@ import type { Infra } from '../generator/core/types.ts';
 import { readSources } from '../generator/infra/sources.ts';
 import { parsePrecise } from '../generator/infra/load.ts';
 import { checkShape } from '../generator/infra/schema.ts';
-import { compileValidator, schemaDigest, standaloneValidatorCode } from '../generator/infra/schemaCompiler.ts';
+import { compileValidator, standaloneValidatorCode } from '../generator/infra/schemaCompiler.ts';
+import { SCHEMA_TEXT } from '../generator/infra/names.ts';
 
 const INVALID = 'test/fixtures/invalid';
 
@@ -30,8 +31,8 @@ describe('precompiled schema validator', () => {
     try {
       const file = join(dir, 'infraValidator.cjs');
       writeFileSync(file, standaloneValidatorCode());
-      const precompiled = createRequire(import.meta.url)(file) as ValidateFunction & { schemaDigest: string };
-      assert.equal(precompiled.schemaDigest, schemaDigest());
+      const precompiled = createRequire(import.meta.url)(file) as ValidateFunction & { schemaText: string };
+      assert.equal(precompiled.schemaText, SCHEMA_TEXT);
       const runtime = compileValidator();
       let compared = 0;
       for (const name of readdirSync(INVALID).filter((n) => n.endsWith('.yml')).sort()) {

@@ -18,13 +18,24 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 const bundleFile = join(here, 'anklume-gen.bundle.cjs');
 const cacheDir = packagePath('dist', 'code-cache');
 
+// The CLI, and the precompiled validator and templates that the build wrote (required only when
+// first needed, as from their files).
+const entry = `
+export * from './generator/cli/main.ts';
+import { bundled } from './generator/core/bundled.ts';
+bundled.validator = () => require('./dist/generator/infra/infraValidator.cjs');
+bundled.templates = () => require('./dist/generator/core/templates.precompiled.cjs');
+`;
+
 await build({
-  entryPoints: [packagePath('generator', 'cli', 'main.ts')],
+  stdin: { contents: entry, resolveDir: packagePath(), sourcefile: 'anklume-gen.bundle.ts', loader: 'ts' },
   outfile: bundleFile,
   bundle: true,
   platform: 'node',
   format: 'cjs',
   target: 'node20',
+  // Less to read at every start; names are kept, so messages and stack traces still name them.
+  minifyWhitespace: true,
   logLevel: 'warning',
   // Every module of the bundle resolves its files as the module in cli/ would: the stages are
   // sibling folders, so `../infra/…` and `../../schema` lead where they lead from the build.

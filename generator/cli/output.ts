@@ -1,5 +1,5 @@
 /** How results reach a person (plain text, stderr for problems) or a script (--json on stdout). */
-import { WriteStream } from 'node:tty';
+import type { WriteStream } from 'node:tty';
 import type { Diagnostic } from '../core/types.js';
 
 export interface Streams {
@@ -23,7 +23,10 @@ export function hasColors(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): 
   const asked = { ...env };
   if (forced || asked.NO_COLOR === '') delete asked.NO_COLOR;
   if (forced) delete asked.NODE_DISABLE_COLORS;
-  return WriteStream.prototype.hasColors.call(stream as WriteStream, 16, asked);
+  // node:tty (and node:net under it) is loaded only here: a command whose output goes to a pipe or
+  // a file never needs it.
+  const tty = process.getBuiltinModule('node:tty');
+  return tty.WriteStream.prototype.hasColors.call(stream as WriteStream, 16, asked);
 }
 
 export function defaultStreams(env: NodeJS.ProcessEnv = process.env, stderr: { isTTY?: boolean } = process.stderr, stdout: { isTTY?: boolean } = process.stdout): Streams {

@@ -12,6 +12,7 @@ import type Handlebars from 'handlebars';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { bundled } from './bundled.js';
 import { packagePath } from './packageRoot.js';
 import { toAnsibleYaml } from './yamlOut.js';
 
@@ -29,7 +30,8 @@ let precompiled: Precompiled | null | undefined;
 function precompiledTemplates(): Precompiled | null {
   if (precompiled === undefined) {
     try {
-      precompiled = requireCjs(`../core/${PRECOMPILED_TEMPLATES}`) as Precompiled;
+      // `../core/`: the same path from this module and from the one-file build in cli/.
+      precompiled = (bundled.templates ?? (() => requireCjs(`../core/${PRECOMPILED_TEMPLATES}`)))() as Precompiled;
     } catch {
       precompiled = null;
     }

@@ -1,5 +1,8 @@
-/** The host's context: /etc/anklume flags and the AI access state file (I/O at the edge). */
-import { readFile } from 'node:fs/promises';
+/**
+ * The host's context: /etc/anklume flags and the AI access state file (I/O at the edge). Read
+ * synchronously: three small files, and node:fs/promises is a module every command would load.
+ */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDomainName } from './names.js';
 import type { Context } from '../core/types.js';
@@ -10,10 +13,10 @@ export const DEFAULT_LOG_FILE = '/var/log/anklume/ai-switch.log';
 /** Where the incus_nftables role installs the ruleset for the host to load at boot. */
 export const DEFAULT_INSTALLED_RULESET = '/etc/nftables.d/anklume.nft';
 
-async function readFlag(path: string): Promise<boolean | undefined> {
+function readFlag(path: string): boolean | undefined {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
@@ -25,7 +28,7 @@ async function readFlag(path: string): Promise<boolean | undefined> {
 
 export async function readContext(env: NodeJS.ProcessEnv = process.env): Promise<Context> {
   const dir = env.ANKLUME_CONF_DIR || DEFAULT_CONF_DIR;
-  const [vmNested, yolo] = await Promise.all([readFlag(join(dir, 'vm_nested')), readFlag(join(dir, 'yolo'))]);
+  const [vmNested, yolo] = [readFlag(join(dir, 'vm_nested')), readFlag(join(dir, 'yolo'))];
   return { vmNested, yolo: yolo === true };
 }
 
@@ -46,7 +49,7 @@ export type HolderState = { kind: 'absent' } | { kind: 'none' } | { kind: 'domai
 export async function readHolderState(path: string): Promise<HolderState> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent' };
     throw err;

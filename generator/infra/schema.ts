@@ -5,7 +5,9 @@
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { createRequire } from 'node:module';
 import type { PathSegment } from './load.js';
-import { compileValidator, PRECOMPILED_FILE, schemaDigest } from './schemaCompiler.js';
+import { compileValidator, PRECOMPILED_FILE } from './schemaCompiler.js';
+import { SCHEMA_TEXT } from './names.js';
+import { bundled } from '../core/bundled.js';
 import { closest } from '../core/suggest.js';
 import { deviceOwnerAt } from './devices.js';
 import { DEVICE_TYPES, deviceMessages as dm } from './deviceMessages.js';
@@ -23,8 +25,10 @@ let compiled: ValidateFunction | undefined;
 /** The build's precompiled validator, if it was made from the schema on disk. */
 function precompiled(): ValidateFunction | undefined {
   try {
-    const loaded = createRequire(import.meta.url)(`../infra/${PRECOMPILED_FILE}`) as ValidateFunction & { schemaDigest?: unknown };
-    return loaded.schemaDigest === schemaDigest() ? loaded : undefined;
+    // `../infra/`: the same path from this module and from the one-file build in cli/.
+    const load = bundled.validator ?? (() => createRequire(import.meta.url)(`../infra/${PRECOMPILED_FILE}`));
+    const loaded = load() as ValidateFunction & { schemaText?: unknown };
+    return loaded.schemaText === SCHEMA_TEXT ? loaded : undefined;
   } catch {
     return undefined;
   }

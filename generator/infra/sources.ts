@@ -1,9 +1,9 @@
 /**
  * The files that make up the infra, read as bytes and screened (size, NUL bytes), not parsed:
  * what an unchanged sync hashes before it knows whether anything needs parsing, so this module
- * loads no YAML reader.
+ * loads no YAML reader. Synchronous: a few files, read one after the other in any case.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Source } from './load.js';
 import type { Diagnostic } from '../core/types.js';
@@ -17,7 +17,7 @@ function fileError(file: string, message: string): Diagnostic {
 
 async function readSource(file: string, role: Source['role'], errors: Diagnostic[]): Promise<Source | undefined> {
   try {
-    const info = await stat(file);
+    const info = statSync(file);
     if (!info.isFile()) {
       errors.push(fileError(file, 'not a regular file'));
       return undefined;
@@ -27,7 +27,7 @@ async function readSource(file: string, role: Source['role'], errors: Diagnostic
       errors.push({ file, line: 1, column: 1, message: `file too large (${mb} MiB; an infra file may hold at most ${MAX_SOURCE_BYTES / 1024 / 1024} MiB)` });
       return undefined;
     }
-    const bytes = await readFile(file);
+    const bytes = readFileSync(file);
     if (bytes.includes(0)) {
       errors.push({ file, line: 1, column: 1, message: 'binary content (NUL byte); expected a YAML text file' });
       return undefined;
@@ -46,7 +46,7 @@ export async function readSources(infraPath: string): Promise<{ sources: Source[
   const errors: Diagnostic[] = [];
   let isDir = false;
   try {
-    isDir = (await stat(infraPath)).isDirectory();
+    isDir = statSync(infraPath).isDirectory();
   } catch {
     isDir = false;
   }
@@ -61,7 +61,7 @@ export async function readSources(infraPath: string): Promise<{ sources: Source[
   if (baseSource) sources.push(baseSource);
   let domainFiles: string[] = [];
   try {
-    domainFiles = (await readdir(join(infraPath, 'domains'))).filter((f) => /\.ya?ml$/.test(f)).sort();
+    domainFiles = readdirSync(join(infraPath, 'domains')).filter((f) => /\.ya?ml$/.test(f)).sort();
   } catch {
     domainFiles = [];
   }
@@ -70,7 +70,7 @@ export async function readSources(infraPath: string): Promise<{ sources: Source[
     if (source) sources.push(source);
   }
   const policiesFile = join(infraPath, 'policies.yml');
-  const hasPolicies = await stat(policiesFile).then((s) => s.isFile(), () => false);
+  const hasPolicies = statSync(policiesFile, { throwIfNoEntry: false })?.isFile() === true;
   if (hasPolicies) {
     const source = await readSource(policiesFile, 'policies', errors);
     if (source) sources.push(source);

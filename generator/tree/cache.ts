@@ -43,9 +43,16 @@ export function digest(text: string): string {
  * Synchronous on purpose: a hundred stats cost a millisecond this way, several through promises.
  */
 function generatorFingerprint(): string {
-  // The generator's root: every stage folder below it.
-  const roots = [fileURLToPath(new URL('..', import.meta.url)), packagePath('templates'), packagePath('schema')];
-  const parts: string[] = [];
+  const stamp = (path: string): string => {
+    const info = statSync(path);
+    return `${path}:${info.size}:${info.mtimeMs}`;
+  };
+  // The code: the one-file build of the CLI, which every build rewrites and which carries every
+  // module; otherwise the generator's root, every stage folder below it.
+  const self = fileURLToPath(import.meta.url);
+  const bundle = self.endsWith('.bundle.cjs');
+  const parts: string[] = bundle ? [stamp(self)] : [];
+  const roots = [...(bundle ? [] : [fileURLToPath(new URL('..', import.meta.url))]), packagePath('templates'), packagePath('schema')];
   const walk = (dir: string): void => {
     let entries;
     try {
@@ -56,10 +63,7 @@ function generatorFingerprint(): string {
     for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
       const path = join(dir, entry.name);
       if (entry.isDirectory()) walk(path);
-      else {
-        const info = statSync(path);
-        parts.push(`${path}:${info.size}:${info.mtimeMs}`);
-      }
+      else parts.push(stamp(path));
     }
   };
   for (const root of roots) walk(root);
