@@ -16,7 +16,7 @@ import { checkShape } from '../generator/infra/schema.ts';
 import { planOutputs } from '../generator/tree/outputs.ts';
 import { checkSemantics } from '../generator/infra/validate.ts';
 import type { Infra } from '../generator/core/types.ts';
-import { benchAiSwitch } from './aiSwitch.ts';
+import { benchAiSwitch, type SwitchFigures } from './aiSwitch.ts';
 import { syntheticInfraText } from './synthetic.ts';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
@@ -178,13 +178,29 @@ deletion (this benchmark's own clean-up included): wait 5 minutes between two be
 }
 
 async function aiSwitchFigures(): Promise<void> {
-  console.log('\nai-switch (250-domain ruleset, scratch namespace, stand-ins for incus/nvidia-smi/systemctl)');
+  console.log('\nai-switch (needs root; whole switches run the built CLI; medians)');
   try {
     const r = await benchAiSwitch({ runs: RUNS });
-    console.log(`  network part (revoke + grant)      ${ms(r.network.totalMs)}   (revoke ${r.network.revokeMs.toFixed(1)} ms, grant ${r.network.grantMs.toFixed(1)} ms; target ≤ ${r.network.targetMs} ms)`);
-    console.log(`  whole --no-flush switch            ${ms(r.switch.totalMs)}   (ansible start-up ${r.switch.ansibleStartupMs.toFixed(0)} ms, the rest ${r.switch.restMs.toFixed(0)} ms)`);
+    console.log(`  network part (revoke + grant)      ${ms(r.network.totalMs)}   (${r.domains}-domain ruleset in a scratch namespace: revoke ${r.network.revokeMs.toFixed(1)} ms, grant ${r.network.grantMs.toFixed(1)} ms; target ≤ ${r.network.targetMs} ms)`);
+    console.log(`  ansible-playbook start-up          ${ms(r.ansibleStartupMs)}   (an empty play)`);
+    switchFigures(`${r.domains}-domain infra, scratch namespace, stand-ins for incus/systemctl/nvidia-smi`, r.standIns);
+    if ('skipped' in r.incus) console.log(`  real Incus containers: skipped (${r.incus.skipped})`);
+    else switchFigures('real Incus containers (3 domains; nvidia-smi a stand-in)', r.incus);
   } catch (err) {
     console.log(`  skipped: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
+}
+
+/** A switch with and without the flush: the whole, then each Ansible task with the parts its helper timed, then the rest. */
+function switchFigures(where: string, kinds: { noFlush: SwitchFigures; flush: SwitchFigures }): void {
+  console.log(`  ${where}`);
+  for (const [label, f, target] of [['--no-flush', kinds.noFlush, 2000], ['with flush', kinds.flush, 2500]] as const) {
+    console.log(`    whole switch ${label.padEnd(21)} ${ms(f.totalMs)}   (target ≤ ${target} ms; ${f.runs} runs)`);
+    for (const t of f.tasks) {
+      console.log(`      ${t.name.slice(0, 58).padEnd(58)} ${ms(t.ms)}`);
+      for (const p of t.parts) console.log(`        ${p.name.slice(0, 56).padEnd(56)} ${ms(p.ms)}`);
+    }
+    console.log(`      ${'the rest: anklume-gen itself, Ansible between tasks'.padEnd(58)} ${ms(f.restMs)}`);
   }
 }
 

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """The steps of the VRAM flush of an ai-switch, for one GPU machine of ai-tools.
 
-    gpu_flush.py STEP --type lxc|vm --project P --instance I --record-dir DIR [--proc-root R] [-- CMD...]
+    gpu_flush.py STEP --type lxc|vm --project P --instance I --record-dir DIR [--proc-root R]
+                 [--retries N --delay S] [-- CMD...]
 
-STEP is kill, scrub (runs CMD in the GPU machine), verify, reset or scan. Each step prints its
-result as one JSON object and writes it to DIR/<instance>.<step>.json, so that anklume-gen can
-report what happened even when a later step fails. Exit status: 0 done (a failed or skipped GPU
-reset is a warning, not a failure); 1 the step failed (why on stderr); 3 (verify) a compute
-process of the instance, or one whose owner cannot be told, is still on the GPU.
+STEP is kill, scrub (runs CMD in the GPU machine), verify, reset or scan; or flush, all of them in
+that order in one process (one Ansible task per GPU machine): kill, scrub (when CMD is given),
+verify (looked at again up to N more times, S seconds apart: a killed process can take a moment
+to leave the GPU), reset, scan. Each step writes its result to DIR/<instance>.<step>.json, so that
+anklume-gen can report what happened even when a later step fails, and a single step prints it as
+one JSON object; flush prints one JSON object instead: changed (a process was killed or a GPU
+reset), took (milliseconds of each step, for bench/aiSwitch.ts), and when a step failed,
+failed_step (the name anklume-gen reports) and error. Exit status: 0 done (a failed or skipped
+GPU reset is a warning, not a failure, and so is a failed scan after the flush); 1 the step failed
+(why on stderr); 3 (verify) a compute process of the instance, or one whose owner cannot be told,
+is still on the GPU.
 
 Where it runs (docs/ai-switch.md):
 - lxc: nvidia-smi and kill run on the HOST. The NVIDIA driver has no PID-namespace support
@@ -26,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 PAYLOAD = "lxc.payload."
 APPS_QUERY = ["nvidia-smi", "--query-compute-apps=pid,gpu_uuid,used_memory", "--format=csv,noheader,nounits"]
@@ -79,6 +87,10 @@ class Machine:
         self.instance = args.instance
         self.proc_root = args.proc_root
         self.record_dir = args.record_dir
+        # A single step prints its result; flush prints its own summary instead.
+        self.quiet = False
+        self.killed = []
+        self.reset_done = False
         self.inside = ["incus", "exec", args.instance, "--project", args.project, "--"]
         self.prefix = self.inside if args.type == "vm" else []
 
@@ -167,7 +179,8 @@ class Machine:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text + "\n")
         os.replace(tmp, os.path.join(self.record_dir, "%s.%s.json" % (self.instance, step)))
-        print(text)
+        if not self.quiet:
+            print(text)
 
 
 def mib(field):
@@ -188,6 +201,7 @@ def step_kill(m, _args):
                 result["killed"].append(p["pid"])
     finally:
         m.record("kill", result)
+    m.killed = result["killed"]
     return 0
 
 
@@ -221,6 +235,7 @@ def step_reset(m, _args):
         detail = ((done.stderr or "") + " " + (done.stdout or "")).strip()
         resets.append({"uuid": gpu["uuid"], "index": gpu["index"], "reset": "done" if done.returncode == 0 else "failed", "detail": detail})
     m.record("reset", {"gpus": resets})
+    m.reset_done = any(r["reset"] == "done" for r in resets)
     return 0
 
 
@@ -234,7 +249,53 @@ def describe(p):
     return "pid %s (%s)" % (p["pid"], who or "container " + p.get("container", "?"))
 
 
-STEPS = {"kill": step_kill, "scrub": step_scrub, "verify": step_verify, "reset": step_reset, "scan": step_scan}
+# The flush's steps in order, each with the name anklume-gen reports when it fails (they were one
+# Ansible task each before they shared a process).
+FLUSH = [
+    ("kill", "Kill the GPU compute processes of the GPU machine"),
+    ("scrub", "Scrub the freed GPU memory"),
+    ("verify", "Verify that no GPU compute process is left in the GPU machine"),
+    ("reset", "Try a GPU reset where no process uses the GPU"),
+    ("scan", "Read the GPU memory in use after the flush"),
+]
+
+
+def attempt(m, args, name):
+    """One step of the flush: its exit status (a StepError is said on stderr, and is 1)."""
+    # A killed process can take a moment to leave the GPU: verify looks again before it fails.
+    for n in range(1 + (args.retries if name == "verify" else 0)):
+        if n:
+            time.sleep(args.delay)
+        try:
+            code = STEPS[name](m, args)
+        except StepError as err:
+            print("%s: %s" % (m.instance, err), file=sys.stderr)
+            return 1
+        if code == 0:
+            return 0
+    return code
+
+
+def step_flush(m, args):
+    m.quiet = True
+    took = {}
+    failed = {}
+    code = 0
+    for name, title in FLUSH:
+        if name == "scrub" and not args.command:
+            continue
+        start = time.monotonic()
+        code = attempt(m, args, name)
+        took["%s: %s" % (m.instance, name)] = round((time.monotonic() - start) * 1000, 1)
+        # The memory read after the flush is a report, not a condition of the switch.
+        if code != 0 and name != "scan":
+            failed = {"failed_step": title}
+            break
+    print(json.dumps(dict(failed, changed=bool(m.killed) or m.reset_done, took=took)))
+    return code if failed else 0
+
+
+STEPS = {"kill": step_kill, "scrub": step_scrub, "verify": step_verify, "reset": step_reset, "scan": step_scan, "flush": step_flush}
 
 
 def main(argv):
@@ -245,6 +306,8 @@ def main(argv):
     parser.add_argument("--instance", required=True)
     parser.add_argument("--record-dir", required=True)
     parser.add_argument("--proc-root", default="/proc")
+    parser.add_argument("--retries", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=1)
     # Everything after "--" is the scrub command, options included: split before argparse sees it.
     command = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[: len(argv) - len(command) - 1] if "--" in argv else argv)

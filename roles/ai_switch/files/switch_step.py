@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""The host-side steps of an ai-switch, several in one process (one Ansible task each, not one per action).
+
+    switch_step.py revoke|grant|safe ARGS_JSON
+
+ARGS_JSON is one JSON object (tasks/main.yml, vars/main.yml): the holder set (family, table,
+set), the GPU machines, their project and services, the host's copies of the ruleset (persist),
+the state file, the rulesets and batches of this switch, and check (Ansible's check mode).
+
+  revoke  the old holder's elements out (the batch; else the no-holder ruleset reloaded; else the
+          holder set emptied), the set read back (empty, or fail), the old holder's tracked
+          connections forgotten (conntrack -D), "nobody" recorded (the host's copies of the ruleset
+          and the state file), then the GPU services stopped
+  grant   the new holder's elements in (the batch), the set read back (the new holder's bridge
+          alone, or fail), the GPU services started, the new holder recorded with the report
+  safe    the rescue: every action is tried whatever the previous one did: the holder set
+          emptied, the no-holder ruleset reloaded, the set read back, "nobody" recorded, the
+          services started, the report written (what failed, and what the safe state looks like)
+
+The order inside a step is the switch's own (tasks/main.yml). The first action that fails ends
+revoke and grant: its name is the step anklume-gen reports ("Stop the GPU services" ...).
+
+Prints one JSON object on stdout: changed (what it changed; with check, what it would change),
+took (milliseconds of each action, for bench/aiSwitch.ts), and on failure failed_step (why goes
+to stderr). Exit status 0, or 1 when an action failed (safe: always 0).
+"""
+import json
+import subprocess
+import sys
+import time
+
+# The role's directory is no place for a __pycache__ (it may be read-only, and is a source tree).
+sys.dont_write_bytecode = True
+from install_atomic import write  # noqa: E402  (the role's atomic writer, beside this file)
+
+
+class StepFailed(Exception):
+    def __init__(self, step, error):
+        super().__init__(error)
+        self.step = step
+
+
+class Step:
+    def __init__(self, args):
+        self.args = args
+        self.check = bool(args.get("check"))
+        self.changed = []
+        self.took = {}
+
+    def timed(self, what, fn):
+        start = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.took[what] = round((time.monotonic() - start) * 1000, 1) + self.took.get(what, 0)
+
+    def run(self, what, argv):
+        """One command, as an argument list (no shell); its exit status and stderr."""
+        def go():
+            try:
+                done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+            except OSError as err:
+                return 127, "%s: %s" % (argv[0], err)
+            return done.returncode, (done.stderr or done.stdout).strip()
+        return self.timed(what, go)
+
+    def change(self, step, what, argv):
+        """A command that changes the host: in check mode only said; its failure fails `step`."""
+        if self.check:
+            self.changed.append("would run: " + " ".join(argv))
+            return
+        rc, err = self.run(what, argv)
+        if rc != 0:
+            raise StepFailed(step, "%s failed (exit %d): %s" % (" ".join(argv), rc, err))
+        self.changed.append(" ".join(argv))
+
+    def holders(self):
+        """The elements of the holder set, as the kernel lists them."""
+        a = self.args
+        argv = ["nft", "-j", "list", "set", a["family"], a["table"], a["set"]]
+        def go():
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise OSError("%s failed (exit %d): %s" % (" ".join(argv), done.returncode, done.stderr.strip()))
+            return done.stdout
+        out = self.timed("nft list set (read back)", go)
+        found = []
+        for item in json.loads(out).get("nftables", []):
+            if "set" in item:
+                found.extend(item["set"].get("elem", []))
+        return found
+
+    def services(self, step, verb):
+        a = self.args
+        if not a["services"]:
+            return
+        for machine in a["machines"]:
+            argv = ["incus", "exec", machine, "--project", a["project"], "--", "systemctl", verb] + a["services"]
+            self.change(step, "incus exec %s systemctl %s" % (machine, verb), argv)
+
+    def record(self, step, ruleset, state, also=()):
+        """The host's copies of the ruleset and the state file (durable, atomic), then `also`, in one go."""
+        a = self.args
+        with open(ruleset, "rb") as f:
+            data = f.read()
+        writes = [(path, data) for path in a["persist"]] + [(a["state_file"], state.encode())] + list(also)
+        if self.check:
+            self.changed.extend("would write: " + path for path, _ in writes)
+            return
+        def go():
+            failed = []
+            for path, content in writes:
+                try:
+                    if write(path, content):
+                        self.changed.append("wrote: " + path)
+                except OSError as err:
+                    failed.append("%s: %s" % (path, err))
+            return failed
+        failed = self.timed("write the ruleset copies and the state file", go)
+        if failed:
+            raise StepFailed(step, "; ".join(failed))
+
+
+def revoke(s):
+    a = s.args
+    batch = ["nft", "-f", a["revoke_batch"]]
+    if s.check:
+        s.changed.append("would run: " + " ".join(batch))
+    else:
+        # Nobody has access once this is done, whatever the live table held: the exact batch (it
+        # also removes the old holder's allow elements), else a full reload of the no-holder
+        # ruleset, else emptying the holder set, which alone closes ai-tools (checked first).
+        ways = [
+            ("Revoke AI access from the current holder", "nft -f revoke batch", batch),
+            ("Revoke by reloading the no-holder ruleset (the batch did not match the live table)", "nft -f no-holder ruleset", ["nft", "-f", a["ruleset_none"]]),
+            ("Revoke by emptying the holder set", "nft flush set", ["nft", "flush", "set", a["family"], a["table"], a["set"]]),
+        ]
+        errors = []
+        for step, what, argv in ways:
+            rc, err = s.run(what, argv)
+            if rc == 0:
+                s.changed.append(" ".join(argv))
+                break
+            errors.append("%s failed (exit %d): %s" % (" ".join(argv), rc, err))
+        else:
+            raise StepFailed(ways[-1][0], "; ".join(errors))
+        try:
+            left = s.holders()
+        except (OSError, ValueError) as err:
+            raise StepFailed("Check that nobody holds AI access", str(err)) from err
+        if left:
+            raise StepFailed("Check that nobody holds AI access", "the holder set still names " + ", ".join(left))
+    # The old holder's packets are dropped from here; its tracked connections are forgotten too,
+    # so that none joins ai-tools to a domain without access (anklume-gen audit checks it).
+    forget(s)
+    # The truth from now on is "nobody", for the state file and for what the host loads at boot.
+    s.record("Record that nobody holds AI access", a["ruleset_none"], "")
+    s.services("Stop the GPU services", "stop")
+
+
+def forget(s):
+    """conntrack -D for each [source, destination] pair; nothing matched (exit 1) is no failure."""
+    step = "Forget the connections between ai-tools and the old holder"
+    for src, dst in s.args["forget_pairs"]:
+        argv = ["conntrack", "-D", "-s", src, "-d", dst]
+        if s.check:
+            s.changed.append("would run: " + " ".join(argv))
+            continue
+        rc, err = s.run("conntrack -D", argv)
+        if rc == 127:
+            # No conntrack on this host: nothing is tracked by it to delete.
+            print("conntrack is not installed: no tracked connection deleted", file=sys.stderr)
+            return
+        if rc == 0:
+            s.changed.append("%s -> %s: %s" % (src, dst, err.splitlines()[-1] if err else "deleted"))
+        elif rc != 1:
+            raise StepFailed(step, "%s failed (exit %d): %s" % (" ".join(argv), rc, err))
+
+
+def grant(s):
+    a = s.args
+    s.change("Grant AI access to the new holder", "nft -f grant batch", ["nft", "-f", a["grant_batch"]])
+    if not s.check:
+        step = "Check that the new holder alone holds AI access"
+        try:
+            found = s.holders()
+        except (OSError, ValueError) as err:
+            raise StepFailed(step, str(err)) from err
+        if found != [a["new_bridge"]]:
+            raise StepFailed(step, "the holder set names %s, expected [%s]" % (found, a["new_bridge"]))
+    s.services("Start the GPU services", "start")
+    # The host's copies of the ruleset and the state file change together: until here both said
+    # "nobody" (a reboot in between loads no holder), from here both name the new holder.
+    report = [(a["result_file"], json.dumps({"ok": True}).encode())] if a["result_file"] else []
+    s.record("Record the new holder", a["ruleset_new"], a["new"] + "\n", report)
+
+
+def safe(s):
+    """Every action tried, whatever the previous one did; what each gave goes to the report."""
+    a = s.args
+    report = {"ok": False, "failed_task": a["failed_task"], "message": a["message"]}
+    for what, argv in [("nft flush set", ["nft", "flush", "set", a["family"], a["table"], a["set"]]), ("nft -f no-holder ruleset", ["nft", "-f", a["ruleset_none"]])]:
+        try:
+            s.change("Restore the safe state", what, argv)
+        except StepFailed as err:
+            print(err, file=sys.stderr)
+    try:
+        report["revoked"] = s.check or s.holders() == []
+    except (OSError, ValueError) as err:
+        print(err, file=sys.stderr)
+        report["revoked"] = False
+    try:
+        s.record("Restore the safe state", a["ruleset_none"], "")
+        report["recorded"] = True
+    except (OSError, StepFailed) as err:
+        print(err, file=sys.stderr)
+        report["recorded"] = False
+    report["services_started"] = True
+    for machine in a["machines"] if a["services"] else []:
+        try:
+            s.change("Restore the safe state", "incus exec %s systemctl start" % machine, ["incus", "exec", machine, "--project", a["project"], "--", "systemctl", "start"] + a["services"])
+        except StepFailed as err:
+            print(err, file=sys.stderr)
+            report["services_started"] = False
+    if a["result_file"] and not s.check:
+        try:
+            s.timed("write the report", lambda: write(a["result_file"], json.dumps(report).encode()))
+        except OSError as err:
+            print("%s: %s" % (a["result_file"], err), file=sys.stderr)
+
+
+STEPS = {"revoke": revoke, "grant": grant, "safe": safe}
+
+
+def main(argv):
+    if len(argv) != 2 or argv[0] not in STEPS:
+        print("usage: switch_step.py revoke|grant|safe ARGS_JSON", file=sys.stderr)
+        return 2
+    s = Step(json.loads(argv[1]))
+    out = {}
+    code = 0
+    try:
+        STEPS[argv[0]](s)
+    except StepFailed as err:
+        out = {"failed_step": err.step}
+        print(err, file=sys.stderr)
+        code = 1
+    print(json.dumps(dict(out, changed=s.changed, took=s.took)))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
