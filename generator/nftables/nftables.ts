@@ -6,13 +6,15 @@
  * a set lookup, so the chain has the same rules for 3 domains as for 250, and moving AI access is a
  * diff of set elements (see switchBatch).
  *
- * Element keys are the only nft text built here: short tuples (`"net-a" . 10.0.0.1 . tcp . 80`)
- * whose interface names go through nftString and whose other fields are checked numbers/addresses.
- * The same key string identifies an element when two rulesets are diffed.
+ * Element keys (elements.ts) are the only nft text built in code. On a cluster (global.cluster)
+ * the same table gains the member links' sets and a twin of each policy set keyed by subnet or
+ * address (memberSets.ts), for packets that come from or go to another member.
  */
 import { AI_DOMAIN, endpointDomain, HOST_ENDPOINT, indexNames, OUTSIDE_ENDPOINT } from '../infra/validate.js';
 import { aiPolicyIndex } from '../infra/enrich.js';
-import { nftString, render } from '../core/templates.js';
+import { render } from '../core/templates.js';
+import { BRIDGE_PREFIX, bridgeOf, elementKey, type Field } from './elements.js';
+import { CLUSTER_SET_TYPES, domainSubnet, memberLinks, TWIN_SETS, twinElements, twinType, type ClusterSetName, type PolicySetName, type TwinSetName } from './memberSets.js';
 import type { Infra, NetworkPolicy, Protocol } from '../core/types.js';
 
 export const TABLE_FAMILY = 'inet';
@@ -21,7 +23,6 @@ export const TABLE_NAME = 'anklume';
 export const RULESET_FILE = 'nftables/anklume.nft';
 /** The set that names the bridge allowed to talk to net-ai-tools (exclusive mode only). */
 export const AI_HOLDER_SET = 'ai_holder';
-export const BRIDGE_PREFIX = 'net-';
 
 /** The named sets, in the order the template declares them, with their key types. */
 export const SET_TYPES = {
@@ -43,7 +44,12 @@ export const SET_TYPES = {
   allow_outside_to_addr_ports: 'ifname . ipv4_addr . inet_proto . inet_service',
 } as const;
 
-export type SetName = keyof typeof SET_TYPES;
+export { BRIDGE_PREFIX, bridgeOf, elementKey };
+
+export type SetName = keyof typeof SET_TYPES | ClusterSetName | TwinSetName;
+
+/** Every set a ruleset may have, in the order the template declares them (cluster sets last). */
+const SET_ORDER: readonly SetName[] = [...(Object.keys(SET_TYPES) as (keyof typeof SET_TYPES)[]), ...(Object.keys(CLUSTER_SET_TYPES) as ClusterSetName[]), ...TWIN_SETS.map((t) => t.twin)];
 
 export interface ElementGroup {
   /** Free text (a policy description); the template passes it through nftComment. */
@@ -57,6 +63,8 @@ export interface ElementGroup {
 export interface NftSet {
   name: SetName;
   type: string;
+  /** Elements are subnets or ranges (the cluster's sets): `flags interval`. */
+  interval: boolean;
   groups: ElementGroup[];
 }
 
@@ -74,37 +82,11 @@ export interface Ruleset {
   exclusive: boolean;
   /** The domain holding AI access (exclusive mode), null when nobody has it. */
   holder: string | null;
+  /** global.cluster: the member links' sets and rules, and the twins of the policy sets. */
+  cluster: boolean;
   aiBridge: string;
   sets: NftSet[];
   notes: PolicyNote[];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Element keys
-
-type Field = { ifname: string } | { addr: string } | { proto: Protocol } | { port: number };
-
-function formatField(field: Field): string {
-  if ('ifname' in field) return nftString(field.ifname);
-  if ('addr' in field) {
-    const ok = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(field.addr);
-    if (!ok || ok.slice(1).some((p) => Number(p) > 255)) throw new Error(`not an IPv4 address: ${JSON.stringify(field.addr)}`);
-    return field.addr;
-  }
-  if ('proto' in field) {
-    if (field.proto !== 'tcp' && field.proto !== 'udp') throw new Error(`not a protocol: ${JSON.stringify(field.proto)}`);
-    return field.proto;
-  }
-  if (!Number.isInteger(field.port) || field.port < 1 || field.port > 65535) throw new Error(`not a port: ${JSON.stringify(field.port)}`);
-  return String(field.port);
-}
-
-export function elementKey(fields: Field[]): string {
-  return fields.map(formatField).join(' . ');
-}
-
-export function bridgeOf(domain: string): string {
-  return BRIDGE_PREFIX + domain;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -132,36 +114,36 @@ function resolveEndpoint(ref: string, infra: Infra, index: ReturnType<typeof ind
  * A policy from outside → (set, key) pairs. The source is any interface that is not a domain
  * bridge, so only the destination is a key; the reverse direction is outbound, which is open.
  */
-function outsideElements(dst: Endpoint, ports: number[] | 'all', proto: Protocol): [SetName, string][] {
+function outsideElements(dst: Endpoint, ports: number[] | 'all', proto: Protocol): [PolicySetName, Field[]][] {
   const db = { ifname: dst.bridge };
-  if (ports === 'all') return dst.addr ? [['allow_outside_to_addr', elementKey([db, { addr: dst.addr }])]] : [['allow_outside', elementKey([db])]];
-  return ports.map((port): [SetName, string] =>
+  if (ports === 'all') return dst.addr ? [['allow_outside_to_addr', [db, { addr: dst.addr }]]] : [['allow_outside', [db]]];
+  return ports.map((port): [PolicySetName, Field[]] =>
     dst.addr
-      ? ['allow_outside_to_addr_ports', elementKey([db, { addr: dst.addr }, { proto }, { port }])]
-      : ['allow_outside_ports', elementKey([db, { proto }, { port }])],
+      ? ['allow_outside_to_addr_ports', [db, { addr: dst.addr }, { proto }, { port }]]
+      : ['allow_outside_ports', [db, { proto }, { port }]],
   );
 }
 
 /** One direction of one policy → (set, key) pairs. */
-function flowElements(src: Endpoint, dst: Endpoint, ports: number[] | 'all', proto: Protocol): [SetName, string][] {
+function flowElements(src: Endpoint, dst: Endpoint, ports: number[] | 'all', proto: Protocol): [PolicySetName, Field[]][] {
   const sb = { ifname: src.bridge };
   const db = { ifname: dst.bridge };
   if (ports === 'all') {
-    if (src.addr && dst.addr) return [['allow_addr_pairs', elementKey([sb, { addr: src.addr }, db, { addr: dst.addr }])]];
-    if (dst.addr) return [['allow_to_addr', elementKey([sb, db, { addr: dst.addr }])]];
-    if (src.addr) return [['allow_from_addr', elementKey([sb, { addr: src.addr }, db])]];
-    return [['allow_bridges', elementKey([sb, db])]];
+    if (src.addr && dst.addr) return [['allow_addr_pairs', [sb, { addr: src.addr }, db, { addr: dst.addr }]]];
+    if (dst.addr) return [['allow_to_addr', [sb, db, { addr: dst.addr }]]];
+    if (src.addr) return [['allow_from_addr', [sb, { addr: src.addr }, db]]];
+    return [['allow_bridges', [sb, db]]];
   }
-  return ports.map((port): [SetName, string] => {
+  return ports.map((port): [PolicySetName, Field[]] => {
     const p = { port };
     if (src.addr && dst.addr) {
       // Six fields do not fit nft's set key type (at most five), so the protocol picks the set.
-      const set: SetName = proto === 'udp' ? 'allow_addr_pairs_udp' : 'allow_addr_pairs_tcp';
-      return [set, elementKey([sb, { addr: src.addr }, db, { addr: dst.addr }, p])];
+      const set: PolicySetName = proto === 'udp' ? 'allow_addr_pairs_udp' : 'allow_addr_pairs_tcp';
+      return [set, [sb, { addr: src.addr }, db, { addr: dst.addr }, p]];
     }
-    if (dst.addr) return ['allow_to_addr_ports', elementKey([sb, db, { addr: dst.addr }, { proto }, p])];
-    if (src.addr) return ['allow_from_addr_ports', elementKey([sb, { addr: src.addr }, db, { proto }, p])];
-    return ['allow_bridge_ports', elementKey([sb, db, { proto }, p])];
+    if (dst.addr) return ['allow_to_addr_ports', [sb, db, { addr: dst.addr }, { proto }, p]];
+    if (src.addr) return ['allow_from_addr_ports', [sb, { addr: src.addr }, db, { proto }, p]];
+    return ['allow_bridge_ports', [sb, db, { proto }, p]];
   });
 }
 
@@ -214,13 +196,19 @@ function collect(infra: Infra, exclusive: boolean, holder: string | null): Colle
     }
     const ports = policy.ports ?? 'all';
     const proto = policy.protocol ?? 'tcp';
-    const pairs = from?.ok ? flowElements(from.endpoint, to.endpoint, ports, proto) : outsideElements(to.endpoint, ports, proto);
-    if (policy.bidirectional && from?.ok) pairs.push(...flowElements(to.endpoint, from.endpoint, ports, proto));
+    const structured = from?.ok ? flowElements(from.endpoint, to.endpoint, ports, proto) : outsideElements(to.endpoint, ports, proto);
+    if (policy.bidirectional && from?.ok) structured.push(...flowElements(to.endpoint, from.endpoint, ports, proto));
+    // On a cluster each element also goes into its twins, right after it (docs/multi-host.md).
+    const pairs = structured.flatMap(([set, fields]): [SetName, string][] => [
+      [set, elementKey(fields)],
+      ...(infra.global.cluster ? twinElements(infra, set, fields).map(([twin, f]): [SetName, string] => [twin, elementKey(f)]) : []),
+    ]);
 
     const comment = policy.description ? `policy ${i}: ${policy.description}` : `policy ${i}: ${summary}`;
     const used = new Set<SetName>();
     for (const [set, key] of pairs) {
-      used.add(set);
+      // The header names the sets a policy uses on one host; the twins follow from them.
+      if (!set.endsWith('_in') && !set.endsWith('_out')) used.add(set);
       const keys = seen.get(set) ?? new Set<string>();
       seen.set(set, keys);
       // nft refuses nothing here, but one element per key keeps the diff of two rulesets exact.
@@ -268,9 +256,33 @@ export function buildRuleset(infra: Infra, holder: string | null): Ruleset {
     elements.set('ai_holder', [{ comment: `the bridge that holds AI access: ${effectiveHolder}`, elements: [elementKey([{ ifname: bridgeOf(effectiveHolder) }])] }]);
   }
 
-  const names = (Object.keys(SET_TYPES) as SetName[]).filter((n) => exclusive || n !== 'ai_holder');
-  const sets = names.map((name): NftSet => ({ name, type: SET_TYPES[name], groups: (elements.get(name) ?? []).filter((g) => g.elements.length > 0) }));
-  return { family: TABLE_FAMILY, table: TABLE_NAME, exclusive, holder: effectiveHolder, aiBridge: bridgeOf(AI_DOMAIN), sets, notes };
+  const cluster = infra.global.cluster;
+  if (cluster) addClusterElements(infra, elements, effectiveHolder);
+
+  const exclusiveOnly = new Set<SetName>(['ai_holder', 'ai_holder_subnet']);
+  const names = (cluster ? SET_ORDER : (Object.keys(SET_TYPES) as SetName[])).filter((n) => exclusive || !exclusiveOnly.has(n));
+  const sets = names.map((name): NftSet => ({ name, ...setType(name), groups: (elements.get(name) ?? []).filter((g) => g.elements.length > 0) }));
+  return { family: TABLE_FAMILY, table: TABLE_NAME, exclusive, holder: effectiveHolder, aiBridge: bridgeOf(AI_DOMAIN), cluster: cluster !== undefined, sets, notes };
+}
+
+/** A set's key type, and whether its elements are subnets (every set of the cluster but member_links). */
+function setType(name: SetName): { type: string; interval: boolean } {
+  if (name in SET_TYPES) return { type: SET_TYPES[name as keyof typeof SET_TYPES], interval: false };
+  if (name in CLUSTER_SET_TYPES) return { type: CLUSTER_SET_TYPES[name as ClusterSetName], interval: name !== 'member_links' };
+  const twin = TWIN_SETS.find((t) => t.twin === name);
+  if (!twin) throw new Error(`unknown set ${name}`);
+  return { type: twinType(twin.of, twin.direction), interval: true };
+}
+
+/** The sets that describe the cluster: its member links, the domains' subnets, the holder's. */
+function addClusterElements(infra: Infra, elements: Map<SetName, ElementGroup[]>, holder: string | null): void {
+  const cluster = infra.global.cluster!;
+  const domains = Object.keys(infra.domains);
+  const subnet = (d: string): Field => ({ subnet: domainSubnet(infra, d) });
+  elements.set('member_links', [{ comment: 'the interfaces that join the cluster members: what crosses them is another member\'s', elements: memberLinks(cluster).map((l) => elementKey([{ ifname: l }])) }]);
+  elements.set('domain_subnets', [{ comment: 'the domains\' subnets: across members, an address is a domain', elements: domains.map((d) => elementKey([subnet(d)])) }]);
+  elements.set('bridge_subnet', [{ comment: 'each bridge and its subnet: the only sources it sends to another member', elements: domains.map((d) => elementKey([{ ifname: bridgeOf(d) }, subnet(d)])) }]);
+  if (holder) elements.set('ai_holder_subnet', [{ comment: `the subnet that holds AI access: ${holder}`, elements: [elementKey([subnet(holder)])] }]);
 }
 
 /** Template data: the sets with their last element flagged, so the template needs no logic. */
@@ -310,7 +322,7 @@ export function diffRulesets(before: Ruleset, after: Ruleset): SetChange[] {
   const a = keysBySet(before);
   const b = keysBySet(after);
   const changes: SetChange[] = [];
-  for (const name of Object.keys(SET_TYPES) as SetName[]) {
+  for (const name of SET_ORDER) {
     if (!a.has(name) && !b.has(name)) continue;
     if (a.has(name) !== b.has(name)) throw new Error(`set ${name} exists in only one of the rulesets: a switch cannot add or remove sets`);
     const old = new Set(a.get(name));

@@ -14,6 +14,14 @@
  *     the one machine's eth0). Its machines have `outside: true`.
  * Namespace names are `<prefix><pid>h` (host) and `<prefix><pid>m<i>` (machines), unique per run.
  *
+ * A cluster (spec.members, issue 19) has one host namespace per member instead, `<prefix><pid>h<j>`,
+ * each with every domain's bridge and the same gateway addresses, as Incus makes them on every
+ * member. Each member's `link` is one end of a veth (two members) or a port of a bridge in a
+ * switch namespace `<prefix><pid>s` (more), with the member's address /24. A machine sits on its
+ * member's bridge; every member routes each machine of another member (/32 via that member's
+ * address) and answers ARP for it on the domain's bridge (proxy ARP): the routed bridges of
+ * docs/multi-host.md. `lab.memberNs` maps each member to its namespace; `lab.nftOn(member, ...)`.
+ *
  * API (all async):
  *   labSpecFromInfra(infra, extraDomains?)  → LabSpec: the domains/machines (with an ip) of a model
  *   Lab.create(spec, { prefix? })            → Lab; on failure it removes what it created, rethrows
@@ -49,7 +57,15 @@ import type { Infra } from '../../generator/core/types.ts';
 export interface LabDomain {
   name: string;
   subnetId: number;
-  machines: { name: string; ip: string }[];
+  /** `member`: the cluster member the machine runs on (spec.members only). */
+  machines: { name: string; ip: string; member?: string }[];
+}
+
+/** A cluster member: its link's interface name and its address on the link. */
+export interface LabMember {
+  name: string;
+  link: string;
+  address: string;
 }
 
 /** A network of the host that is not a domain bridge. Addresses are /24, the host's is `gateway`. */
@@ -64,6 +80,7 @@ export interface LabSpec {
   base: string;
   domains: LabDomain[];
   outside?: OutsideNet[];
+  members?: LabMember[];
 }
 
 export interface LabMachine {
@@ -164,9 +181,11 @@ export function labSpecFromInfra(infra: Infra, extraDomains: LabDomain[] = []): 
     subnetId: d.subnet_id,
     machines: Object.entries(d.machines ?? {})
       .filter(([, m]) => typeof m.ip === 'string')
-      .map(([machine, m]) => ({ name: machine, ip: m.ip as string })),
+      .map(([machine, m]) => ({ name: machine, ip: m.ip as string, ...(m.member ? { member: m.member } : {}) })),
   }));
-  return { base: infra.global.base_subnet, domains: [...domains, ...extraDomains] };
+  const cluster = infra.global.cluster;
+  const members = cluster && Object.entries(cluster.members).map(([name, m]): LabMember => ({ name, link: m.member_link ?? cluster.member_link, address: m.address }));
+  return { base: infra.global.base_subnet, domains: [...domains, ...extraDomains], ...(members ? { members } : {}) };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -215,6 +234,8 @@ function lineReader(child: ChildProcessWithoutNullStreams): (timeoutMs: number) 
 export class Lab {
   readonly machines = new Map<string, LabMachine>();
   readonly bridges: string[] = [];
+  /** A cluster's members and their namespaces (spec.members); empty for one host. */
+  readonly memberNs = new Map<string, string>();
   private readonly namespaces: string[] = [];
   private readonly children: ChildProcessWithoutNullStreams[] = [];
   /** Every line or datagram each machine received, as its listener logged it. */
@@ -227,7 +248,7 @@ export class Lab {
     const prefix = `${opts.prefix ?? 'ak'}${process.pid}`;
     const lab = new Lab(`${prefix}h`);
     try {
-      await lab.build(spec, prefix);
+      await (spec.members ? lab.buildCluster(spec, spec.members, prefix) : lab.build(spec, prefix));
       return lab;
     } catch (err) {
       await lab.teardown();
@@ -273,6 +294,65 @@ export class Lab {
           ['link set lo up', `addr add ${m.ip}/24 dev eth0`, 'link set eth0 up', `route add default via ${m.gateway}`].map((c) => c + '\n').join('')),
       ),
     );
+  }
+
+  private async buildCluster(spec: LabSpec, members: LabMember[], prefix: string): Promise<void> {
+    const memberNs = (i: number) => `${prefix}h${i}`;
+    members.forEach((m, i) => this.memberNs.set(m.name, memberNs(i)));
+    const machines = spec.domains.flatMap((d) => d.machines.map((m) => ({ ...m, domain: d.name, gateway: `${spec.base}.${d.subnetId}.254` })));
+    const switchNs = members.length > 2 ? [`${prefix}s`] : [];
+    const all = [...members.map((_, i) => memberNs(i)), ...switchNs, ...machines.map((_, i) => `${prefix}m${i}`)];
+    this.namespaces.push(...all);
+    await must(['ip', '-batch', '-'], all.map((ns) => `netns add ${ns}\n`).join(''));
+
+    const cmds = new Map<string, string[]>(members.map((_, i) => [memberNs(i), ['link set lo up']]));
+    const on = (i: number, ...c: string[]) => cmds.get(memberNs(i))!.push(...c);
+    for (const d of spec.domains) {
+      this.bridges.push(`net-${d.name}`);
+      members.forEach((_, i) => on(i, `link add net-${d.name} type bridge`, `addr add ${spec.base}.${d.subnetId}.254/24 dev net-${d.name}`, `link set net-${d.name} up`));
+    }
+    if (switchNs.length) {
+      await must(['ip', '-n', switchNs[0], '-batch', '-'], ['link set lo up', 'link add sw type bridge', 'link set sw up'].map((c) => c + '\n').join(''));
+      members.forEach((m, i) => on(i, `link add ${m.link} type veth peer name p${i} netns ${switchNs[0]}`));
+    } else if (members.length === 2) {
+      on(0, `link add ${members[0].link} type veth peer name ${members[1].link} netns ${memberNs(1)}`);
+    }
+    members.forEach((m, i) => on(i, `addr add ${m.address}/24 dev ${m.link}`, `link set ${m.link} up`));
+    machines.forEach((m, i) => {
+      const home = members.findIndex((x) => x.name === m.member);
+      if (home < 0) throw new Error(`machine ${m.name}: member ${String(m.member)} is not in the lab`);
+      const ns = `${prefix}m${i}`;
+      this.machines.set(m.name, { name: m.name, domain: m.domain, ip: m.ip, ns, outside: false });
+      on(home, `link add vh${i} type veth peer name eth0 netns ${ns}`, `link set vh${i} master net-${m.domain}`, `link set vh${i} up`);
+      members.forEach((x, j) => j !== home && on(j, `route add ${m.ip}/32 via ${members[home].address} dev ${x.link}`));
+    });
+    // The link's ends exist once the first member's batch made the veth: members in order.
+    for (const [ns, list] of cmds) await must(['ip', '-n', ns, '-batch', '-'], list.map((c) => c + '\n').join(''));
+    if (switchNs.length) await must(['ip', '-n', switchNs[0], '-batch', '-'], members.map((_, i) => `link set p${i} master sw\nlink set p${i} up\n`).join(''));
+    await Promise.all(members.map((_, i) =>
+      must(['ip', 'netns', 'exec', memberNs(i), 'sysctl', '-qw', 'net.ipv4.ip_forward=1', ...spec.domains.map((d) => `net.ipv4.conf.net-${d.name}.proxy_arp=1`)])));
+    await Promise.all(machines.map((m, i) =>
+      must(['ip', '-n', `${prefix}m${i}`, '-batch', '-'],
+        ['link set lo up', `addr add ${m.ip}/24 dev eth0`, 'link set eth0 up', `route add default via ${m.gateway}`].map((c) => c + '\n').join(''))));
+  }
+
+  /** nft in a member's namespace (a cluster lab); throws on failure. */
+  async nftOn(member: string, args: string[], input?: string): Promise<string> {
+    const ns = this.memberNs.get(member);
+    if (!ns) throw new Error(`no member ${member} in the lab`);
+    return must(['ip', 'netns', 'exec', ns, 'nft', ...args], input);
+  }
+
+  /** A command in a member's namespace (a cluster lab; never throws). */
+  inMember(member: string, argv: string[]): Promise<CommandResult> {
+    const ns = this.memberNs.get(member);
+    if (!ns) throw new Error(`no member ${member} in the lab`);
+    return run(['ip', 'netns', 'exec', ns, ...argv]);
+  }
+
+  /** A command in a machine's namespace (never throws). */
+  inMachine(name: string, argv: string[], input?: string): Promise<CommandResult> {
+    return run(['ip', 'netns', 'exec', this.machine(name).ns, ...argv], input);
   }
 
   private machine(name: string): LabMachine {
