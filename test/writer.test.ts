@@ -7,7 +7,7 @@ import { threadWriter, type Writer } from '../generator/tree/writer.ts';
 
 function writeMany(writer: Writer, dir: string, count: number): string[] {
   const paths = Array.from({ length: count }, (_, i) => join(dir, `f${i}.yml`));
-  paths.forEach((p, i) => writer.write(p, `n: ${i}\n`));
+  paths.forEach((p, i) => writer.write(p, `n: ${i}\n`, 'atomic'));
   return paths;
 }
 
@@ -46,7 +46,7 @@ describe('writer thread', () => {
     try {
       const writer = threadWriter();
       assert.ok(writer);
-      writer.write(join(dir, 'missing-dir', 'x.yml'), 'x: 1\n');
+      writer.write(join(dir, 'missing-dir', 'x.yml'), 'x: 1\n', 'atomic');
       await assert.rejects(writer.finish(), /cannot write .*x\.yml/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

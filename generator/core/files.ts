@@ -118,6 +118,33 @@ export function writeAtomic(path: string, content: string | Uint8Array, options:
   }
 }
 
+/**
+ * A new file in a directory that no reader sees yet (tree/staging.ts renames the directory into
+ * place once every file is in it): no temporary file and no rename, which on a tree of thousands
+ * of files cost as much as the writes themselves. Fails if the file exists.
+ */
+export function writeFresh(path: string, content: string): FileStamp {
+  try {
+    const fd = openSync(path, 'wx');
+    try {
+      writeSync(fd, content);
+      const info = fstatSync(fd);
+      return { size: info.size, mtimeMs: info.mtimeMs };
+    } finally {
+      closeSync(fd);
+    }
+  } catch (err) {
+    throw new Error(`cannot write ${path}: ${systemReason(err)}`, { cause: err });
+  }
+}
+
+/** How a tree file is written: writeAtomic, writeAtomic synced (WriteOptions.durable), or writeFresh. */
+export type WriteMode = 'atomic' | 'durable' | 'fresh';
+
+export function writeAs(path: string, content: string, mode: WriteMode): FileStamp {
+  return mode === 'fresh' ? writeFresh(path, content) : writeAtomic(path, content, { durable: mode === 'durable' });
+}
+
 /** A rename is on disk only once its directory is. */
 function syncDir(dir: string): void {
   const fd = openSync(dir, 'r');

@@ -89,7 +89,7 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
     outcome.written.push(output.path);
     if (job.diff) outcome.diffs.set(output.path, changeDiff(output.path, existing, content, output.managed));
     digests.set(target, fileDigest);
-    job.writer?.write(target, content, existing !== undefined && output.managed && holdsUserBytes(existing));
+    job.writer?.write(target, content, existing !== undefined && output.managed && holdsUserBytes(existing) ? 'durable' : 'atomic');
   }
   if (job.writer) {
     const stamps = await job.writer.finish();

@@ -2,7 +2,7 @@
  * `anklume-gen sync`: infra → validated, enriched model → Ansible tree on disk (spec §6).
  * Reading and the orchestration happen here; what to write comes from outputs (tree, nftables).
  */
-import { readdirSync, unlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from '../infra/depth.js';
@@ -11,6 +11,7 @@ import { yaml } from '../infra/load.js';
 import { gather } from '../infra/gather.js';
 import { TREE_DIRS } from './layout.js';
 import type { Diagnostic } from '../core/types.js';
+import type { Staging } from './staging.js';
 import type { Writer } from './writer.js';
 
 export interface SyncOptions {
@@ -102,21 +103,32 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   }
   // Only now, with something to do: the readers, the checks and the templates (an unchanged run
   // above loads none of them).
-  const [{ evaluate }, { planOutputs, processOutputs }, { inlineWriter, threadWriter }] = await Promise.all([
+  const [{ evaluate }, { planOutputs, processOutputs }, { inlineWriter, threadWriter }, { stageMissingDirs, stagedWriter }] = await Promise.all([
     import('../infra/pipeline.js'),
     import('./outputs.js'),
     import('./writer.js'),
+    import('./staging.js'),
   ]);
   const { report: checked, infra, holder } = evaluate(gathered);
   const report: SyncReport = { ...empty(), ...checked };
   if (report.errors.length || !infra) return report;
   const outputs = planOutputs(infra, holder);
   let writer: Writer | undefined;
+  let staging: Staging | undefined;
   if (writes) {
-    ensureDirs(outputs.map((o) => join(baseDir, o.path)));
-    writer = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
+    const targets = outputs.map((o) => join(baseDir, o.path));
+    mkdirSync(baseDir, { recursive: true });
+    staging = stageMissingDirs(baseDir, targets);
+    ensureDirs(staging ? targets.map(staging.path) : targets);
+    const inner = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
+    writer = staging ? stagedWriter(inner, staging) : inner;
   }
-  const outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer, diff: options.diff });
+  let outcome;
+  try {
+    outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer, diff: options.diff });
+  } finally {
+    staging?.discard();
+  }
   report.written = outcome.written.sort();
   report.unchanged = outcome.unchanged.sort();
   report.diffs = new Map([...outcome.diffs].sort(([a], [b]) => (a < b ? -1 : 1)));

@@ -6,11 +6,10 @@
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { writeAtomic, type FileStamp } from '../core/files.js';
+import { writeAs, type FileStamp, type WriteMode } from '../core/files.js';
 
 export interface Writer {
-  /** @param durable see WriteOptions.durable */
-  write(path: string, content: string, durable?: boolean): void;
+  write(path: string, content: string, mode: WriteMode): void;
   /** Every write done; the stamp of each written file. Rejects if any write failed. */
   finish(): Promise<Map<string, FileStamp>>;
 }
@@ -18,7 +17,7 @@ export interface Writer {
 export function inlineWriter(): Writer {
   const stamps = new Map<string, FileStamp>();
   return {
-    write: (path, content, durable) => void stamps.set(path, writeAtomic(path, content, { durable })),
+    write: (path, content, mode) => void stamps.set(path, writeAs(path, content, mode)),
     finish: async () => stamps,
   };
 }
@@ -26,7 +25,7 @@ export function inlineWriter(): Writer {
 /** Files per message: few enough messages to be cheap, small enough batches to keep both threads busy. */
 const BATCH = 64;
 
-export type WriterFile = [path: string, content: string, durable?: boolean];
+export type WriterFile = [path: string, content: string, mode: WriteMode];
 
 export interface WriterMessage {
   files?: WriterFile[];
@@ -79,8 +78,8 @@ export function threadWriter(source = workerSource()): Writer | undefined {
     batch = [];
   };
   return {
-    write: (path, content, durable) => {
-      batch.push([path, content, durable]);
+    write: (path, content, mode) => {
+      batch.push([path, content, mode]);
       if (batch.length >= BATCH) flush();
     },
     finish: async () => {
@@ -90,7 +89,7 @@ export function threadWriter(source = workerSource()): Writer | undefined {
         const stamps = await done;
         if (stamps) return stamps;
         const fallback = inlineWriter();
-        for (const [path, content, durable] of sent) fallback.write(path, content, durable);
+        for (const [path, content, mode] of sent) fallback.write(path, content, mode);
         return fallback.finish();
       } finally {
         void worker.terminate();

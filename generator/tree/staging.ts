@@ -1,0 +1,137 @@
+/**
+ * A sync that creates directories (a first sync, a new base dir) writes their files into a staging
+ * folder of its own under .anklume-gen/ and renames each directory into place once every file is
+ * written. Readers (Ansible, an editor) see no directory, then the whole of it, never half a file,
+ * as with a temporary file and a rename per file, but for one rename per directory: on a tree of
+ * thousands of files, the renames cost as much as the writes. A sync that fails leaves no staged
+ * directory in the tree, and the folder is removed.
+ */
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
+import type { FileStamp } from '../core/files.js';
+import { CACHE_DIR } from './cache.js';
+import type { Writer } from './writer.js';
+
+const PREFIX = 'staging-';
+
+export interface Staging {
+  /** Where a target file is written: in the staging folder when its directory is staged. */
+  path(target: string): string;
+  /** Every staged directory renamed into place. */
+  commit(): void;
+  /** The staging folder removed (nothing of it reaches the tree). */
+  discard(): void;
+}
+
+/** Whether the process that made a staging folder is gone (its folder is then a leftover). */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+function removeLeftovers(cacheDir: string): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(cacheDir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name.slice(PREFIX.length));
+    if (name.startsWith(PREFIX) && Number.isInteger(pid) && pid > 0 && pid !== process.pid && gone(pid)) rmSync(join(cacheDir, name), { recursive: true, force: true });
+  }
+}
+
+function moveEach(from: string, to: string): void {
+  mkdirSync(to, { recursive: true });
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    if (entry.isDirectory()) moveEach(join(from, entry.name), join(to, entry.name));
+    else renameSync(join(from, entry.name), join(to, entry.name));
+  }
+}
+
+/**
+ * The staging of the directories below baseDir that the targets need and that do not exist, made
+ * in the staging folder; undefined when they all exist (files are then written one by one,
+ * atomically).
+ */
+export function stageMissingDirs(baseDir: string, targets: string[]): Staging | undefined {
+  const staged = new Set<string>();
+  const known = new Map<string, boolean>();
+  const exists = (dir: string): boolean => {
+    let e = known.get(dir);
+    if (e === undefined) known.set(dir, (e = existsSync(join(baseDir, dir))));
+    return e;
+  };
+  for (const dir of new Set(targets.map((t) => relative(baseDir, dirname(t))))) {
+    if (dir === '' || dir.startsWith('..')) continue;
+    const parts = dir.split(sep);
+    // The top-most missing directory: everything below it comes with it.
+    for (let depth = 1; depth <= parts.length; depth++) {
+      const prefix = parts.slice(0, depth).join(sep);
+      if (staged.has(prefix)) break;
+      if (!exists(prefix)) {
+        staged.add(prefix);
+        break;
+      }
+    }
+  }
+  if (!staged.size) return undefined;
+  const cacheDir = join(baseDir, CACHE_DIR);
+  removeLeftovers(cacheDir);
+  const root = join(cacheDir, `${PREFIX}${process.pid}`);
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  const stagedOf = (target: string): string | undefined => {
+    const rel = relative(baseDir, target);
+    for (const prefix of staged) if (rel.startsWith(prefix + sep)) return prefix;
+    return undefined;
+  };
+  for (const dir of new Set(targets.filter(stagedOf).map((t) => dirname(join(root, relative(baseDir, t)))))) mkdirSync(dir, { recursive: true });
+  return {
+    path: (target) => (stagedOf(target) ? join(root, relative(baseDir, target)) : target),
+    commit: () => {
+      for (const prefix of staged) {
+        const from = join(root, prefix);
+        if (!existsSync(from)) continue;
+        try {
+          renameSync(from, join(baseDir, prefix));
+        } catch {
+          // The directory appeared meanwhile (another program made it): each file then moves on
+          // its own, still atomically.
+          moveEach(from, join(baseDir, prefix));
+        }
+      }
+      rmSync(root, { recursive: true, force: true });
+    },
+    discard: () => rmSync(root, { recursive: true, force: true }),
+  };
+}
+
+/** A writer that writes staged targets fresh into the staging folder and commits it when done. */
+export function stagedWriter(inner: Writer, staging: Staging): Writer {
+  const targetOf = new Map<string, string>();
+  return {
+    write: (target, content, mode) => {
+      const path = staging.path(target);
+      if (path === target) inner.write(target, content, mode);
+      else {
+        targetOf.set(path, target);
+        inner.write(path, content, 'fresh');
+      }
+    },
+    finish: async () => {
+      try {
+        const stamps = await inner.finish();
+        staging.commit();
+        return new Map([...stamps].map(([path, stamp]): [string, FileStamp] => [targetOf.get(path) ?? path, stamp]));
+      } finally {
+        staging.discard();
+      }
+    },
+  };
+}
