@@ -2,21 +2,18 @@
  * `anklume-gen flows`: may this open a connection to that, and why (a packet tracer for the infra).
  *
  * Pure. The verdicts are the ruleset's own: the sets and elements of buildRuleset, looked up with
- * the same element keys, in the order of the forward chain. FORWARD_CHAIN restates that chain (its
- * text lives in templates/nftables/anklume.nft.hbs); a unit test holds the two rule lists equal,
- * and an end-to-end test holds the verdicts against what the kernel does with real connections.
- *
- * A new connection is one packet with conntrack state new: `ct state established,related accept`
- * never applies to it, so the chain reduces to the steps below.
+ * the same element keys, in the order of the forward chain (flowChain.ts restates it; a unit test
+ * holds it to the template, and end-to-end tests hold the verdicts against what the kernel does
+ * with real connections, on one host and across two cluster members).
  */
-import { AI_DOMAIN, HOST_ENDPOINT, OUTSIDE_ENDPOINT } from '../infra/validate.js';
+import { HOST_ENDPOINT, OUTSIDE_ENDPOINT } from '../infra/validate.js';
 import { connectPortFor, publishedPorts, type PublishedPort } from '../infra/devices.js';
-import { BRIDGE_PREFIX, bridgeOf, buildRuleset, elementKey, type Ruleset, type SetName } from './nftables.js';
-import { nftString } from '../core/templates.js';
+import { bridgeOf, buildRuleset } from './nftables.js';
+import { decide, FLOW_PROTOCOLS, OUTSIDE_IFACE, Tables, type Decision, type FlowProtocol, type Packet, type Side } from './flowChain.js';
 import type { Infra, Mapping } from '../core/types.js';
 
-export type FlowProtocol = 'tcp' | 'udp' | 'icmp';
-export const FLOW_PROTOCOLS: readonly FlowProtocol[] = ['tcp', 'udp', 'icmp'];
+export { FLOW_PROTOCOLS, type FlowProtocol };
+export { chainRules } from './flowChain.js';
 
 /** What a name on the command line stands for. */
 export type FlowEndpoint =
@@ -24,160 +21,6 @@ export type FlowEndpoint =
   | { kind: 'domain'; name: string }
   | { kind: 'outside' }
   | { kind: 'host' };
-
-/** One side of a packet: the interface, and the address when it is one known machine. */
-interface Side {
-  iface: string;
-  addr?: string;
-  /** How a reason names this side. */
-  label: string;
-  /** The machine this side is, when it is one (its published ports apply). */
-  machine?: string;
-}
-
-/** Any interface that is not a domain bridge: what `outside` stands for on the wire. */
-const OUTSIDE_IFACE = 'uplink';
-
-interface Packet {
-  src: Side;
-  dst: Side;
-  proto: FlowProtocol;
-  /** Absent for icmp. */
-  port?: number;
-}
-
-type Why = 'outbound' | 'same-domain' | 'ai-exclusive' | 'policy' | 'no-policy' | 'published';
-
-interface Decision {
-  allow: boolean;
-  why: Why;
-  policy?: number;
-  /** The proxy device that publishes the port: the path goes through the host, not the chain. */
-  published?: PublishedPort;
-}
-
-/** The ruleset as lookup tables: element key → the policy it comes from (-1: none). */
-class Tables {
-  private readonly sets = new Map<SetName, Map<string, number>>();
-
-  constructor(readonly ruleset: Ruleset) {
-    for (const set of ruleset.sets) {
-      const keys = new Map<string, number>();
-      for (const group of set.groups) for (const key of group.elements) keys.set(key, group.policy ?? -1);
-      this.sets.set(set.name, keys);
-    }
-  }
-
-  /** The policy index of the element, -1 for an element of no policy, undefined when absent. */
-  lookup(set: SetName, key: string): number | undefined {
-    return this.sets.get(set)?.get(key);
-  }
-
-  has(set: SetName, key: string): boolean {
-    return this.lookup(set, key) !== undefined;
-  }
-}
-
-type Field = Parameters<typeof elementKey>[0][number];
-const ifname = (iface: string): Field => ({ ifname: iface });
-const isBridge = (iface: string) => iface.startsWith(BRIDGE_PREFIX);
-
-interface ChainRule {
-  /** The rule's text as the template renders it. */
-  rule: string;
-  exclusiveOnly?: true;
-  decide: (p: Packet, t: Tables) => Decision | undefined;
-}
-
-/** An accept rule that is one set lookup; `fields` undefined: the packet cannot match it. */
-function lookupRule(rule: string, set: SetName, fields: (p: Packet, t: Tables) => Field[] | undefined): ChainRule {
-  return {
-    rule,
-    decide: (p, t) => {
-      const f = fields(p, t);
-      const policy = f ? t.lookup(set, elementKey(f)) : undefined;
-      return policy === undefined ? undefined : { allow: true, why: 'policy', policy };
-    },
-  };
-}
-
-const portFields = (p: Packet): Field[] | undefined => (p.proto === 'icmp' || p.port === undefined ? undefined : [{ proto: p.proto }, { port: p.port }]);
-const withAddr = (addr: string | undefined, rest: Field[] | undefined): Field[] | undefined => (addr && rest ? [{ addr }, ...rest] : undefined);
-const fromOutside = (p: Packet, t: Tables) => !t.has('domain_bridges', elementKey([ifname(p.src.iface)]));
-const AI_BRIDGE = nftString(bridgeOf(AI_DOMAIN));
-
-export const FORWARD_CHAIN: readonly ChainRule[] = [
-  { rule: 'oifname != "net-*" accept', decide: (p) => (isBridge(p.dst.iface) ? undefined : { allow: true, why: 'outbound' }) },
-  {
-    rule: 'iifname . oifname @intra accept',
-    decide: (p, t) => (t.has('intra', elementKey([ifname(p.src.iface), ifname(p.dst.iface)])) ? { allow: true, why: 'same-domain' } : undefined),
-  },
-  {
-    rule: `iifname ${AI_BRIDGE} oifname != @ai_holder drop`,
-    exclusiveOnly: true,
-    decide: (p, t) => (p.src.iface === bridgeOf(AI_DOMAIN) && !t.has('ai_holder', elementKey([ifname(p.dst.iface)])) ? { allow: false, why: 'ai-exclusive' } : undefined),
-  },
-  {
-    rule: `oifname ${AI_BRIDGE} iifname != @ai_holder iifname "net-*" drop`,
-    exclusiveOnly: true,
-    decide: (p, t) =>
-      p.dst.iface === bridgeOf(AI_DOMAIN) && !t.has('ai_holder', elementKey([ifname(p.src.iface)])) && isBridge(p.src.iface) ? { allow: false, why: 'ai-exclusive' } : undefined,
-  },
-  {
-    // A new connection is always in the original direction.
-    rule: `oifname ${AI_BRIDGE} iifname != "net-*" ct direction != reply drop`,
-    exclusiveOnly: true,
-    decide: (p) => (p.dst.iface === bridgeOf(AI_DOMAIN) && !isBridge(p.src.iface) ? { allow: false, why: 'ai-exclusive' } : undefined),
-  },
-  { rule: 'ct state established,related accept', decide: () => undefined },
-  lookupRule('iifname . oifname @allow_bridges accept', 'allow_bridges', (p) => [ifname(p.src.iface), ifname(p.dst.iface)]),
-  lookupRule('iifname . oifname . meta l4proto . th dport @allow_bridge_ports accept', 'allow_bridge_ports', (p) => {
-    const ports = portFields(p);
-    return ports && [ifname(p.src.iface), ifname(p.dst.iface), ...ports];
-  }),
-  lookupRule('iifname . oifname . ip daddr @allow_to_addr accept', 'allow_to_addr', (p) => (p.dst.addr ? [ifname(p.src.iface), ifname(p.dst.iface), { addr: p.dst.addr }] : undefined)),
-  lookupRule('iifname . oifname . ip daddr . meta l4proto . th dport @allow_to_addr_ports accept', 'allow_to_addr_ports', (p) => {
-    const rest = withAddr(p.dst.addr, portFields(p));
-    return rest && [ifname(p.src.iface), ifname(p.dst.iface), ...rest];
-  }),
-  lookupRule('iifname . ip saddr . oifname @allow_from_addr accept', 'allow_from_addr', (p) => p.src.addr ? [ifname(p.src.iface), { addr: p.src.addr }, ifname(p.dst.iface)] : undefined),
-  lookupRule('iifname . ip saddr . oifname . meta l4proto . th dport @allow_from_addr_ports accept', 'allow_from_addr_ports', (p) => {
-    const ports = portFields(p);
-    return p.src.addr && ports ? [ifname(p.src.iface), { addr: p.src.addr }, ifname(p.dst.iface), ...ports] : undefined;
-  }),
-  lookupRule('iifname . ip saddr . oifname . ip daddr @allow_addr_pairs accept', 'allow_addr_pairs', (p) =>
-    p.src.addr && p.dst.addr ? [ifname(p.src.iface), { addr: p.src.addr }, ifname(p.dst.iface), { addr: p.dst.addr }] : undefined),
-  lookupRule('meta l4proto tcp iifname . ip saddr . oifname . ip daddr . th dport @allow_addr_pairs_tcp accept', 'allow_addr_pairs_tcp', (p) =>
-    p.proto === 'tcp' && p.src.addr && p.dst.addr && p.port !== undefined ? [ifname(p.src.iface), { addr: p.src.addr }, ifname(p.dst.iface), { addr: p.dst.addr }, { port: p.port }] : undefined),
-  lookupRule('meta l4proto udp iifname . ip saddr . oifname . ip daddr . th dport @allow_addr_pairs_udp accept', 'allow_addr_pairs_udp', (p) =>
-    p.proto === 'udp' && p.src.addr && p.dst.addr && p.port !== undefined ? [ifname(p.src.iface), { addr: p.src.addr }, ifname(p.dst.iface), { addr: p.dst.addr }, { port: p.port }] : undefined),
-  lookupRule('iifname != @domain_bridges oifname @allow_outside accept', 'allow_outside', (p, t) => (fromOutside(p, t) ? [ifname(p.dst.iface)] : undefined)),
-  lookupRule('iifname != @domain_bridges oifname . meta l4proto . th dport @allow_outside_ports accept', 'allow_outside_ports', (p, t) => {
-    const ports = portFields(p);
-    return fromOutside(p, t) && ports ? [ifname(p.dst.iface), ...ports] : undefined;
-  }),
-  lookupRule('iifname != @domain_bridges oifname . ip daddr @allow_outside_to_addr accept', 'allow_outside_to_addr', (p, t) =>
-    fromOutside(p, t) && p.dst.addr ? [ifname(p.dst.iface), { addr: p.dst.addr }] : undefined),
-  lookupRule('iifname != @domain_bridges oifname . ip daddr . meta l4proto . th dport @allow_outside_to_addr_ports accept', 'allow_outside_to_addr_ports', (p, t) => {
-    const rest = withAddr(p.dst.addr, portFields(p));
-    return fromOutside(p, t) && rest ? [ifname(p.dst.iface), ...rest] : undefined;
-  }),
-  { rule: 'counter drop', decide: () => ({ allow: false, why: 'no-policy' }) },
-];
-
-/** The rules of the chain for this mode, in order. */
-export function chainRules(exclusive: boolean): string[] {
-  return FORWARD_CHAIN.filter((r) => exclusive || !r.exclusiveOnly).map((r) => r.rule);
-}
-
-function decide(packet: Packet, tables: Tables): Decision {
-  for (const rule of FORWARD_CHAIN) {
-    if (rule.exclusiveOnly && !tables.ruleset.exclusive) continue;
-    const d = rule.decide(packet, tables);
-    if (d) return d;
-  }
-  throw new Error('the forward chain ends in a drop rule');
-}
 
 /**
  * The chain's verdict, or else a port that a proxy device of the destination machine publishes on
@@ -221,6 +64,8 @@ export interface FlowAnswer {
   published?: PublishedAnswer[];
   /** Machines of a domain side whose verdict differs from the domain's (machine-level policies, published ports). */
   exceptions?: FlowAnswer[];
+  /** On a cluster, between two machines: the members whose ruleset judges the connection (one, or the source's and the destination's). */
+  judged_on?: string[];
 }
 
 export interface PublishedAnswer {
@@ -265,7 +110,7 @@ export function flowModel(infra: Infra, holder: string | null): FlowModel {
   for (const p of published) for (const port of p.ports) ports.add(port);
   let otherPort = 1;
   while (ports.has(otherPort)) otherPort++;
-  return { infra, holder: ruleset.holder, tables: new Tables(ruleset), ports: [...ports].sort((a, b) => a - b), otherPort, addressed, published };
+  return { infra, holder: ruleset.holder, tables: new Tables(ruleset, infra), ports: [...ports].sort((a, b) => a - b), otherPort, addressed, published };
 }
 
 /** The name as an endpoint, or undefined when the infra has no such domain or machine. */
@@ -295,13 +140,15 @@ function sides(model: FlowModel, e: FlowEndpoint): { side: Side; machine?: strin
     case 'outside':
     case 'host':
       return [{ side: { iface: OUTSIDE_IFACE, label: OUTSIDE_ENDPOINT } }];
-    case 'machine':
-      return [{ side: { iface: bridgeOf(e.domain), addr: e.addr, label: e.name, machine: e.name }, machine: e.name }];
+    case 'machine': {
+      const member = model.infra.domains[e.domain]?.machines?.[e.name]?.member;
+      return [{ side: { iface: bridgeOf(e.domain), addr: e.addr, label: e.name, machine: e.name, ...(member ? { member } : {}) }, machine: e.name }];
+    }
     case 'domain': {
       const publishing = new Set(model.published.map((p) => p.machine));
       const machines = Object.entries(model.infra.domains[e.name]?.machines ?? {})
         .filter(([name, m]) => (m.ip !== undefined && model.addressed.has(m.ip)) || publishing.has(name))
-        .map(([name, m]) => ({ side: { iface: bridgeOf(e.name), addr: m.ip, label: name, machine: name }, machine: name }));
+        .map(([name, m]) => ({ side: { iface: bridgeOf(e.name), addr: m.ip, label: name, machine: name, ...(m.member ? { member: m.member } : {}) }, machine: name }));
       return [{ side: { iface: bridgeOf(e.name), label: e.name } }, ...machines];
     }
   }
@@ -393,11 +240,26 @@ function answer(model: FlowModel, from: string, to: string, src: Side, dst: Side
     port: port ?? null,
     holder: model.holder,
     verdict: out.allow ? 'allow' : 'drop',
-    reason: reasonOf(model, src, dst, proto, out, port),
+    reason: reasonOf(model, src, dst, proto, out, port) + judgedText(src, dst),
     policy: policy ?? null,
     ...(proto !== 'icmp' && port === undefined ? { ports: out.ports } : {}),
     ...(published.length ? { published } : {}),
+    ...judgedOn(src, dst),
   };
+}
+
+/**
+ * Where a connection between two machines of a cluster is judged: the same ruleset runs on every
+ * member, and a packet between two members is judged where it leaves and where it arrives.
+ */
+function judgedOn(src: Side, dst: Side): { judged_on?: string[] } {
+  if (src.member === undefined || dst.member === undefined) return {};
+  return { judged_on: [...new Set([src.member, dst.member])] };
+}
+
+function judgedText(src: Side, dst: Side): string {
+  const members = judgedOn(src, dst).judged_on;
+  return members ? ` (judged on ${members.join(' and on ')})` : '';
 }
 
 const sameOutcome = (a: FlowAnswer, b: FlowAnswer) => a.verdict === b.verdict && JSON.stringify(a.ports) === JSON.stringify(b.ports);
