@@ -81,6 +81,8 @@ function isProtected(path: string): boolean {
 
 /** Above this many files, a writer thread pays for its start-up. */
 const THREAD_WRITER_MIN_FILES = 500;
+/** About as many bytes of infra as make THREAD_WRITER_MIN_FILES files (a machine's YAML gives one host_vars file). */
+const EARLY_WRITER_MIN_BYTES = 128 * 1024;
 
 export async function sync(options: SyncOptions): Promise<SyncReport> {
   const env = options.env ?? process.env;
@@ -109,9 +111,23 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     import('./writer.js'),
     import('./staging.js'),
   ]);
-  const { report: checked, infra, holder } = evaluate(gathered);
+  // A large infra will write thousands of files: the writer thread starts now, while this thread
+  // reads and checks, so that it is ready when the first files are rendered.
+  const sourceBytes = gathered.sources.reduce((n, s) => n + s.text.length, 0);
+  const early = writes && sourceBytes >= EARLY_WRITER_MIN_BYTES ? threadWriter() : undefined;
+  let evaluated: ReturnType<typeof evaluate>;
+  try {
+    evaluated = evaluate(gathered);
+  } catch (err) {
+    await early?.finish();
+    throw err;
+  }
+  const { report: checked, infra, holder } = evaluated;
   const report: SyncReport = { ...empty(), ...checked };
-  if (report.errors.length || !infra) return report;
+  if (report.errors.length || !infra) {
+    await early?.finish();
+    return report;
+  }
   const outputs = planOutputs(infra, holder);
   let writer: Writer | undefined;
   let staging: Staging | undefined;
@@ -120,7 +136,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     mkdirSync(baseDir, { recursive: true });
     staging = stageMissingDirs(baseDir, targets);
     ensureDirs(staging ? targets.map(staging.path) : targets);
-    const inner = (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
+    const inner = early ?? (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
     writer = staging ? stagedWriter(inner, staging) : inner;
   }
   let outcome;
