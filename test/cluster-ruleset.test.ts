@@ -86,6 +86,21 @@ describe('the ruleset on a cluster (issue 19)', () => {
     }
   });
 
+  it('fills every policy set and every twin with one policy of each kind, and the kernel takes them', kernel, async () => {
+    const kinds = [
+      '{ from: a, to: b }', '{ from: a, to: b, ports: [80] }', '{ from: a, to: b1 }', '{ from: a, to: b1, ports: [81] }',
+      '{ from: a1, to: b }', '{ from: a1, to: b, ports: [82] }', '{ from: a1, to: b1 }', '{ from: a1, to: b1, ports: [83] }',
+      '{ from: a1, to: b1, ports: [84], protocol: udp }', '{ from: outside, to: b }', '{ from: outside, to: b, ports: [85] }',
+      '{ from: outside, to: b1 }', '{ from: outside, to: b1, ports: [86] }',
+    ];
+    const infra = model(`project_name: k\nglobal:\n  base_subnet: "10.3"\n${CLUSTER_CLAUSE}domains:\n  a: { subnet_id: 1, member: m1, machines: { a1: { ip: "10.3.1.10" } } }\n  b: { subnet_id: 2, member: m2, machines: { b1: { ip: "10.3.2.10" } } }\nnetwork_policies:\n${kinds.map((k) => `  - ${k}`).join('\n')}\n`);
+    const r = buildRuleset(infra, null);
+    const empty = r.sets.filter((set) => set.groups.length === 0).map((set) => set.name);
+    assert.deepEqual(empty, [], 'every set has an element');
+    const loaded = await load(renderRuleset(infra, null));
+    assert.ok(loaded.ok, loaded.out);
+  });
+
   it('without global.cluster there is none of it', () => {
     const single = model(readFileSync('examples/infra.yml', 'utf8'));
     const r = buildRuleset(single, 'pro');

@@ -11,6 +11,7 @@
  * twin is an interval set whose elements nft accepts together, and every decision stays a lookup.
  */
 import { bridgeOf, type Field } from './elements.js';
+import type { SET_TYPES } from './nftables.js';
 import type { Cluster, Infra } from '../core/types.js';
 
 /** What each field of a policy set's key stands for, in key order. */
@@ -31,7 +32,7 @@ const POLICY_SET_ROLES = {
   allow_outside_ports: ['dstBridge', 'proto', 'port'],
   allow_outside_to_addr: ['dstBridge', 'dstAddr'],
   allow_outside_to_addr_ports: ['dstBridge', 'dstAddr', 'proto', 'port'],
-} as const satisfies Record<string, readonly Role[]>;
+} as const satisfies Record<Exclude<keyof typeof SET_TYPES, 'ai_holder' | 'domain_bridges' | 'intra'>, readonly Role[]>;
 
 export type PolicySetName = keyof typeof POLICY_SET_ROLES;
 type Direction = 'in' | 'out';
