@@ -4,8 +4,8 @@
  * namespace with every domain's bridge (the same gateway addresses on both, as Incus makes them);
  * a veth joins them as the member link (enp2s0 on desk, enp3s0 on gpu-box, as the fixture names
  * them); each member routes the other's machines (/32) and answers ARP for them (the routed
- * bridges of docs/multi-host.md). Data is judged where it arrives, and `flows` is held to what
- * the kernel does. Everything runs in namespaces this test creates (test/helpers/netns.ts), removed
+ * bridges of docs/multi-host.md). A LAN host sits behind desk's uplink, and gpu-box routes the
+ * LAN through desk. Data is judged where it arrives, and `flows` is held to what the kernel does. Everything runs in namespaces this test creates (test/helpers/netns.ts), removed
  * at the end even on failure; needs root.
  */
 import { after, before, describe, it } from 'node:test';
@@ -16,13 +16,15 @@ import { enrich } from '../generator/infra/enrich.ts';
 import { renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
 import { flowModel, judgeFlow, resolveFlowEndpoint } from '../generator/nftables/flows.ts';
 import type { Infra } from '../generator/core/types.ts';
-import { canRunNetns, Lab, labSpecFromInfra, type LabMachine } from './helpers/netns.ts';
+import { canRunNetns, Lab, labSpecFromInfra, type LabMachine, type OutsideNet } from './helpers/netns.ts';
 
 const FIXTURE = 'test/fixtures/cluster/infra.yml';
 const MEMBERS = ['desk', 'gpu-box'];
 const TCP_PORTS = [22, 80, 443];
 const UDP_PORT = 5353;
 /** The rule that keeps a domain's identity between members: a bridge sends only its own subnet. */
+/** The LAN behind desk's uplink. */
+const LAN: OutsideNet = { iface: 'uplink0', kind: 'link', gateway: '10.98.0.1', machines: [{ name: 'lan-host', ip: '10.98.0.2' }], member: 'desk' };
 const IDENTITY_RULE = '\t\toifname @member_links iifname "net-*" iifname . ip saddr != @bridge_subnet drop\n';
 
 async function fixture(): Promise<Infra> {
@@ -36,10 +38,12 @@ async function fixture(): Promise<Infra> {
  * The oracle, written from the fixture's policies and the spec, not from the generator: the same
  * domain passes wherever its machines run; ai-tools exchanges packets with the holder only (the AI
  * policy is auto-created, bidirectional, every port); perso reaches lab on every port; pro-dev
- * reaches lab-web on tcp/80 and udp/5353; nothing else crosses domains.
+ * reaches lab-web on tcp/80 and udp/5353; outside reaches lab-web on tcp/443 only; the domains
+ * reach the outside; nothing else crosses domains.
  */
 function allowed(holder: string | null, src: LabMachine, dst: LabMachine, proto: 'tcp' | 'udp', port: number): boolean {
-  if (src.domain === dst.domain) return true;
+  if (src.domain === dst.domain || dst.outside) return true;
+  if (src.outside) return dst.name === 'lab-web' && proto === 'tcp' && port === 443;
   if (src.domain === 'ai-tools' || dst.domain === 'ai-tools') return holder !== null && (src.domain === holder || dst.domain === holder);
   if (src.domain === 'perso' && dst.domain === 'lab') return true;
   return src.name === 'pro-dev' && dst.name === 'lab-web' && ((proto === 'tcp' && port === 80) || (proto === 'udp' && port === UDP_PORT));
@@ -69,7 +73,8 @@ describe('the ruleset on two cluster members (issue 19)', { skip: check.ok ? fal
     const wrong: string[] = [];
     const judge = (src: LabMachine, dst: LabMachine, proto: 'tcp' | 'udp', port: number, kernel: boolean) => {
       const expected = allowed(holder, src, dst, proto, port);
-      const flows = judgeFlow(model, resolveFlowEndpoint(infra, src.name)!, resolveFlowEndpoint(infra, dst.name)!, proto, port).verdict === 'allow';
+      const endpoint = (m: LabMachine) => resolveFlowEndpoint(infra, m.outside ? 'outside' : m.name)!;
+      const flows = judgeFlow(model, endpoint(src), endpoint(dst), proto, port).verdict === 'allow';
       if (kernel !== expected || flows !== expected) wrong.push(`${src.name} -> ${dst.name} ${proto}/${port}: kernel ${kernel}, flows ${flows}, expected ${expected}`);
     };
     probes.forEach((p, i) => judge(p.src, p.dst, 'tcp', p.port, results[i] === 'open'));
@@ -95,7 +100,7 @@ describe('the ruleset on two cluster members (issue 19)', { skip: check.ok ? fal
 
   before(async () => {
     infra = await fixture();
-    lab = await Lab.create(labSpecFromInfra(infra), { prefix: 'akc' });
+    lab = await Lab.create({ ...labSpecFromInfra(infra), outside: [LAN] }, { prefix: 'akc' });
     machines = [...lab.machines.values()];
     await lab.listen(TCP_PORTS, [UDP_PORT]);
   });
@@ -103,14 +108,14 @@ describe('the ruleset on two cluster members (issue 19)', { skip: check.ok ? fal
     await lab?.teardown();
   });
 
-  it('the lab is a cluster: machines on both members, and without a ruleset every machine reaches every other', async () => {
+  it('the lab is a cluster: machines on both members, and without a ruleset every machine (and the LAN host) reaches every other', async () => {
     const spread = new Set(Object.values(infra.domains).flatMap((d) => Object.values(d.machines ?? {}).map((m) => m.member)));
     assert.deepEqual([...spread].sort(), MEMBERS);
     const results = await lab.probeMany(pairs().map(({ src, dst }) => ({ from: src.name, to: dst.name, port: 80 })));
     assert.deepEqual(results.filter((r) => r !== 'open'), []);
   });
 
-  it('holder pro: domain isolation, the machine and domain policies and the AI access hold across members, as flows says', async () => {
+  it('holder pro: domain isolation, the machine, domain and outside policies and the AI access hold across members, as flows says', async () => {
     await load(renderRuleset(infra, 'pro'));
     await assertEveryPair('pro');
   });

@@ -20,7 +20,9 @@
  * switch namespace `<prefix><pid>s` (more), with the member's address /24. A machine sits on its
  * member's bridge; every member routes each machine of another member (/32 via that member's
  * address) and answers ARP for it on the domain's bridge (proxy ARP): the routed bridges of
- * docs/multi-host.md. `lab.memberNs` maps each member to its namespace; `lab.nftOn(member, ...)`.
+ * docs/multi-host.md. An outside network (spec.outside) is plugged into its `member`, and the
+ * other members route it through that member's address. `lab.memberNs` maps each member to its
+ * namespace; `lab.nftOn(member, ...)` and `lab.inMember(member, argv)` run there.
  *
  * API (all async):
  *   labSpecFromInfra(infra, extraDomains?)  → LabSpec: the domains/machines (with an ip) of a model
@@ -74,6 +76,8 @@ export interface OutsideNet {
   kind: 'bridge' | 'link';
   gateway: string;
   machines: { name: string; ip: string }[];
+  /** In a cluster lab: the member it is plugged into (the other members route it through that one). */
+  member?: string;
 }
 
 export interface LabSpec {
@@ -299,7 +303,11 @@ export class Lab {
   private async buildCluster(spec: LabSpec, members: LabMember[], prefix: string): Promise<void> {
     const memberNs = (i: number) => `${prefix}h${i}`;
     members.forEach((m, i) => this.memberNs.set(m.name, memberNs(i)));
-    const machines = spec.domains.flatMap((d) => d.machines.map((m) => ({ ...m, domain: d.name, gateway: `${spec.base}.${d.subnetId}.254` })));
+    const inDomains = spec.domains.flatMap((d) =>
+      d.machines.map((m) => ({ ...m, domain: d.name, outside: false, gateway: `${spec.base}.${d.subnetId}.254`, port: `net-${d.name}` as string | undefined })));
+    const outside = (spec.outside ?? []).flatMap((n) =>
+      n.machines.map((m) => ({ ...m, member: n.member ?? members[0].name, domain: n.iface, outside: true, gateway: n.gateway, port: n.kind === 'bridge' ? n.iface : undefined })));
+    const machines = [...inDomains, ...outside];
     const switchNs = members.length > 2 ? [`${prefix}s`] : [];
     const all = [...members.map((_, i) => memberNs(i)), ...switchNs, ...machines.map((_, i) => `${prefix}m${i}`)];
     this.namespaces.push(...all);
@@ -318,13 +326,27 @@ export class Lab {
       on(0, `link add ${members[0].link} type veth peer name ${members[1].link} netns ${memberNs(1)}`);
     }
     members.forEach((m, i) => on(i, `addr add ${m.address}/24 dev ${m.link}`, `link set ${m.link} up`));
+    const memberIndex = (name: string | undefined, what: string) => {
+      const i = members.findIndex((x) => x.name === name);
+      if (i < 0) throw new Error(`${what}: member ${String(name)} is not in the lab`);
+      return i;
+    };
+    for (const n of spec.outside ?? []) {
+      const home = memberIndex(n.member ?? members[0].name, n.iface);
+      if (n.kind === 'bridge') on(home, `link add ${n.iface} type bridge`, `addr add ${n.gateway}/24 dev ${n.iface}`, `link set ${n.iface} up`);
+      const net = `${n.gateway.split('.').slice(0, 3).join('.')}.0/24`;
+      members.forEach((x, j) => j !== home && on(j, `route add ${net} via ${members[home].address} dev ${x.link}`));
+    }
     machines.forEach((m, i) => {
-      const home = members.findIndex((x) => x.name === m.member);
-      if (home < 0) throw new Error(`machine ${m.name}: member ${String(m.member)} is not in the lab`);
+      const home = memberIndex(m.member, `machine ${m.name}`);
       const ns = `${prefix}m${i}`;
-      this.machines.set(m.name, { name: m.name, domain: m.domain, ip: m.ip, ns, outside: false });
-      on(home, `link add vh${i} type veth peer name eth0 netns ${ns}`, `link set vh${i} master net-${m.domain}`, `link set vh${i} up`);
-      members.forEach((x, j) => j !== home && on(j, `route add ${m.ip}/32 via ${members[home].address} dev ${x.link}`));
+      this.machines.set(m.name, { name: m.name, domain: m.domain, ip: m.ip, ns, outside: m.outside });
+      if (m.port) {
+        on(home, `link add vh${i} type veth peer name eth0 netns ${ns}`, `link set vh${i} master ${m.port}`, `link set vh${i} up`);
+      } else {
+        on(home, `link add ${m.domain} type veth peer name eth0 netns ${ns}`, `addr add ${m.gateway}/24 dev ${m.domain}`, `link set ${m.domain} up`);
+      }
+      if (!m.outside) members.forEach((x, j) => j !== home && on(j, `route add ${m.ip}/32 via ${members[home].address} dev ${x.link}`));
     });
     // The link's ends exist once the first member's batch made the veth: members in order.
     for (const [ns, list] of cmds) await must(['ip', '-n', ns, '-batch', '-'], list.map((c) => c + '\n').join(''));
