@@ -118,7 +118,7 @@ const TABLE: [string, RegExp][] = [
   ['machine without ip in a cluster (issue 19)', /^Machine '.+': no ip/],
   ['two members with one address (issue 19)', /^Member '.+': address \S+ already used by '.+'/],
   ["member address in a domain's subnet or the address plan (issue 19)", /^Member '.+': address \S+ is inside (domain '.+''s subnet|anklume's address plan)/],
-  ['member link named like a domain bridge (issue 19)', /member_link '.+' has the name of a domain bridge/],
+  ['member link named like a domain bridge, or that is not a link between members (issue 19)', /member_link '.+' (has the name of a domain bridge|is (Incus's default bridge|the loopback interface))/],
   ['member named like a domain, a machine or Ansible (issue 19)', /^Member '.+': (has the name of a (domain|machine)|invalid name)/],
   ['unknown key', /^unknown key '.+'/],
   ['did you mean', /did you mean '.+'\?/],

@@ -30,6 +30,8 @@ export const clusterMessages = {
     `Member '${member}': address ${address} is ${why}, which the other members cannot reach; give the member its address on the member link`,
   linkIsBridge: (where: string, link: string) =>
     `${where} '${link}' has the name of a domain bridge (net-<domain>): the isolation ruleset would take it for one; name the interface that joins the members (e.g. enp2s0, or a VLAN such as vlan50)`,
+  linkIsLocal: (where: string, link: string, why: string) =>
+    `${where} '${link}' is ${why}: what arrives on a member link from a domain's subnet is taken as that domain's, so the link must join the members and nothing else; name the interface that joins them (e.g. enp2s0, or a VLAN such as vlan50)`,
   memberNameTaken: (member: string, kind: 'domain' | 'machine') =>
     `Member '${member}': has the name of a ${kind}: Ansible's inventory would take the two for one (the members are hosts of inventory/_cluster.yml); rename the member in Incus (incus cluster rename) or the ${kind}`,
   memberNameReserved: (member: string) =>

@@ -411,6 +411,20 @@ function checkSharedDisks(raw: Mapping, warnings: Finding[]): void {
   }
 }
 
+/** Interfaces that cannot be a member link, and why: what else sends on them. */
+const NOT_MEMBER_LINKS: Record<string, string> = {
+  lo: 'the loopback interface',
+  incusbr0: "Incus's default bridge, where any container can send",
+};
+
+/** A member link named like a domain bridge, or like an interface that is not one. */
+function memberLinkProblem(where: string, link: unknown): string | undefined {
+  if (typeof link !== 'string') return undefined;
+  if (isBridgeName(link)) return cm.linkIsBridge(where, link);
+  const why = NOT_MEMBER_LINKS[link];
+  return why === undefined ? undefined : cm.linkIsLocal(where, link, why);
+}
+
 /** Addresses that no other member can reach, by their first octet. */
 function unreachableAddress(octets: number[]): string | undefined {
   if (octets[0] === 0) return 'in 0.0.0.0/8 (this host)';
@@ -425,17 +439,15 @@ function checkClusterMembers(raw: Mapping, cluster: Mapping, index: ReturnType<t
   const base = typeof global.base_subnet === 'string' ? global.base_subnet : undefined;
   const plan = base === undefined ? undefined : `${base}.0.0/16`;
   const at = (...rest: PathSegment[]): PathSegment[] => ['global', 'cluster', ...rest];
-  if (typeof cluster.member_link === 'string' && isBridgeName(cluster.member_link)) {
-    errors.push({ path: at('member_link'), message: cm.linkIsBridge('global.cluster.member_link', cluster.member_link) });
-  }
+  const linkProblem = memberLinkProblem('global.cluster.member_link', cluster.member_link);
+  if (linkProblem) errors.push({ path: at('member_link'), message: linkProblem });
   const addressOwner = new Map<string, string>();
   for (const [member, def] of entries(cluster.members)) {
     if (RESERVED_MEMBERS.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameReserved(member) });
     else if (index.domains.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameTaken(member, 'domain') });
     else if (index.machines.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameTaken(member, 'machine') });
-    if (typeof def.member_link === 'string' && isBridgeName(def.member_link)) {
-      errors.push({ path: at('members', member, 'member_link'), message: cm.linkIsBridge(`Member '${member}': member_link`, def.member_link) });
-    }
+    const ownLinkProblem = memberLinkProblem(`Member '${member}': member_link`, def.member_link);
+    if (ownLinkProblem) errors.push({ path: at('members', member, 'member_link'), message: ownLinkProblem });
     const address = def.address;
     const octets = ipv4(address);
     if (!octets || typeof address !== 'string') continue;
