@@ -463,7 +463,6 @@ function checkClusterMembers(raw: Mapping, cluster: Mapping, index: ReturnType<t
       errors.push({ path: where, message: domain ? cm.addressInDomain(member, address, domain, `${base}.${octets[2]}.0/24`, plan) : cm.addressInPlan(member, address, plan) });
     }
   }
-  if (global.firewall_mode === 'vm') errors.push({ path: ['global', 'firewall_mode'], message: cm.firewallVm() });
 }
 
 /**
@@ -475,6 +474,7 @@ function checkCluster(raw: Mapping, index: ReturnType<typeof indexNames>, errors
   const cluster = isMapping(global.cluster) ? global.cluster : undefined;
   const members = cluster && isMapping(cluster.members) ? Object.keys(cluster.members) : [];
   if (cluster) checkClusterMembers(raw, cluster, index, errors);
+  if (cluster && global.firewall_mode === 'vm') errors.push({ path: ['global', 'firewall_mode'], message: cm.firewallVm() });
   const judge = (owner: MemberOwner, member: unknown, path: PathSegment[]): void => {
     if (typeof member !== 'string') return;
     if (!cluster) errors.push({ path, message: cm.memberWithoutCluster(owner, member) });

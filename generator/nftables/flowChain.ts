@@ -305,9 +305,9 @@ export function chainRules(exclusive: boolean, cluster = false): string[] {
 }
 
 function decideOn(chain: readonly ChainRule[], packet: Packet, tables: Tables): Decision {
-  for (const rule of chain) {
-    if (rule.exclusiveOnly && !tables.ruleset.exclusive) continue;
-    const d = rule.decide(packet, tables);
+  for (const r of chain) {
+    if (r.exclusiveOnly && !tables.ruleset.exclusive) continue;
+    const d = r.decide(packet, tables);
     if (d) return d;
   }
   throw new Error('the forward chain ends in a drop rule');
