@@ -380,6 +380,46 @@ describe('ai-switch playbook and role (real ansible-playbook)', () => {
     assert.equal(lint.exitCode, 0, `${lint.shortMessage}\n${lint.stdout}\n${lint.stderr}`);
   });
 
+  it('check mode (ansible-playbook --check): each step says what it would change, in the switch\'s order, and nothing is changed (incus and nft must not run)', async () => {
+    const dir = await renderRun(FIXTURE, 'check');
+    const forbidden = ForbiddenTools.create(['incus', 'nft']);
+    try {
+      const r = await execa('ansible-playbook', ['--check', join(dir, 'ai-switch.yml'), '-e', `@${join(dir, 'vars.json')}`], { env: { ...ansibleEnv(forbidden.env(process.env), false), ANSIBLE_STDOUT_CALLBACK: 'ansible.posix.json' }, reject: false });
+      assert.equal(r.exitCode, 0, `${r.stdout}\n${r.stderr}`);
+      forbidden.assertNoneCalled();
+      type Result = { stdout?: string; skipped?: boolean; changed?: boolean; results?: Result[] };
+      const tasks = (JSON.parse(r.stdout) as { plays: { tasks: { task: { name: string }; hosts: { localhost: Result } }[] }[] }).plays[0].tasks;
+      const said = (name: string) => {
+        const task = tasks.find((x) => x.task.name === `ai_switch : ${name}`);
+        assert.ok(task, `no task ${name}: ${tasks.map((x) => x.task.name).join(', ')}`);
+        assert.equal(task.hosts.localhost.changed, true, `${name} would change the host`);
+        return (JSON.parse(task.hosts.localhost.stdout!) as { changed: string[] }).changed;
+      };
+      const state = join(t.dir, 'state');
+      const persisted = join(t.dir, 'a.nft');
+      assert.deepEqual(said('Revoke AI access, record that nobody holds it, stop the GPU services'), [
+        'would run: nft -f r',
+        'would run: conntrack -D -s 10.120.2.0/24 -d 10.120.10.0/24',
+        'would run: conntrack -D -s 10.120.10.0/24 -d 10.120.2.0/24',
+        `would write: ${persisted}`,
+        `would write: ${state}`,
+        'would run: incus exec gpu-server --project ai-tools -- systemctl stop ollama speaches',
+      ]);
+      const flush = tasks.find((x) => x.task.name === 'ai_switch : Flush GPU memory')!.hosts.localhost;
+      assert.ok(flush.results?.every((item) => item.skipped), 'the flush is skipped in check mode (Ansible says it would run)');
+      assert.deepEqual(said('Grant AI access, start the GPU services, record the new holder'), [
+        'would run: nft -f g',
+        'would run: incus exec gpu-server --project ai-tools -- systemctl start ollama speaches',
+        `would write: ${persisted}`,
+        `would write: ${state}`,
+        'would write: x',
+      ]);
+      assert.equal(existsSync(state) || existsSync(persisted), false, 'nothing written');
+    } finally {
+      forbidden.cleanup();
+    }
+  });
+
   it('writes files atomically with the role helper (several per call, parents created, unchanged = no change)', async () => {
     const helper = join(ROLES_DIR, 'ai_switch/files/install_atomic.py');
     const src = join(t.dir, 'src.nft');

@@ -247,6 +247,54 @@ describe('flush steps with stand-ins (host nvidia-smi listing real test processe
     assert.deepEqual(r.memory, ['3 MiB, 81559 MiB', '1203 MiB, 81559 MiB']);
     assert.deepEqual(await readGpuReports(join(records, 'none'), { 'gpu-server': 'lxc' }), [], 'no record, no report');
   });
+
+  // The step the role runs: all of the above in one process (one Ansible task per GPU machine).
+  it('flush (stand-ins): kill, scrub, verify, reset, scan in that order in one process, each recorded; one JSON line says what changed and what each step took', async () => {
+    s.gpuPids(['77', '78']);
+    const r = await step('flush', 'vm', ['--retries', '3', '--delay', '0.1', '--', '/opt/zero-vram']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.out.changed, true);
+    assert.equal(r.out.failed_step, undefined);
+    assert.deepEqual(Object.keys(r.out.took), ['kill', 'scrub', 'verify', 'reset', 'scan'].map((n) => `gpu-server: ${n}`));
+    const calls = s.journal().filter((e) => e.tool === 'incus').map((e) => e.args.replace('exec gpu-server --project ai-tools -- ', ''));
+    const at = (fragment: string) => calls.findIndex((c) => c.includes(fragment));
+    assert.ok(at('kill -9 77') < at('/opt/zero-vram') && at('/opt/zero-vram') < calls.findLastIndex((c) => c.includes('--query-compute-apps')) && at('/opt/zero-vram') < at('--gpu-reset'), calls.join('\n'));
+    const [report] = await readGpuReports(records, { 'gpu-server': 'vm' });
+    assert.deepEqual(report.killed, ['77', '78']);
+    assert.equal(report.scrub?.ok, true);
+    assert.deepEqual(report.gpus.map((g) => g.reset), ['done']);
+  });
+
+  it('flush (stand-ins): a process left after the retries fails it at verify, named as the step; no reset; nothing changed is said as such', async () => {
+    const pid = s.sleeper();
+    s.hostApps([{ pid }]);
+    const r = await step('flush', 'lxc', ['--retries', '2', '--delay', '0.1']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(r.out.failed_step, 'Verify that no GPU compute process is left in the GPU machine');
+    assert.equal(r.out.changed, false, 'nothing was killed');
+    assert.equal(s.journal().filter((e) => e.args.includes('--query-compute-apps')).length, 4, 'one listing for the kill, three for verify: the first look and two more');
+    assert.match(r.stderr, new RegExp(`still on the GPU: pid ${pid} \\(owner unknown\\)`));
+    assert.equal(s.journal().some((e) => e.args.includes('--gpu-reset')), false, 'the flush stops at the failed step');
+    s.reset();
+    s.fail('--query-compute-apps');
+    const k = await step('flush', 'lxc');
+    assert.equal(k.code, 1);
+    assert.equal(k.out.failed_step, 'Kill the GPU compute processes of the GPU machine');
+    assert.match(k.stderr, /nvidia-smi --query-compute-apps=\S+ --format=csv,noheader,nounits failed/);
+  });
+
+  it('flush: a failed read of the memory after the flush is said on stderr, and does not fail it (the scan replaced by one that fails)', async () => {
+    // The kill reads the same memory first, so the stand-in cannot fail the scan alone.
+    const r = await execa('python3', ['-c', [
+      'import sys; sys.path.insert(0, sys.argv[1]); import gpu_flush',
+      'def scan(m, args): raise gpu_flush.StepError("nvidia-smi went away")',
+      'gpu_flush.STEPS["scan"] = scan',
+      'sys.exit(gpu_flush.main(sys.argv[2:]))',
+    ].join('\n'), join(ROLES_DIR, 'ai_switch/files'), 'flush', '--type', 'vm', '--project', 'ai-tools', '--instance', 'gpu-server', '--record-dir', records], { env: { ...s.env(process.env), PYTHONDONTWRITEBYTECODE: '1' }, reject: false });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.match(r.stderr, /gpu-server: nvidia-smi went away/);
+    assert.equal(JSON.parse(r.stdout).failed_step, undefined);
+  });
 });
 
 describe('flush report (pure, gpuReport.ts) and the JSON log', () => {

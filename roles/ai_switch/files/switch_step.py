@@ -101,22 +101,24 @@ class Step:
     def record(self, step, ruleset, state, also=()):
         """The host's copies of the ruleset and the state file (durable, atomic), then `also`, in one go."""
         a = self.args
-        with open(ruleset, "rb") as f:
-            data = f.read()
-        writes = [(path, data) for path in a["persist"]] + [(a["state_file"], state.encode())] + list(also)
         if self.check:
-            self.changed.extend("would write: " + path for path, _ in writes)
+            self.changed.extend("would write: " + path for path in a["persist"] + [a["state_file"]] + [path for path, _ in also])
             return
         def go():
+            with open(ruleset, "rb") as f:
+                data = f.read()
             failed = []
-            for path, content in writes:
+            for path, content in [(path, data) for path in a["persist"]] + [(a["state_file"], state.encode())] + list(also):
                 try:
                     if write(path, content):
                         self.changed.append("wrote: " + path)
                 except OSError as err:
                     failed.append("%s: %s" % (path, err))
             return failed
-        failed = self.timed("write the ruleset copies and the state file", go)
+        try:
+            failed = self.timed("write the ruleset copies and the state file", go)
+        except OSError as err:
+            failed = ["%s: %s" % (ruleset, err)]
         if failed:
             raise StepFailed(step, "; ".join(failed))
 
