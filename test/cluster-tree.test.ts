@@ -54,6 +54,13 @@ describe('sync on a cluster (issue 19)', () => {
     assert.deepEqual(['gpu-server', 'pro-dev', 'pro-build', 'perso-desktop'].map(target), ['gpu-box', 'desk', 'gpu-box', 'desk']);
   });
 
+  it('writes nothing when a cluster key is wrong: member without global.cluster', async () => {
+    const report = await sync({ infraPath: 'test/fixtures/invalid/cluster-member-without-cluster.yml', baseDir: t.baseDir, env: t.env });
+    assert.match(report.errors.map((e) => e.message).join('\n'), /member: 'desk' needs global\.cluster/);
+    assert.deepEqual(report.written, []);
+    assert.equal(existsSync(t.baseDir), false);
+  });
+
   it('without global.cluster: no _cluster.yml, no instance_target; the old one is an orphan that --clean-orphans removes', async () => {
     await sync({ infraPath: CLUSTER, baseDir: t.baseDir, env: t.env });
     const single = join(t.dir, 'single.yml');
