@@ -54,6 +54,14 @@ describe('sync on a cluster (issue 19)', () => {
     assert.deepEqual(['gpu-server', 'pro-dev', 'pro-build', 'perso-desktop'].map(target), ['gpu-box', 'desk', 'gpu-box', 'desk']);
   });
 
+  it("is read by Ansible: the members are the hosts of group anklume_cluster, beside the domains' groups", { skip: existsSync('/usr/bin/ansible-inventory') ? false : 'ansible-inventory is not installed' }, async () => {
+    await sync({ infraPath: CLUSTER, baseDir: t.baseDir, env: t.env });
+    const inventory = JSON.parse(execFileSync('/usr/bin/ansible-inventory', ['-i', join(t.baseDir, 'inventory'), '--list'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as Record<string, { hosts?: string[] }> & { _meta: { hostvars: Record<string, unknown> } };
+    assert.deepEqual(inventory.anklume_cluster.hosts, ['desk', 'gpu-box']);
+    assert.deepEqual(inventory._meta.hostvars['gpu-box'], { ansible_host: '192.168.50.2', anklume_member_link: 'enp3s0' });
+    assert.deepEqual(inventory.pro.hosts, ['pro-dev', 'pro-build']);
+  });
+
   it('writes nothing when a cluster key is wrong: member without global.cluster', async () => {
     const report = await sync({ infraPath: 'test/fixtures/invalid/cluster-member-without-cluster.yml', baseDir: t.baseDir, env: t.env });
     assert.match(report.errors.map((e) => e.message).join('\n'), /member: 'desk' needs global\.cluster/);
