@@ -1,6 +1,7 @@
 /**
  * ai-switch without a network: the checks and their messages (spec §8), the plan (pure), the lock,
- * the rendered playbook (ansible-playbook --syntax-check) and the atomic file writer of the role.
+ * the rendered playbook (ansible-playbook --syntax-check, ansible-lint, and --check: what it would
+ * change) and the atomic file writer of the role.
  * No nft here: the checks refuse before the live ruleset is read, and while they run
  * ansible-playbook, incus and nft are stand-ins that fail loudly if called (test/helpers/standins.ts,
  * ForbiddenTools: first on the PATH of the CLI and of this process, whose PATH nft.ts uses), so

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Write files atomically, several in one process (one Ansible task instead of one per file).
+"""Write files atomically and durably: write(), which switch_step.py imports for the switch's records.
 
     install_atomic.py (--file SRC | --text TEXT) DEST [DEST ...] [(--file SRC | --text TEXT) DEST ...]
 
 Each DEST gets the content of the preceding --file or --text: written to a temporary file in the
 same directory, flushed to disk, then renamed over DEST, and the directory flushed too, so a reader
 (or a power cut) sees the old or the new content, never an empty or half file. Missing parent directories are created (0755); files are 0644.
-Prints one line per file whose content changed; exit status 0 when every write succeeded.
+Prints one line per file whose content changed; exit status 0 when every write succeeded. The
+command line is write() alone in a fresh process, which is how the tests watch its system calls
+(test/files.test.ts, with strace).
 """
 import os
 import sys
