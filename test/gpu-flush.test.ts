@@ -257,8 +257,10 @@ describe('flush steps with stand-ins (host nvidia-smi listing real test processe
     assert.equal(r.out.failed_step, undefined);
     assert.deepEqual(Object.keys(r.out.took), ['kill', 'scrub', 'verify', 'reset', 'scan'].map((n) => `gpu-server: ${n}`));
     const calls = s.journal().filter((e) => e.tool === 'incus').map((e) => e.args.replace('exec gpu-server --project ai-tools -- ', ''));
-    const at = (fragment: string) => calls.findIndex((c) => c.includes(fragment));
-    assert.ok(at('kill -9 77') < at('/opt/zero-vram') && at('/opt/zero-vram') < calls.findLastIndex((c) => c.includes('--query-compute-apps')) && at('/opt/zero-vram') < at('--gpu-reset'), calls.join('\n'));
+    const at = (fragment: string, after = -1) => calls.findIndex((c, i) => i > after && c.includes(fragment));
+    const [kill, scrub] = [at('kill -9 77'), at('/opt/zero-vram')];
+    const verify = at('--query-compute-apps', scrub);
+    assert.ok(kill >= 0 && kill < scrub && scrub < verify && verify < at('--gpu-reset'), calls.join('\n'));
     const [report] = await readGpuReports(records, { 'gpu-server': 'vm' });
     assert.deepEqual(report.killed, ['77', '78']);
     assert.equal(report.scrub?.ok, true);
