@@ -36,6 +36,15 @@ export const clusterMessages = {
     `Member '${member}': has the name of a ${kind}: Ansible's inventory would take the two for one (the members are hosts of inventory/_cluster.yml); rename the member in Incus (incus cluster rename) or the ${kind}`,
   memberNameReserved: (member: string) =>
     `Member '${member}': invalid name ('${member}' is Ansible's own: the members are hosts of inventory/_cluster.yml, and anklume's playbook runs on 'localhost'); rename the member in Incus (incus cluster rename)`,
+  // Shapes (schema.ts words ajv's errors about the cluster keys with these).
+  badMemberName: (member: string) =>
+    `global.cluster.members: member '${member}': invalid name (an Incus member name: letters, digits and hyphens, at most 63 characters, not starting or ending with a hyphen)`,
+  badMemberRef: (where: string, value: string) =>
+    `${where}: member must name a cluster member (letters, digits and hyphens, at most 63 characters, as global.cluster.members lists them), got '${value}'`,
+  badMemberLink: (where: string, value: string) =>
+    `${where}: must be the name of a network interface (letters, digits, '_', '.', '@' and '-', at most 15 characters, as 'ip link' shows it), got '${value}'`,
+  badMemberAddress: (member: string, value: string) =>
+    `Member '${member}': address must be the member's IPv4 address on the member link, like 192.168.50.2, got '${value}'`,
   firewallVm: () =>
     `global.firewall_mode is 'vm' but global.cluster is set: a sys-firewall VM on one member cannot judge what the other members forward; leave firewall_mode out (host: the same ruleset on every member)`,
 };

@@ -11,6 +11,7 @@ import { bundled } from '../core/bundled.js';
 import { closest } from '../core/suggest.js';
 import { deviceOwnerAt } from './devices.js';
 import { DEVICE_TYPES, deviceMessages as dm } from './deviceMessages.js';
+import { clusterMessages as cm } from './clusterMessages.js';
 import type { Mapping } from '../core/types.js';
 
 export interface ShapeError {
@@ -186,6 +187,7 @@ function word(err: ErrorObject, nameReasons: string[], bypassing: Set<string>): 
       if (inDomain && third === 'profiles') {
         return { path: [...path, name], onKey: true, message: `Domain '${second}': profile '${name}': invalid name (lowercase alphanumeric + hyphen)` };
       }
+      if (top === 'global' && second === 'cluster' && third === 'members' && path.length === 3) return { path: [...path, name], onKey: true, message: cm.badMemberName(name) };
       return { path: [...path, name], onKey: true, message: `${dotted(path)}: invalid name '${name}'` };
     }
     case 'anyOf':
@@ -223,6 +225,14 @@ function word(err: ErrorObject, nameReasons: string[], bypassing: Set<string>): 
     if (typeof second === 'string' && choices[second]) return { path, message: `global.${second} must be ${choices[second]}, got ${show(data)}` };
     if (second === 'ai_access_default') return { path, message: `global.ai_access_default ${show(data)} is not a valid domain name (lowercase alphanumeric + hyphen, at most 11 characters)` };
     if (second === 'base_subnet') return { path, message: `global.base_subnet must be two octets like "10.100", got ${show(data)}` };
+  }
+  if (top === 'global' && second === 'cluster') {
+    const last = path[path.length - 1];
+    if (last === 'member_link' && typeof data === 'string') return { path, message: cm.badMemberLink(dotted(path), data) };
+    if (last === 'address' && path.length === 5 && typeof data === 'string') return { path, message: cm.badMemberAddress(String(fourth), data) };
+  }
+  if (((inDomain && path.length === 3) || (inMachine && path.length === 5)) && path[path.length - 1] === 'member' && typeof data === 'string') {
+    return { path, message: cm.badMemberRef(path.length === 3 ? `Domain '${second}'` : `Machine '${fourth}'`, data) };
   }
   if (inDomain && path.length === 3 && third === 'subnet_id') {
     const hint = typeof data === 'string' ? ' (an integer, written without quotes)' : ' (an integer)';
