@@ -7,24 +7,10 @@
  * out to be invalid, so every message a user sees is located by the precise reader.
  */
 import * as jsyaml from 'js-yaml';
-import { createRequire } from 'node:module';
-import type * as YamlLibrary from 'yaml';
 import type { Document, LineCounter, Node as YamlNode } from 'yaml';
 import { depthProblem } from './depth.js';
+import { yaml } from './yamlLibrary.js';
 import type { Diagnostic, Location, Mapping } from '../core/types.js';
-
-const requireCjs = createRequire(import.meta.url);
-let yamlLibrary: typeof YamlLibrary | undefined;
-
-/**
- * The `yaml` library, loaded the first time a file needs the precise reader (about 45 ms that a
- * run reading only valid files never pays). Its Node entry point is CommonJS, so require loads it
- * synchronously.
- */
-export function yaml(): typeof YamlLibrary {
-  yamlLibrary ??= requireCjs('yaml') as typeof YamlLibrary;
-  return yamlLibrary;
-}
 
 export interface Source {
   file: string;

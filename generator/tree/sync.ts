@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from '../infra/depth.js';
 import { ensureDirs, readIfExists } from '../core/files.js';
-import { yaml } from '../infra/load.js';
+import { yaml } from '../infra/yamlLibrary.js';
 import { gather } from '../infra/gather.js';
 import { TREE_DIRS } from './layout.js';
 import type { Diagnostic } from '../core/types.js';
