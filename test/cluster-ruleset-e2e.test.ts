@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { analyse } from '../generator/infra/infra.ts';
 import { enrich } from '../generator/infra/enrich.ts';
-import { renderRuleset, switchBatch } from '../generator/nftables/nftables.ts';
+import { renderRuleset, revokeAllBatch, switchBatch } from '../generator/nftables/nftables.ts';
 import { flowModel, judgeFlow, resolveFlowEndpoint } from '../generator/nftables/flows.ts';
 import type { Infra } from '../generator/core/types.ts';
 import { canRunNetns, Lab, labSpecFromInfra, type LabMachine, type OutsideNet } from './helpers/netns.ts';
@@ -145,6 +145,23 @@ describe('the ruleset on two cluster members (issue 19)', { skip: check.ok ? fal
       await load(renderRuleset(infra, null));
       const ping = await held.ping(1_500);
       assert.equal(ping.echoed, false, 'the revoke cuts the held connection');
+      assert.equal(await lab.received('gpu-server', ping.token, 500), false, 'and nothing more reaches gpu-server');
+    } finally {
+      held.close();
+    }
+    await assertEveryPair(null);
+  });
+
+  it('the safe state (revoke-all) on every member: nobody reaches ai-tools, across members too, a held connection stops', async () => {
+    await load(renderRuleset(infra, 'pro'));
+    const held = await lab.hold('pro-dev', 'gpu-server', 80);
+    try {
+      assert.equal((await held.ping()).echoed, true, 'pro-dev (desk) holds a connection to gpu-server (gpu-box)');
+      // What a failed switch leaves: the holder sets emptied, every other set as it was (the AI
+      // policy's twins still name pro). Emptying ai_holder alone would let this connection on.
+      await load(revokeAllBatch(infra));
+      const ping = await held.ping(1_500);
+      assert.equal(ping.echoed, false, 'the safe state cuts the held connection');
       assert.equal(await lab.received('gpu-server', ping.token, 500), false, 'and nothing more reaches gpu-server');
     } finally {
       held.close();

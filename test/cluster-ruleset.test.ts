@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { execa } from 'execa';
 import { enrich } from '../generator/infra/enrich.ts';
-import { buildRuleset, countForwardRules, renderRuleset, switchBatch, type Ruleset } from '../generator/nftables/nftables.ts';
+import { buildRuleset, countForwardRules, renderRuleset, revokeAllBatch, switchBatch, type Ruleset } from '../generator/nftables/nftables.ts';
 import { maybeUpdateGolden } from './helpers/golden.ts';
 import { listing, run } from './helpers/infraText.ts';
 import type { Infra } from '../generator/core/types.ts';
@@ -140,5 +140,18 @@ describe('the ruleset on a cluster (issue 19)', () => {
       assert.match(batch, new RegExp(`add element inet anklume ${set} \\{`), set);
     }
     assert.match(batch, /add element inet anklume ai_holder_subnet \{\n\t10\.100\.1\.0\/24,/);
+  });
+
+  it('the safe state empties every holder set the ruleset has: the bridge and the subnet on a cluster, the bridge on one host', kernel, async () => {
+    const cluster = example();
+    const onCluster = await load(renderRuleset(cluster, 'pro') + revokeAllBatch(cluster));
+    assert.ok(onCluster.ok, onCluster.out);
+    assert.match(onCluster.out, /set ai_holder \{\n\t\ttype ifname\n\t\}/, 'ai_holder is empty');
+    assert.match(onCluster.out, /set ai_holder_subnet \{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\}/, 'ai_holder_subnet is empty');
+    // One host has no ai_holder_subnet: a batch that named it would fail whole, and empty nothing.
+    const single = model(readFileSync('examples/infra.yml', 'utf8'));
+    const onHost = await load(renderRuleset(single, 'pro') + revokeAllBatch(single));
+    assert.ok(onHost.ok, onHost.out);
+    assert.match(onHost.out, /set ai_holder \{\n\t\ttype ifname\n\t\}/, 'ai_holder is empty');
   });
 });

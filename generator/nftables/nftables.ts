@@ -24,6 +24,13 @@ export const RULESET_FILE = 'nftables/anklume.nft';
 /** The set that names the bridge allowed to talk to net-ai-tools (exclusive mode only). */
 export const AI_HOLDER_SET = 'ai_holder';
 
+/**
+ * The sets that say who holds AI access (exclusive mode only): the bridge, and on a cluster the
+ * subnet, which alone lets the holder's machines on other members reach ai-tools. The guard rules
+ * read them before any allow rule or conntrack state, so emptying all of them closes ai-tools.
+ */
+const HOLDER_SETS: ReadonlySet<string> = new Set(['ai_holder', 'ai_holder_subnet']);
+
 /** The named sets, in the order the template declares them, with their key types. */
 export const SET_TYPES = {
   ai_holder: 'ifname',
@@ -259,8 +266,7 @@ export function buildRuleset(infra: Infra, holder: string | null): Ruleset {
   const cluster = infra.global.cluster;
   if (cluster) addClusterElements(infra, elements, effectiveHolder);
 
-  const exclusiveOnly = new Set<SetName>(['ai_holder', 'ai_holder_subnet']);
-  const names = (cluster ? SET_ORDER : (Object.keys(SET_TYPES) as SetName[])).filter((n) => exclusive || !exclusiveOnly.has(n));
+  const names = (cluster ? SET_ORDER : (Object.keys(SET_TYPES) as SetName[])).filter((n) => exclusive || !HOLDER_SETS.has(n));
   const sets = names.map((name): NftSet => ({ name, ...setType(name), groups: (elements.get(name) ?? []).filter((g) => g.elements.length > 0) }));
   return { family: TABLE_FAMILY, table: TABLE_NAME, exclusive, holder: effectiveHolder, aiBridge: bridgeOf(AI_DOMAIN), cluster: cluster !== undefined, sets, notes };
 }
@@ -332,6 +338,17 @@ export function diffRulesets(before: Ruleset, after: Ruleset): SetChange[] {
     if (remove.length || add.length) changes.push({ set: name, remove, add });
   }
   return changes;
+}
+
+/**
+ * The safe state as one batch, whatever the live table holds: every holder set of this infra's
+ * ruleset emptied (ai_holder, and on a cluster ai_holder_subnet: emptying ai_holder alone would
+ * leave the holder's machines on other members reaching ai-tools).
+ */
+export function revokeAllBatch(infra: Infra): string {
+  if (infra.global.ai_access_policy !== 'exclusive') throw new Error("ai_access_policy is not 'exclusive': there is no AI access to revoke");
+  const sets = buildRuleset(infra, null).sets.map((s) => s.name).filter((name) => HOLDER_SETS.has(name));
+  return render('ai-switch/revoke-all.nft.hbs', { family: TABLE_FAMILY, table: TABLE_NAME, sets });
 }
 
 /**
