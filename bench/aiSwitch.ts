@@ -1,5 +1,6 @@
 /**
- * Benchmark of ai-switch. Needs root; the whole switches run the built CLI (npm run build first).
+ * Benchmark of ai-switch. Needs root; the whole switches run the built CLI as make and npm's bin do
+ * (dist/generator/cli/anklume-gen.cjs: npm run build first).
  *
  *   network:   the revoke batch then the grant batch of the 250-domain synthetic infra
  *              (bench/synthetic.ts), each one `nft -f` in a scratch network namespace created here
@@ -16,8 +17,9 @@
  * Where a switch's time goes: each Ansible task's duration (ansible.posix.json, the stdout callback
  * set for these runs only), the parts the role's step helpers time inside their task (each nft
  * call, conntrack, each service stop and start, the writes; their `took` output), Ansible's own
- * start-up (an empty play, same environment), and the rest: anklume-gen's own work (Node, the
- * infra, the plan, its checks) and Ansible between tasks. Medians of several runs.
+ * start-up (an empty play in the same environment, just before each switch: the machine's load
+ * varies), and the rest: anklume-gen's own work (Node, the infra, the plan, its checks, the tree's
+ * re-sync) and Ansible between tasks. Medians of several runs.
  *
  * `benchAiSwitch()` returns the numbers; `node --import tsx bench/aiSwitch.ts` prints them as JSON.
  */
@@ -43,6 +45,8 @@ export interface SwitchFigures {
   runs: number;
   /** The whole command, as a user runs it. */
   totalMs: number;
+  /** ansible-playbook running an empty play in the same environment, timed just before each switch. */
+  ansibleStartupMs: number;
   /**
    * Each Ansible task, in play order (a skipped task costs too), with the parts its step helper
    * timed inside it: each nft call, conntrack, each service stop and start, the writes.
@@ -56,8 +60,6 @@ export interface AiSwitchBench {
   domains: number;
   /** Median over the runs, milliseconds, each `nft -f` timed as a whole process in the namespace. */
   network: { revokeMs: number; grantMs: number; totalMs: number; targetMs: 50; withinTarget: boolean; runs: number };
-  /** ansible-playbook running an empty play in the switch's environment. */
-  ansibleStartupMs: number;
   standIns: { noFlush: SwitchFigures; flush: SwitchFigures };
   incus: { noFlush: SwitchFigures; flush: SwitchFigures } | { skipped: string };
 }
@@ -99,6 +101,7 @@ interface TaskTime {
 
 interface OneSwitch {
   totalMs: number;
+  startupMs: number;
   tasks: TaskTime[];
 }
 
@@ -120,14 +123,18 @@ function readCallback(stderr: string): TaskTime[] {
   })));
 }
 
-/** Runs one switch with the built CLI (argv before it: `ip netns exec NS` or nothing). */
-async function oneSwitch(prefix: string[], args: string[], env: NodeJS.ProcessEnv): Promise<OneSwitch> {
+/**
+ * Runs one switch with the built CLI (argv before it: `ip netns exec NS` or nothing), after an empty
+ * play in the same environment: the machine's load varies, so each switch gets its own start-up.
+ */
+async function oneSwitch(prefix: string[], args: string[], env: NodeJS.ProcessEnv, emptyPlay: string): Promise<OneSwitch> {
+  const startupMs = await timed(() => must([...prefix, 'ansible-playbook', emptyPlay], { env: ansibleEnv(env, false) }));
   const argv = [...prefix, process.execPath, CLI, 'ai-switch', ...args];
   const start = performance.now();
   const r = await execa(argv[0], argv.slice(1), { env: { ...env, ANSIBLE_STDOUT_CALLBACK: 'ansible.posix.json' }, extendEnv: false, reject: false, stdin: 'ignore' });
   const totalMs = performance.now() - start;
   if (r.exitCode !== 0) throw new Error(`ai-switch ${args.join(' ')} failed in the bench (${r.exitCode}): ${String(r.stderr).slice(-3000)}`);
-  return { totalMs, tasks: readCallback(String(r.stderr)) };
+  return { totalMs, startupMs, tasks: readCallback(String(r.stderr)) };
 }
 
 /** Medians by name (a name seen twice in a run counts as their sum), in the order names first appear. */
@@ -136,21 +143,21 @@ function medians(runs: [string, number][][]): { name: string; ms: number }[] {
   return names.map((name) => ({ name, ms: median(runs.map((run) => run.filter(([n]) => n === name).reduce((sum, [, ms]) => sum + ms, 0))) }));
 }
 
-function figures(runs: OneSwitch[], ansibleStartupMs: number): SwitchFigures {
+function figures(runs: OneSwitch[]): SwitchFigures {
   const tasks = medians(runs.map((r) => r.tasks.map((t): [string, number] => [t.name, t.ms]))).map((t) => ({
     ...t,
     parts: medians(runs.map((r) => r.tasks.filter((x) => x.name === t.name).flatMap((x) => x.parts))),
   }));
   const totalMs = median(runs.map((r) => r.totalMs));
-  return { runs: runs.length, totalMs, tasks, restMs: totalMs - ansibleStartupMs - tasks.reduce((sum, t) => sum + t.ms, 0) };
+  const ansibleStartupMs = median(runs.map((r) => r.startupMs));
+  return { runs: runs.length, totalMs, ansibleStartupMs, tasks, restMs: totalMs - ansibleStartupMs - tasks.reduce((sum, t) => sum + t.ms, 0) };
 }
 
-async function ansibleStartup(dir: string, prefix: string[], env: NodeJS.ProcessEnv, runs: number): Promise<number> {
+/** An empty play, whose run is Ansible's start-up (and exit). */
+async function writeEmptyPlay(dir: string): Promise<string> {
   const empty = join(dir, 'empty.yml');
   await writeFile(empty, '- name: Start-up only\n  hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks: []\n');
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) times.push(await timed(() => must([...prefix, 'ansible-playbook', empty], { env: ansibleEnv(env, false) })));
-  return median(times);
+  return empty;
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -221,7 +228,7 @@ function hostPid(argv: string[]): string | undefined {
   });
 }
 
-async function incusSwitches(runs: number, ansibleStartupMs: number): Promise<AiSwitchBench['incus']> {
+async function incusSwitches(runs: number): Promise<AiSwitchBench['incus']> {
   const why = await incusUnusable();
   if (why) return { skipped: why };
   const dir = await mkdtemp(join(tmpdir(), 'anklume-bench-incus-'));
@@ -274,7 +281,8 @@ async function incusSwitches(runs: number, ansibleStartupMs: number): Promise<Ai
     const args = () => ['--infra', infraFile, '--base-dir', tree, '--domain', (holder = holder === 'pro' ? 'perso' : 'pro')];
     const noFlush: OneSwitch[] = [];
     const flush: OneSwitch[] = [];
-    for (let i = 0; i < runs; i++) noFlush.push(await oneSwitch([], [...args(), '--no-flush'], env));
+    const empty = await writeEmptyPlay(dir);
+    for (let i = 0; i < runs; i++) noFlush.push(await oneSwitch([], [...args(), '--no-flush'], env, empty));
     for (let i = 0; i < runs; i++) {
       const sleeper = ['sleep', String(mark + i)];
       await must(inGpu(['sh', '-c', `setsid ${sleeper.join(' ')} </dev/null >/dev/null 2>&1 &`]));
@@ -285,10 +293,10 @@ async function incusSwitches(runs: number, ansibleStartupMs: number): Promise<Ai
       }
       if (pid === undefined) throw new Error('the GPU process started in gpu-server never showed on the host');
       await writeFile(join(standinDir, 'host-gpu-apps'), `${pid}, GPU-00000000-0000-0000-0000-0000000000a0, 1024\n`);
-      flush.push(await oneSwitch([], args(), flushEnv));
+      flush.push(await oneSwitch([], args(), flushEnv, empty));
       if (existsSync(`/proc/${pid}`) && hostPid(sleeper)) throw new Error(`the flush left gpu-server's process ${pid} running`);
     }
-    return { noFlush: figures(noFlush, ansibleStartupMs), flush: figures(flush, ansibleStartupMs) };
+    return { noFlush: figures(noFlush), flush: figures(flush) };
   } finally {
     await removeIncusObjects(tableLoaded);
     await rm(dir, { recursive: true, force: true });
@@ -343,23 +351,22 @@ export async function benchAiSwitch(options: { runs?: number } = {}): Promise<Ai
     const infraFile = join(dir, 'infra.yml');
     await writeFile(infraFile, text);
     const env = standins.env({ ...process.env, ANKLUME_STATE_FILE: join(dir, 'state'), ANKLUME_LOG_FILE: join(dir, 'log'), ANKLUME_CONF_DIR: join(dir, 'conf'), NO_COLOR: '1' });
-    const ansibleStartupMs = await ansibleStartup(dir, inNs, env, runs);
+    const empty = await writeEmptyPlay(dir);
     let holder = 'dom1';
     const args = () => ['--infra', infraFile, '--base-dir', join(dir, 'tree'), '--installed-ruleset', join(dir, 'installed.nft'), '--domain', (holder = holder === 'dom1' ? 'dom3' : 'dom1')];
     const noFlush: OneSwitch[] = [];
-    for (let i = 0; i < runs; i++) noFlush.push(await oneSwitch(inNs, [...args(), '--no-flush'], env));
+    for (let i = 0; i < runs; i++) noFlush.push(await oneSwitch(inNs, [...args(), '--no-flush'], env, empty));
     const flush: OneSwitch[] = [];
     for (let i = 0; i < runs; i++) {
       // One real process of the GPU machine (a `sleep` of ours, in its cgroup by the proc root) to kill.
       standins.hostApps([{ pid: standins.sleeper(), cgroup: instanceCgroup('ai-tools', 'ai-tools-m0') }]);
-      flush.push(await oneSwitch(inNs, args(), env));
+      flush.push(await oneSwitch(inNs, args(), env, empty));
     }
     return {
       domains,
       network: { revokeMs, grantMs, totalMs: revokeMs + grantMs, targetMs: 50, withinTarget: revokeMs + grantMs <= 50, runs },
-      ansibleStartupMs,
-      standIns: { noFlush: figures(noFlush, ansibleStartupMs), flush: figures(flush, ansibleStartupMs) },
-      incus: await incusSwitches(runs, ansibleStartupMs),
+      standIns: { noFlush: figures(noFlush), flush: figures(flush) },
+      incus: await incusSwitches(runs),
     };
   } finally {
     await execa('ip', ['netns', 'del', ns], { reject: false });

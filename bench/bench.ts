@@ -228,20 +228,23 @@ async function aiSwitchFigures(): Promise<void> {
   try {
     const r = await benchAiSwitch({ runs: RUNS });
     console.log(`  network part (revoke + grant)      ${ms(r.network.totalMs)}   (${r.domains}-domain ruleset in a scratch namespace: revoke ${r.network.revokeMs.toFixed(1)} ms, grant ${r.network.grantMs.toFixed(1)} ms; target ≤ ${r.network.targetMs} ms)`);
-    console.log(`  ansible-playbook start-up          ${ms(r.ansibleStartupMs)}   (an empty play)`);
     switchFigures(`${r.domains}-domain infra, scratch namespace, stand-ins for incus/systemctl/nvidia-smi`, r.standIns);
     if ('skipped' in r.incus) console.log(`  real Incus containers: skipped (${r.incus.skipped})`);
-    else switchFigures('real Incus containers (3 domains; nvidia-smi a stand-in)', r.incus);
+    else switchFigures('real Incus containers (3 domains; nvidia-smi a stand-in)', r.incus, { noFlush: 2000, flush: 2500 });
   } catch (err) {
     console.log(`  skipped: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
   }
 }
 
-/** A switch with and without the flush: the whole, then each Ansible task with the parts its helper timed, then the rest. */
-function switchFigures(where: string, kinds: { noFlush: SwitchFigures; flush: SwitchFigures }): void {
+/**
+ * A switch with and without the flush: the whole, Ansible's start-up, each Ansible task with the
+ * parts its helper timed, then the rest. The targets (issue 18) are those of real Incus.
+ */
+function switchFigures(where: string, kinds: { noFlush: SwitchFigures; flush: SwitchFigures }, targets?: { noFlush: number; flush: number }): void {
   console.log(`  ${where}`);
-  for (const [label, f, target] of [['--no-flush', kinds.noFlush, 2000], ['with flush', kinds.flush, 2500]] as const) {
-    console.log(`    whole switch ${label.padEnd(21)} ${ms(f.totalMs)}   (target ≤ ${target} ms; ${f.runs} runs)`);
+  for (const [label, f, target] of [['--no-flush', kinds.noFlush, targets?.noFlush], ['with flush', kinds.flush, targets?.flush]] as const) {
+    console.log(`    whole switch ${label.padEnd(21)} ${ms(f.totalMs)}   (${target ? `target ≤ ${target} ms; ` : ''}${f.runs} runs)`);
+    console.log(`      ${'ansible-playbook start-up (an empty play, before each)'.padEnd(58)} ${ms(f.ansibleStartupMs)}`);
     for (const t of f.tasks) {
       console.log(`      ${t.name.slice(0, 58).padEnd(58)} ${ms(t.ms)}`);
       for (const p of t.parts) console.log(`        ${p.name.slice(0, 56).padEnd(56)} ${ms(p.ms)}`);
