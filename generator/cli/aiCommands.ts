@@ -1,6 +1,7 @@
 /** The `ai-switch` and `ai-status` commands: flags in, results out; the work is in aiSwitch / aiStatus. */
 // The switch and status modules (execa, ansible) load only when their command runs.
 import type { SwitchResult } from '../aiswitch/aiSwitch.js';
+import { clusterInfra, refuse } from './clusterRefusal.js';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, stringValue as str, UsageError, type Command, type Options } from './command.js';
 import { DEFAULT_INSTALLED_RULESET, logFilePath, stateFilePath } from '../infra/context.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson } from './output.js';
@@ -67,6 +68,8 @@ export const aiSwitchCommand: Command = {
   async run(values, positionals, inv) {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
     const json = values.json === true;
+    const onCluster = await clusterInfra('ai-switch', str(values.infra) ?? defaultInfra(inv.cwd));
+    if (onCluster) return refuse(inv, json, onCluster, { status: 'refused', warnings: [] });
     const waitMs = seconds(str(values.wait), '--wait');
     const [{ aiSwitch }, { securityWarning }] = await Promise.all([import('../aiswitch/aiSwitch.js'), import('../aiswitch/aiPlan.js')]);
     const result = await aiSwitch({
@@ -125,6 +128,8 @@ export const aiStatusCommand: Command = {
   },
   async run(values, positionals, inv) {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
+    const onCluster = await clusterInfra('ai-status', str(values.infra) ?? defaultInfra(inv.cwd));
+    if (onCluster) return refuse(inv, values.json === true, onCluster, { warnings: [] });
     const historyText = str(values.history) ?? '10';
     if (!/^\d+$/.test(historyText)) throw new UsageError(`--history takes a number, got '${historyText}'`);
     const stateFile = stateFilePath(inv.env, str(values['state-file']));

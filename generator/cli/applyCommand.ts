@@ -9,9 +9,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
+import { clusterTree, refuse } from './clusterRefusal.js';
 import { extraVars } from './extraVars.js';
 import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 import { readIfExists } from '../core/files.js';
+
+/** The keys apply --check's --json document always has (applyPlan.ts), for a refusal before the plan. */
+const PLAN_FIELDS = { create: [], update: [], delete: [], refused: [], orphans: [] };
 
 /**
  * The objects the run changed: those of the plan incus_preflight carried out, and the ruleset's
@@ -47,6 +51,8 @@ export const applyCommand: Command = {
     if (!isFile(tree)) {
       return notSynced(inv, json, `${tree}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
+    const onCluster = clusterTree(check ? 'apply --check' : 'apply', baseDir);
+    if (onCluster) return refuse(inv, json, onCluster, check ? PLAN_FIELDS : { applied: false, changed: null });
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
     const deleteOrphans = values['delete-orphans'] === true;

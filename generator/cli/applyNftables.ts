@@ -4,6 +4,7 @@
  * before it replaces the installed one, and loads it only when the live table differs.
  */
 import { join } from 'node:path';
+import { clusterTree, refuse } from './clusterRefusal.js';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
 import { isFile, notSynced, playbookPassThrough, RULESET, runSite, staleRuleset } from './sitePlaybook.js';
 
@@ -24,6 +25,8 @@ export const applyNftablesCommand: Command = {
     if (!isFile(ruleset)) {
       return notSynced(inv, json, `${ruleset}: no ruleset to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
+    const onCluster = clusterTree('apply-nftables', baseDir);
+    if (onCluster) return refuse(inv, json, onCluster, { applied: false, changed: null });
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
     const dryRun = values['dry-run'] === true || values.check === true;

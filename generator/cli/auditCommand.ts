@@ -1,5 +1,6 @@
 /** The `audit` command: the live host against the tree and the promise; the work is in audit/. */
 import { join } from 'node:path';
+import { clusterInfra, refuse } from './clusterRefusal.js';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, reportProblems, stringValue as str, UsageError, type Command } from './command.js';
 import { DEFAULT_BOOT_CONF, extraVars, installedRuleset } from './extraVars.js';
 import { printJson } from './output.js';
@@ -42,6 +43,8 @@ export const auditCommand: Command = {
     const vars = await extraVars(positionals);
     const json = values.json === true;
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
+    const onCluster = await clusterInfra('audit', infraPath);
+    if (onCluster) return refuse(inv, json, onCluster, { warnings: [] });
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const [{ prepare, effectiveHolder }, { readHost }, { judgeHost }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }] = await Promise.all([
       import('../infra/pipeline.js'),
