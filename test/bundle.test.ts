@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { testEnv } from './helpers/env.ts';
+import { syntheticInfraText } from '../bench/synthetic.ts';
 
 const DIST = join(import.meta.dirname, '..', 'dist');
 const COMMAND = join(DIST, 'generator', 'cli', 'anklume-gen.cjs');
@@ -64,6 +65,33 @@ describe('anklume-gen.cjs (the one-file build through the code cache)', () => {
     assert.deepEqual(files('a'), files('b'));
     for (const f of files('a').filter((p) => p.includes('.'))) assert.equal(readFileSync(join(scratch, 'a', f), 'utf8'), readFileSync(join(scratch, 'b', f), 'utf8'), f);
     assert.match(run(COMMAND, ['sync', EXAMPLE, '--base-dir', 'b'], scratch, t.env), /0 file\(s\) written, 11 unchanged/);
+  });
+
+  it('writes output larger than a pipe holds whole, to a reader that reads slowly through a non-blocking pipe (EAGAIN hands over to Node\'s stream), and stops quietly when the reader goes (EPIPE)', () => {
+    const infra = join(scratch, 'medium.yml');
+    writeFileSync(infra, syntheticInfraText({ domains: 30, machinesPerDomain: 10 }));
+    const expected = spawnSync(process.execPath, [MODULES, 'flows', infra, '--json'], { env: t.env, encoding: 'utf8', maxBuffer: 1 << 30 });
+    assert.equal(expected.status, 0, expected.stderr);
+    assert.ok(expected.stdout.length > 1 << 19, 'far more than a pipe holds (64 KiB)');
+    const slowReader = `
+import os, subprocess, sys, time
+r, w = os.pipe()
+os.set_blocking(w, False)
+p = subprocess.Popen(sys.argv[1:], stdout=w)
+os.close(w)
+chunks = []
+while True:
+    time.sleep(0.001)
+    b = os.read(r, 65536)
+    if not b: break
+    chunks.append(b)
+sys.stdout.buffer.write(b''.join(chunks))
+sys.exit(p.wait())`;
+    const slow = spawnSync('python3', ['-c', slowReader, process.execPath, COMMAND, 'flows', infra, '--json'], { env: t.env, encoding: 'utf8', maxBuffer: 1 << 30 });
+    assert.equal(slow.status, 0, slow.stderr);
+    assert.equal(slow.stdout, expected.stdout);
+    const head = spawnSync('bash', ['-c', '"$@" | head -c 100 >/dev/null; exit ${PIPESTATUS[0]}', 'bash', process.execPath, COMMAND, 'flows', infra, '--json'], { env: t.env, encoding: 'utf8' });
+    assert.deepEqual([head.status, head.stderr], [0, ''], 'a reader gone is no failure and no message');
   });
 
   it("ties the sync cache to the bundle: another build of it (or of a template) makes the next sync read everything again", () => {

@@ -1,4 +1,5 @@
 /** How results reach a person (plain text, stderr for problems) or a script (--json on stdout). */
+import { fstatSync, writeSync } from 'node:fs';
 import type { WriteStream } from 'node:tty';
 import type { Diagnostic } from '../core/types.js';
 
@@ -29,17 +30,53 @@ export function hasColors(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): 
   return tty.WriteStream.prototype.hasColors.call(stream as WriteStream, 16, asked);
 }
 
-export function defaultStreams(env: NodeJS.ProcessEnv = process.env, stderr: { isTTY?: boolean } = process.stderr, stdout: { isTTY?: boolean } = process.stdout): Streams {
-  // A reader that stops reading (`| head`) does not make the command fail half-way: the rest of
-  // its output is dropped and the work goes on (a switch must never stop between its steps).
+/** Whether a standard stream is a terminal: only a character device can be, so a pipe or a file never loads node:tty to say no. */
+function isTerminal(fd: 1 | 2): boolean {
+  try {
+    return fstatSync(fd).isCharacterDevice() && process.getBuiltinModule('node:tty').isatty(fd);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Text to a standard stream's descriptor, synchronously, as Node's own process.stdout and
+ * process.stderr write on Linux to files, pipes and terminals alike, without building those
+ * streams (the net, tty and stream modules: several ms of every command's start-up). A descriptor
+ * the caller left non-blocking (EAGAIN) hands over to Node's stream, which waits for its reader.
+ * A reader that stops reading (`| head`) does not make the command fail half-way: the rest of its
+ * output is dropped and the work goes on (a switch must never stop between its steps).
+ */
+function descriptorWriter(fd: 1 | 2, stream: () => NodeJS.WriteStream): (text: string) => void {
+  let handedOver = false;
   let readerGone = false;
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-    readerGone = true;
-  });
+  return (text) => {
+    if (readerGone) return;
+    if (handedOver) {
+      stream().write(text);
+      return;
+    }
+    const bytes = Buffer.from(text);
+    let offset = 0;
+    try {
+      while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE') readerGone = true;
+      else if (code === 'EAGAIN') {
+        handedOver = true;
+        stream().write(bytes.subarray(offset));
+      } else throw err;
+    }
+  };
+}
+
+export function defaultStreams(env: NodeJS.ProcessEnv = process.env, stderr: { isTTY?: boolean } = { isTTY: isTerminal(2) }, stdout: { isTTY?: boolean } = { isTTY: isTerminal(1) }): Streams {
+  const out = descriptorWriter(1, () => process.stdout);
+  const err = descriptorWriter(2, () => process.stderr);
   return {
-    out: (text) => void (readerGone || process.stdout.write(text.endsWith('\n') ? text : text + '\n')),
-    err: (text) => process.stderr.write(text.endsWith('\n') ? text : text + '\n'),
+    out: (text) => out(text.endsWith('\n') ? text : text + '\n'),
+    err: (text) => err(text.endsWith('\n') ? text : text + '\n'),
     color: hasColors(stderr, env),
     outColor: hasColors(stdout, env),
   };
