@@ -1,0 +1,130 @@
+/**
+ * Issue 19: until they work on every member, the commands that act on the host refuse a cluster's
+ * tree or infra (generator/cli/clusterRefusal.ts): one located message, exit 1, nothing run and
+ * nothing changed. ansible-playbook, incus and nft are stand-ins that fail loudly if called, on the
+ * CLI's PATH and on this process's (nft.ts spawns with it). sync, validate, flows and nftables keep
+ * working on the same cluster infra.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { runCli } from './helpers/cli.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+import { ForbiddenTools } from './helpers/standins.ts';
+
+const CLUSTER = 'examples/cluster.yml';
+const SINGLE = 'examples/infra.yml';
+/** Where examples/cluster.yml says `cluster:` (global.cluster's key). */
+const CLUSTER_KEY = `${CLUSTER}:12:3`;
+
+/** Every file under dir with its digest: what "nothing was changed" compares. */
+function snapshot(dir: string): Record<string, string> {
+  if (!existsSync(dir)) return {};
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else out[path] = createHash('sha256').update(readFileSync(path)).digest('hex');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe('the commands that act on the host refuse a cluster (issue 19)', () => {
+  let t: TestEnv;
+  let forbidden: ForbiddenTools;
+  let restorePath: () => void;
+  let single: string;
+
+  before(async () => {
+    t = testEnv();
+    single = join(t.dir, 'single');
+    for (const [infra, base] of [[CLUSTER, t.baseDir], [SINGLE, single]]) {
+      const r = await runCli(['sync', infra, '--base-dir', base, '-q'], t.env);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    forbidden = ForbiddenTools.create();
+    restorePath = forbidden.onProcessPath();
+  });
+  // A failed test leaves its calls in the journal; the next starts from none.
+  afterEach(() => forbidden.reset());
+  after(() => {
+    restorePath?.();
+    forbidden?.cleanup();
+    t?.cleanup();
+  });
+
+  const ruleset = () => join(t.baseDir, 'nftables/anklume.nft');
+  const memberLinksLine = () => readFileSync(ruleset(), 'utf8').split('\n').indexOf('\tset member_links {') + 1;
+
+  /** Runs the command with and without --json: refused, located, exit 1, nothing called, nothing changed. */
+  async function assertRefused(args: string[], where: string, command: string, undone: RegExp, jsonKeys: string[]): Promise<void> {
+    const before = { ...snapshot(t.dir) };
+    const r = await runCli(args, forbidden.env(t.env));
+    forbidden.assertNoneCalled();
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, '');
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `one message: ${r.stderr}`);
+    assert.ok(lines[0].startsWith(`${where}: error: anklume-gen ${command} does not work on an Incus cluster yet: `), lines[0]);
+    assert.match(lines[0], undone);
+    assert.match(lines[0], /sync, validate, flows and nftables work; what is left is in docs\/multi-host\.md#what-is-left\. Nothing was changed\.$/);
+    const j = await runCli([...args, '--json'], forbidden.env(t.env));
+    forbidden.assertNoneCalled();
+    assert.equal(j.code, 1, j.stderr);
+    const doc = JSON.parse(j.stdout) as { errors: { message: string; file: string; line: number }[] };
+    assert.deepEqual(Object.keys(doc).sort(), [...jsonKeys, 'errors'].sort());
+    assert.equal(doc.errors.length, 1);
+    assert.equal(`${doc.errors[0].file}:${doc.errors[0].line}`, where.split(':').slice(0, 2).join(':'));
+    assert.ok(lines[0].endsWith(doc.errors[0].message));
+    assert.deepEqual(snapshot(t.dir), before, 'nothing under the tree, the state or the log changed');
+  }
+
+  it('apply: the tree is a cluster\'s (its ruleset declares the member links)', async () => {
+    await assertRefused(['apply', '--base-dir', t.baseDir], `${ruleset()}:${memberLinksLine()}:2`, 'apply', /on this host only \(no --target/, ['applied', 'changed']);
+  });
+
+  it('apply --check and --dry-run', async () => {
+    const keys = ['create', 'update', 'delete', 'refused', 'orphans'];
+    await assertRefused(['apply', '--base-dir', t.baseDir, '--check'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /its plan reads this host only/, keys);
+    await assertRefused(['apply', '--base-dir', t.baseDir, '--dry-run'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /its plan reads this host only/, keys);
+  });
+
+  it('apply-nftables, also --dry-run', async () => {
+    for (const extra of [[], ['--dry-run']]) {
+      await assertRefused(['apply-nftables', '--base-dir', t.baseDir, ...extra], `${ruleset()}:${memberLinksLine()}:2`, 'apply-nftables', /not on every member of inventory\/_cluster\.yml/, ['applied', 'changed']);
+    }
+  });
+
+  it('ai-switch, also --dry-run: the infra has global.cluster, located at its key', async () => {
+    for (const extra of [[], ['--dry-run']]) {
+      await assertRefused(['ai-switch', '--domain', 'perso', '--infra', CLUSTER, '--base-dir', t.baseDir, ...extra], CLUSTER_KEY, 'ai-switch', /the holder's machines on the other members/, ['status', 'warnings']);
+    }
+  });
+
+  it('ai-status', async () => {
+    await assertRefused(['ai-status', '--infra', CLUSTER], CLUSTER_KEY, 'ai-status', /not every member's/, ['warnings']);
+  });
+
+  it('audit', async () => {
+    await assertRefused(['audit', '--infra', CLUSTER, '--base-dir', t.baseDir], CLUSTER_KEY, 'audit', /checks this host alone/, ['warnings']);
+  });
+
+  it('sync, validate, flows and nftables keep working on the cluster infra (nothing host-side is called)', async () => {
+    for (const args of [['sync', CLUSTER, '--base-dir', t.baseDir, '--check'], ['validate', CLUSTER], ['flows', CLUSTER, '--from', 'pro-dev', '--to', 'gpu-server'], ['nftables', CLUSTER]]) {
+      const r = await runCli(args, forbidden.env(t.env));
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    }
+    forbidden.assertNoneCalled();
+  });
+
+  it('a tree of one host is not refused: apply --check reaches Incus (here the stand-in that fails loudly)', async () => {
+    const r = await runCli(['apply', '--base-dir', single, '--check'], forbidden.env(t.env));
+    assert.doesNotMatch(r.stderr, /Incus cluster/);
+    assert.ok(forbidden.calls().length > 0, 'it went on to read the host');
+  });
+});
