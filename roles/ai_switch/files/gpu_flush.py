@@ -11,7 +11,7 @@ to leave the GPU), reset, scan. Each step writes its result to DIR/<instance>.<s
 anklume-gen can report what happened even when a later step fails, and a single step prints it as
 one JSON object; flush prints one JSON object instead: changed (a process was killed or a GPU
 reset), took (milliseconds of each step, for bench/aiSwitch.ts), and when a step failed,
-failed_step (the name anklume-gen reports) and error. Exit status: 0 done (a failed or skipped
+failed_step (the name anklume-gen reports; why goes to stderr). Exit status: 0 done (a failed or skipped
 GPU reset is a warning, not a failure, and so is a failed scan after the flush); 1 the step failed
 (why on stderr); 3 (verify) a compute process of the instance, or one whose owner cannot be told,
 is still on the GPU.
