@@ -73,7 +73,7 @@ describe('the commands that act on the host refuse a cluster (issue 19)', () => 
     assert.ok(lines[0].startsWith(`${where}: error: anklume-gen ${command} does not work on an Incus cluster yet: `), lines[0]);
     assert.match(lines[0], undone);
     assert.match(lines[0], /sync, validate, flows and nftables work; what is left is in docs\/multi-host\.md#what-is-left\. Nothing was changed\.$/);
-    const j = await runCli([...args, '--json'], forbidden.env(t.env));
+    const j = await runCli([args[0], '--json', ...args.slice(1)], forbidden.env(t.env));
     forbidden.assertNoneCalled();
     assert.equal(j.code, 1, j.stderr);
     const doc = JSON.parse(j.stdout) as { errors: { message: string; file: string; line: number }[] };
@@ -84,8 +84,8 @@ describe('the commands that act on the host refuse a cluster (issue 19)', () => 
     assert.deepEqual(snapshot(t.dir), before, 'nothing under the tree, the state or the log changed');
   }
 
-  it('apply: the tree is a cluster\'s (its ruleset declares the member links)', async () => {
-    await assertRefused(['apply', '--base-dir', t.baseDir], `${ruleset()}:${memberLinksLine()}:2`, 'apply', /on this host only \(no --target/, ['applied', 'changed']);
+  it('apply: the tree is a cluster\'s (its ruleset declares the member links); any run but --tags incus (the Incus part alone)', async () => {
+    for (const extra of [[], ['--', '--tags', 'nftables'], ['--', '--tags=incus,nftables'], ['--', '-t', 'incus', '--tags', 'projects']]) await assertRefused(['apply', '--base-dir', t.baseDir, ...extra], `${ruleset()}:${memberLinksLine()}:2`, 'apply', /then 'anklume-gen apply -- --tags incus' builds the Incus part/, ['applied', 'changed']);
   });
 
   it('apply --check and --dry-run', async () => {

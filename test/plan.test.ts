@@ -128,6 +128,57 @@ describe('apply\'s plan (anklume_plan.py)', () => {
   });
 });
 
+describe('apply\'s plan on an Incus cluster (issue 19)', () => {
+  const CLUSTER = { desk: '100.64.1.101', gpu: '100.64.1.102' };
+  const member = (name: string, address: string, status = 'Online') => ({ server_name: name, url: `https://${address}:8443`, status, message: status === 'Online' ? 'Fully operational' : 'No heartbeat' });
+  const clustered = (members = [member('desk', '100.64.1.101'), member('gpu', '100.64.1.102'), member('spare', '100.64.1.103')]) =>
+    ({ server: { environment: { server_clustered: true } }, members });
+  const routed = (name: string, sid: number) => ({ ...domain(name, sid), network: { ...domain(name, sid).network, config: { ...domain(name, sid).network.config, 'ipv4.nat': 'false' } } });
+
+  it('bridges in Incus\'s two steps (pending on every member Incus lists, then created with the config), instances with --target; one object each', () => {
+    const p = plan([routed('pro', 2)], [machine('pro', 'dev', { target: 'gpu' })], clustered(), { cluster: CLUSTER });
+    assert.deepEqual(p.problems, []);
+    assert.deepEqual(p.steps.filter((s) => s.role !== 'projects').map((s) => s.argv.filter((a) => !a.includes('=')).join(' ')), [
+      'incus network create net-pro --type bridge --project default --target desk',
+      'incus network create net-pro --type bridge --project default --target gpu',
+      'incus network create net-pro --type bridge --project default --target spare',
+      'incus network create net-pro --type bridge --project default',
+      'incus create img dev --project pro --target gpu',
+      'incus start dev --project pro',
+    ]);
+    assert.ok(p.steps.find((s) => s.argv.includes('ipv4.nat=false')), 'no NAT on a routed bridge');
+    assert.deepEqual(p.objects.map((o) => `${o.op} ${o.id}`), ['create project:pro', 'update profile:pro/default', 'create bridge:net-pro', 'create instance:pro/dev']);
+    assert.deepEqual(p.objects[3].changes.location, [null, 'gpu']);
+  });
+
+  it('built: nothing to do; a bridge left pending is finished on the members it lacks; an instance on another member is stopped, moved and started', () => {
+    const net = { ...bridge('pro', 2, { 'ipv4.nat': 'false' }), status: 'Created', locations: ['desk', 'gpu', 'spare'] };
+    const done = built({ ...clustered(), networks: [net], instances: [running('pro', 'dev', { location: 'gpu' })] });
+    assert.deepEqual(plan([routed('pro', 2)], [machine('pro', 'dev', { target: 'gpu' })], done, { cluster: CLUSTER }).steps, []);
+    const pending = plan([routed('pro', 2)], [machine('pro', 'dev', { target: 'gpu' })], { ...done, networks: [{ name: 'net-pro', managed: true, config: {}, status: 'Pending', locations: ['desk'] }] }, { cluster: CLUSTER });
+    assert.deepEqual(pending.steps.map((s) => s.argv.slice(3).filter((a) => !a.includes('=')).join(' ')), ['net-pro --type bridge --project default --target gpu', 'net-pro --type bridge --project default --target spare', 'net-pro --type bridge --project default']);
+    const moved = plan([routed('pro', 2)], [machine('pro', 'dev', { target: 'desk' })], done, { cluster: CLUSTER });
+    assert.deepEqual(moved.steps.map((s) => s.argv.join(' ')), ['incus stop dev --project pro', 'incus move dev --project pro --target desk', 'incus start dev --project pro']);
+    assert.deepEqual(moved.objects, [{ op: 'update', kind: 'instance', id: 'instance:pro/dev', changes: { location: ['gpu', 'desk'] } }]);
+  });
+
+  it('refusals before anything is made: Incus not clustered, a member it does not list, at another address, or not online; a cluster without global.cluster', () => {
+    const alone = plan([routed('pro', 2)], [machine('pro', 'dev', { target: 'gpu' })], {}, { cluster: CLUSTER });
+    assert.deepEqual(alone.problems, ["infra.yml sets global.cluster (members desk, gpu) but this Incus is not clustered (incus query /1.0: environment.server_clustered is false): form the cluster first (incus admin init on each member; docs/multi-host.md), or remove global.cluster from infra.yml and sync. Nothing was changed."]);
+    assert.deepEqual(alone.steps, []);
+    const wrong = plan([routed('pro', 2)], [machine('pro', 'dev', { target: 'gpu' })], clustered([member('desk', '100.64.1.109'), member('spare', '100.64.1.103', 'Offline')]), { cluster: { ...CLUSTER, spare: '100.64.1.103' } });
+    assert.deepEqual(wrong.problems, [
+      "Member 'desk': infra.yml gives its address as 100.64.1.101, but Incus lists it at https://100.64.1.109:8443 (incus cluster list): the routes between members go to infra.yml's address. Fix global.cluster.members.desk.address and sync. Nothing was changed.",
+      "Member 'gpu' of global.cluster is not in this Incus cluster (incus cluster list: desk, spare): add it (incus cluster add gpu, then incus admin init on it), or fix its name in infra.yml. Nothing was changed.",
+      "Member 'spare' is OFFLINE in incus cluster list (No heartbeat): a bridge is defined on every member at once, so nothing can be made while one is down. Bring it back, then apply again. Nothing was changed.",
+    ]);
+    assert.deepEqual(wrong.steps, []);
+    const single = plan([domain('pro', 2)], [machine('pro', 'dev')], clustered());
+    assert.match(single.problems[0] ?? '', /^This Incus is a cluster \(members desk, gpu, spare\) but infra\.yml has no global\.cluster/);
+    assert.deepEqual(single.steps, []);
+  });
+});
+
 describe('plan: its text, and the variables apply and audit read', () => {
   it('one line per object: create lists the new values, update old -> new', () => {
     assert.deepEqual(planLines([

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { clusterTree, refuse } from './clusterRefusal.js';
+import { clusterTree, incusPartOnly, refuse } from './clusterRefusal.js';
 import { extraVars } from './extraVars.js';
 import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 import { readIfExists } from '../core/files.js';
@@ -52,7 +52,7 @@ export const applyCommand: Command = {
       return notSynced(inv, json, `${tree}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
     const onCluster = clusterTree(check ? 'apply --check' : 'apply', baseDir);
-    if (onCluster) return refuse(inv, json, onCluster, check ? PLAN_FIELDS : { applied: false, changed: null });
+    if (onCluster && (check || !incusPartOnly(passed))) return refuse(inv, json, onCluster, check ? PLAN_FIELDS : { applied: false, changed: null });
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
     const deleteOrphans = values['delete-orphans'] === true;

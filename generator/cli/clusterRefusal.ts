@@ -13,7 +13,8 @@ import type { Diagnostic } from '../core/types.js';
 
 /** What each command would do wrong on a cluster, today. */
 const NOT_BUILT = {
-  apply: 'it would make the bridges and instances on this host only (no --target, no routes or proxy ARP between members) and load the ruleset here alone',
+  apply:
+    "loading the ruleset, the routes and proxy ARP on every member is not built, and it would load the ruleset here alone; load nftables/anklume.nft on every member first (nft -f), then 'anklume-gen apply -- --tags incus' builds the Incus part (projects, bridges on every member, instances on their members)",
   'apply --check': "its plan reads this host only: not each instance's member, nor each member's routes and ruleset",
   'apply-nftables': 'it would load the ruleset on this host alone, not on every member of inventory/_cluster.yml',
   'ai-switch': "it would revoke and grant on this host alone: the holder's machines on the other members would keep reaching ai-tools there, or gain it",
@@ -26,6 +27,18 @@ export type HostCommand = keyof typeof NOT_BUILT;
 const message = (command: HostCommand, what: string) =>
   `anklume-gen ${command} does not work on an Incus cluster yet: ${what}; ${NOT_BUILT[command]}. ` +
   'On a cluster, sync, validate, flows and nftables work; what is left is in docs/multi-host.md#what-is-left. Nothing was changed.';
+
+/**
+ * The ansible-playbook arguments select the Incus part alone (`--tags incus`): on a cluster, that
+ * part is built (projects, bridges on every member, instances on their members), the ruleset's is not.
+ */
+export function incusPartOnly(playbookArgs: string[]): boolean {
+  const tags = playbookArgs.flatMap((arg, i) => {
+    if (arg === '--tags' || arg === '-t') return [playbookArgs[i + 1] ?? ''];
+    return arg.startsWith('--tags=') ? [arg.slice('--tags='.length)] : [];
+  });
+  return tags.length > 0 && tags.every((t) => t === 'incus');
+}
 
 /** The set that only a cluster's ruleset declares (templates/nftables/anklume.nft.hbs). */
 const CLUSTER_SET = '\tset member_links {';

@@ -57,6 +57,10 @@ function allVars(infra: Infra, holder: string | null | undefined): Record<string
     anklume_domains: Object.keys(infra.domains),
     // Like the seed-era generator: no policies, no key (rather than an empty list).
     network_policies: policies.length ? policies : undefined,
+    // On a cluster, what apply's preflight holds `incus cluster list` to: each member and its
+    // address. Here, not read from inventory/_cluster.yml, which stays on disk as an orphan once
+    // global.cluster is gone; absent on one host.
+    anklume_cluster_members: g.cluster && Object.fromEntries(Object.entries(g.cluster.members).map(([name, m]) => [name, m.address])),
   });
 }
 

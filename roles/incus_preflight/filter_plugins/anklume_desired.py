@@ -31,8 +31,13 @@ def prefix_of(subnet):
     return subnet.split("/", 1)[1] if "/" in subnet else "24"
 
 
-def anklume_domains(group_vars, pool):
-    """One entry per domain: its project, bridge and profiles (`default` gets the root disk)."""
+def anklume_domains(group_vars, pool, cluster_members=None):
+    """One entry per domain: its project, bridge and profiles (`default` gets the root disk).
+
+    `cluster_members` (group_vars/all.yml's anklume_cluster_members, on a cluster): the bridges
+    are routed between members, so Incus must not masquerade what leaves them (it would rewrite a
+    domain's address, its identity on the other member, into the member's own).
+    """
     domains = []
     for gv in group_vars:
         name = gv["domain_name"]
@@ -55,7 +60,7 @@ def anklume_domains(group_vars, pool):
                 "name": net["name"],
                 "config": {
                     "ipv4.address": "%s/%s" % (net["gateway"], prefix_of(net["subnet"])),
-                    "ipv4.nat": "true",
+                    "ipv4.nat": "false" if cluster_members else "true",
                     # The isolation ruleset reasons about IPv4 addresses; no IPv6 path between domains.
                     "ipv6.address": "none",
                     MARK + "domain": name,
@@ -96,6 +101,9 @@ def anklume_machines(host_vars, domains, gpu_device):
             "config": config,
             "devices": devices,
         })
+        # On a cluster, the member it runs on (incus --target); one host has no key.
+        if hv.get("instance_target"):
+            machines[-1]["target"] = str(hv["instance_target"])
     return machines
 
 

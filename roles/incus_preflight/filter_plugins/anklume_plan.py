@@ -78,8 +78,49 @@ def _effective_devices(machine, domain):
     return {k: v for k, v in devices.items() if v.get("type") != "none"}
 
 
-def _problems(domains, machines, live):
+def _member_address(url):
+    """The host of a member's URL as Incus lists it (https://100.64.1.101:8443 -> 100.64.1.101)."""
+    host = (url or "").split("://", 1)[-1].rsplit(":", 1)[0]
+    return host.strip("[]")
+
+
+def _cluster_problems(cluster, live):
+    """infra.yml's global.cluster (cluster: member -> address) against Incus's own view of its members."""
+    clustered = ((live.get("server") or {}).get("environment") or {}).get("server_clustered", False)
+    listed = {m["server_name"]: m for m in live.get("members") or []}
+    if not cluster:
+        if clustered:
+            return ["This Incus is a cluster (members %s) but infra.yml has no global.cluster: its bridges would be "
+                    "defined on no member and its instances placed by Incus. Describe the cluster in infra.yml "
+                    "(global.cluster, each machine's member; docs/multi-host.md) and sync, or apply on a host that "
+                    "is not clustered. Nothing was changed." % ", ".join(sorted(listed))]
+        return []
+    if not clustered:
+        return ["infra.yml sets global.cluster (members %s) but this Incus is not clustered (incus query /1.0: "
+                "environment.server_clustered is false): form the cluster first (incus admin init on each member; "
+                "docs/multi-host.md), or remove global.cluster from infra.yml and sync. Nothing was changed."
+                % ", ".join(sorted(cluster))]
     problems = []
+    for name, address in sorted(cluster.items()):
+        member = listed.get(name)
+        if member is None:
+            problems.append("Member '%s' of global.cluster is not in this Incus cluster (incus cluster list: %s): "
+                            "add it (incus cluster add %s, then incus admin init on it), or fix its name in infra.yml. "
+                            "Nothing was changed." % (name, ", ".join(sorted(listed)), name))
+            continue
+        if _member_address(member.get("url")) != address:
+            problems.append("Member '%s': infra.yml gives its address as %s, but Incus lists it at %s (incus cluster "
+                            "list): the routes between members go to infra.yml's address. Fix global.cluster.members.%s.address "
+                            "and sync. Nothing was changed." % (name, address, member.get("url"), name))
+        if member.get("status") != "Online":
+            problems.append("Member '%s' is %s in incus cluster list (%s): a bridge is defined on every member at once, "
+                            "so nothing can be made while one is down. Bring it back, then apply again. Nothing was changed."
+                            % (name, str(member.get("status", "?")).upper(), member.get("message") or "no message"))
+    return problems
+
+
+def _problems(domains, machines, live, cluster=None):
+    problems = _cluster_problems(cluster, live)
     pools = [p["name"] for p in live.get("pools") or []]
     pool = live.get("pool", "default")
     if pool not in pools:
@@ -89,6 +130,10 @@ def _problems(domains, machines, live):
     projects = _by_name(live.get("projects"))
     for d in domains:
         net = networks.get(d["network"]["name"])
+        # A bridge pending on some members (a cluster's run stopped between its two steps) cannot
+        # carry the mark yet (Incus refuses member-specific user keys): the plan finishes it.
+        if cluster and net is not None and net.get("status") == "Pending":
+            net = None
         if net is not None and not (net.get("managed") and (net.get("config") or {}).get(MARK + "domain") == d["name"]):
             what = ("an Incus network without user.anklume.domain=%s" % d["name"]) if net.get("managed") else "an interface Incus does not manage"
             problems.append("Bridge '%s' already exists and is not anklume's (%s): rename or remove it, or rename "
@@ -157,11 +202,13 @@ def _orphans(domains, machines, live):
 
 
 def anklume_plan(domains, machines, live, options=None):
-    """The plan: see the module's text. `options`: features (of new projects), network_project, start, delete_orphans."""
+    """The plan: see the module's text. `options`: features (of new projects), network_project, start,
+    delete_orphans, and on a cluster `cluster` (group_vars/all.yml's anklume_cluster_members)."""
     options = options or {}
     features = options.get("features") or {}
     network_project = options.get("network_project", "default")
-    problems = _problems(domains, machines, live)
+    cluster = options.get("cluster") or None
+    problems = _problems(domains, machines, live, cluster)
     steps = []
 
     def step(op, kind, ident, argv, changes=None, stdin=None, role=None):
@@ -204,11 +251,20 @@ def anklume_plan(domains, machines, live, options=None):
                      changes, role="projects")
 
     networks = _by_name(live.get("networks"))
+    # On a cluster a bridge is made in Incus's two steps: pending on each member (every member Incus
+    # lists, not only infra.yml's: the network must exist on all), then created with its config.
+    # A bridge left pending by a run that stopped half-way is finished the same way.
+    members = sorted(m["server_name"] for m in live.get("members") or []) if cluster else []
     for d in domains:
         net = d["network"]
         ident = "bridge:" + net["name"]
         have = networks.get(net["name"])
-        if have is None:
+        if have is None or (cluster and have.get("status") == "Pending"):
+            pending = set((have or {}).get("locations") or [])
+            for member in members:
+                if member not in pending:
+                    step("create", "bridge", ident, ["incus", "network", "create", net["name"], "--type", "bridge", "--project", network_project, "--target", member],
+                         role="networks")
             step("create", "bridge", ident, ["incus", "network", "create", net["name"], "--type", "bridge", "--project", network_project]
                  + ["%s=%s" % kv for kv in sorted(net["config"].items())], _changes(net["config"], {}, "config."), role="networks")
             continue
@@ -222,9 +278,13 @@ def anklume_plan(domains, machines, live, options=None):
     for m in machines:
         ident = "instance:" + m["key"]
         have = instances.get(m["key"])
+        target = m.get("target")
         if have is None:
-            argv = ["incus", "create", m["image"], m["name"], "--project", m["project"]] + (["--vm"] if m["type"] == "virtual-machine" else [])
+            argv = (["incus", "create", m["image"], m["name"], "--project", m["project"]] + (["--vm"] if m["type"] == "virtual-machine" else [])
+                    + (["--target", target] if target else []))
             changes = {"image": [ABSENT, m["image"]], "type": [ABSENT, m["type"]], "profiles": [ABSENT, m["profiles"]]}
+            if target:
+                changes["location"] = [ABSENT, target]
             changes.update(_changes(m["config"], {}, "config."))
             changes.update(_device_changes(m["devices"], {}))
             step("create", "instance", ident, argv, changes, stdin=json.dumps({"config": m["config"], "devices": m["devices"], "profiles": m["profiles"]}, sort_keys=True), role="instances")
@@ -233,6 +293,14 @@ def anklume_plan(domains, machines, live, options=None):
             continue
         if have.get("type") != m["type"]:
             continue
+        status = have.get("status")
+        if target and have.get("location") != target:
+            # A container cannot move while it runs (no CRIU): stopped, moved, then started below.
+            if status == "Running":
+                step("update", "instance", ident, ["incus", "stop", m["name"], "--project", m["project"]], role="instances")
+                status = "Stopped"
+            step("update", "instance", ident, ["incus", "move", m["name"], "--project", m["project"], "--target", target],
+                 {"location": [have.get("location"), target]}, role="instances")
         live_config = have.get("config") or {}
         changes = _changes(m["config"], live_config, "config.")
         changes.update(_device_changes(m["devices"], have.get("devices") or {}))
@@ -250,8 +318,10 @@ def anklume_plan(domains, machines, live, options=None):
             }
             step("update", "instance", ident, ["incus", "query", "-X", "PUT", "--wait", "/1.0/instances/%s?project=%s" % (m["name"], m["project"]),
                                                "--data=" + json.dumps(body, sort_keys=True)], changes, role="instances")
-        if start and have.get("status") != "Running":
-            step("start", "instance", ident, ["incus", "start", m["name"], "--project", m["project"]], {"state": [have.get("status"), "Running"]}, role="instances")
+        # A running instance that was moved runs again, whatever `start` says.
+        if status != "Running" and (start or have.get("status") == "Running"):
+            state = {"state": [have.get("status"), "Running"]} if have.get("status") != "Running" else {}
+            step("start", "instance", ident, ["incus", "start", m["name"], "--project", m["project"]], state, role="instances")
 
     orphans = _orphans(domains, machines, live)
     if options.get("delete_orphans"):
@@ -290,7 +360,11 @@ def read_live(pool):
     """What the role's tasks read, read the same way (`incus query`, `incus remote list`, `ip -j route`)."""
     import subprocess
     projects = _query("/1.0/projects?recursion=1")
+    server = _query("/1.0")
     live = {
+        "server": server,
+        # A server that is not clustered has no members to list (Incus answers an error).
+        "members": _query("/1.0/cluster/members?recursion=1") if server.get("environment", {}).get("server_clustered") else [],
         "pool": pool,
         "pools": _query("/1.0/storage-pools?recursion=1"),
         "networks": _query("/1.0/networks?recursion=1"),
@@ -339,8 +413,10 @@ def main(argv):
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
 
-    names = (load(os.path.join(tree, "group_vars", "all.yml")) or {}).get("anklume_domains") or []
-    domains = anklume_domains([load(os.path.join(tree, "group_vars", n + ".yml")) for n in names], v["incus_preflight_pool"])
+    all_vars = load(os.path.join(tree, "group_vars", "all.yml")) or {}
+    names = all_vars.get("anklume_domains") or []
+    cluster = all_vars.get("anklume_cluster_members") or {}
+    domains = anklume_domains([load(os.path.join(tree, "group_vars", n + ".yml")) for n in names], v["incus_preflight_pool"], cluster)
     hosts = []
     for n in names:
         children = (load(os.path.join(tree, "inventory", n + ".yml")) or {}).get("all", {}).get("children", {})
@@ -357,6 +433,7 @@ def main(argv):
         "network_project": v["incus_networks_project"],
         "start": _bool(v["incus_instances_start"]),
         "delete_orphans": _bool(v["incus_orphans_delete"]),
+        "cluster": cluster,
     })
     json.dump(plan, sys.stdout, sort_keys=True)
     return 0
