@@ -56,29 +56,8 @@ const pyyamlSafeNumber = new jsyaml.Type('tag:anklume-gen,2026:pyyaml-safe-numbe
   represent: (value: object) => (Object.is(value, -0) ? '-0' : String(value).replace(/^([-+]?\d+)e/, '$1.e')),
 });
 
-/**
- * The dumper asks every implicit type whether it would read each string it writes (then the string
- * is quoted), and the same names recur in thousands of files: the answer is kept per string. Only
- * the dumper asks these types (they never load), so the first answers for all and the others say no.
- */
-function answeredOnce(types: jsyaml.Type[]): jsyaml.Type[] {
-  const resolves = types.map((t) => t.resolve.bind(t));
-  const answers = new Map<string, boolean>();
-  const anyResolves = (data: unknown): boolean => {
-    if (typeof data !== 'string') return resolves.some((resolve) => resolve(data));
-    let answer = answers.get(data);
-    if (answer === undefined) {
-      answer = resolves.some((resolve) => resolve(data));
-      if (answers.size >= 100_000) answers.clear();
-      answers.set(data, answer);
-    }
-    return answer;
-  };
-  return types.map((t, i) => Object.assign(Object.create(Object.getPrototypeOf(t) as object) as jsyaml.Type, t, { resolve: i === 0 ? anyResolves : () => false }));
-}
-
 const DUMP_SCHEMA = jsyaml.FAILSAFE_SCHEMA.extend({
-  implicit: answeredOnce([pyyamlSafeNumber, jsyaml.types.null, jsyaml.types.bool, jsyaml.types.int, jsyaml.types.float, yaml11NonString]),
+  implicit: [pyyamlSafeNumber, jsyaml.types.null, jsyaml.types.bool, jsyaml.types.int, jsyaml.types.float, yaml11NonString],
 });
 
 const DUMP_OPTIONS: jsyaml.DumpOptions = {
