@@ -7,7 +7,7 @@
  * directory in the tree, and the folder is removed.
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { dirname, join, relative, sep } from 'node:path';
+import { basename, dirname, join, relative, sep } from 'node:path';
 import type { FileStamp } from '../core/files.js';
 import { CACHE_DIR } from './cache.js';
 import type { Writer } from './writer.js';
@@ -67,7 +67,8 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
     if (e === undefined) known.set(dir, (e = existsSync(join(baseDir, dir))));
     return e;
   };
-  for (const dir of new Set(targets.map((t) => relative(baseDir, dirname(t))))) {
+  const targetDirs = new Set(targets.map(dirname));
+  for (const dir of new Set([...targetDirs].map((d) => relative(baseDir, d)))) {
     if (dir === '' || dir.startsWith('..')) continue;
     const parts = dir.split(sep);
     // The top-most missing directory: everything below it comes with it.
@@ -86,14 +87,26 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
   const root = join(cacheDir, `${PREFIX}${process.pid}`);
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
-  const stagedOf = (target: string): string | undefined => {
-    const rel = relative(baseDir, target);
-    for (const prefix of staged) if (rel.startsWith(prefix + sep)) return prefix;
-    return undefined;
+  // Per directory, not per file (thousands of files share a handful of directories): where its
+  // files go in the staging folder, or undefined when it is not staged.
+  const stagedDirs = new Map<string, string | undefined>();
+  const stagedDirOf = (dir: string): string | undefined => {
+    if (!stagedDirs.has(dir)) {
+      const rel = relative(baseDir, dir);
+      const inStaged = [...staged].some((prefix) => rel === prefix || rel.startsWith(prefix + sep));
+      stagedDirs.set(dir, inStaged ? join(root, rel) : undefined);
+    }
+    return stagedDirs.get(dir);
   };
-  for (const dir of new Set(targets.filter(stagedOf).map((t) => dirname(join(root, relative(baseDir, t)))))) mkdirSync(dir, { recursive: true });
+  for (const dir of targetDirs) {
+    const inRoot = stagedDirOf(dir);
+    if (inRoot) mkdirSync(inRoot, { recursive: true });
+  }
   return {
-    path: (target) => (stagedOf(target) ? join(root, relative(baseDir, target)) : target),
+    path: (target) => {
+      const inRoot = stagedDirOf(dirname(target));
+      return inRoot === undefined ? target : join(inRoot, basename(target));
+    },
     commit: () => {
       for (const prefix of staged) {
         const from = join(root, prefix);
