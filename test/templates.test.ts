@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it, test } from 'node:test';
-import { nftComment, nftString } from '../generator/core/templates.ts';
+import { nftComment, nftString, pictureText } from '../generator/core/templates.ts';
 
 describe('template helpers', () => {
   it('nftString refuses anything that could leave a quoted nft string', () => {
@@ -8,6 +8,12 @@ describe('template helpers', () => {
     for (const bad of ['a"b', 'a b', 'a;b', 'a\nb', '', 'x'.repeat(65), '{x}']) {
       assert.throws(() => nftString(bad), /refusing/);
     }
+  });
+
+  it("pictureText keeps one line with none of a picture's syntax: no quote, bracket, pipe, or < > that Mermaid would read as HTML", () => {
+    assert.equal(pictureText('web <img src=x onerror=alert(1)> "a" [b] |c| {d}\n#e'), 'web img src=x onerror=alert(1) a b c d e');
+    assert.equal(pictureText('pro -> ai-tools: tcp 22, 443'), 'pro - ai-tools: tcp 22, 443');
+    assert.equal(pictureText(undefined), '');
   });
 
   it('nftComment keeps one harmless line', () => {

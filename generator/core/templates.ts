@@ -60,7 +60,7 @@ export function nftComment(value: unknown): string {
 /** Text drawn in a picture (a node, an edge label, a title): one line, no quote or bracket of the picture's syntax. */
 export function pictureText(value: unknown): string {
   return String(value ?? '')
-    .replace(/[^A-Za-z0-9 _.,:/()+=@*<>-]/g, ' ')
+    .replace(/[^A-Za-z0-9 _.,:/()+=@*-]/g, ' ')
     .replace(/\s+/g, ' ')
     .trim()
     .slice(0, 160);
