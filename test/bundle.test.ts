@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -126,7 +126,7 @@ sys.exit(p.wait())`;
     const userCache = join(scratch, 'xdg');
     const env = { ...t.env, XDG_CACHE_HOME: userCache };
     const expected = run(MODULES, ['flows', EXAMPLE], scratch, t.env);
-    const cacheName = () => readdirSync(packageCache).sort((a, b) => statSync(join(packageCache, b)).mtimeMs - statSync(join(packageCache, a)).mtimeMs)[0];
+    const cacheName = () => readdirSync(packageCache).find((f) => f.endsWith(`-${process.version}-${process.arch}.v8`)) ?? 'none';
     /** Whether the launcher's own loader takes the code from a cache, and from which folder. */
     const taken = () => {
       const probe = `const { loadBundle } = require(${JSON.stringify(join(cli, 'codeCache.cjs'))});
@@ -137,13 +137,17 @@ sys.exit(p.wait())`;
     // A copy has other mtimes (as a package npm unpacks): the build's cache is not this bundle's.
     assert.equal(taken(), 'none');
     assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'no cache for these mtimes');
-    assert.equal(readdirSync(packageCache).length, 2, 'a cache for the copied bundle is written beside the old one');
+    const caches = readdirSync(packageCache);
+    assert.equal(caches.length, 1, `a cache for the copied bundle, and the old build's removed: ${caches.join(', ')}`);
     assert.equal(taken(), packageCache, 'and taken by the next run');
+    const otherNode = caches[0].replace(`-${process.version}-`, '-v0.0.0-');
+    writeFileSync(join(packageCache, otherNode), 'the cache of another Node for this build');
 
     writeFileSync(join(packageCache, cacheName()), 'not a code cache');
     assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'refused cache');
     assert.notEqual(readFileSync(join(packageCache, cacheName()), 'utf8'), 'not a code cache', 'written again at exit');
     assert.equal(taken(), packageCache, 'and taken by the next run');
+    assert.ok(readdirSync(packageCache).includes(otherNode), "another Node's cache of this build is kept");
 
     rmSync(packageCache, { recursive: true });
     writeFileSync(packageCache, 'a file where the folder should be');

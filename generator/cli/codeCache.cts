@@ -12,7 +12,7 @@
  * cache folder (a package installed by root, or unpacked by npm with other mtimes). A cache never
  * changes what runs, only how fast it starts.
  */
-import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire, wrap } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { constants, Script } from 'node:vm';
@@ -27,9 +27,22 @@ export interface LoadedBundle<T> {
 
 type ModuleFunction = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string) => void;
 
-export function cacheFileName(bundle: string): string {
+/** `<bundle>-<size>-<mtime>-`: the caches of this build of the bundle, whatever Node made them. */
+function buildPrefix(bundle: string): string {
   const { size, mtimeMs } = statSync(bundle);
-  return `${basename(bundle, '.cjs')}-${size}-${Math.trunc(mtimeMs)}-${process.version}-${process.arch}.v8`;
+  return `${basename(bundle, '.cjs')}-${size}-${Math.trunc(mtimeMs)}-`;
+}
+
+export function cacheFileName(bundle: string): string {
+  return `${buildPrefix(bundle)}${process.version}-${process.arch}.v8`;
+}
+
+/** Caches of builds of the bundle that are gone (a package upgraded): each would stay forever. */
+function removeStale(dir: string, bundle: string, prefix: string): void {
+  const family = `${basename(bundle, '.cjs')}-`;
+  for (const file of readdirSync(dir)) {
+    if (file.startsWith(family) && file.endsWith('.v8') && !file.startsWith(prefix)) unlinkSync(join(dir, file));
+  }
 }
 
 /**
@@ -69,6 +82,11 @@ export function loadBundle<T>(bundle: string, cacheDirs: string[], saveOnExit = 
         mkdirSync(dir, { recursive: true });
         writeFileSync(partial, data);
         renameSync(partial, join(dir, name));
+        try {
+          removeStale(dir, bundle, buildPrefix(bundle));
+        } catch {
+          // Another command removed them first.
+        }
         return;
       } catch {
         try {
