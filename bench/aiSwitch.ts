@@ -216,12 +216,15 @@ async function removeIncusObjects(table: boolean): Promise<void> {
   if (table) await sh(['nft', 'delete', 'table', 'inet', 'anklume']);
 }
 
-/** The host PID of the process whose command line is exactly argv (none: undefined). */
-function hostPid(argv: string[]): string | undefined {
+/**
+ * The host PID of gpu-server's process whose command line is exactly argv (none: undefined). Its
+ * cgroup says it is gpu-server's: a test may run a process of the same command line elsewhere.
+ */
+function gpuServerPid(argv: string[]): string | undefined {
   const wanted = argv.join('\0') + '\0';
   return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).find((p) => {
     try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8') === wanted;
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8') === wanted && /:\/lxc\.payload\.ai-tools_gpu-server(\/|$)/m.test(readFileSync(`/proc/${p}/cgroup`, 'utf8'));
     } catch {
       return false;
     }
@@ -274,7 +277,8 @@ async function incusSwitches(runs: number): Promise<AiSwitchBench['incus']> {
     await mkdir(bin, { recursive: true });
     for (const f of ['nvidia-smi', 'lib.sh']) await symlink(join(STANDINS_BIN, f), join(bin, f));
     const flushEnv = { ...env, PATH: `${bin}:${process.env.PATH}`, STANDIN_DIR: standinDir };
-    const mark = 86_400 + (process.pid % 10_000);
+    // Sleep lengths of this run's own (about ten days), which no other process is likely to have.
+    const mark = 900_000 + Math.floor(Math.random() * 90_000);
 
     // pro holds access after the apply; each switch moves it to the other domain.
     let holder = 'pro';
@@ -288,13 +292,13 @@ async function incusSwitches(runs: number): Promise<AiSwitchBench['incus']> {
       await must(inGpu(['sh', '-c', `setsid ${sleeper.join(' ')} </dev/null >/dev/null 2>&1 &`]));
       let pid: string | undefined;
       for (let wait = 0; pid === undefined && wait < 100; wait++) {
-        pid = hostPid(sleeper);
+        pid = gpuServerPid(sleeper);
         if (pid === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
       }
       if (pid === undefined) throw new Error('the GPU process started in gpu-server never showed on the host');
       await writeFile(join(standinDir, 'host-gpu-apps'), `${pid}, GPU-00000000-0000-0000-0000-0000000000a0, 1024\n`);
       flush.push(await oneSwitch([], args(), flushEnv, empty));
-      if (existsSync(`/proc/${pid}`) && hostPid(sleeper)) throw new Error(`the flush left gpu-server's process ${pid} running`);
+      if (gpuServerPid(sleeper) !== undefined) throw new Error(`the flush left gpu-server's process ${pid} running`);
     }
     return { noFlush: figures(noFlush), flush: figures(flush) };
   } finally {
