@@ -1,22 +1,26 @@
 /**
- * `anklume-gen apply -- --tags incus` on a REAL Incus cluster (issue 19): three incusd members
- * built by `.ci/incus-cluster up --image`, each in its own network and mount namespace. The CLI
- * runs in member m1's network namespace (the machine that runs anklume-gen is a member, as at
- * home) with m1's Incus socket. What is proven:
+ * `anklume-gen apply` on a REAL Incus cluster (issue 19): three incusd members built by
+ * `.ci/incus-cluster up --image --ssh`, each in its own network and mount namespace with an sshd
+ * on its address (Ansible's way to the members, as to real ones). The CLI runs in member m1's
+ * network namespace (the machine that runs anklume-gen is a member, as at home) with m1's Incus
+ * socket. What is proven:
  *   - the preflight refuses before anything is made (a member Incus does not list, another
- *     address, a one-host tree on a cluster, a run that would load the ruleset here alone);
- *   - the apply makes each bridge on every member (Incus's two steps) without NAT, and each
- *     instance on its member (--target); a second apply changes nothing;
- *   - real TCP between real containers on different members: with the routes and proxy ARP the
- *     test sets (what apply does not make yet), every pair connects without a ruleset; with the
- *     generated cluster ruleset loaded in every member's namespace, domain isolation and the
+ *     address, a one-host tree on a cluster, a run that would load the ruleset without the
+ *     inventory of the members);
+ *   - the apply makes each bridge on every member (Incus's two steps) without NAT, the ruleset,
+ *     routes and proxy ARP on every member (over SSH), and each instance on its member
+ *     (--target); a second apply changes nothing;
+ *   - real TCP between real containers on different members: with the tables emptied every pair
+ *     connects (the routes work); with the ruleset apply loaded, domain isolation and the
  *     exclusive AI access hold across members;
- *   - a machine whose member changes is stopped, moved and started, and then nothing is left to do.
- * Routes, proxy ARP and the ruleset on every member are the test's (docs/multi-host.md#what-is-left).
+ *   - a machine whose member changes is stopped, moved and started, every member's routes follow,
+ *     and then nothing is left to do.
+ * The members share the machine's filesystem: the ruleset's boot copy goes to a folder per member
+ * under the test's own, and no boot configuration is touched.
  *
- * Needs root, Incus >= 6.0 and the test image cached by .ci/incus-setup. Without them, or when a
- * cluster of .ci/incus-cluster is already up (someone else's), the suite is skipped with the
- * reason, except in CI (CI=true), where it fails. The cluster is removed at the end, failures
+ * Needs root, Incus >= 6.0, the test image cached by .ci/incus-setup, and sshd. Without them, or
+ * when a cluster of .ci/incus-cluster is already up (someone else's), the suite is skipped with
+ * the reason, except in CI (CI=true), where it fails. The cluster is removed at the end, failures
  * included (`.ci/incus-cluster down`); the machine's own Incus daemon is never asked anything.
  */
 import { after, before, describe, it } from 'node:test';
@@ -66,6 +70,7 @@ async function skipReason(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root';
   if ((await execa('incus', ['--version'], { reject: false }).catch(() => ({ exitCode: 1 }))).exitCode !== 0) return 'incus is not installed (.ci/incus-setup)';
   if (!existsSync(join(CACHE, 'rootfs.tar.gz'))) return `no cached test image in ${CACHE} (.ci/incus-setup)`;
+  if (!existsSync('/usr/sbin/sshd')) return 'no sshd (apt-get install openssh-server; .ci/incus-setup does)';
   if (existsSync(AKC_ROOT) || existsSync('/run/netns/akc-m1')) return `a cluster of .ci/incus-cluster is already up (${AKC_ROOT}): not ours to remove`;
   return false;
 }
@@ -106,7 +111,13 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.equal(r.code, 0, r.out);
     return file;
   };
-  const apply = (name = 'tree') => cli(['apply', '--base-dir', tree(name), '--', '--tags', 'incus']);
+  /** The members share one filesystem: each keeps its boot copy of the ruleset in a folder of its own. */
+  const perMember = () => JSON.stringify({ incus_nftables_install_dir: `${join(t.dir, 'nft')}/{{ inventory_hostname }}`, incus_nftables_boot_include: false });
+  const apply = (name = 'tree') => cli(['apply', '--base-dir', tree(name), '--', '-e', perMember()]);
+  /** Each member's routes of anklume (proto 250), as `dst via`. */
+  const routes = async (m: string) => (JSON.parse(await inMember(m, ['ip', '-j', '-4', 'route', 'show', 'proto', '250'])) as { dst: string; gateway: string }[]).map((r) => `${r.dst} via ${r.gateway}`).sort();
+  /** What each member should route: every machine of another member, through it. */
+  const expectedRoutes = (m: string, placed: Record<string, string> = {}) => Object.entries(MACHINES).filter(([n, x]) => (placed[n] ?? x.member) !== m).map(([n, x]) => `${x.ip} via ${MEMBERS[placed[n] ?? x.member]}`).sort();
   /** What Incus has of ours: projects and bridges besides its own. */
   const ours = async () => ({
     projects: (await query<{ name: string }[]>('/1.0/projects?recursion=1')).map((p) => p.name).filter((n) => n !== 'default').sort(),
@@ -124,8 +135,9 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
   before(async () => {
     assert.equal(reason, false, `in CI this suite must run: ${String(reason)}`);
     t = testEnv('anklume-cluster-apply-');
-    env = { ...t.env, INCUS_DIR: M1_DIR };
-    const up = await timed('cluster up (3 members, image imported)', () => execa(CLUSTER_SCRIPT, ['up', '--image'], { reject: false, stdin: 'ignore' }));
+    // Ansible reaches the members as root with the cluster's key (their sshd knows no other).
+    env = { ...t.env, INCUS_DIR: M1_DIR, ANSIBLE_PRIVATE_KEY_FILE: `${AKC_ROOT}/ssh/id_ed25519`, ANSIBLE_REMOTE_USER: 'root', ANSIBLE_HOST_KEY_CHECKING: 'False' };
+    const up = await timed('cluster up (3 members, image imported, sshd)', () => execa(CLUSTER_SCRIPT, ['up', '--image', '--ssh'], { reject: false, stdin: 'ignore' }));
     assert.equal(up.exitCode, 0, String(up.stderr));
     await sync(infraText(MEMBERS), 'tree');
   });
@@ -136,21 +148,12 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.equal(down.exitCode, 0, String(down.stderr));
   });
 
-  it('refused before anything is made: the ruleset here alone (the CLI, and site.yml run by hand), a member Incus does not list or lists at another address, a one-host tree on a cluster', async () => {
-    const whole = await cli(['apply', '--base-dir', tree()]);
-    assert.equal(whole.code, 1, whole.out);
-    assert.match(whole.out, /anklume-gen apply does not work on an Incus cluster yet: .*then 'anklume-gen apply -- --tags incus' builds the Incus part/);
-    assert.doesNotMatch(whole.out, /PLAY/, 'ansible did not start');
-    const byHand = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', 'ansible-playbook', join(ROOT, 'site.yml'), '-e', JSON.stringify({ incus_nftables_install_dir: join(t.dir, 'nft'), incus_nftables_boot_include: false })],
+  it('refused before anything is made: a run by hand that would load the ruleset without the members, a member Incus does not list or lists at another address, a one-host tree on a cluster', async () => {
+    const byHand = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', 'ansible-playbook', join(ROOT, 'site.yml'), '-e', perMember()],
       { env: { ...env, ANKLUME_BASE_DIR: tree() }, reject: false, stdin: 'ignore' });
     assert.notEqual(byHand.exitCode, 0);
-    assert.match(String(byHand.stdout), /The tree is an Incus cluster's \(global\.cluster\) and this run would load its ruleset on this host\s+alone/);
-    const nftOnly = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', 'ansible-playbook', join(ROOT, 'site.yml'), '--tags', 'nftables', '-e', JSON.stringify({ incus_nftables_install_dir: join(t.dir, 'nft'), incus_nftables_boot_include: false })],
-      { env: { ...env, ANKLUME_BASE_DIR: tree() }, reject: false, stdin: 'ignore' });
-    assert.notEqual(nftOnly.exitCode, 0);
-    assert.match(String(nftOnly.stdout), /is an Incus cluster's ruleset \(global\.cluster\): loading it on every member is\s+not built yet/);
+    assert.match(String(byHand.stdout), /The tree is an Incus cluster's \(global\.cluster\) and this run loads its ruleset, but no member of\s+inventory\/_cluster\.yml is in the inventory/);
     assert.ok(!existsSync(join(t.dir, 'nft')), 'no ruleset installed');
-    assert.notEqual((await execa('ip', ['netns', 'exec', 'akc-m1', 'nft', 'list', 'table', 'inet', 'anklume'], { reject: false })).exitCode, 0, 'no table loaded in m1');
 
     await sync(infraText({ m1: '100.64.1.109', m2: MEMBERS.m2, m4: '100.64.1.104' }, { 'perso-desktop': 'm4' }), 'wrong');
     const wrong = await apply('wrong');
@@ -164,8 +167,8 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.deepEqual(await ours(), { projects: [], bridges: [] }, 'nothing was made');
   });
 
-  it('apply -- --tags incus: each bridge on every member without NAT, each instance running on its member; a second apply changes nothing', async () => {
-    const first = await timed('apply (3 projects, 3 bridges on 3 members, 4 containers)', () => apply());
+  it('apply: each bridge on every member without NAT, the ruleset, routes and proxy ARP on every member, each instance running on its member; a second apply changes nothing', async () => {
+    const first = await timed('apply (3 projects, 3 bridges, ruleset and routes on 3 members, 4 containers)', () => apply());
     assert.equal(first.code, 0, first.out);
     assert.match(first.out, /applied \(\d+ object\(s\) changed\)/);
     const networks = await query<{ name: string; status: string; locations: string[]; config: Record<string, string> }[]>('/1.0/networks?recursion=1');
@@ -180,6 +183,14 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     const instances = await query<{ name: string; project: string; location: string; status: string }[]>('/1.0/instances?recursion=1&all-projects=true');
     assert.deepEqual(instances.map((i) => `${i.project}/${i.name}@${i.location} ${i.status}`).sort(),
       Object.entries(MACHINES).map(([n, m]) => `${m.project}/${n}@${m.member} Running`).sort());
+    for (const m of Object.keys(MEMBERS)) {
+      assert.match(await inMember(m, ['nft', 'list', 'set', 'inet', 'anklume', 'member_links']), /elements = \{ "eth0" \}/, `${m}: the cluster's table is loaded`);
+      assert.deepEqual(await routes(m), expectedRoutes(m), `${m}: a route to each machine of the other members`);
+      const proxyArp = await inMember(m, ['sysctl', '-n', 'net.ipv4.ip_forward', ...Object.keys(DOMAINS).map((d) => `net.ipv4.conf.net-${d}.proxy_arp`)]);
+      assert.deepEqual(proxyArp.trim().split('\n'), ['1', '1', '1', '1'], `${m}: forwarding and proxy ARP`);
+      assert.ok(existsSync(join(t.dir, 'nft', m, 'anklume.nft')), `${m}: its boot copy`);
+    }
+    assert.match(first.out, /applied \((\d+) object\(s\) changed\)/);
     const again = await timed('second apply', () => apply());
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /already applied, nothing changed/);
@@ -198,13 +209,6 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
         assert.equal(unit.code, 0, unit.err);
       }));
     });
-    // The routed bridges of docs/multi-host.md, set here (apply does not make them yet).
-    for (const m of Object.keys(MEMBERS)) {
-      await inMember(m, ['sysctl', '-qw', 'net.ipv4.ip_forward=1', ...Object.keys(DOMAINS).map((d) => `net.ipv4.conf.net-${d}.proxy_arp=1`)]);
-      for (const machine of Object.values(MACHINES).filter((x) => x.member !== m)) {
-        await inMember(m, ['ip', 'route', 'replace', `${machine.ip}/32`, 'via', MEMBERS[machine.member], 'dev', 'eth0']);
-      }
-    }
     const pairs = Object.keys(MACHINES).flatMap((a) => Object.keys(MACHINES).filter((b) => b !== a).map((b) => [a, b] as const));
     const probeAll = async () => {
       const results = new Map<string, string>();
@@ -216,24 +220,27 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
       }));
       return results;
     };
-    const open = await timed('probes without a ruleset', probeAll);
-    assert.deepEqual([...open].filter(([, v]) => v !== 'open'), [], 'the routes and proxy ARP join the members');
-
-    const ruleset = await execa('cat', [join(tree(), 'nftables/anklume.nft')]);
-    for (const m of Object.keys(MEMBERS)) await inMember(m, ['nft', '-f', '-'], String(ruleset.stdout));
-    const judged = await timed('probes with the ruleset on every member', probeAll);
+    const judged = await timed('probes with the ruleset apply loaded on every member', probeAll);
     const wrong = pairs.filter(([a, b]) => (judged.get(`${a} -> ${b}`) === 'open') !== allowed(a, b)).map(([a, b]) => `${a} -> ${b}: ${judged.get(`${a} -> ${b}`)}, allowed ${allowed(a, b)}`);
     assert.deepEqual(wrong, []);
     assert.ok(pairs.some(([a, b]) => !allowed(a, b) && MACHINES[a].member !== MACHINES[b].member), 'denied pairs across members were tried');
+    // Without the table, the same routes let every pair connect: the drops were the ruleset's.
+    for (const m of Object.keys(MEMBERS)) await inMember(m, ['nft', 'delete', 'table', 'inet', 'anklume']);
+    const open = await timed('probes with the tables removed', probeAll);
+    assert.deepEqual([...open].filter(([, v]) => v !== 'open'), [], 'the routes and proxy ARP of apply join the members');
+    const back = await apply();
+    assert.equal(back.code, 0, back.out);
+    assert.match(back.out, /applied \(3 object\(s\) changed\)/, 'the live table of each member, loaded again');
   });
 
   it('a machine placed on another member is stopped, moved and started; then nothing is left to do', async () => {
     await sync(infraText(MEMBERS, { 'perso-desktop': 'm1' }), 'tree');
     const moved = await timed('apply with one machine moved', () => apply());
     assert.equal(moved.code, 0, moved.out);
-    assert.match(moved.out, /applied \(1 object\(s\) changed\)/);
+    assert.match(moved.out, /applied \(4 object\(s\) changed\)/, 'the instance, and the routes of the three members');
     const perso = await query<{ location: string; status: string }>('/1.0/instances/perso-desktop?project=perso');
     assert.deepEqual([perso.location, perso.status], ['m1', 'Running']);
+    for (const m of Object.keys(MEMBERS)) assert.deepEqual(await routes(m), expectedRoutes(m, { 'perso-desktop': 'm1' }), `${m}: the routes follow the machine`);
     const again = await apply();
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /already applied, nothing changed/);

@@ -3,7 +3,7 @@
  * tree or infra (generator/cli/clusterRefusal.ts): one located message, exit 1, nothing run and
  * nothing changed. ansible-playbook, incus and nft are stand-ins that fail loudly if called, on the
  * CLI's PATH and on this process's (nft.ts spawns with it). sync, validate, flows and nftables keep
- * working on the same cluster infra.
+ * working on the same cluster infra, and apply itself runs there with the inventory of the members.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -84,14 +84,23 @@ describe('the commands that act on the host refuse a cluster (issue 19)', () => 
     assert.deepEqual(snapshot(t.dir), before, 'nothing under the tree, the state or the log changed');
   }
 
-  it('apply: the tree is a cluster\'s (its ruleset declares the member links); any run but --tags incus (the Incus part alone)', async () => {
-    for (const extra of [[], ['--', '--tags', 'nftables'], ['--', '--tags=incus,nftables'], ['--', '-t', 'incus', '--tags', 'projects']]) await assertRefused(['apply', '--base-dir', t.baseDir, ...extra], `${ruleset()}:${memberLinksLine()}:2`, 'apply', /then 'anklume-gen apply -- --tags incus' builds the Incus part/, ['applied', 'changed']);
+  it('apply on a cluster\'s tree runs site.yml with the inventory of its members (-i inventory/_cluster.yml), for the play of the ruleset and routes on every member', async () => {
+    const r = await runCli(['apply', '--base-dir', t.baseDir], forbidden.env(t.env));
+    assert.equal(r.code, 1, 'the ansible-playbook stand-in fails');
+    const calls = forbidden.calls().map((c) => `${c.tool} ${c.args}`);
+    assert.equal(calls.length, 1, calls.join('\n'));
+    assert.match(calls[0], new RegExp(`^ansible-playbook .*-i ${join(t.baseDir, 'inventory/_cluster.yml').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} `));
+    forbidden.reset();
+    const one = await runCli(['apply', '--base-dir', single], forbidden.env(t.env));
+    assert.equal(forbidden.calls().length, 1);
+    assert.equal(one.code, 1);
+    assert.doesNotMatch(forbidden.calls().map((c) => c.args).join('\n'), /_cluster\.yml/, 'not on one host');
   });
 
   it('apply --check and --dry-run', async () => {
     const keys = ['create', 'update', 'delete', 'refused', 'orphans'];
-    await assertRefused(['apply', '--base-dir', t.baseDir, '--check'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /its plan reads this host only/, keys);
-    await assertRefused(['apply', '--base-dir', t.baseDir, '--dry-run'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /its plan reads this host only/, keys);
+    await assertRefused(['apply', '--base-dir', t.baseDir, '--check'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /on this host only, not on each member/, keys);
+    await assertRefused(['apply', '--base-dir', t.baseDir, '--dry-run'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /on this host only, not on each member/, keys);
   });
 
   it('apply-nftables, also --dry-run', async () => {

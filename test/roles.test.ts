@@ -82,7 +82,7 @@ const VALIDATION_TASK = /^[a-z_]+ : Validating arguments against arg spec 'main'
 
 describe('every role documents and declares its arguments', () => {
   it('has README.md and meta/argument_specs.yml with an entry point main', () => {
-    assert.deepEqual(ROLES, ['ai_switch', 'incus_instances', 'incus_networks', 'incus_nftables', 'incus_orphans', 'incus_preflight', 'incus_projects']);
+    assert.deepEqual(ROLES, ['ai_switch', 'cluster_routes', 'incus_instances', 'incus_networks', 'incus_nftables', 'incus_orphans', 'incus_preflight', 'incus_projects']);
     for (const role of ROLES) {
       assert.ok(existsSync(join(ROLES_DIR, role, 'README.md')), `${role}/README.md`);
       assert.ok(loaded[role].specs, `${role}/meta/argument_specs.yml`);
@@ -122,6 +122,18 @@ describe('every role documents and declares its arguments', () => {
         if ('default' in o) assert.ok(name in defaults, `${role}: ${name} has a default in the spec but not in defaults/main.yml`);
       }
     }
+  });
+
+  it('a variable that two roles declare has the same default in both (incus_preflight plans what incus_instances and incus_orphans do)', () => {
+    const seen = new Map<string, [string, unknown]>();
+    for (const role of ROLES) {
+      for (const [name, value] of Object.entries(loaded[role].defaults ?? {})) {
+        const first = seen.get(name);
+        if (first) assert.deepEqual(value, first[1], `${name}: the default of ${role} and of ${first[0]}`);
+        else seen.set(name, [role, value]);
+      }
+    }
+    assert.ok(seen.has('incus_instances_start') && seen.has('incus_orphans_delete'));
   });
 
   it("the README names every argument, gives an example and the role's tag", () => {
@@ -293,23 +305,28 @@ describe('the tags of site.yml', () => {
   });
   after(() => t.cleanup());
 
-  /** The roles whose own tasks (not their argument validation) a tag selects, in order. */
-  const rolesOf = (tags: string[]): string[] => {
+  /** The roles whose own tasks (not their argument validation) a tag selects, in order, play by play. */
+  const rolesOf = (tags: string[]): string[][] => {
     const r = playbook([join(ROOT, 'site.yml'), '--list-tasks', ...tags], t);
     assert.equal(r.code, 0, r.out);
-    const roles = [...r.out.matchAll(/^ {6}([a-z_]+) : (.*)\t/gm)].filter((m) => !m[2].startsWith('Validating arguments')).map((m) => m[1]);
-    return [...new Set(roles)];
+    return r.out.split(/^ {2}play #\d+ /m).slice(1).map((play) => {
+      const roles = [...play.matchAll(/^ {6}([a-z_]+) : (.*)\t/gm)].filter((m) => !m[2].startsWith('Validating arguments')).map((m) => m[1]);
+      return [...new Set(roles)];
+    });
   };
 
-  it('each part has its tag; incus_preflight runs with every part that reads its facts; nftables runs the ruleset alone (apply-nftables)', () => {
-    const all = ['incus_preflight', 'incus_projects', 'incus_networks', 'incus_nftables', 'incus_instances', 'incus_orphans'];
-    assert.deepEqual(rolesOf([]), all);
-    assert.deepEqual(rolesOf(['--tags', 'nftables']), ['incus_nftables']);
-    assert.deepEqual(rolesOf(['--tags', 'incus']), all.filter((r) => r !== 'incus_nftables'));
-    assert.deepEqual(rolesOf(['--tags', 'preflight']), ['incus_preflight']);
-    for (const [tag, role] of [['projects', 'incus_projects'], ['networks', 'incus_networks'], ['instances', 'incus_instances'], ['orphans', 'incus_orphans']]) {
-      assert.deepEqual(rolesOf(['--tags', tag]), ['incus_preflight', role], tag);
+  it('each part has its tag; incus_preflight runs with every part that reads its facts; nftables runs the ruleset alone (apply-nftables); on a cluster the ruleset and the routes go on every member, between the bridges and the instances', () => {
+    // The plays: localhost (up to the bridges, and one host's ruleset), every cluster member, localhost again.
+    const incus = [['incus_preflight', 'incus_projects', 'incus_networks'], ['cluster_routes'], ['incus_instances', 'incus_orphans']];
+    assert.deepEqual(rolesOf([]), [[...incus[0], 'incus_nftables'], ['incus_nftables', 'cluster_routes'], incus[2]]);
+    assert.deepEqual(rolesOf(['--tags', 'nftables']), [['incus_nftables'], ['incus_nftables'], []]);
+    assert.deepEqual(rolesOf(['--tags', 'incus']), incus);
+    assert.deepEqual(rolesOf(['--tags', 'preflight']), [['incus_preflight'], [], []]);
+    assert.deepEqual(rolesOf(['--tags', 'projects']), [['incus_preflight', 'incus_projects'], [], []]);
+    assert.deepEqual(rolesOf(['--tags', 'networks']), [['incus_preflight', 'incus_networks'], ['cluster_routes'], []]);
+    for (const [tag, role] of [['instances', 'incus_instances'], ['orphans', 'incus_orphans']]) {
+      assert.deepEqual(rolesOf(['--tags', tag]), [['incus_preflight'], [], [role]], tag);
     }
-    assert.deepEqual(rolesOf(['--skip-tags', 'nftables']), all.filter((r) => r !== 'incus_nftables'));
+    assert.deepEqual(rolesOf(['--skip-tags', 'nftables']), incus);
   });
 });

@@ -5,11 +5,11 @@
  * before anything is made; a missing tree, or a ruleset out of step with the state file, is caught
  * here, before ansible starts.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { clusterTree, incusPartOnly, refuse } from './clusterRefusal.js';
+import { clusterRuleset, clusterTree, refuse } from './clusterRefusal.js';
 import { extraVars } from './extraVars.js';
 import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 import { readIfExists } from '../core/files.js';
@@ -24,12 +24,15 @@ const PLAN_FIELDS = { create: [], update: [], delete: [], refused: [], orphans: 
  */
 function objectsChanged(planFile: string): string[] | undefined {
   const plan = readIfExists(planFile);
-  const ruleset = readIfExists(`${planFile}.ruleset`);
-  if (plan === undefined && ruleset === undefined) return undefined;
+  // Beside it, each role's record of what changed, {id: changed}: <plan>.ruleset on one host;
+  // <plan>.ruleset@<member> and <plan>.routes@<member> on a cluster.
+  const dir = dirname(planFile);
+  const records = readdirSync(dir).filter((name) => name.startsWith(`${basename(planFile)}.`)).sort().map((name) => readFileSync(join(dir, name), 'utf8'));
+  if (plan === undefined && records.length === 0) return undefined;
   const objects = plan === undefined ? [] : (JSON.parse(plan) as { objects: { id: string }[] }).objects.map((o) => o.id);
   // Ansible may hand the flags over as booleans or as their text.
-  const rules = ruleset === undefined ? [] : Object.entries(JSON.parse(ruleset) as Record<string, unknown>).filter(([, changed]) => String(changed).toLowerCase() === 'true').map(([id]) => id);
-  return [...objects, ...rules];
+  const others = records.flatMap((text) => Object.entries(JSON.parse(text) as Record<string, unknown>).filter(([, changed]) => String(changed).toLowerCase() === 'true').map(([id]) => id));
+  return [...objects, ...others];
 }
 
 export const applyCommand: Command = {
@@ -51,8 +54,8 @@ export const applyCommand: Command = {
     if (!isFile(tree)) {
       return notSynced(inv, json, `${tree}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
-    const onCluster = clusterTree(check ? 'apply --check' : 'apply', baseDir);
-    if (onCluster && (check || !incusPartOnly(passed))) return refuse(inv, json, onCluster, check ? PLAN_FIELDS : { applied: false, changed: null });
+    const onCluster = check ? clusterTree('apply --check', baseDir) : undefined;
+    if (onCluster) return refuse(inv, json, onCluster, PLAN_FIELDS);
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
     const deleteOrphans = values['delete-orphans'] === true;
@@ -61,6 +64,8 @@ export const applyCommand: Command = {
       const { showPlan } = await import('./applyPlan.js');
       return showPlan(inv, json, baseDir, vars);
     }
+    // A cluster's members, for site.yml's play of the ruleset and routes on every member.
+    const members = clusterRuleset(baseDir) ? ['-i', join(baseDir, (await import('../tree/tree.js')).CLUSTER_INVENTORY)] : [];
     const planDir = mkdtempSync(join(tmpdir(), 'anklume-plan-'));
     const planFile = join(planDir, 'plan.json');
     return runSite({
@@ -68,7 +73,10 @@ export const applyCommand: Command = {
       json,
       name: 'apply',
       baseDir,
-      args: [...(deleteOrphans ? ['-e', JSON.stringify({ incus_orphans_delete: true })] : []), ...passed, '-e', JSON.stringify({ anklume_plan_file: planFile })],
+      args: [
+        ...members,
+        ...(deleteOrphans ? ['-e', JSON.stringify({ incus_orphans_delete: true })] : []), ...passed, '-e', JSON.stringify({ anklume_plan_file: planFile }),
+      ],
       fields: (ok) => {
         const objects = ok ? objectsChanged(planFile) : undefined;
         return { applied: ok, ...(objects ? { objects } : {}) };

@@ -13,9 +13,7 @@ import type { Diagnostic } from '../core/types.js';
 
 /** What each command would do wrong on a cluster, today. */
 const NOT_BUILT = {
-  apply:
-    "loading the ruleset, the routes and proxy ARP on every member is not built, and it would load the ruleset here alone; load nftables/anklume.nft on every member first (nft -f), then 'anklume-gen apply -- --tags incus' builds the Incus part (projects, bridges on every member, instances on their members)",
-  'apply --check': "its plan reads this host only: not each instance's member, nor each member's routes and ruleset",
+  'apply --check': "its plan reads the ruleset's live table and boot copy on this host only, not on each member, nor each member's routes",
   'apply-nftables': 'it would load the ruleset on this host alone, not on every member of inventory/_cluster.yml',
   'ai-switch': "it would revoke and grant on this host alone: the holder's machines on the other members would keep reaching ai-tools there, or gain it",
   'ai-status': "it reads this host's holder set alone, not every member's",
@@ -28,23 +26,11 @@ const message = (command: HostCommand, what: string) =>
   `anklume-gen ${command} does not work on an Incus cluster yet: ${what}; ${NOT_BUILT[command]}. ` +
   'On a cluster, sync, validate, flows and nftables work; what is left is in docs/multi-host.md#what-is-left. Nothing was changed.';
 
-/**
- * The ansible-playbook arguments select the Incus part alone (`--tags incus`): on a cluster, that
- * part is built (projects, bridges on every member, instances on their members), the ruleset's is not.
- */
-export function incusPartOnly(playbookArgs: string[]): boolean {
-  const tags = playbookArgs.flatMap((arg, i) => {
-    if (arg === '--tags' || arg === '-t') return [playbookArgs[i + 1] ?? ''];
-    return arg.startsWith('--tags=') ? [arg.slice('--tags='.length)] : [];
-  });
-  return tags.length > 0 && tags.every((t) => t === 'incus');
-}
-
 /** The set that only a cluster's ruleset declares (templates/nftables/anklume.nft.hbs). */
 const CLUSTER_SET = '\tset member_links {';
 
-/** The tree under baseDir was written for a cluster: its ruleset declares the member links. */
-export function clusterTree(command: HostCommand, baseDir: string): Diagnostic | undefined {
+/** Where the tree's ruleset declares the member links: the tree was written for a cluster. */
+export function clusterRuleset(baseDir: string): { file: string; line: number } | undefined {
   const file = join(baseDir, RULESET);
   let text: string;
   try {
@@ -54,9 +40,13 @@ export function clusterTree(command: HostCommand, baseDir: string): Diagnostic |
     return undefined;
   }
   const at = text.indexOf(`\n${CLUSTER_SET}\n`);
-  if (at < 0) return undefined;
-  const line = text.slice(0, at + 1).split('\n').length;
-  return { file, line, column: 2, message: message(command, 'this tree was written for one (global.cluster in its infra)') };
+  return at < 0 ? undefined : { file, line: text.slice(0, at + 1).split('\n').length };
+}
+
+/** The refusal of a command given a cluster's tree, located at the ruleset's member links. */
+export function clusterTree(command: HostCommand, baseDir: string): Diagnostic | undefined {
+  const at = clusterRuleset(baseDir);
+  return at && { ...at, column: 2, message: message(command, 'this tree was written for one (global.cluster in its infra)') };
 }
 
 /** The infra has global.cluster, located at its key; undefined when it has none or cannot be read (the command reports that). */
