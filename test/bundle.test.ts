@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -115,7 +115,7 @@ sys.exit(p.wait())`;
     assert.notEqual(key(), second, 'a template changed: another key');
   });
 
-  it('does the same with no cache for its mtimes (a copy, as npm unpacks one), a cache V8 refuses, or a folder it cannot write; then writes one it takes next time', () => {
+  it("takes the build's cache in a copy (as npm unpacks one: other mtimes, same content); does the same with a cache V8 refuses, one another user could write, or a folder it cannot write; then writes one it takes next time", () => {
     // A copy of the build, so that the test's caches never touch dist/ or the user's cache.
     const copy = join(scratch, 'pkg');
     for (const part of ['dist', 'schema', 'templates', 'package.json', 'examples']) cpSync(join(DIST, '..', part), join(copy, part), { recursive: true });
@@ -126,7 +126,8 @@ sys.exit(p.wait())`;
     const userCache = join(scratch, 'xdg');
     const env = { ...t.env, XDG_CACHE_HOME: userCache };
     const expected = run(MODULES, ['flows', EXAMPLE], scratch, t.env);
-    const cacheName = () => readdirSync(packageCache).find((f) => f.endsWith(`-${process.version}-${process.arch}.v8`)) ?? 'none';
+    const [cacheName] = readdirSync(packageCache);
+    assert.match(cacheName, new RegExp(`^anklume-gen\\.bundle-[0-9a-f]{16}-${process.version}-${process.arch}\\.v8$`), 'named after the content');
     /** Whether the launcher's own loader takes the code from a cache, and from which folder. */
     const taken = () => {
       const probe = `const { loadBundle } = require(${JSON.stringify(join(cli, 'codeCache.cjs'))});
@@ -134,26 +135,39 @@ sys.exit(p.wait())`;
         console.log('none');`;
       return spawnSync(process.execPath, ['-e', probe, packageCache, join(userCache, 'anklume-gen')], { encoding: 'utf8' }).stdout.trim();
     };
-    // A copy has other mtimes (as a package npm unpacks): the build's cache is not this bundle's.
-    assert.equal(taken(), 'none');
-    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'no cache for these mtimes');
-    const caches = readdirSync(packageCache);
-    assert.equal(caches.length, 1, `a cache for the copied bundle, and the old build's removed: ${caches.join(', ')}`);
-    assert.equal(taken(), packageCache, 'and taken by the next run');
-    const otherNode = caches[0].replace(`-${process.version}-`, '-v0.0.0-');
-    writeFileSync(join(packageCache, otherNode), 'the cache of another Node for this build');
+    assert.equal(taken(), packageCache, 'the copy takes the cache the build made');
 
-    writeFileSync(join(packageCache, cacheName()), 'not a code cache');
-    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'refused cache');
-    assert.notEqual(readFileSync(join(packageCache, cacheName()), 'utf8'), 'not a code cache', 'written again at exit');
+    chmodSync(join(packageCache, cacheName), 0o622);
+    assert.equal(taken(), 'none', 'a cache others may write is bytecode others may choose: not taken');
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'without it');
+    assert.equal(statSync(join(packageCache, cacheName)).mode & 0o777, 0o600, 'written again, for this user only');
     assert.equal(taken(), packageCache, 'and taken by the next run');
-    assert.ok(readdirSync(packageCache).includes(otherNode), "another Node's cache of this build is kept");
+
+    writeFileSync(join(packageCache, cacheName), 'not a code cache', { mode: 0o600 });
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'refused cache');
+    assert.notEqual(readFileSync(join(packageCache, cacheName), 'utf8'), 'not a code cache', 'written again at exit');
+    assert.equal(taken(), packageCache, 'and taken by the next run');
+
+    // Caches of other builds: a month unused, removed when a cache is written; recent ones (another install) kept.
+    const other = (id: string) => join(packageCache, cacheName.replace(/-[0-9a-f]{16}-/, `-${id}-`));
+    writeFileSync(other('0000000000000000'), 'an old build');
+    writeFileSync(other('1111111111111111'), 'another install');
+    const longAgo = new Date(Date.now() - 40 * 24 * 3600 * 1000);
+    utimesSync(other('0000000000000000'), longAgo, longAgo);
+    writeFileSync(join(packageCache, cacheName), 'not a code cache', { mode: 0o600 });
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected);
+    assert.ok(!existsSync(other('0000000000000000')), 'the old build\'s cache removed');
+    assert.ok(existsSync(other('1111111111111111')), 'a recent one kept');
 
     rmSync(packageCache, { recursive: true });
     writeFileSync(packageCache, 'a file where the folder should be');
     assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, "the package's folder cannot be written");
     assert.equal(readFileSync(packageCache, 'utf8'), 'a file where the folder should be');
     assert.equal(taken(), join(userCache, 'anklume-gen'), "the cache went to the user's cache folder");
+
+    writeFileSync(join(cli, 'anklume-gen.bundle.cjs'), readFileSync(join(cli, 'anklume-gen.bundle.cjs'), 'utf8').replace(/^\/\/ anklume-gen build [0-9a-f]{16}\n/, ''));
+    assert.equal(taken(), 'none', 'a bundle without its build line runs without a cache');
+    assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'and runs');
 
     rmSync(join(cli, 'anklume-gen.bundle.cjs'));
     assert.equal(run(command, ['flows', EXAMPLE], scratch, env), expected, 'no bundle: the modules');

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -107,6 +107,22 @@ describe('staging of the directories a sync creates', () => {
     writer.write(targets[0], 'x: 1\n', 'atomic');
     await writer.finish();
     assert.deepEqual(readdirSync(join(base, 'host_vars')).sort(), ['a.yml', 'mine.yml']);
+  });
+
+  it('a dangling symlink where a directory goes is not staged (nothing replaces it); a staging folder removed under the sync is an error, not files reported written', async () => {
+    const base = join(scratch, 'edges');
+    mkdirSync(base);
+    symlinkSync(join(scratch, 'nowhere'), join(base, 'host_vars'));
+    const linked = stageMissingDirs(base, [join(base, 'host_vars', 'a.yml'), join(base, 'group_vars', 'all.yml')]);
+    assert.ok(linked);
+    assert.equal(linked.path(join(base, 'host_vars', 'a.yml')), join(base, 'host_vars', 'a.yml'), 'written through the link as before');
+    linked.discard();
+    const staging = stageMissingDirs(base, [join(base, 'group_vars', 'all.yml')]);
+    assert.ok(staging);
+    const writer = stagedWriter(recording(() => rmSync(join(base, CACHE_DIR), { recursive: true })), staging);
+    writer.write(join(base, 'group_vars', 'all.yml'), 'x: 1\n', 'atomic');
+    await assert.rejects(writer.finish(), /cannot write .*group_vars: its staging folder .* was removed during the sync/);
+    assert.ok(!existsSync(join(base, 'group_vars')));
   });
 
   it('sync: a full sync through the staging folder writes the tree, leaves no staging folder, and the next run finds it unchanged', async () => {

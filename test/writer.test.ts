@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { threadWriter, type Writer } from '../generator/tree/writer.ts';
 
@@ -35,6 +36,28 @@ describe('writer thread', () => {
       const paths = writeMany(writer, dir, 150);
       const stamps = await writer.finish();
       assert.equal(stamps.size, 150);
+      paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a thread that dies half-way through fresh writes loses no file: this thread writes them all again, over those it finds', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      // The real worker, which dies once it has written its second batch of 64.
+      const entry = JSON.stringify(pathToFileURL(join(import.meta.dirname, '..', 'generator', 'tree', 'writerWorker.ts')).href);
+      const source = `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); }).then(async () => {
+        const { parentPort } = await import('node:worker_threads');
+        let batches = 0;
+        parentPort.on('message', () => { if (++batches === 2) process.exit(3); });
+      })`;
+      const writer = threadWriter(source);
+      assert.ok(writer);
+      const paths = Array.from({ length: 200 }, (_, i) => join(dir, `f${i}.yml`));
+      paths.forEach((p, i) => writer.write(p, `n: ${i}\n`, 'fresh'));
+      const stamps = await writer.finish();
+      assert.equal(stamps.size, 200);
       paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
     } finally {
       rmSync(dir, { recursive: true, force: true });

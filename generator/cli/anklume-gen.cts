@@ -10,8 +10,16 @@ interface CliBundle {
   runProcess: () => void;
 }
 
-const xdgCache = process.env.XDG_CACHE_HOME;
-const userCache = join(xdgCache?.startsWith('/') ? xdgCache : join(homedir(), '.cache'), 'anklume-gen');
-const bundle = loadBundle<CliBundle>(join(__dirname, 'anklume-gen.bundle.cjs'), [join(__dirname, '..', '..', 'code-cache'), userCache]);
+/** The user's cache folder, if there is one (no HOME and no passwd entry: none). */
+function userCache(): string[] {
+  const xdgCache = process.env.XDG_CACHE_HOME;
+  try {
+    return [join(xdgCache?.startsWith('/') ? xdgCache : join(homedir(), '.cache'), 'anklume-gen')];
+  } catch {
+    return [];
+  }
+}
+
+const bundle = loadBundle<CliBundle>(join(__dirname, 'anklume-gen.bundle.cjs'), [join(__dirname, '..', '..', 'code-cache'), ...userCache()]);
 if (bundle) bundle.exports.runProcess();
 else void import('./main.js').then((cli) => cli.runProcess());

@@ -5,7 +5,8 @@
  * holds the bytecode of what they run (see codeCache.cts).
  */
 import { build } from 'esbuild';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,6 +44,10 @@ await build({
   // ESM is strict code: the bundle stays so ('use strict' first, above the banner's line).
   banner: { js: "'use strict';\nconst __anklumeModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
+
+// The bundle's first line names its content (codeCache.cts names the cache after it).
+const code = readFileSync(bundleFile, 'utf8');
+writeFileSync(bundleFile, `// anklume-gen build ${createHash('sha256').update(code).digest('hex').slice(0, 16)}\n${code}`);
 
 rmSync(cacheDir, { recursive: true, force: true });
 const loadBundle = (createRequire(import.meta.url)('./codeCache.cjs') as typeof import('./codeCache.cjs')).loadBundle;

@@ -62,7 +62,8 @@ function descriptorWriter(fd: 1 | 2, stream: () => NodeJS.WriteStream): (text: s
       while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EPIPE') readerGone = true;
+      // EBADF: the stream was closed (`>&-`), as good as a reader gone.
+      if (code === 'EPIPE' || code === 'EBADF') readerGone = true;
       else if (code === 'EAGAIN') {
         handedOver = true;
         stream().write(bytes.subarray(offset));

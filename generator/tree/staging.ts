@@ -6,9 +6,9 @@
  * thousands of files, the renames cost as much as the writes. A sync that fails leaves no staged
  * directory in the tree, and the folder is removed.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, dirname, join, relative, sep } from 'node:path';
-import type { FileStamp } from '../core/files.js';
+import { systemReason, type FileStamp } from '../core/files.js';
 import { CACHE_DIR } from './cache.js';
 import type { Writer } from './writer.js';
 
@@ -64,7 +64,8 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
   const known = new Map<string, boolean>();
   const exists = (dir: string): boolean => {
     let e = known.get(dir);
-    if (e === undefined) known.set(dir, (e = existsSync(join(baseDir, dir))));
+    // lstat: a dangling symlink is there (mkdir refuses it, as before), not a directory to stage.
+    if (e === undefined) known.set(dir, (e = lstatSync(join(baseDir, dir), { throwIfNoEntry: false }) !== undefined));
     return e;
   };
   const targetDirs = new Set(targets.map(dirname));
@@ -110,13 +111,18 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
     commit: () => {
       for (const prefix of staged) {
         const from = join(root, prefix);
-        if (!existsSync(from)) continue;
+        // Gone: something removed the staging folder under this sync; its files are not written.
+        if (!existsSync(from)) throw new Error(`cannot write ${join(baseDir, prefix)}: its staging folder ${from} was removed during the sync`);
         try {
           renameSync(from, join(baseDir, prefix));
         } catch {
           // The directory appeared meanwhile (another program made it): each file then moves on
           // its own, still atomically.
-          moveEach(from, join(baseDir, prefix));
+          try {
+            moveEach(from, join(baseDir, prefix));
+          } catch (err) {
+            throw new Error(`cannot move ${from} into ${join(baseDir, prefix)}: ${systemReason(err)}`, { cause: err });
+          }
         }
       }
       rmSync(root, { recursive: true, force: true });

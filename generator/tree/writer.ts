@@ -62,7 +62,7 @@ export function threadWriter(source = workerSource()): Writer | undefined {
   }
   let batch: WriterFile[] = [];
   // Everything sent, kept until the thread answers: if the thread itself is lost, this thread
-  // writes it all again (writes are atomic and idempotent), so a lost thread costs time, not files.
+  // writes it all again, atomically (idempotent), so a lost thread costs time, not files.
   const sent: WriterFile[] = [];
   const done = new Promise<Map<string, FileStamp> | undefined>((resolve, reject) => {
     worker.once('message', (reply: WriterReply) => {
@@ -89,7 +89,8 @@ export function threadWriter(source = workerSource()): Writer | undefined {
         const stamps = await done;
         if (stamps) return stamps;
         const fallback = inlineWriter();
-        for (const [path, content, mode] of sent) fallback.write(path, content, mode);
+        // The thread may have written some of them: a fresh write would find them there.
+        for (const [path, content, mode] of sent) fallback.write(path, content, mode === 'fresh' ? 'atomic' : mode);
         return fallback.finish();
       } finally {
         void worker.terminate();
