@@ -20,8 +20,9 @@
  *
  * Needs root, Incus >= 6.0, the test image cached by .ci/incus-setup, and sshd. Without them, or
  * when a cluster of .ci/incus-cluster is already up (someone else's), the suite is skipped with
- * the reason, except in CI (CI=true), where it fails. The cluster is removed at the end, failures
- * included (`.ci/incus-cluster down`); the machine's own Incus daemon is never asked anything.
+ * the reason, except in CI (CI=true), where it fails. The cluster it built is removed at the end,
+ * failures included (`.ci/incus-cluster down`), and only that one; the machine's own Incus daemon
+ * is never asked anything.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -80,6 +81,8 @@ const inCi = process.env.CI === 'true';
 describe('apply on a real Incus cluster of three members (issue 19)', { skip: inCi ? false : reason }, () => {
   let t: TestEnv;
   let env: NodeJS.ProcessEnv;
+  /** Whether this run built the cluster: only then does it remove it (another's stays up). */
+  let built = false;
   const tree = (name = 'tree') => join(t.dir, name);
 
   /** The incus client against m1 (the cluster forwards to the member that has the object). */
@@ -132,23 +135,38 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     }
   };
 
+  /**
+   * Ansible reaches the members as root with a key of the cluster's (their sshd knows no other),
+   * and with nothing of this machine's: no known_hosts (each cluster has new host keys), no
+   * identity but the key, its connections kept under the test's folder, one folder per key.
+   */
+  const sshEnv = (key: string): NodeJS.ProcessEnv => ({
+    ANSIBLE_PRIVATE_KEY_FILE: `${AKC_ROOT}/ssh/${key}`,
+    ANSIBLE_REMOTE_USER: 'root',
+    ANSIBLE_HOST_KEY_CHECKING: 'False',
+    ANSIBLE_SSH_ARGS: '-o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes',
+    ANSIBLE_SSH_CONTROL_PATH_DIR: join(t.dir, `ssh-${key}`),
+  });
+
   before(async () => {
     assert.equal(reason, false, `in CI this suite must run: ${String(reason)}`);
     t = testEnv('anklume-cluster-apply-');
-    // Ansible reaches the members as root with the cluster's key (their sshd knows no other).
-    env = { ...t.env, INCUS_DIR: M1_DIR, ANSIBLE_PRIVATE_KEY_FILE: `${AKC_ROOT}/ssh/id_ed25519`, ANSIBLE_REMOTE_USER: 'root', ANSIBLE_HOST_KEY_CHECKING: 'False' };
+    env = { ...t.env, INCUS_DIR: M1_DIR, ...sshEnv('id_ed25519') };
     const up = await timed('cluster up (3 members, image imported, sshd)', () => execa(CLUSTER_SCRIPT, ['up', '--image', '--ssh'], { reject: false, stdin: 'ignore' }));
+    // A failed `up` removes what it made itself.
     assert.equal(up.exitCode, 0, String(up.stderr));
+    built = true;
     await sync(infraText(MEMBERS), 'tree');
   });
   after(async () => {
-    // Always, failures included: instances, daemons, namespaces, cgroups, the directory.
-    const down = await timed('cluster down', () => execa(CLUSTER_SCRIPT, ['down'], { reject: false, stdin: 'ignore' }));
     t?.cleanup();
+    if (!built) return;
+    // Failures included: instances, daemons, namespaces, cgroups, the directory.
+    const down = await timed('cluster down', () => execa(CLUSTER_SCRIPT, ['down'], { reject: false, stdin: 'ignore' }));
     assert.equal(down.exitCode, 0, String(down.stderr));
   });
 
-  it('refused before anything is made: a run by hand that would load the ruleset without the members, a member Incus does not list or lists at another address, a one-host tree on a cluster', async () => {
+  it('refused before anything is made, on every member too: a run by hand that would load the ruleset without the members, a member Incus does not list or lists at another address, a one-host tree on a cluster, members Ansible cannot reach', async () => {
     const byHand = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', 'ansible-playbook', join(ROOT, 'site.yml'), '-e', perMember()],
       { env: { ...env, ANKLUME_BASE_DIR: tree() }, reject: false, stdin: 'ignore' });
     assert.notEqual(byHand.exitCode, 0);
@@ -164,10 +182,23 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     const single = await apply('single');
     assert.equal(single.code, 1, single.out);
     assert.match(single.out, /This Incus is a cluster \(members m1, m2, m3\) but infra\.yml has no global\.cluster/);
+    // The members as infra.yml and Incus say, but Ansible cannot log in to them (another key).
+    const locked = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'apply', '--base-dir', tree(), '--', '-e', perMember()],
+      { env: { ...env, ...sshEnv('no-such-key') }, reject: false, stdin: 'ignore', cwd: ROOT });
+    assert.equal(locked.exitCode, 1, String(locked.stderr));
+    assert.match(String(locked.stderr), /failed: \[localhost -> m1\] \(item=m1\) => .*Permission denied \(publickey\)/);
     assert.deepEqual(await ours(), { projects: [], bridges: [] }, 'nothing was made');
+    for (const m of Object.keys(MEMBERS)) assert.deepEqual(await routes(m), [], `${m}: no route`);
+    assert.notEqual((await execa('ip', ['netns', 'exec', 'akc-m2', 'nft', 'list', 'table', 'inet', 'anklume'], { reject: false })).exitCode, 0, 'no table on m2, whose sshd the refused trees could reach');
   });
 
   it('apply: each bridge on every member without NAT, the ruleset, routes and proxy ARP on every member, each instance running on its member; a second apply changes nothing', async () => {
+    // One member whose ruleset cannot be installed: the run ends there, and no instance is made.
+    const m3Fails = JSON.stringify({ incus_nftables_install_dir: `{{ '/proc/anklume-cannot' if inventory_hostname == 'm3' else '${join(t.dir, 'nft')}/' ~ inventory_hostname }}`, incus_nftables_boot_include: false });
+    const failed = await timed('apply with m3 failing', () => cli(['apply', '--base-dir', tree(), '--', '-e', m3Fails]));
+    assert.equal(failed.code, 1, failed.out);
+    assert.match(failed.out, /fatal: \[m3\]/);
+    assert.deepEqual(await query<unknown[]>('/1.0/instances?recursion=1&all-projects=true'), [], 'no instance made while m3 does not judge its bridges');
     const first = await timed('apply (3 projects, 3 bridges, ruleset and routes on 3 members, 4 containers)', () => apply());
     assert.equal(first.code, 0, first.out);
     assert.match(first.out, /applied \(\d+ object\(s\) changed\)/);
