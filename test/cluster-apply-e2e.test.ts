@@ -10,9 +10,10 @@
  *   - the apply makes each bridge on every member (Incus's two steps) without NAT, the ruleset,
  *     routes and proxy ARP on every member (over SSH), and each instance on its member
  *     (--target); a second apply changes nothing;
- *   - real TCP between real containers on different members: with the tables emptied every pair
- *     connects (the routes work); with the ruleset apply loaded, domain isolation and the
- *     exclusive AI access hold across members;
+ *   - real TCP between real containers on different members: with the ruleset apply loaded,
+ *     domain isolation and the exclusive AI access hold across members; with the tables removed
+ *     every pair connects (the routes work); `apply-nftables` (and its --dry-run) puts them back
+ *     on every member;
  *   - a machine whose member changes is stopped, moved and started, every member's routes follow,
  *     and then nothing is left to do.
  * The members share the machine's filesystem: the ruleset's boot copy goes to a folder per member
@@ -227,7 +228,7 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.match(again.out, /already applied, nothing changed/);
   });
 
-  it('real TCP across members: every pair connects without a ruleset (routes, proxy ARP); with the cluster ruleset on every member, isolation and the AI access hold', async () => {
+  it('real TCP across members: with the ruleset apply loaded on every member, isolation and the AI access hold; with the tables removed every pair connects (routes, proxy ARP); apply-nftables loads them again on every member', async () => {
     const exec = (name: string, argv: string[]) => incus(['exec', name, '--project', MACHINES[name].project, '--', ...argv]);
     await timed('listeners', async () => {
       await Promise.all(Object.keys(MACHINES).map(async (name) => {
@@ -259,9 +260,17 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     for (const m of Object.keys(MEMBERS)) await inMember(m, ['nft', 'delete', 'table', 'inet', 'anklume']);
     const open = await timed('probes with the tables removed', probeAll);
     assert.deepEqual([...open].filter(([, v]) => v !== 'open'), [], 'the routes and proxy ARP of apply join the members');
-    const back = await apply();
+    // apply-nftables puts the tables back on every member, and says so first under --dry-run.
+    const nftables = (...extra: string[]) => cli(['apply-nftables', '--base-dir', tree(), ...extra, '--', '-e', perMember()]);
+    const drift = await nftables('--dry-run');
+    assert.equal(drift.code, 0, drift.out);
+    assert.match(drift.out, /the live table would change \(3 change\(s\)\); nothing was applied/, 'one table to load on each member');
+    for (const m of Object.keys(MEMBERS)) assert.notEqual((await execa('ip', ['netns', 'exec', `akc-${m}`, 'nft', 'list', 'table', 'inet', 'anklume'], { reject: false })).exitCode, 0, `${m}: --dry-run loaded nothing`);
+    const back = await timed('apply-nftables on 3 members', () => nftables());
     assert.equal(back.code, 0, back.out);
-    assert.match(back.out, /applied \(3 object\(s\) changed\)/, 'the live table of each member, loaded again');
+    assert.match(back.out, /applied \(3 change\(s\)\)/, 'the live table of each member, loaded again');
+    assert.match((await nftables()).out, /already applied, nothing changed/);
+    assert.deepEqual([...(await probeAll())].filter(([pair, v]) => (v === 'open') !== allowed(...(pair.split(' -> ') as [string, string]))), [], 'the promise again');
   });
 
   it('a machine placed on another member is stopped, moved and started; then nothing is left to do', async () => {

@@ -84,14 +84,14 @@ describe('the commands that act on the host refuse a cluster (issue 19)', () => 
     assert.deepEqual(snapshot(t.dir), before, 'nothing under the tree, the state or the log changed');
   }
 
-  it('apply on a cluster\'s tree runs site.yml with the inventory of its members (-i inventory/_cluster.yml), for the play of the ruleset and routes on every member', async () => {
-    const r = await runCli(['apply', '--base-dir', t.baseDir], forbidden.env(t.env));
+  for (const command of ['apply', 'apply-nftables']) it(`${command} on a cluster's tree runs site.yml with the inventory of its members (-i inventory/_cluster.yml), for the play of the ruleset on every member; not on one host`, async () => {
+    const r = await runCli([command, '--base-dir', t.baseDir], forbidden.env(t.env));
     assert.equal(r.code, 1, 'the ansible-playbook stand-in fails');
     const calls = forbidden.calls().map((c) => `${c.tool} ${c.args}`);
     assert.equal(calls.length, 1, calls.join('\n'));
     assert.match(calls[0], new RegExp(`^ansible-playbook .*-i ${join(t.baseDir, 'inventory/_cluster.yml').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} `));
     forbidden.reset();
-    const one = await runCli(['apply', '--base-dir', single], forbidden.env(t.env));
+    const one = await runCli([command, '--base-dir', single], forbidden.env(t.env));
     assert.equal(forbidden.calls().length, 1);
     assert.equal(one.code, 1);
     assert.doesNotMatch(forbidden.calls().map((c) => c.args).join('\n'), /_cluster\.yml/, 'not on one host');
@@ -101,12 +101,6 @@ describe('the commands that act on the host refuse a cluster (issue 19)', () => 
     const keys = ['create', 'update', 'delete', 'refused', 'orphans'];
     await assertRefused(['apply', '--base-dir', t.baseDir, '--check'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /on this host only, not on each member/, keys);
     await assertRefused(['apply', '--base-dir', t.baseDir, '--dry-run'], `${ruleset()}:${memberLinksLine()}:2`, 'apply --check', /on this host only, not on each member/, keys);
-  });
-
-  it('apply-nftables, also --dry-run', async () => {
-    for (const extra of [[], ['--dry-run']]) {
-      await assertRefused(['apply-nftables', '--base-dir', t.baseDir, ...extra], `${ruleset()}:${memberLinksLine()}:2`, 'apply-nftables', /not on every member of inventory\/_cluster\.yml/, ['applied', 'changed']);
-    }
   });
 
   it('ai-switch, also --dry-run: the infra has global.cluster, located at its key', async () => {

@@ -4,12 +4,12 @@
  * before it replaces the installed one, and loads it only when the live table differs.
  */
 import { join } from 'node:path';
-import { clusterTree, refuse } from './clusterRefusal.js';
+import { clusterRuleset } from './clusterRefusal.js';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
 import { isFile, notSynced, playbookPassThrough, RULESET, runSite, staleRuleset } from './sitePlaybook.js';
 
 export const applyNftablesCommand: Command = {
-  summary: 'apply the isolation ruleset sync wrote (nftables/anklume.nft) on this host: site.yml --tags nftables, as make nftables',
+  summary: 'apply the isolation ruleset sync wrote (nftables/anklume.nft) on this host, or on every member of an Incus cluster: site.yml --tags nftables, as make nftables',
   usage: 'anklume-gen apply-nftables [--base-dir DIR] [--dry-run|--check] [--json] [-- ANSIBLE-PLAYBOOK-ARGS...]',
   options: { ...COMMON_OPTIONS, 'base-dir': { type: 'string' }, 'dry-run': { type: 'boolean' }, check: { type: 'boolean' } },
   flags: {
@@ -25,8 +25,6 @@ export const applyNftablesCommand: Command = {
     if (!isFile(ruleset)) {
       return notSynced(inv, json, `${ruleset}: no ruleset to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
-    const onCluster = clusterTree('apply-nftables', baseDir);
-    if (onCluster) return refuse(inv, json, onCluster, { applied: false, changed: null });
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
     const dryRun = values['dry-run'] === true || values.check === true;
@@ -35,7 +33,11 @@ export const applyNftablesCommand: Command = {
       json,
       name: 'apply-nftables',
       baseDir,
-      args: ['--tags', 'nftables', ...(dryRun ? ['--check'] : []), ...passed],
+      args: [
+        // A cluster's ruleset goes on every member (site.yml's second play).
+        ...(clusterRuleset(baseDir) ? ['-i', join(baseDir, (await import('../tree/tree.js')).CLUSTER_INVENTORY)] : []),
+        '--tags', 'nftables', ...(dryRun ? ['--check'] : []), ...passed,
+      ],
       fields: (ok) => ({ applied: ok && !dryRun }),
       summary: (changed) =>
         dryRun

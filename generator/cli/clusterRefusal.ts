@@ -14,7 +14,6 @@ import type { Diagnostic } from '../core/types.js';
 /** What each command would do wrong on a cluster, today. */
 const NOT_BUILT = {
   'apply --check': "its plan reads the ruleset's live table and boot copy on this host only, not on each member, nor each member's routes",
-  'apply-nftables': 'it would load the ruleset on this host alone, not on every member of inventory/_cluster.yml',
   'ai-switch': "it would revoke and grant on this host alone: the holder's machines on the other members would keep reaching ai-tools there, or gain it",
   'ai-status': "it reads this host's holder set alone, not every member's",
   audit: 'it checks this host alone, not every member',

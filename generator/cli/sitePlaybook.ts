@@ -13,10 +13,13 @@ import { packagePath } from '../core/packageRoot.js';
 /** The ruleset sync writes under the base dir, which apply and apply-nftables load. */
 export const RULESET = 'nftables/anklume.nft';
 
-/** The play recap's `changed=N` for localhost (undefined when ansible printed no recap). */
+/**
+ * The play recap's `changed=N`, summed over its hosts: localhost, and on a cluster each member
+ * (undefined when ansible printed no recap).
+ */
 function changedCount(output: string): number | undefined {
-  const recap = /^localhost\s*:\s*ok=\d+\s+changed=(\d+)/m.exec(output);
-  return recap ? Number(recap[1]) : undefined;
+  const recap = [...output.matchAll(/^\S+\s*:\s*ok=\d+\s+changed=(\d+)/gm)];
+  return recap.length ? recap.reduce((sum, m) => sum + Number(m[1]), 0) : undefined;
 }
 
 /** Words after `--` go to ansible-playbook as they are; anything else positional is a mistake. */
