@@ -15,7 +15,9 @@
  *     every pair connects (the routes work); `apply-nftables` (and its --dry-run) puts them back
  *     on every member;
  *   - a machine whose member changes is stopped, moved and started, every member's routes follow,
- *     and then nothing is left to do.
+ *     and then nothing is left to do;
+ *   - `apply --check` says all of it beforehand: Incus's objects, and each member's table and
+ *     routes (the members' play under --check), and nothing once applied.
  * The members share the machine's filesystem: the ruleset's boot copy goes to a folder per member
  * under the test's own, and no boot configuration is touched.
  *
@@ -118,6 +120,8 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
   /** The members share one filesystem: each keeps its boot copy of the ruleset in a folder of its own. */
   const perMember = () => JSON.stringify({ incus_nftables_install_dir: `${join(t.dir, 'nft')}/{{ inventory_hostname }}`, incus_nftables_boot_include: false });
   const apply = (name = 'tree') => cli(['apply', '--base-dir', tree(name), '--', '-e', perMember()]);
+  /** apply --check: Incus's plan, and the members' play under --check. */
+  const plan = () => cli(['apply', '--check', '--base-dir', tree(), '--', '-e', perMember()]);
   /** Each member's routes of anklume (proto 250), as `dst via`. */
   const routes = async (m: string) => (JSON.parse(await inMember(m, ['ip', '-j', '-4', 'route', 'show', 'proto', '250'])) as { dst: string; gateway: string }[]).map((r) => `${r.dst} via ${r.gateway}`).sort();
   /** What each member should route: every machine of another member, through it. */
@@ -226,6 +230,9 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     const again = await timed('second apply', () => apply());
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /already applied, nothing changed/);
+    const nothing = await timed('apply --check', plan);
+    assert.equal(nothing.code, 0, nothing.out);
+    assert.match(nothing.out, /nothing to do: Incus and the ruleset and routes of every member are what the tree describes/);
   });
 
   it('real TCP across members: with the ruleset apply loaded on every member, isolation and the AI access hold; with the tables removed every pair connects (routes, proxy ARP); apply-nftables loads them again on every member', async () => {
@@ -260,6 +267,9 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     for (const m of Object.keys(MEMBERS)) await inMember(m, ['nft', 'delete', 'table', 'inet', 'anklume']);
     const open = await timed('probes with the tables removed', probeAll);
     assert.deepEqual([...open].filter(([, v]) => v !== 'open'), [], 'the routes and proxy ARP of apply join the members');
+    const planned = await plan();
+    assert.equal(planned.code, 1, planned.out);
+    assert.deepEqual(planned.out.split('\n').filter((l) => /^(create|update|delete) /.test(l)), ['update ruleset:live@m1', 'update ruleset:live@m2', 'update ruleset:live@m3'], 'apply --check: each member\'s table, nothing else');
     // apply-nftables puts the tables back on every member, and says so first under --dry-run.
     const nftables = (...extra: string[]) => cli(['apply-nftables', '--base-dir', tree(), ...extra, '--', '-e', perMember()]);
     const drift = await nftables('--dry-run');
@@ -275,6 +285,10 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
 
   it('a machine placed on another member is stopped, moved and started; then nothing is left to do', async () => {
     await sync(infraText(MEMBERS, { 'perso-desktop': 'm1' }), 'tree');
+    const planned = await plan();
+    assert.equal(planned.code, 1, planned.out);
+    assert.deepEqual(planned.out.split('\n').filter((l) => /^(create|update|delete) /.test(l)),
+      ['update routes:m1', 'update routes:m2', 'update routes:m3', 'update instance:perso/perso-desktop (location: "m3" → "m1")'], 'apply --check: the move, and the routes of every member');
     const moved = await timed('apply with one machine moved', () => apply());
     assert.equal(moved.code, 0, moved.out);
     assert.match(moved.out, /applied \(4 object\(s\) changed\)/, 'the instance, and the routes of the three members');

@@ -13,8 +13,8 @@ export type Change = [unknown, unknown];
 
 export interface PlanObject {
   op: 'create' | 'update' | 'delete';
-  kind: 'project' | 'profile' | 'bridge' | 'instance' | 'ruleset';
-  /** kind:name, e.g. instance:pro/pro-dev, bridge:net-pro, ruleset:live. */
+  kind: 'project' | 'profile' | 'bridge' | 'instance' | 'ruleset' | 'routes';
+  /** kind:name, e.g. instance:pro/pro-dev, bridge:net-pro, ruleset:live; on a cluster ruleset:live@m1, routes:m1. */
   id: string;
   changes: Record<string, Change>;
 }

@@ -9,13 +9,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { clusterRuleset, clusterTree, refuse } from './clusterRefusal.js';
+import { clusterRuleset } from './clusterRefusal.js';
 import { extraVars } from './extraVars.js';
 import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 import { readIfExists } from '../core/files.js';
-
-/** The keys apply --check's --json document always has (applyPlan.ts), for a refusal before the plan. */
-const PLAN_FIELDS = { create: [], update: [], delete: [], refused: [], orphans: [] };
 
 /**
  * The objects the run changed: those of the plan incus_preflight carried out, and the ruleset's
@@ -54,18 +51,17 @@ export const applyCommand: Command = {
     if (!isFile(tree)) {
       return notSynced(inv, json, `${tree}: no generated tree to apply; write it first with 'anklume-gen sync <infra> --base-dir ${baseDir}'`, { applied: false });
     }
-    const onCluster = check ? clusterTree('apply --check', baseDir) : undefined;
-    if (onCluster) return refuse(inv, json, onCluster, PLAN_FIELDS);
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
     const deleteOrphans = values['delete-orphans'] === true;
     const vars = { ...(await extraVars(passed)), ...(deleteOrphans ? { incus_orphans_delete: true } : {}) };
+    // A cluster's members, for site.yml's play of the ruleset and routes on every member.
+    const inventory = clusterRuleset(baseDir) ? join(baseDir, (await import('../tree/tree.js')).CLUSTER_INVENTORY) : undefined;
     if (check) {
       const { showPlan } = await import('./applyPlan.js');
-      return showPlan(inv, json, baseDir, vars);
+      return showPlan(inv, json, baseDir, vars, inventory);
     }
-    // A cluster's members, for site.yml's play of the ruleset and routes on every member.
-    const members = clusterRuleset(baseDir) ? ['-i', join(baseDir, (await import('../tree/tree.js')).CLUSTER_INVENTORY)] : [];
+    const members = inventory ? ['-i', inventory] : [];
     const planDir = mkdtempSync(join(tmpdir(), 'anklume-plan-'));
     const planFile = join(planDir, 'plan.json');
     return runSite({

@@ -1,8 +1,9 @@
 /**
- * The commands that act on the host refuse a cluster's tree or infra until they work on every
- * member (docs/multi-host.md#what-is-left). Each would otherwise act on this host alone and report
- * success: a promise with a hole. sync, validate, flows and nftables work on a cluster and do not
- * ask. The messages are here, one per command, saying what it would leave undone.
+ * An Incus cluster's tree or infra, for the commands that act on the host. apply and
+ * apply-nftables work on every member (they pass the members' inventory to site.yml); ai-switch,
+ * ai-status and audit do not yet (docs/multi-host.md#what-is-left), and each would act on this host
+ * alone and report success, a promise with a hole: they refuse a cluster's infra with one located
+ * message, here, saying what it would leave undone.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,6 @@ import type { Diagnostic } from '../core/types.js';
 
 /** What each command would do wrong on a cluster, today. */
 const NOT_BUILT = {
-  'apply --check': "its plan reads the ruleset's live table and boot copy on this host only, not on each member, nor each member's routes",
   'ai-switch': "it would revoke and grant on this host alone: the holder's machines on the other members would keep reaching ai-tools there, or gain it",
   'ai-status': "it reads this host's holder set alone, not every member's",
   audit: 'it checks this host alone, not every member',
@@ -23,29 +23,22 @@ export type HostCommand = keyof typeof NOT_BUILT;
 
 const message = (command: HostCommand, what: string) =>
   `anklume-gen ${command} does not work on an Incus cluster yet: ${what}; ${NOT_BUILT[command]}. ` +
-  'On a cluster, sync, validate, flows and nftables work; what is left is in docs/multi-host.md#what-is-left. Nothing was changed.';
+  'On a cluster, sync, validate, flows, nftables, apply and apply-nftables work; what is left is in docs/multi-host.md#what-is-left. Nothing was changed.';
 
 /** The set that only a cluster's ruleset declares (templates/nftables/anklume.nft.hbs). */
 const CLUSTER_SET = '\tset member_links {';
 
-/** Where the tree's ruleset declares the member links: the tree was written for a cluster. */
-export function clusterRuleset(baseDir: string): { file: string; line: number } | undefined {
-  const file = join(baseDir, RULESET);
-  let text: string;
+/**
+ * Whether the tree's ruleset declares the member links: the tree was written for a cluster, and
+ * apply and apply-nftables pass the members' inventory to site.yml.
+ */
+export function clusterRuleset(baseDir: string): boolean {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(join(baseDir, RULESET), 'utf8').includes(`\n${CLUSTER_SET}\n`);
   } catch {
     // No ruleset: the command's own check says to sync first.
-    return undefined;
+    return false;
   }
-  const at = text.indexOf(`\n${CLUSTER_SET}\n`);
-  return at < 0 ? undefined : { file, line: text.slice(0, at + 1).split('\n').length };
-}
-
-/** The refusal of a command given a cluster's tree, located at the ruleset's member links. */
-export function clusterTree(command: HostCommand, baseDir: string): Diagnostic | undefined {
-  const at = clusterRuleset(baseDir);
-  return at && { ...at, column: 2, message: message(command, 'this tree was written for one (global.cluster in its infra)') };
 }
 
 /** The infra has global.cluster, located at its key; undefined when it has none or cannot be read (the command reports that). */
