@@ -6,7 +6,8 @@
  * socket. What is proven:
  *   - the preflight refuses before anything is made (a member Incus does not list, another
  *     address, a one-host tree on a cluster, a run that would load the ruleset without the
- *     inventory of the members);
+ *     inventory of the members, a member link that is missing or another member's link name on a
+ *     member, members Ansible cannot reach);
  *   - the apply makes each bridge on every member (Incus's two steps) without NAT, the ruleset,
  *     routes and proxy ARP on every member (over SSH), and each instance on its member
  *     (--target); a second apply changes nothing;
@@ -171,7 +172,7 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.equal(down.exitCode, 0, String(down.stderr));
   });
 
-  it('refused before anything is made, on every member too: a run by hand that would load the ruleset without the members, a member Incus does not list or lists at another address, a one-host tree on a cluster, members Ansible cannot reach', async () => {
+  it('refused before anything is made, on every member too: a run by hand that would load the ruleset without the members, a member Incus does not list or lists at another address, a one-host tree on a cluster, a missing member link or another member\'s link name, members Ansible cannot reach', async () => {
     const byHand = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', 'ansible-playbook', join(ROOT, 'site.yml'), '-e', perMember()],
       { env: { ...env, ANKLUME_BASE_DIR: tree() }, reject: false, stdin: 'ignore' });
     assert.notEqual(byHand.exitCode, 0);
@@ -187,6 +188,18 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     const single = await apply('single');
     assert.equal(single.code, 1, single.out);
     assert.match(single.out, /This Incus is a cluster \(members m1, m2, m3\) but infra\.yml has no global\.cluster/);
+    // A member link that is not there; another member's link name on a member (a veth eth1 on m1,
+    // while infra.yml says m2's link is eth1; this kernel has no dummy interfaces).
+    await sync(infraText(MEMBERS).replace('m2: { address: 100.64.1.102 }', 'm2: { address: 100.64.1.102, member_link: eth1 }'), 'links');
+    await inMember('m1', ['ip', 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth1p']);
+    try {
+      const links = await apply('links');
+      assert.equal(links.code, 1, links.out);
+      assert.match(links.out, /Member 'm1': it has an interface named eth1, another member's link: the ruleset would take what crosses it for another member's/);
+      assert.match(links.out, /Member 'm2': its member link eth1 is not an interface of it \(ip link\)/);
+    } finally {
+      await inMember('m1', ['ip', 'link', 'del', 'eth1']);
+    }
     // The members as infra.yml and Incus say, but Ansible cannot log in to them (another key).
     const locked = await execa('nsenter', ['--net=/run/netns/akc-m1', '--', process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'apply', '--base-dir', tree(), '--', '-e', perMember()],
       { env: { ...env, ...sshEnv('no-such-key') }, reject: false, stdin: 'ignore', cwd: ROOT });
