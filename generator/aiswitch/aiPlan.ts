@@ -4,7 +4,7 @@
  */
 import { DEFAULT_AI_SERVICES } from '../infra/enrich.js';
 import { domainNotFound, isDomainName } from '../infra/names.js';
-import { AI_HOLDER_SET, bridgeOf, renderRuleset, switchBatch, TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
+import { bridgeOf, renderRuleset, revokeAllBatch, switchBatch } from '../nftables/nftables.js';
 import { render } from '../core/templates.js';
 import { AI_DOMAIN, hasGpu } from '../infra/validate.js';
 import type { Infra, MachineType, Mapping } from '../core/types.js';
@@ -103,6 +103,8 @@ export interface SwitchPlan {
   grantBatch: string;
   /** The net change, as one transaction (what the two batches add up to). */
   switchBatch: string;
+  /** The safe state as one batch, whatever the live table holds: every holder set emptied. */
+  revokeAllBatch: string;
   /** Full rulesets: the safe state (nobody) and the target, for the host's persisted copies. */
   rulesetNone: string;
   rulesetNew: string;
@@ -110,10 +112,6 @@ export interface SwitchPlan {
   logFile: string;
   persist: string[];
   notes: string[];
-}
-
-export function revokeAllBatch(): string {
-  return render('ai-switch/revoke-all.nft.hbs', { family: TABLE_FAMILY, table: TABLE_NAME, set: AI_HOLDER_SET });
 }
 
 const subnetOf = (infra: Infra, domain: string) => `${infra.global.base_subnet}.${infra.domains[domain].subnet_id}.0/24`;
@@ -150,7 +148,8 @@ export function planSwitch(input: PlanInput): SwitchPlan {
     procRoot: input.procRoot,
     aiBridge: bridgeOf(AI_DOMAIN),
     newBridge: bridgeOf(to),
-    revokeBatch: known ? switchBatch(infra, from, null) : revokeAllBatch(),
+    revokeBatch: known ? switchBatch(infra, from, null) : revokeAllBatch(infra),
+    revokeAllBatch: revokeAllBatch(infra),
     forgetPairs: forgetPairs(infra, known ? from : undefined),
     grantBatch: switchBatch(infra, null, to),
     switchBatch: switchBatch(infra, from, to),

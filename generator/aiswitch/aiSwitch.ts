@@ -34,7 +34,6 @@ import {
   label,
   planSwitch,
   renderPlaybook,
-  revokeAllBatch,
   securityWarning,
   switchLogLine,
   type RunFiles,
@@ -190,7 +189,7 @@ async function restoreSafeState(plan: SwitchPlan, env: NodeJS.ProcessEnv, rescue
   const problems: string[] = [];
   let live = await readLiveHolders();
   if (!rescueRan || !live.ok || live.holders.length > 0) {
-    await nftApply(revokeAllBatch()).catch((err: Error) => problems.push(`emptying the holder set failed: ${err.message}`));
+    await nftApply(plan.revokeAllBatch).catch((err: Error) => problems.push(`emptying the holder set failed: ${err.message}`));
     // A partial switch may have left allow elements: replace the table by the no-holder ruleset.
     if (!rescueRan) await nftApply(plan.rulesetNone).catch((err: Error) => problems.push(`reloading the no-holder ruleset failed: ${err.message}`));
     live = await readLiveHolders();
