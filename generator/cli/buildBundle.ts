@@ -45,12 +45,12 @@ await build({
   banner: { js: "'use strict';\nconst __anklumeModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 
+const { buildLine, loadBundle } = createRequire(import.meta.url)('./codeCache.cjs') as typeof import('./codeCache.cjs');
 // The bundle's first line names its content (codeCache.cts names the cache after it).
 const code = readFileSync(bundleFile, 'utf8');
-writeFileSync(bundleFile, `// anklume-gen build ${createHash('sha256').update(code).digest('hex').slice(0, 16)}\n${code}`);
+writeFileSync(bundleFile, buildLine(createHash('sha256').update(code).digest('hex').slice(0, 16)) + code);
 
 rmSync(cacheDir, { recursive: true, force: true });
-const loadBundle = (createRequire(import.meta.url)('./codeCache.cjs') as typeof import('./codeCache.cjs')).loadBundle;
 const bundle = loadBundle<{ main: typeof main }>(bundleFile, [cacheDir], false) as LoadedBundle<{ main: typeof main }>;
 
 const example = packagePath('examples', 'infra.yml');

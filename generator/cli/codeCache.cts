@@ -18,8 +18,9 @@ import { createRequire, wrap } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { constants, Script } from 'node:vm';
 
-/** The first line of the bundle: what its cache is named after. */
-export const BUILD_LINE = /^\/\/ anklume-gen build ([0-9a-f]{16})\n/;
+/** The first line of the bundle: what its cache is named after (buildBundle.ts writes it). */
+export const buildLine = (buildId: string): string => `// anklume-gen build ${buildId}\n`;
+const BUILD_LINE = /^\/\/ anklume-gen build ([0-9a-f]{16})\n/;
 
 /** A user's cache folder keeps caches of other builds (another install, another version) this long. */
 const KEEP_OTHER_BUILDS_MS = 30 * 24 * 3600 * 1000;
@@ -34,7 +35,7 @@ export interface LoadedBundle<T> {
 
 type ModuleFunction = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string) => void;
 
-export function cacheFileName(bundle: string, buildId: string): string {
+function cacheFileName(bundle: string, buildId: string): string {
   return `${basename(bundle, '.cjs')}-${buildId}-${process.version}-${process.arch}.v8`;
 }
 
