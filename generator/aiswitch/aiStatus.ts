@@ -57,6 +57,8 @@ export interface StatusReport {
   /** The flush report of the last switch that flushed (from the JSON log), or null. */
   last_flush: LastFlush | null;
   problems: string[];
+  /** On an Incus cluster only: each member's sets and the cluster's record. */
+  cluster?: ClusterStatus;
 }
 
 export interface LastFlush {
@@ -93,17 +95,41 @@ export function agrees(live: string[], holder: string | null | undefined): boole
   return holder === null ? live.length === 0 : live.length === 1 && live[0] === holder;
 }
 
-export async function status(opts: { infra: Infra | undefined; stateFile: string; logFile: string; jsonLogFile: string; history: number }): Promise<StatusReport> {
-  const [state, live, history] = await Promise.all([readHolderState(opts.stateFile), readLiveHolders(), readHistory(opts.logFile, opts.history)]);
+export interface ClusterReadings {
+  members: Record<string, MemberHolderRead>;
+  record: HolderRecord;
+  /** A domain's subnet (a.b.c.0/24), what ai_holder_subnet holds for it. */
+  subnetOf: (domain: string) => string;
+}
+
+/**
+ * @param cluster on an Incus cluster, every member's sets and the cluster's record (read by the
+ *   caller over Ansible and from Incus): this host's own set is then not read, it may be no member
+ */
+export async function status(opts: { infra: Infra | undefined; stateFile: string; logFile: string; jsonLogFile: string; history: number; cluster?: ClusterReadings }): Promise<StatusReport> {
+  const thisHost = opts.cluster ? Promise.resolve(undefined) : readLiveHolders();
+  const [state, live, history] = await Promise.all([readHolderState(opts.stateFile), thisHost, readHistory(opts.logFile, opts.history)]);
   const sh = stateHolder(state, opts.infra, opts.stateFile);
   const problems = sh.problem ? [sh.problem] : [];
-  const report: StatusReport = {
+  const base = {
     holder: sh.holder ?? null,
     holder_source: sh.source,
     state_file: opts.stateFile,
-    live: live.ok ? { holders: live.holders, agrees: agrees(live.holders, sh.holder) } : { error: live.error },
     history,
     last_flush: lastFlush(readIfExists(opts.jsonLogFile)),
+  };
+  if (!live) {
+    const c = opts.cluster!;
+    const { history: h, last_flush: f, ...head } = base;
+    return clusterStatus({ ...head, live: { error: '' }, history: h, last_flush: f, problems }, sh.holder, c.members, c.record, c.subnetOf);
+  }
+  const report: StatusReport = {
+    holder: base.holder,
+    holder_source: base.holder_source,
+    state_file: base.state_file,
+    live: live.ok ? { holders: live.holders, agrees: agrees(live.holders, sh.holder) } : { error: live.error },
+    history: base.history,
+    last_flush: base.last_flush,
     problems,
   };
   if (!live.ok) problems.push(live.error);
@@ -115,7 +141,8 @@ export async function status(opts: { infra: Infra | undefined; stateFile: string
 
 export function formatStatus(r: StatusReport): string[] {
   const lines = [`AI access holder: ${r.holder ?? '<none>'} (${r.holder_source}: ${r.state_file})`];
-  if ('error' in r.live) lines.push(`Live ruleset: unknown`);
+  if (r.cluster) lines.push(...formatCluster(r.cluster));
+  else if ('error' in r.live) lines.push(`Live ruleset: unknown`);
   else lines.push(`Live ruleset: ${r.live.agrees ? 'agrees' : 'DISAGREES'} (ai_holder: ${r.live.holders.length ? r.live.holders.map((h) => `net-${h}`).join(', ') : 'empty'})`);
   lines.push(r.history.length ? 'Recent switches:' : 'Recent switches: none recorded');
   for (const h of r.history) lines.push(`  ${h}`);
@@ -123,6 +150,84 @@ export function formatStatus(r: StatusReport): string[] {
     const f = r.last_flush;
     lines.push(`Last VRAM flush: ${f.time} ('${f.from ?? '<none>'}' -> '${f.to}', ${f.status})`);
     for (const g of f.gpu) lines.push(...formatGpuReport(g).map((l) => `  ${l}`));
+  }
+  return lines;
+}
+
+// On an Incus cluster (docs/multi-host.md#where-the-ai-holder-lives): the truth is every member's
+// live holder sets; the records are the state file on this machine and a key of the ai-tools
+// project in the cluster's database, which ai-switch writes ("" for nobody).
+
+/** The cluster's record of the holder: project config of the ai-tools project. */
+export const HOLDER_RECORD_KEY = 'user.anklume.ai_holder';
+
+/** The cluster's record: not written (no switch on this cluster yet), a holder or nobody, or unreadable. */
+export type HolderRecord = { written: false } | { written: true; holder: string | null } | { error: string };
+
+/** A member's live holder sets, as read over Ansible; undefined: the set is not loaded. */
+export type MemberHolderRead = { ok: true; holders: string[] | undefined; subnets: string[] | undefined } | { ok: false; why: string };
+
+export type MemberStatus =
+  | { member: string; read: true; ai_holder: string[] | null; ai_holder_subnet: string[] | null; agrees: boolean }
+  | { member: string; read: false; error: string };
+
+export interface ClusterStatus {
+  members: MemberStatus[];
+  record: HolderRecord;
+}
+
+/** Whether a member's sets say `holder` (null: nobody) holds access: its bridge, and its subnet. */
+export function memberAgrees(r: { holders: string[] | undefined; subnets: string[] | undefined }, holder: string | null | undefined, subnetOf: (domain: string) => string): boolean {
+  if (holder === undefined || r.holders === undefined || r.subnets === undefined) return false;
+  const subnets = holder === null ? [] : [subnetOf(holder)];
+  return agrees(r.holders, holder) && r.subnets.length === subnets.length && r.subnets.every((s, i) => s === subnets[i]);
+}
+
+const whose = (holder: string | null | undefined) => (holder === undefined ? 'nothing usable' : holder === null ? 'nobody' : `'${holder}'`);
+const setText = (items: string[] | null, show: (s: string) => string = (s) => s) => (items === null ? 'not loaded' : items.length ? items.map(show).join(', ') : 'empty');
+
+/**
+ * The cluster's part of ai-status: each member's sets against the state file, and the cluster's
+ * record against it; every disagreement and every member not read is a problem (exit 1).
+ */
+export function clusterStatus(report: StatusReport, stateHolderValue: string | null | undefined, members: Record<string, MemberHolderRead>, record: HolderRecord, subnetOf: (domain: string) => string): StatusReport {
+  const statuses = Object.entries(members).map(([member, r]): MemberStatus => (r.ok
+    ? { member, read: true, ai_holder: r.holders ?? null, ai_holder_subnet: r.subnets ?? null, agrees: memberAgrees(r, stateHolderValue, subnetOf) }
+    : { member, read: false, error: r.why }));
+  const problems = [...report.problems];
+  for (const s of statuses) {
+    if (!s.read) problems.push(`member ${s.member} was not read: ${s.error}`);
+    else if (!s.agrees) {
+      problems.push(`member ${s.member}: its live ruleset gives AI access to ${s.ai_holder === null ? 'nobody (table inet anklume or its ai_holder set is not loaded)' : s.ai_holder.length ? s.ai_holder.map((h) => `'${h}'`).join(', ') : 'nobody'} (ai_holder_subnet: ${setText(s.ai_holder_subnet)}), the state file says ${whose(stateHolderValue)}; run 'anklume-gen apply-nftables' or 'anklume-gen ai-switch --domain <domain>' to settle it`);
+    }
+  }
+  if ('error' in record) problems.push(`the cluster's record (${HOLDER_RECORD_KEY} on project ai-tools) could not be read: ${record.error}`);
+  else if (record.written && stateHolderValue !== undefined && record.holder !== stateHolderValue) {
+    problems.push(`the cluster's record (${HOLDER_RECORD_KEY} on project ai-tools) says ${whose(record.holder)}, the state file ${whose(stateHolderValue)}; an ai-switch writes both`);
+  }
+  const read = statuses.filter((s): s is Extract<MemberStatus, { read: true }> => s.read);
+  const live: StatusReport['live'] = read.length
+    ? { holders: [...new Set(read.flatMap((s) => s.ai_holder ?? []))].sort(), agrees: read.length === statuses.length && read.every((s) => s.agrees) }
+    : { error: 'no member of the cluster could be read' };
+  return { ...report, live, problems, cluster: { members: statuses, record } };
+}
+
+/** Whether ai-status found everything in agreement: on a cluster, every member and the record too. */
+export function statusAgrees(r: StatusReport): boolean {
+  if ('error' in r.live || !r.live.agrees) return false;
+  if (!r.cluster) return true;
+  const rec = r.cluster.record;
+  return !('error' in rec) && (!rec.written || rec.holder === r.holder) && r.problems.length === 0;
+}
+
+/** The cluster's lines of ai-status: the record, then each member. */
+export function formatCluster(c: ClusterStatus): string[] {
+  const rec = c.record;
+  const lines = [`Cluster record (${HOLDER_RECORD_KEY} on project ai-tools): ${'error' in rec ? 'NOT READ' : !rec.written ? 'not written (no switch on this cluster yet)' : rec.holder ?? '<none>'}`];
+  for (const s of c.members) {
+    lines.push(s.read
+      ? `Member ${s.member}: ${s.agrees ? 'agrees' : 'DISAGREES'} (ai_holder: ${setText(s.ai_holder, (h) => `net-${h}`)}; ai_holder_subnet: ${setText(s.ai_holder_subnet)})`
+      : `Member ${s.member}: NOT READ (${s.error})`);
   }
   return lines;
 }

@@ -57,7 +57,8 @@ export interface HostReadings {
 }
 
 export interface Finding {
-  check: 'ruleset' | 'boot' | 'holder' | 'devices' | 'incus' | 'connections';
+  /** On an Incus cluster also `routes` (a member's routes, forwarding, proxy ARP) and `members` (a member not read). */
+  check: 'ruleset' | 'boot' | 'holder' | 'devices' | 'incus' | 'connections' | 'routes' | 'members';
   message: string;
   fix: string;
 }
@@ -81,15 +82,17 @@ function firstDifference(expected: string, live: string): string {
   return `line ${at + 1}: the tree has ${JSON.stringify((a[at] ?? '<end>').trim())}, the kernel ${JSON.stringify((b[at] ?? '<end>').trim())}`;
 }
 
+/** The tree's ruleset against what infra.yml gives now: the same on one host and on a cluster. */
+export function treeFindings(treeText: string | undefined, expectedText: string): Finding[] {
+  if (treeText === undefined) return [{ check: 'ruleset', message: 'the tree has no nftables/anklume.nft: sync never ran in this base dir', fix: 'anklume-gen sync <infra> (make sync)' }];
+  if (treeText !== expectedText) return [{ check: 'ruleset', message: `the tree's ruleset is not what infra.yml gives now (infra.yml changed since the last sync)`, fix: 'anklume-gen sync <infra> (make sync), then anklume-gen apply-nftables' }];
+  return [];
+}
+
 function rulesetFindings(r: HostReadings): { findings: Finding[]; unchecked: AuditReport['unchecked'] } {
-  const findings: Finding[] = [];
+  const findings: Finding[] = treeFindings(r.treeText, r.expectedText);
   const unchecked: AuditReport['unchecked'] = [];
   const apply = 'anklume-gen apply-nftables (make nftables)';
-  if (r.treeText === undefined) {
-    findings.push({ check: 'ruleset', message: 'the tree has no nftables/anklume.nft: sync never ran in this base dir', fix: 'anklume-gen sync <infra> (make sync)' });
-  } else if (r.treeText !== r.expectedText) {
-    findings.push({ check: 'ruleset', message: `the tree's ruleset is not what infra.yml gives now (infra.yml changed since the last sync)`, fix: 'anklume-gen sync <infra> (make sync), then anklume-gen apply-nftables' });
-  }
   if (!r.liveTable.ok) unchecked.push({ check: 'ruleset', why: r.liveTable.why });
   else if (r.liveTable.value === undefined) {
     findings.push({ check: 'ruleset', message: 'table inet anklume is not loaded: nothing isolates the domains from each other', fix: apply });
@@ -134,7 +137,7 @@ function holderFindings(r: HostReadings, holder: string | null): { findings: Fin
  * side in volatile.<device>.host_name): anything else attached (an interface added by hand, an
  * uplink through bridge.external_interfaces) is on that domain's L2 around the isolation.
  */
-function portFindings(links: { ifname: string; master?: string }[], instances: LiveInstance[], infra: Infra): Finding[] {
+export function portFindings(links: { ifname: string; master?: string }[], instances: LiveInstance[], infra: Infra): Finding[] {
   const bridges = new Map(Object.keys(infra.domains).map((d) => [`${BRIDGE_PREFIX}${d}`, d]));
   const nics = new Map<string, string>();
   for (const i of instances) {
@@ -166,7 +169,7 @@ function removeDevice(i: LiveInstance, device: string): string {
  * The live devices and settings judged by infra.yml's own rules: the instances of each domain's
  * project as machines whose devices and config are what Incus expanded (profiles included).
  */
-function deviceFindings(instances: LiveInstance[], infra: Infra, ctx: Context): Finding[] {
+export function deviceFindings(instances: LiveInstance[], infra: Infra, ctx: Context): Finding[] {
   const domains = Object.keys(infra.domains);
   const byKey = new Map<string, LiveInstance>();
   const raw: Mapping = {
@@ -220,7 +223,7 @@ function deviceFindings(instances: LiveInstance[], infra: Infra, ctx: Context): 
 const shown = (v: unknown): string => (v === null || v === undefined ? '(none)' : JSON.stringify(v));
 
 /** apply's own plan, read as drift: every Incus object that is not what the tree says. */
-function planFindings(plan: IncusPlan): Finding[] {
+export function planFindings(plan: IncusPlan): Finding[] {
   const out: Finding[] = plan.problems.map((p) => ({ check: 'incus', message: `apply would refuse: ${p}`, fix: 'what the message says; then anklume-gen apply' }));
   for (const o of plan.objects) {
     const what = o.op === 'create' ? 'is missing' : o.op === 'delete' ? 'would be deleted' : `differs from the tree: ${Object.entries(o.changes).map(([k, [a, b]]) => `${k} ${shown(a)} (tree: ${shown(b)})`).join('; ')}`;
@@ -245,7 +248,7 @@ function subnetOf(infra: Infra, address: string): string | undefined {
 }
 
 /** Connections tracked between ai-tools and anything but the holder: what a revoke must have cut. */
-function connectionFindings(entries: ConntrackEntry[], infra: Infra, holder: string | null): Finding[] {
+export function connectionFindings(entries: ConntrackEntry[], infra: Infra, holder: string | null): Finding[] {
   if (infra.global.ai_access_policy !== 'exclusive') return [];
   const out: Finding[] = [];
   for (const e of entries) {

@@ -66,7 +66,7 @@ async function holders(env: Env): Promise<Read<string[] | undefined>> {
   }
 }
 
-async function instances(env: Env): Promise<Read<LiveInstance[]>> {
+export async function instances(env: Env): Promise<Read<LiveInstance[]>> {
   const r = await run(env, ['incus', 'query', '/1.0/instances?recursion=1&all-projects=true']);
   return r.ok ? { ok: true, value: JSON.parse(r.value) as LiveInstance[] } : r;
 }

@@ -2,7 +2,7 @@
 // The switch and status modules (execa, ansible) load only when their command runs.
 import type { SwitchResult } from '../aiswitch/aiSwitch.js';
 import { clusterInfra, refuse } from './clusterRefusal.js';
-import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, stringValue as str, UsageError, type Command, type Options } from './command.js';
+import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, stringValue as str, UsageError, type Command, type Options } from './command.js';
 import { DEFAULT_INSTALLED_RULESET, logFilePath, stateFilePath } from '../infra/context.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson } from './output.js';
 
@@ -116,34 +116,41 @@ export const aiSwitchCommand: Command = {
 
 export const aiStatusCommand: Command = {
   summary: 'show who holds AI access, whether the live ruleset agrees, and the last switches',
-  usage: 'anklume-gen ai-status [--infra PATH] [--state-file PATH] [--log-file PATH] [--history N] [--json]',
+  usage: 'anklume-gen ai-status [--infra PATH] [--state-file PATH] [--log-file PATH] [--history N] [--base-dir DIR] [--json]',
   flags: {
     ...WHERE_FLAGS,
     history: 'how many past switches to show (default 10)',
+    'base-dir': "on an Incus cluster, the tree whose inventory/_cluster.yml reaches the members (default .)",
   },
   options: {
     ...COMMON_OPTIONS,
     ...WHERE_OPTIONS,
     history: { type: 'string' },
+    'base-dir': { type: 'string' },
   },
   async run(values, positionals, inv) {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
-    const onCluster = await clusterInfra('ai-status', str(values.infra) ?? defaultInfra(inv.cwd));
-    if (onCluster) return refuse(inv, values.json === true, onCluster, { warnings: [] });
     const historyText = str(values.history) ?? '10';
     if (!/^\d+$/.test(historyText)) throw new UsageError(`--history takes a number, got '${historyText}'`);
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     // The infra only supplies the default holder; a broken infra must not hide the live state.
-    const [{ prepare }, { formatStatus, status }, { jsonLogPath }] = await Promise.all([import('../infra/pipeline.js'), import('../aiswitch/aiStatus.js'), import('../aiswitch/aiPlan.js')]);
+    const [{ prepare }, { formatStatus, status, statusAgrees }, { jsonLogPath }] = await Promise.all([import('../infra/pipeline.js'), import('../aiswitch/aiStatus.js'), import('../aiswitch/aiPlan.js')]);
     const { infra } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile }).catch(() => ({ infra: undefined }));
     const logFile = logFilePath(inv.env, str(values['log-file']));
-    const report = await status({ infra, stateFile, logFile, jsonLogFile: jsonLogPath(logFile), history: Number(historyText) });
+    // On an Incus cluster every member's sets and the cluster's record, not this host's set.
+    const cluster = infra?.global.cluster ? await (await import('./aiStatusCluster.js')).clusterReadings(inv, infra, str(values['base-dir']) ?? '.') : undefined;
+    if (cluster && 'problem' in cluster) {
+      reportProblems(inv, values.json === true, [{ message: cluster.problem }], []);
+      return EXIT_FAILED;
+    }
+    const report = await status({ infra, stateFile, logFile, jsonLogFile: jsonLogPath(logFile), history: Number(historyText), ...(cluster ? { cluster } : {}) });
     if (values.json) printJson(inv.streams, report);
     else {
       for (const line of formatStatus(report)) inv.streams.out(line);
       for (const p of report.problems) inv.streams.err(`WARNING: ${p}`);
     }
+    if (report.cluster) return statusAgrees(report) ? EXIT_OK : EXIT_FAILED;
     return 'error' in report.live || !report.live.agrees ? EXIT_FAILED : EXIT_OK;
   },
 };

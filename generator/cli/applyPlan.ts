@@ -4,44 +4,12 @@
  * nothing is changed. Exit 0 when there is nothing to do, 1 when apply would change something or
  * refuse (as `sync --check`).
  */
-import { mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, type Invocation } from './command.js';
 import { bootConfiguration, installedRuleset } from './extraVars.js';
 import { jsonError, printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET } from '../infra/context.js';
 import type { PlanObject } from '../audit/incusPlan.js';
-
-/**
- * On an Incus cluster, the ruleset and the routes of every member, as the members' play of site.yml
- * would change them: that play run under --check (`-i` the members' inventory, `--limit` them),
- * each member's record of what differs read back (ruleset:live@m1, ruleset:boot@m1, routes:m1).
- */
-async function membersPlan(inv: Invocation, baseDir: string, inventory: string, vars: Record<string, unknown>): Promise<{ ok: true; value: PlanObject[] } | { ok: false; why: string }> {
-  const [{ runPlaybook }, { packagePath }] = await Promise.all([import('../aiswitch/ansible.js'), import('../core/packageRoot.js')]);
-  const dir = mkdtempSync(join(tmpdir(), 'anklume-members-plan-'));
-  try {
-    const planFile = join(dir, 'plan.json');
-    let output = '';
-    const result = await runPlaybook({
-      tempDir: dir,
-      playbook: packagePath('site.yml'),
-      extraArgs: ['-i', inventory, '--limit', 'anklume_cluster', '--tags', 'nftables,networks', '--check', '-e', JSON.stringify({ ...vars, anklume_plan_file: planFile })],
-      env: { ...inv.env, ANKLUME_BASE_DIR: realpathSync(baseDir) },
-      color: false,
-      onOutput: (chunk) => void (output += chunk),
-    });
-    if (!result.ok) return { ok: false, why: `the members could not be read (ansible-playbook ${result.spawnError ?? `exit ${result.exitCode}`}): ${output.trim().split('\n').slice(-3).join(' ')}` };
-    const records = readdirSync(dir).filter((name) => /^plan\.json\.(ruleset|routes)@/.test(name)).sort();
-    const objects = records.flatMap((name) => Object.entries(JSON.parse(readFileSync(join(dir, name), 'utf8')) as Record<string, unknown>)
-      .filter(([, differs]) => String(differs).toLowerCase() === 'true')
-      .map(([id]): PlanObject => ({ op: 'update', kind: id.startsWith('routes:') ? 'routes' : 'ruleset', id, changes: {} })));
-    return { ok: true, value: objects };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** Where the ruleset goes in apply's order: after the bridges, before the instances. */
 function inApplyOrder(incus: PlanObject[], ruleset: PlanObject[]): PlanObject[] {
@@ -55,10 +23,11 @@ function inApplyOrder(incus: PlanObject[], ruleset: PlanObject[]): PlanObject[] 
  *   each of them, not on this host
  */
 export async function showPlan(inv: Invocation, json: boolean, baseDir: string, vars: Record<string, unknown>, members?: string): Promise<number> {
-  const [{ incusPlan, planLines, rulesetObjects }, { liveTable, treeTable }, { readIfExists }] = await Promise.all([
+  const [{ incusPlan, planLines, rulesetObjects }, { liveTable, treeTable }, { readIfExists }, { membersPlan }] = await Promise.all([
     import('../audit/incusPlan.js'),
     import('../audit/hostReader.js'),
     import('../core/files.js'),
+    import('../audit/membersPlan.js'),
   ]);
   const treeText = readIfExists(join(baseDir, 'nftables', 'anklume.nft')) ?? '';
   const installedPath = installedRuleset(vars, DEFAULT_INSTALLED_RULESET);
@@ -66,7 +35,7 @@ export async function showPlan(inv: Invocation, json: boolean, baseDir: string, 
     incusPlan(baseDir, vars, inv.env),
     members ? { ok: true as const, value: '' } : liveTable(inv.env),
     members ? { ok: true as const, value: '' } : treeTable(inv.env, treeText),
-    members ? membersPlan(inv, baseDir, members, vars) : { ok: true as const, value: undefined },
+    members ? membersPlan({ env: inv.env, baseDir, inventory: members, vars }) : { ok: true as const, value: undefined },
   ]);
   const errors = [plan, live, tree, onMembers].flatMap((r) => (r.ok ? [] : [r.why]));
   if (!plan.ok || !live.ok || !tree.ok || !onMembers.ok) {
@@ -75,7 +44,7 @@ export async function showPlan(inv: Invocation, json: boolean, baseDir: string, 
     return EXIT_FAILED;
   }
   const bootConf = bootConfiguration(vars);
-  const ruleset = onMembers.value ?? rulesetObjects({
+  const ruleset = onMembers.value?.objects ?? rulesetObjects({
     liveTable: live.value, treeTable: tree.value ?? '', treeText, installedPath, installedText: readIfExists(installedPath),
     ...(bootConf ? { bootConf: { path: bootConf, text: readIfExists(bootConf) } } : {}),
   });

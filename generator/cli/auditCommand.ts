@@ -1,8 +1,7 @@
 /** The `audit` command: the live host against the tree and the promise; the work is in audit/. */
 import { join } from 'node:path';
-import { clusterInfra, refuse } from './clusterRefusal.js';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, reportProblems, stringValue as str, UsageError, type Command } from './command.js';
-import { DEFAULT_BOOT_CONF, extraVars, installedRuleset } from './extraVars.js';
+import { bootConfiguration, DEFAULT_BOOT_CONF, extraVars, installedRuleset } from './extraVars.js';
 import { printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET, stateFilePath } from '../infra/context.js';
 
@@ -43,8 +42,6 @@ export const auditCommand: Command = {
     const vars = await extraVars(positionals);
     const json = values.json === true;
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
-    const onCluster = await clusterInfra('audit', infraPath);
-    if (onCluster) return refuse(inv, json, onCluster, { warnings: [] });
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const [{ prepare, effectiveHolder }, { readHost }, { judgeHost }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }] = await Promise.all([
       import('../infra/pipeline.js'),
@@ -65,6 +62,16 @@ export const auditCommand: Command = {
     if (treeProblem) {
       reportProblems(inv, json, [{ message: treeProblem }], []);
       return EXIT_FAILED;
+    }
+    if (infra.global.cluster) {
+      const { auditCluster } = await import('./auditCluster.js');
+      return auditCluster(inv, json, {
+        infra, held, baseDir, vars, infraPath,
+        treeText: readIfExists(join(baseDir, RULESET_FILE)),
+        expectedText: renderRuleset(infra, held),
+        installedPath: str(values['installed-ruleset']) || installedRuleset(vars, inv.env.ANKLUME_INSTALLED_RULESET || DEFAULT_INSTALLED_RULESET),
+        bootConfPath: str(values['boot-conf']) || bootConfiguration(vars),
+      });
     }
     const readings = await readHost({
       env: inv.env,

@@ -1,9 +1,9 @@
 /**
  * An Incus cluster's tree or infra, for the commands that act on the host. apply and
- * apply-nftables work on every member (they pass the members' inventory to site.yml); ai-switch,
- * ai-status and audit do not yet (docs/multi-host.md#what-is-left), and each would act on this host
- * alone and report success, a promise with a hole: they refuse a cluster's infra with one located
- * message, here, saying what it would leave undone.
+ * apply-nftables work on every member (they pass the members' inventory to site.yml), and audit and
+ * ai-status read every member the same way; ai-switch does not yet (docs/multi-host.md#what-is-left):
+ * it would act on this host alone and report success, a promise with a hole, so it refuses a
+ * cluster's infra with one located message, here, saying what it would leave undone.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,15 +15,13 @@ import type { Diagnostic } from '../core/types.js';
 /** What each command would do wrong on a cluster, today. */
 const NOT_BUILT = {
   'ai-switch': "it would revoke and grant on this host alone: the holder's machines on the other members would keep reaching ai-tools there, or gain it",
-  'ai-status': "it reads this host's holder set alone, not every member's",
-  audit: 'it checks this host alone, not every member',
 } as const;
 
 export type HostCommand = keyof typeof NOT_BUILT;
 
 const message = (command: HostCommand, what: string) =>
   `anklume-gen ${command} does not work on an Incus cluster yet: ${what}; ${NOT_BUILT[command]}. ` +
-  'On a cluster, sync, validate, flows, nftables, apply and apply-nftables work; what is left is in docs/multi-host.md#what-is-left. Nothing was changed.';
+  'On a cluster, sync, validate, flows, nftables, apply, apply-nftables, audit and ai-status work; what is left is in docs/multi-host.md#what-is-left. Nothing was changed.';
 
 /** The set that only a cluster's ruleset declares (templates/nftables/anklume.nft.hbs). */
 const CLUSTER_SET = '\tset member_links {';
