@@ -82,6 +82,9 @@ export interface SwitchResult {
   failedStep?: string;
   /** After a failure: what the safe state looks like (checked, not assumed). */
   safe?: { nobodyHasAccess: boolean; stateFileSaysNobody: boolean; servicesStarted: boolean | 'unknown' };
+  /** On an Incus cluster only: its members, and those that did not confirm a step (none on success). */
+  members?: string[];
+  unconfirmedMembers?: string[];
 }
 
 
@@ -150,7 +153,7 @@ async function readReport(path: string): Promise<PlaybookReport | undefined> {
   }
 }
 
-async function appendLog(path: string, line: string): Promise<string | undefined> {
+export async function appendLog(path: string, line: string): Promise<string | undefined> {
   try {
     await mkdir(dirname(path), { recursive: true });
     await appendFile(path, line + '\n');
@@ -161,12 +164,13 @@ async function appendLog(path: string, line: string): Promise<string | undefined
 }
 
 /** The JSON log beside the text log: one object per switch that ran, with its flush report. */
-async function appendJsonLog(plan: SwitchPlan, entry: { status: 'switched' | 'failed'; failed_step?: string; gpu: GpuReport[] }): Promise<string | undefined> {
-  const line = JSON.stringify({ time: new Date().toISOString(), status: entry.status, from: plan.from, to: plan.to, flush: plan.flushes, ...(entry.failed_step ? { failed_step: entry.failed_step } : {}), gpu: entry.gpu });
+export async function appendJsonLog(plan: SwitchPlan, entry: { status: 'switched' | 'failed'; failed_step?: string; gpu: GpuReport[]; unconfirmed_members?: string[] }): Promise<string | undefined> {
+  // unconfirmed_members: on a cluster only (the members that did not confirm a step).
+  const line = JSON.stringify({ time: new Date().toISOString(), status: entry.status, from: plan.from, to: plan.to, flush: plan.flushes, ...(entry.failed_step ? { failed_step: entry.failed_step } : {}), gpu: entry.gpu, ...(entry.unconfirmed_members ? { unconfirmed_members: entry.unconfirmed_members } : {}) });
   return appendLog(jsonLogPath(plan.logFile), line);
 }
 
-async function writeState(path: string, content: string): Promise<boolean> {
+export async function writeState(path: string, content: string): Promise<boolean> {
   try {
     await mkdir(dirname(path), { recursive: true });
     writeAtomic(path, content, { mode: 0o644, durable: true });
@@ -218,7 +222,7 @@ async function restoreSafeState(plan: SwitchPlan, env: NodeJS.ProcessEnv, rescue
 }
 
 /** Forwards ansible's output line by line (the streams add a newline to each write). */
-function lineSplitter(write: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
+export function lineSplitter(write: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
   let pending = '';
   return {
     push(chunk) {
@@ -271,6 +275,8 @@ export async function aiSwitch(options: SwitchOptions): Promise<SwitchResult> {
 }
 
 async function switchLocked(options: SwitchOptions, infra: Infra, to: string, persist: string[], procRoot: string, warnings: Diagnostic[]): Promise<SwitchResult> {
+  // An Incus cluster: every member, through Ansible (loaded only there; one host never loads it).
+  if (infra.global.cluster) return (await import('./clusterSwitch.js')).switchCluster(options, infra, to, persist, procRoot, warnings);
   const stateEnv = { ...options.env, ANKLUME_STATE_FILE: options.stateFile };
   // Read again under the lock: the switch that held it may have changed both.
   const [gathered, live] = await Promise.all([gather(options.infraPath, stateEnv), readLiveHolders()]);
@@ -337,7 +343,7 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
  * nobody after a failure) until the next sync. Access has already been decided: a problem
  * here is a warning, never a different outcome.
  */
-async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: Diagnostic[]): Promise<string[]> {
+export async function refreshTree(options: SwitchOptions, plan: SwitchPlan, warnings: Diagnostic[]): Promise<string[]> {
   if (!existsSync(join(options.baseDir, 'group_vars', 'all.yml'))) return [];
   try {
     const report = await sync({ infraPath: options.infraPath, baseDir: options.baseDir, env: { ...options.env, ANKLUME_STATE_FILE: plan.stateFile } });

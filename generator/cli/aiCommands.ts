@@ -1,7 +1,6 @@
 /** The `ai-switch` and `ai-status` commands: flags in, results out; the work is in aiSwitch / aiStatus. */
 // The switch and status modules (execa, ansible) load only when their command runs.
 import type { SwitchResult } from '../aiswitch/aiSwitch.js';
-import { clusterInfra, refuse } from './clusterRefusal.js';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, stringValue as str, UsageError, type Command, type Options } from './command.js';
 import { DEFAULT_INSTALLED_RULESET, logFilePath, stateFilePath } from '../infra/context.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson } from './output.js';
@@ -29,6 +28,8 @@ function switchJson(r: SwitchResult): Record<string, unknown> {
     gpu: r.gpu ?? [],
     failed_step: r.failedStep ?? null,
     safe_state: r.safe ?? null,
+    // On an Incus cluster only: its members, and those that did not confirm a step.
+    ...(r.members ? { members: r.members, unconfirmed_members: r.unconfirmedMembers ?? [] } : {}),
     messages: r.messages,
     errors: r.errors.map(jsonError),
     warnings: r.warnings.map(jsonWarning),
@@ -68,8 +69,6 @@ export const aiSwitchCommand: Command = {
   async run(values, positionals, inv) {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
     const json = values.json === true;
-    const onCluster = await clusterInfra('ai-switch', str(values.infra) ?? defaultInfra(inv.cwd));
-    if (onCluster) return refuse(inv, json, onCluster, { status: 'refused', warnings: [] });
     const waitMs = seconds(str(values.wait), '--wait');
     const [{ aiSwitch }, { securityWarning }] = await Promise.all([import('../aiswitch/aiSwitch.js'), import('../aiswitch/aiPlan.js')]);
     const result = await aiSwitch({

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The host-side steps of an ai-switch, several in one process (one Ansible task each, not one per action).
 
-    switch_step.py revoke|grant|safe ARGS_JSON
+    switch_step.py revoke|grant|safe|member-revoke|member-grant|member-safe|member-stop|member-start ARGS_JSON
 
 ARGS_JSON is one JSON object (tasks/main.yml, vars/main.yml): the holder set (family, table,
 set), the GPU machines, their project and services, the host's copies of the ruleset (persist),
@@ -16,6 +16,18 @@ the state file, the rulesets and batches of this switch, and check (Ansible's ch
   safe    the rescue: every action is tried whatever the previous one did: the holder set
           emptied, the no-holder ruleset reloaded, the set read back, "nobody" recorded, the
           services started, the report written (what failed, and what the safe state looks like)
+
+On an Incus cluster (tasks/member.yml runs them on each member, over Ansible's connection; the
+machine that runs anklume-gen keeps the state file, so no member step writes it):
+
+  member-revoke  revoke as above (the batch, else the no-holder ruleset, else every holder set
+                 emptied), every holder set the live table has read back (empty, or fail), the
+                 old holder's tracked connections forgotten, the member's boot copy = no holder
+  member-grant   the grant batch, every holder set read back (exactly `expect`, or fail), the
+                 member's boot copy = the new ruleset
+  member-safe    every holder set emptied, the no-holder ruleset reloaded, read back, the boot
+                 copy = no holder; exit 1 when the sets could not be read back empty
+  member-stop, member-start   the GPU services of this member's GPU machines
 
 The order inside a step is the switch's own (tasks/main.yml). The first action that fails ends
 revoke and grant: its name is the step anklume-gen reports ("Stop the GPU services" ...).
@@ -54,8 +66,8 @@ class Step:
         finally:
             self.took[what] = round((time.monotonic() - start) * 1000, 1) + self.took.get(what, 0)
 
-    def run(self, what, argv):
-        """One command, as an argument list (no shell); its exit status and stderr."""
+    def run(self, what, argv, stdout=False):
+        """One command, as an argument list (no shell); its exit status and stderr (stdout when asked)."""
         def go():
             # A program that cannot be run gets the shell's statuses: 127 not found, 126 not runnable.
             try:
@@ -64,6 +76,8 @@ class Step:
                 return 127, "%s: %s" % (argv[0], err)
             except OSError as err:
                 return 126, "%s: %s" % (argv[0], err)
+            if stdout and done.returncode == 0:
+                return 0, done.stdout
             return done.returncode, (done.stderr or done.stdout).strip()
         return self.timed(what, go)
 
@@ -93,6 +107,47 @@ class Step:
                 found.extend(item["set"].get("elem", []))
         return found
 
+    def holder_sets(self):
+        """The holder sets the live table has: ai_holder, and on a cluster ai_holder_subnet too.
+
+        Emptying ai_holder alone leaves a cluster's holder subnet reaching ai-tools across members;
+        the table may be another infra's (a fallback runs when the batch did not match), so the
+        names come from the kernel, not from this switch. When the table cannot be listed, the
+        holder set alone: its flush then fails and says why.
+        """
+        a = self.args
+        names = [a["set"], a["set"] + "_subnet"]
+        argv = ["nft", "-j", "-t", "list", "sets", a["family"]]
+        rc, out = self.run("nft list sets", argv, stdout=True)
+        if rc != 0:
+            return names[:1]
+        try:
+            live = {item["set"]["name"] for item in json.loads(out).get("nftables", []) if "set" in item and item["set"].get("table") == a["table"]}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return names[:1]
+        return [n for n in names if n in live] or names[:1]
+
+    def flush_argv(self):
+        """One nft transaction that empties every holder set the live table has."""
+        a = self.args
+        argv = ["nft"]
+        for i, name in enumerate(self.holder_sets()):
+            argv += ([";"] if i else []) + ["flush", "set", a["family"], a["table"], name]
+        return argv
+
+    def elements(self, name):
+        """The elements of one set, as text: a bridge name, an address, or ADDR/LEN for a prefix."""
+        a = self.args
+        argv = ["nft", "-j", "list", "set", a["family"], a["table"], name]
+        rc, out = self.run("nft list set (read back)", argv, stdout=True)
+        if rc != 0:
+            raise OSError("%s failed (exit %d): %s" % (" ".join(argv), rc, out))
+        found = []
+        for item in json.loads(out).get("nftables", []):
+            for e in item.get("set", {}).get("elem", []) if "set" in item else []:
+                found.append(element_text(e))
+        return sorted(found)
+
     def services(self, step, verb):
         a = self.args
         if not a["services"]:
@@ -105,13 +160,15 @@ class Step:
         """The host's copies of the ruleset and the state file (durable, atomic), then `also`, in one go."""
         a = self.args
         if self.check:
-            self.changed.extend("would write: " + path for path in a["persist"] + [a["state_file"]] + [path for path, _ in also])
+            self.changed.extend("would write: " + path for path in a["persist"] + ([a["state_file"]] if a.get("state_file") else []) + [path for path, _ in also])
             return
         def go():
             with open(ruleset, "rb") as f:
                 data = f.read()
             failed = []
-            for path, content in [(path, data) for path in a["persist"]] + [(a["state_file"], state.encode())] + list(also):
+            # A member of a cluster keeps no state file: the machine that runs anklume-gen does.
+            states = [(a["state_file"], state.encode())] if a.get("state_file") else []
+            for path, content in [(path, data) for path in a["persist"]] + states + list(also):
                 try:
                     if write(path, content):
                         self.changed.append("wrote: " + path)
@@ -126,7 +183,8 @@ class Step:
             raise StepFailed(step, "; ".join(failed))
 
 
-def revoke(s):
+def revoke_live(s):
+    """The revoke's nft part: the batch, else the no-holder ruleset, else every holder set emptied."""
     a = s.args
     batch = ["nft", "-f", a["revoke_batch"]]
     if s.check:
@@ -138,10 +196,12 @@ def revoke(s):
         ways = [
             ("Revoke AI access from the current holder", "nft -f revoke batch", batch),
             ("Revoke by reloading the no-holder ruleset (the batch did not match the live table)", "nft -f no-holder ruleset", ["nft", "-f", a["ruleset_none"]]),
-            ("Revoke by emptying the holder set", "nft flush set", ["nft", "flush", "set", a["family"], a["table"], a["set"]]),
+            ("Revoke by emptying the holder set", "nft flush set", None),
         ]
         errors = []
         for step, what, argv in ways:
+            # Listed only when needed: the live table's holder sets (ai_holder_subnet too, on a cluster).
+            argv = argv or s.flush_argv()
             rc, err = s.run(what, argv)
             if rc == 0:
                 s.changed.append(" ".join(argv))
@@ -149,6 +209,12 @@ def revoke(s):
             errors.append("%s failed (exit %d): %s" % (" ".join(argv), rc, err))
         else:
             raise StepFailed(ways[-1][0], "; ".join(errors))
+
+
+def revoke(s):
+    a = s.args
+    revoke_live(s)
+    if not s.check:
         try:
             left = s.holders()
         except (OSError, ValueError) as err:
@@ -204,7 +270,7 @@ def safe(s):
     """Every action tried, whatever the previous one did; what each gave goes to the report."""
     a = s.args
     report = {"ok": False, "failed_task": a["failed_task"], "message": a["message"]}
-    for what, argv in [("nft flush set", ["nft", "flush", "set", a["family"], a["table"], a["set"]]), ("nft -f no-holder ruleset", ["nft", "-f", a["ruleset_none"]])]:
+    for what, argv in [("nft flush set", s.flush_argv()), ("nft -f no-holder ruleset", ["nft", "-f", a["ruleset_none"]])]:
         try:
             s.change("Restore the safe state", what, argv)
         except StepFailed as err:
@@ -234,12 +300,79 @@ def safe(s):
             print("%s: %s" % (a["result_file"], err), file=sys.stderr)
 
 
-STEPS = {"revoke": revoke, "grant": grant, "safe": safe}
+def element_text(e):
+    """An element of `nft -j list set` as text: "net-pro", "10.100.2.10", "10.100.2.0/24", "A-B"."""
+    if isinstance(e, dict) and "elem" in e:
+        e = e["elem"].get("val", e["elem"])
+    if isinstance(e, dict) and "prefix" in e:
+        return "%s/%s" % (e["prefix"]["addr"], e["prefix"]["len"])
+    if isinstance(e, dict) and "range" in e:
+        return "%s-%s" % tuple(e["range"])
+    return str(e)
+
+
+def read_back(s, step, expect):
+    """Every holder set of the live table against `expect` (a set not named there must be empty)."""
+    try:
+        names = s.holder_sets()
+        seen = {name: s.elements(name) for name in names}
+    except (OSError, ValueError) as err:
+        raise StepFailed(step, str(err)) from err
+    missing = sorted(set(expect) - set(seen))
+    if missing:
+        raise StepFailed(step, "the live table has no set %s" % ", ".join(missing))
+    wrong = ["%s holds [%s], expected [%s]" % (n, ", ".join(v), ", ".join(sorted(expect.get(n, [])))) for n, v in sorted(seen.items()) if v != sorted(expect.get(n, []))]
+    if wrong:
+        raise StepFailed(step, "; ".join(wrong))
+
+
+def member_revoke(s):
+    """On one member of a cluster: the revoke, every holder set read back empty, the boot copy."""
+    a = s.args
+    revoke_live(s)
+    if not s.check:
+        read_back(s, "Check that nobody holds AI access", {})
+    forget(s)
+    s.record("Record that nobody holds AI access", a["ruleset_none"], "")
+
+
+def member_grant(s):
+    """On one member of a cluster: the grant, every holder set read back as `expect`, the boot copy."""
+    a = s.args
+    s.change("Grant AI access to the new holder", "nft -f grant batch", ["nft", "-f", a["grant_batch"]])
+    if not s.check:
+        read_back(s, "Check that the new holder alone holds AI access", a["expect"])
+    s.record("Record the new holder", a["ruleset_new"], "")
+
+
+def member_safe(s):
+    """On one member of a cluster, the safe state: every action tried; exit 1 unless read back empty."""
+    a = s.args
+    for what, argv in [("nft flush set", s.flush_argv()), ("nft -f no-holder ruleset", ["nft", "-f", a["ruleset_none"]])]:
+        try:
+            s.change("Restore the safe state", what, argv)
+        except StepFailed as err:
+            print(err, file=sys.stderr)
+    if not s.check:
+        read_back(s, "Check that nobody holds AI access", {})
+    s.record("Record that nobody holds AI access", a["ruleset_none"], "")
+
+
+STEPS = {
+    "revoke": revoke,
+    "grant": grant,
+    "safe": safe,
+    "member-revoke": member_revoke,
+    "member-grant": member_grant,
+    "member-safe": member_safe,
+    "member-stop": lambda s: s.services("Stop the GPU services", "stop"),
+    "member-start": lambda s: s.services("Start the GPU services", "start"),
+}
 
 
 def main(argv):
     if len(argv) != 2 or argv[0] not in STEPS:
-        print("usage: switch_step.py revoke|grant|safe ARGS_JSON", file=sys.stderr)
+        print("usage: switch_step.py %s ARGS_JSON" % "|".join(STEPS), file=sys.stderr)
         return 2
     s = Step(json.loads(argv[1]))
     out = {}

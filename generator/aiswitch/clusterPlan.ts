@@ -1,0 +1,219 @@
+/**
+ * ai-switch on an Incus cluster, the pure half: which member does what, the per-step playbook and
+ * its variables, how a member's answer is judged, and every text of the cluster's switch (the dry
+ * run, the failures). clusterSwitch.ts runs it; aiPlan.ts holds what a cluster shares with one host
+ * (the batches, the rulesets, the GPU machines). docs/multi-host.md, "A switch across members".
+ */
+import { render } from '../core/templates.js';
+import { AI_DOMAIN } from '../infra/validate.js';
+import { bridgeOf } from '../nftables/nftables.js';
+import { describePlan, label, type SwitchPlan } from './aiPlan.js';
+import type { Infra } from '../core/types.js';
+
+/** A step of the switch on members (roles/ai_switch/tasks/member.yml, switch_step.py member-<step>). */
+export type MemberStep = 'revoke' | 'stop' | 'grant' | 'start' | 'safe';
+
+/** Each task of a step on a member gets this long; the whole step's run, the second figure. */
+export const MEMBER_TASK_TIMEOUT_S = 30;
+export const STEP_RUN_TIMEOUT_MS = 180_000;
+
+/** The Incus project key that records the holder in the cluster's database (docs/multi-host.md). */
+export const HOLDER_KEY = 'user.anklume.ai_holder';
+
+export interface ClusterPlan {
+  /** Every member of global.cluster, as infra.yml names them. */
+  members: string[];
+  /** The members that run GPU machines of ai-tools, each with its machines. */
+  gpuMembers: { member: string; machines: string[] }[];
+  /** The members' inventory that sync wrote (inventory/_cluster.yml under --base-dir). */
+  inventory: string;
+  /** Each member's own copies of the ruleset (its boot copy: --installed-ruleset). */
+  memberPersist: string[];
+  /** The copies of the ruleset on the machine that runs anklume-gen (<base-dir>/nftables/anklume.nft). */
+  controllerPersist: string[];
+  /** After the grant, what every member must read back in each holder set. */
+  expectGrant: Record<string, string[]>;
+}
+
+const subnetOf = (infra: Infra, domain: string) => `${infra.global.base_subnet}.${infra.domains[domain].subnet_id}.0/24`;
+
+/** Whether the infra describes an Incus cluster (global.cluster). */
+export const isCluster = (infra: Infra): boolean => infra.global.cluster !== undefined;
+
+/**
+ * The cluster's plan around a switch's plan. On a cluster the switch starts from the records (the
+ * controller need not be a member, and no one member's set is the truth), so the revoke forgets
+ * the tracked connections of every client domain with ai-tools, not only the recorded holder's.
+ */
+export function planCluster(plan: SwitchPlan, infra: Infra, paths: { inventory: string; installedRuleset: string; baseCopy: string }): ClusterPlan {
+  const members = Object.keys(infra.global.cluster?.members ?? {}).sort();
+  const machines = infra.domains[AI_DOMAIN]?.machines ?? {};
+  const byMember = new Map<string, string[]>();
+  for (const name of plan.gpuMachines) {
+    const member = machines[name]?.member ?? infra.domains[AI_DOMAIN]?.member;
+    if (member) byMember.set(member, [...(byMember.get(member) ?? []), name]);
+  }
+  return {
+    members,
+    gpuMembers: [...byMember].sort(([a], [b]) => a.localeCompare(b)).map(([member, list]) => ({ member, machines: list })),
+    inventory: paths.inventory,
+    memberPersist: [paths.installedRuleset],
+    controllerPersist: [paths.baseCopy],
+    expectGrant: { ai_holder: [bridgeOf(plan.to)], ai_holder_subnet: [subnetOf(infra, plan.to)] },
+  };
+}
+
+/** Every client domain's connections with ai-tools, both ways: what a cluster's revoke forgets. */
+export function clusterForgetPairs(infra: Infra): [string, string][] {
+  if (!(AI_DOMAIN in infra.domains)) return [];
+  const ai = subnetOf(infra, AI_DOMAIN);
+  return Object.keys(infra.domains)
+    .filter((d) => d !== AI_DOMAIN)
+    .flatMap((d): [string, string][] => [[subnetOf(infra, d), ai], [ai, subnetOf(infra, d)]]);
+}
+
+/** The members a step runs on: every member, or those that run GPU machines (services, flush). */
+export function stepHosts(cluster: ClusterPlan, step: MemberStep): string[] {
+  return step === 'stop' || step === 'start' ? cluster.gpuMembers.map((g) => g.member) : cluster.members;
+}
+
+const TITLES: Record<MemberStep, string> = {
+  revoke: 'Revoke AI access on every member and read every holder set back',
+  stop: 'Stop the GPU services and flush GPU memory on the members that run the GPU machines',
+  grant: 'Grant AI access on every member and read every holder set back',
+  start: 'Start the GPU services on the members that run the GPU machines',
+  safe: 'The safe state on every member: every holder set emptied, the no-holder ruleset, read back',
+};
+
+export function renderClusterPlaybook(plan: SwitchPlan, cluster: ClusterPlan, step: MemberStep): string {
+  return render('ai-switch/cluster-playbook.yml.hbs', {
+    infraLabel: plan.infraPath,
+    step,
+    title: TITLES[step],
+    hosts: stepHosts(cluster, step),
+    members: cluster.members,
+    project: plan.project,
+    gpuMembers: cluster.gpuMembers,
+    services: plan.services,
+    gpuTypes: plan.gpuMachines.map((machine) => ({ machine, type: plan.gpuTypes[machine] ?? 'lxc' })),
+    scrubCommand: plan.scrubCommand,
+  });
+}
+
+/** The per-step variables (`-e @vars.json`): the folder copied to the members and the report's file. */
+export function clusterExtraVars(plan: SwitchPlan, cluster: ClusterPlan, files: { memberFiles: string; result: string }): Record<string, unknown> {
+  return {
+    ai_switch_member_files: files.memberFiles,
+    ai_switch_member_timeout: MEMBER_TASK_TIMEOUT_S,
+    ai_switch_member_persist: cluster.memberPersist,
+    ai_switch_member_expect: cluster.expectGrant,
+    ai_switch_forget_pairs: plan.forgetPairs,
+    ai_switch_flush: plan.flushes,
+    ai_switch_new: plan.to,
+    ai_switch_new_bridge: plan.newBridge,
+    ai_switch_result_file: files.result,
+  };
+}
+
+/** What tasks/member.yml keeps of a member's step (ai_switch_member_answer); null: no answer. */
+export interface MemberAnswer {
+  unreachable?: string;
+  error?: string;
+  rc?: number | string;
+  msg?: string;
+  stdout?: string;
+  stderr?: string;
+  flush_failed?: string;
+}
+
+const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
+
+/** Why a member's step is not confirmed; undefined when it is (the step ran and said so). */
+export function judgeAnswer(answer: MemberAnswer | null | undefined): string | undefined {
+  if (!answer) return 'it gave no answer (ansible-playbook did not report it: not in the inventory, or stopped first)';
+  if (answer.unreachable) return `unreachable: ${oneLine(answer.unreachable)}`;
+  if (answer.error) return oneLine(answer.error);
+  if (Number(answer.rc) !== 0) {
+    let failed: string | undefined;
+    try {
+      failed = (JSON.parse(answer.stdout ?? '') as { failed_step?: string }).failed_step;
+    } catch {
+      // no JSON: the step did not run, or died
+    }
+    const why = oneLine(answer.stderr || answer.msg || `exit ${String(answer.rc)}`);
+    return Number(answer.rc) === -1 && !answer.stderr ? `the step did not run${answer.msg ? `: ${oneLine(answer.msg)}` : ''}` : `${failed ? `${failed}: ` : ''}${why}`;
+  }
+  if (answer.flush_failed) return `the GPU flush failed: ${oneLine(answer.flush_failed)}`;
+  return undefined;
+}
+
+/** Each member of `hosts` that did not confirm the step, with why, in the members' order. */
+export function unconfirmed(hosts: string[], answers: Record<string, MemberAnswer | null> | undefined): { member: string; why: string }[] {
+  return hosts.flatMap((member) => {
+    const why = judgeAnswer(answers?.[member]);
+    return why === undefined ? [] : [{ member, why }];
+  });
+}
+
+// texts
+
+const list = (members: string[]) => members.join(', ');
+
+/** The failure of a revoke on some members (docs/multi-host.md's sentence, per member). */
+export function revokeFailure(failed: { member: string; why: string }[]): string {
+  return failed
+    .map(({ member, why }) => `member ${member} could not be revoked (${why}): its own machines may still reach ai-tools machines on it until it is revoked; every other path to ai-tools is closed`)
+    .join('; ');
+}
+
+export function grantFailure(failed: { member: string; why: string }[]): string {
+  return failed
+    .map(({ member, why }) => `member ${member} could not be granted (${why}): the grant was withdrawn on every member that answered; every path to ai-tools between members is closed`)
+    .join('; ');
+}
+
+export function stepFailure(step: MemberStep, failed: { member: string; why: string }[]): string {
+  const what = step === 'stop' ? 'could not stop the GPU services or flush GPU memory' : step === 'start' ? 'could not start the GPU services' : `could not ${step}`;
+  return failed.map(({ member, why }) => `member ${member} ${what} (${why})`).join('; ');
+}
+
+/** After the safe state: the members it could not reach (they keep what they had). */
+export function safeStateLeft(failed: { member: string; why: string }[]): string {
+  return `the safe state could not be confirmed on ${list(failed.map((f) => f.member))} (${failed.map((f) => `${f.member}: ${f.why}`).join('; ')}): until it answers, a member's own machines may reach ai-tools machines on it; the other members drop what it sends to ai-tools, or receives from it`;
+}
+
+export function keyWarning(value: string, why: string): string {
+  return `could not write the Incus project key ${HOLDER_KEY}=${JSON.stringify(value)} on ${AI_DOMAIN} (${oneLine(why)}): the members' holder sets decide access; the key is only a record (anklume-gen ai-status compares it)`;
+}
+
+/** The dry run on a cluster: every member's steps, then the batches that one host's dry run shows. */
+export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): string[] {
+  const base = describePlan(plan);
+  const changeAt = base.findIndex((l) => l.startsWith('Ruleset change'));
+  const head = base.slice(0, changeAt).filter((l) => !l.trimStart().startsWith('Steps:') && !l.trimStart().startsWith('Would write:'));
+  const gpu = cluster.gpuMembers.map((g) => `${g.member} (${g.machines.join(', ')})`).join(', ');
+  const sets = Object.keys(cluster.expectGrant);
+  const steps = [
+    `  On an Incus cluster of ${cluster.members.length} members (${list(cluster.members)}), reached through Ansible with ${cluster.inventory}; each step on its members in parallel, each task with a time limit of ${MEMBER_TASK_TIMEOUT_S} s; every member is judged by what it answers, never by incus cluster list:`,
+    `  0 record nobody: the Incus project key ${HOLDER_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
+    `  1 on every member (${list(cluster.members)}): revoke '${label(plan.from)}' (the batch below; else the no-holder ruleset reloaded; else every holder set emptied), read ${sets.join(' and ')} back (empty), forget the tracked connections between ai-tools and every domain, write its boot copy ${list(cluster.memberPersist)} (no holder)`,
+    `    then, every member confirmed: ${plan.stateFile} says nobody, ${list(cluster.controllerPersist)} gets the no-holder ruleset`,
+    cluster.gpuMembers.length
+      ? `  2 on ${gpu}: stop ${plan.services.join(', ') || 'no service'}${plan.flushes ? ', flush GPU memory (as on one host, with that member\'s nvidia-smi, /proc and cgroups)' : ' (no flush)'}`
+      : `  2 no member runs a GPU machine: nothing to stop or flush`,
+    `  3 on every member (${list(cluster.members)}): grant '${plan.to}' (the batch below), read back ${sets.map((s) => `${s} = [${cluster.expectGrant[s].join(', ')}]`).join(', ')}, write its boot copy (the new ruleset)`,
+    `    then, every member confirmed: ${plan.stateFile} says '${plan.to}', ${list(cluster.controllerPersist)} gets the new ruleset, the project key ${HOLDER_KEY} = '${plan.to}'`,
+    cluster.gpuMembers.length ? `  4 on ${gpu}: start ${plan.services.join(', ') || 'no service'}` : `  4 nothing to start`,
+    `  Would append to ${plan.logFile} and its JSON log`,
+    `  A member that does not answer (SSH, nft, a set read back wrong, the time limit): the safe state on every member (every holder set emptied, the no-holder ruleset), nobody in ${plan.stateFile} and the project key, no flush or grant after it; the switch fails (exit 1) naming the member`,
+  ];
+  return [
+    ...head,
+    ...steps,
+    `Ruleset change, step 1 (revoke, on every member):`,
+    plan.revokeBatch.trimEnd(),
+    `Ruleset change, step 3 (grant, on every member):`,
+    plan.grantBatch.trimEnd(),
+    ...base.slice(base.findIndex((l, i) => i > changeAt && l.startsWith('Ruleset change')) + 2),
+  ];
+}

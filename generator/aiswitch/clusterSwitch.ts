@@ -1,0 +1,276 @@
+/**
+ * ai-switch on an Incus cluster (docs/multi-host.md, "A switch across members"): the same promise
+ * as on one host, kept on every member. The truth is every member's holder sets; the records are
+ * the state file here and the Incus project key user.anklume.ai_holder on ai-tools.
+ *
+ * The order: the key says nobody -> revoke on every member, read every member's sets back -> the
+ * records say nobody -> stop the services and flush on the GPU machines' members -> grant on every
+ * member, read every member's sets back -> the records name the new holder -> start the services.
+ * Each step is one ansible-playbook run over the members' inventory (members in parallel, each
+ * task with a time limit), whose last play writes what every member answered. A member is judged
+ * by that answer alone (never by `incus cluster list`: a dead member stays ONLINE there ~18 s). A
+ * member that does not confirm a step, or a run that dies, ends the switch closed: the safe state
+ * on every member that answers, nobody in the records, no flush or grant after it, exit 1 naming
+ * the member. The safe state is a run of its own, started from here whatever killed the step.
+ */
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+import { ROLES_DIR, runPlaybook } from './ansible.js';
+import { failureLogLine, label, planSwitch, securityWarning, switchLogLine, type SwitchPlan } from './aiPlan.js';
+import { appendJsonLog, appendLog, lineSplitter, refreshTree, writeState, type SwitchOptions, type SwitchResult } from './aiSwitch.js';
+import {
+  clusterExtraVars,
+  clusterForgetPairs,
+  describeClusterPlan,
+  grantFailure,
+  HOLDER_KEY,
+  keyWarning,
+  planCluster,
+  renderClusterPlaybook,
+  revokeFailure,
+  safeStateLeft,
+  stepFailure,
+  stepHosts,
+  STEP_RUN_TIMEOUT_MS,
+  unconfirmed,
+  type ClusterPlan,
+  type MemberAnswer,
+  type MemberStep,
+} from './clusterPlan.js';
+import { gather } from '../infra/gather.js';
+import { CLUSTER_INVENTORY } from '../tree/tree.js';
+import type { Diagnostic, Infra } from '../core/types.js';
+
+/** The helpers each member runs, copied from the role with this switch's batches and rulesets. */
+const MEMBER_HELPERS = ['switch_step.py', 'install_atomic.py', 'gpu_flush.py'];
+/** How long a write of the project key may take (without quorum it never returns: measured). */
+const KEY_TIMEOUT_MS = 10_000;
+
+interface Run {
+  dir: string;
+  memberFiles: string;
+  plan: SwitchPlan;
+  cluster: ClusterPlan;
+  options: SwitchOptions;
+  signal: AbortSignal;
+  step: number;
+}
+
+const refused = (message: string, warnings: Diagnostic[]): SwitchResult => ({ status: 'refused', code: 1, messages: [message], errors: [{ message }], warnings });
+
+export async function switchCluster(options: SwitchOptions, infra: Infra, to: string, persist: string[], procRoot: string, warnings: Diagnostic[]): Promise<SwitchResult> {
+  const inventory = resolve(options.baseDir, CLUSTER_INVENTORY);
+  // The switch starts from the records: this machine need not be a member, and no one member's set is the truth.
+  const gathered = await gather(options.infraPath, { ...options.env, ANKLUME_STATE_FILE: options.stateFile });
+  const state = gathered.state;
+  const from = state.kind === 'domain' && state.domain in infra.domains ? state.domain : state.kind === 'absent' ? (infra.global.ai_access_default ?? null) : null;
+  const plan = planSwitch({ infra, infraPath: options.infraPath, from, to, flush: options.flush, stateFile: options.stateFile, logFile: options.logFile, persist, procRoot });
+  plan.forgetPairs = clusterForgetPairs(infra);
+  const cluster = planCluster(plan, infra, { inventory, installedRuleset: persist[0], baseCopy: persist[1] });
+  const base = { members: cluster.members, unconfirmedMembers: [] as string[] };
+  if (options.dryRun) {
+    if (!existsSync(inventory)) plan.notes.push(`NOTE: ${inventory} does not exist yet: run anklume-gen sync first (the switch reaches the members through it)`);
+    return { status: 'planned', code: 0, from: plan.from, to, flush: plan.flushes, messages: describeClusterPlan(plan, cluster), errors: [], warnings, plan, ...base };
+  }
+  if (!existsSync(inventory)) return refused(`${inventory} does not exist: the switch reaches the members through the inventory sync writes (anklume-gen sync ${options.infraPath} --base-dir ${options.baseDir}). Nothing was changed.`, warnings);
+
+  for (const note of plan.notes) options.progress(note);
+  if (!options.flush) options.progress(securityWarning(plan));
+  options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`);
+
+  const dir = await mkdtemp(join(tmpdir(), 'anklume-ai-switch-'));
+  const abort = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = sig;
+    options.progress(`ai-switch: ${sig} received: stopping the switch and restoring the safe state on every member (nobody has AI access)`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+  try {
+    const memberFiles = join(dir, 'member');
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    await mkdir(memberFiles);
+    await Promise.all([
+      ...MEMBER_HELPERS.map((f) => cp(join(ROLES_DIR, 'ai_switch/files', f), join(memberFiles, f))),
+      writeFile(join(memberFiles, 'revoke.nft'), plan.revokeBatch),
+      writeFile(join(memberFiles, 'grant.nft'), plan.grantBatch),
+      writeFile(join(memberFiles, 'ruleset-none.nft'), plan.rulesetNone),
+      writeFile(join(memberFiles, 'ruleset-new.nft'), plan.rulesetNew),
+    ]);
+    const run: Run = { dir, memberFiles, plan, cluster, options, signal: abort.signal, step: 0 };
+    const failed = (what: string, step: string, bad: string[], stopped: boolean) => failClosed(run, warnings, what, step, bad, stopped);
+
+    // 0. The cluster's record says nobody before anything changes.
+    await writeKey(options, '', warnings);
+    // 1. Revoke on every member; every member confirms, or the switch ends closed.
+    const revoked = await memberStep(run, 'revoke');
+    if (interrupted || revoked.length) return await failed(interrupted ? `interrupted by ${interrupted}` : revokeFailure(revoked), 'revoke', revoked.map((f) => f.member), false);
+    const none = await records(plan, cluster, '', plan.rulesetNone);
+    if (none) return await failed(none, 'record nobody', [], false);
+    // 2. Services and flush where the GPU machines run.
+    const stopping = cluster.gpuMembers.length > 0 && (plan.services.length > 0 || plan.flushes);
+    if (stopping) {
+      const stopped = await memberStep(run, 'stop');
+      if (interrupted || stopped.length) return await failed(interrupted ? `interrupted by ${interrupted}` : stepFailure('stop', stopped), 'stop services and flush', stopped.map((f) => f.member), true);
+    }
+    // 3. Grant on every member, then the records, then the services.
+    const granted = await memberStep(run, 'grant');
+    if (interrupted || granted.length) return await failed(interrupted ? `interrupted by ${interrupted}` : grantFailure(granted), 'grant', granted.map((f) => f.member), stopping);
+    const recorded = await records(plan, cluster, `${to}\n`, plan.rulesetNew);
+    if (recorded) return await failed(recorded, 'record the new holder', [], stopping);
+    await writeKey(options, to, warnings);
+    if (stopping && plan.services.length) {
+      const started = await memberStep(run, 'start');
+      if (started.length) return await failed(stepFailure('start', started), 'start services', started.map((f) => f.member), true);
+    }
+    for (const problem of await Promise.all([appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes)), appendJsonLog(plan, { status: 'switched', gpu: [], unconfirmed_members: [] })])) {
+      if (problem) warnings.push({ message: problem });
+    }
+    const messages = [`AI access switched: '${label(plan.from)}' -> '${plan.to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`];
+    messages.push(...(await refreshTree(options, plan, warnings)));
+    return { status: 'switched', code: 0, from: plan.from, to, flush: plan.flushes, messages, errors: [], warnings, plan, gpu: [], ...base };
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
+    if (!options.env.ANKLUME_KEEP_RUN_DIR) await rm(dir, { recursive: true, force: true });
+    else options.progress(`ai-switch: run files kept in ${dir}`);
+  }
+}
+
+/**
+ * One step on its members: one ansible-playbook run with a time limit; what each member answered.
+ * Returns the members that did not confirm it (all of them when the run reported nothing).
+ */
+async function memberStep(run: Run, step: MemberStep, signal: AbortSignal = run.signal): Promise<{ member: string; why: string }[]> {
+  const n = ++run.step;
+  const playbook = join(run.dir, `${n}-${step}.yml`);
+  const vars = join(run.dir, `${n}-${step}.json`);
+  const result = join(run.dir, `${n}-${step}.answers.json`);
+  await Promise.all([
+    writeFile(playbook, renderClusterPlaybook(run.plan, run.cluster, step)),
+    writeFile(vars, JSON.stringify(clusterExtraVars(run.plan, run.cluster, { memberFiles: run.memberFiles, result }), null, 2) + '\n'),
+  ]);
+  const limit = new AbortController();
+  const timer = setTimeout(() => limit.abort(), STEP_RUN_TIMEOUT_MS);
+  const stop = () => limit.abort();
+  signal.addEventListener('abort', stop, { once: true });
+  if (signal.aborted) limit.abort();
+  const out = lineSplitter(run.options.ansibleOutput);
+  const hosts = stepHosts(run.cluster, step);
+  try {
+    const r = await runPlaybook({
+      playbook,
+      varsFile: vars,
+      extraArgs: ['-i', run.cluster.inventory, '--forks', String(Math.max(5, hosts.length))],
+      env: run.options.env,
+      color: run.options.color,
+      onOutput: out.push,
+      signal: limit.signal,
+      tempDir: join(run.dir, 'tmp'),
+    });
+    out.flush();
+    const answers = await readAnswers(result);
+    const bad = unconfirmed(hosts, answers);
+    if (!answers) {
+      const why = limit.signal.aborted && !signal.aborted ? `the step's time limit (${STEP_RUN_TIMEOUT_MS / 1000} s) passed` : r.spawnError ? `ansible-playbook could not start: ${r.spawnError}` : `ansible-playbook ended (${r.signal ? `signal ${r.signal}` : `exit ${r.exitCode}`}) without reporting`;
+      return hosts.map((member) => ({ member, why }));
+    }
+    return bad;
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', stop);
+  }
+}
+
+async function readAnswers(path: string): Promise<Record<string, MemberAnswer | null> | undefined> {
+  try {
+    const value = JSON.parse(await readFile(path, 'utf8')) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, MemberAnswer | null>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The records on this machine: the state file, and the tree's copy of the ruleset. A problem, or undefined. */
+async function records(plan: SwitchPlan, cluster: ClusterPlan, state: string, ruleset: string): Promise<string | undefined> {
+  const problems: string[] = [];
+  for (const path of cluster.controllerPersist) if (!(await writeState(path, ruleset))) problems.push(`could not write ${path}`);
+  if (!(await writeState(plan.stateFile, state))) problems.push(`could not write ${plan.stateFile}`);
+  return problems.length ? problems.join('; ') : undefined;
+}
+
+/** The project key; a failed or timed-out write is a warning: the sets decide access. */
+async function writeKey(options: SwitchOptions, value: string, warnings: Diagnostic[]): Promise<boolean> {
+  const r = await execa('incus', ['project', 'set', 'ai-tools', HOLDER_KEY, value], { env: options.env, extendEnv: false, reject: false, stdin: 'ignore', timeout: KEY_TIMEOUT_MS }).catch((err: Error) => ({ exitCode: 1, stderr: err.message, shortMessage: err.message, timedOut: false }));
+  if (r.exitCode === 0) return true;
+  warnings.push({ message: keyWarning(value, r.timedOut ? `no answer in ${KEY_TIMEOUT_MS / 1000} s` : String(r.stderr || r.shortMessage || 'failed')) });
+  return false;
+}
+
+/**
+ * Fail closed: the safe state on every member (its own run, with its own time limit, whatever
+ * ended the step: a signal, a dead ansible, a member that did not answer), nobody in both records,
+ * the services started again where they were stopped, and the failure logged with the members
+ * that did not confirm.
+ */
+async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: string, bad: string[], stopped: boolean): Promise<SwitchResult> {
+  const { plan, cluster, options } = run;
+  run.options.progress(`ai-switch: ${what}; restoring the safe state on every member`);
+  // A fresh signal: the one that stopped the step must not stop the safe state too.
+  const safeLeft = await memberStep(run, 'safe', new AbortController().signal);
+  const problems: string[] = [];
+  if (safeLeft.length) problems.push(safeStateLeft(safeLeft));
+  const recorded = await records(plan, cluster, '', plan.rulesetNone);
+  if (recorded) problems.push(recorded);
+  await writeKey(options, '', warnings);
+  let servicesStarted: boolean | 'unknown' = 'unknown';
+  if (stopped && plan.services.length) {
+    const notStarted = await memberStep(run, 'start', new AbortController().signal);
+    servicesStarted = notStarted.length === 0;
+    if (notStarted.length) problems.push(stepFailure('start', notStarted));
+  } else if (!stopped) servicesStarted = true;
+  const unconfirmedMembers = [...new Set([...bad, ...safeLeft.map((f) => f.member)])].sort();
+  const logProblems = await Promise.all([
+    appendLog(plan.logFile, failureLogLine(new Date(), plan.from, plan.to, plan.flushes, what)),
+    appendJsonLog(plan, { status: 'failed', failed_step: step, gpu: [], unconfirmed_members: unconfirmedMembers }),
+  ]);
+  for (const problem of logProblems) if (problem) warnings.push({ message: problem });
+  const nobodyHasAccess = safeLeft.length === 0;
+  const stateFileSaysNobody = !recorded;
+  const finish = `anklume-gen ai-switch --domain ${plan.to} --infra ${options.infraPath}${options.baseDir === '.' ? '' : ` --base-dir ${options.baseDir}`}${plan.flush ? '' : ' --no-flush'}`;
+  const messages = [
+    `ai-switch failed: ${what}`,
+    nobodyHasAccess
+      ? 'Nobody has AI access now on any member (the safe state, read back on every member).'
+      : `The safe state is confirmed on ${cluster.members.filter((m) => !safeLeft.some((f) => f.member === m)).join(', ') || 'no member'}; NOT on ${safeLeft.map((f) => f.member).join(', ')}: check with anklume-gen ai-status once it answers.`,
+    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_KEY}: "" attempted; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
+    `Members that did not confirm: ${unconfirmedMembers.join(', ') || 'none'}.`,
+    `To finish, fix the cause and run again: ${finish}`,
+  ];
+  if (stateFileSaysNobody) messages.push(...(await refreshTree(options, plan, warnings)));
+  const errors: Diagnostic[] = [{ message: `ai-switch failed: ${what}` }, ...problems.map((message) => ({ message }))];
+  return {
+    status: 'failed',
+    code: 1,
+    from: plan.from,
+    to: plan.to,
+    flush: plan.flushes,
+    messages,
+    errors,
+    warnings,
+    plan,
+    failedStep: step,
+    safe: { nobodyHasAccess, stateFileSaysNobody, servicesStarted },
+    gpu: [],
+    members: cluster.members,
+    unconfirmedMembers,
+  };
+}

@@ -1,0 +1,279 @@
+/**
+ * ai-switch on an Incus cluster without a cluster (issue 19): the plan (pure), the per-step
+ * playbook (ansible-playbook --syntax-check), how a member's answer is judged, the dry run, and the
+ * order of the steps with the fail-closed paths.
+ *
+ * STAND-INS (fast unit tests only): for the order and the failures, `ansible-playbook` and `incus`
+ * are recording stand-ins first on PATH: the ansible-playbook stand-in writes, for each step, the
+ * answers file the real member_report.yml writes, as every member answering, or with one member
+ * unreachable (STANDIN_FAIL=step:member), or dies without a report (STANDIN_DIE=step); the incus
+ * stand-in records the project key's writes. The dry run runs with stand-ins that fail if called.
+ * The real thing, on three real Incus members over SSH, is test/cluster-switch-e2e.test.ts.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { ansibleEnv } from '../generator/aiswitch/ansible.ts';
+import { planSwitch } from '../generator/aiswitch/aiPlan.ts';
+import { clusterExtraVars, clusterForgetPairs, describeClusterPlan, judgeAnswer, planCluster, renderClusterPlaybook, stepHosts, unconfirmed, type MemberStep } from '../generator/aiswitch/clusterPlan.ts';
+import { enrich } from '../generator/infra/enrich.ts';
+import { analyse } from '../generator/infra/infra.ts';
+import type { Infra } from '../generator/core/types.ts';
+import { runCli } from './helpers/cli.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+import { ForbiddenTools } from './helpers/standins.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLUSTER = join(ROOT, 'examples/cluster.yml');
+
+function infra(): Infra {
+  const a = analyse([{ file: CLUSTER, text: readFileSync(CLUSTER, 'utf8'), role: 'single' }], { yolo: false });
+  assert.ok(a.infra, JSON.stringify(a.errors));
+  return enrich(a.infra).infra;
+}
+
+function plans(flush = true) {
+  const i = infra();
+  const plan = planSwitch({ infra: i, infraPath: CLUSTER, from: 'pro', to: 'perso', flush, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'], procRoot: '/proc' });
+  plan.forgetPairs = clusterForgetPairs(i);
+  return { infra: i, plan, cluster: planCluster(plan, i, { inventory: '/t/inventory/_cluster.yml', installedRuleset: '/etc/nftables.d/anklume.nft', baseCopy: '/t/nftables/anklume.nft' }) };
+}
+
+describe('ai-switch on a cluster: the plan (pure)', () => {
+  it('every member, the GPU machine\'s member, each member\'s boot copy, what the grant reads back', () => {
+    const { cluster, plan } = plans();
+    assert.deepEqual(cluster.members, ['desk', 'gpu-box']);
+    assert.deepEqual(cluster.gpuMembers, [{ member: 'gpu-box', machines: ['gpu-server'] }]);
+    assert.deepEqual(cluster.memberPersist, ['/etc/nftables.d/anklume.nft']);
+    assert.deepEqual(cluster.controllerPersist, ['/t/nftables/anklume.nft']);
+    assert.deepEqual(cluster.expectGrant, { ai_holder: ['net-perso'], ai_holder_subnet: ['10.100.1.0/24'] });
+    assert.deepEqual(stepHosts(cluster, 'revoke'), ['desk', 'gpu-box']);
+    assert.deepEqual(stepHosts(cluster, 'stop'), ['gpu-box']);
+    assert.deepEqual(stepHosts(cluster, 'start'), ['gpu-box']);
+    assert.deepEqual(stepHosts(cluster, 'safe'), ['desk', 'gpu-box']);
+    // From the records, not a live set: every client domain's connections with ai-tools are forgotten.
+    assert.equal(plan.forgetPairs.length, 2 * (Object.keys(infra().domains).length - 1));
+    assert.match(plan.revokeBatch, /delete element inet anklume ai_holder_subnet/);
+    assert.match(plan.grantBatch, /add element inet anklume ai_holder_subnet \{\n\t10\.100\.1\.0\/24,/);
+  });
+
+  it('the dry run says every member\'s steps, the records and the batches', () => {
+    const { cluster, plan } = plans(false);
+    const text = describeClusterPlan(plan, cluster).join('\n');
+    assert.match(text, /^ai-switch plan \(dry run: nothing is changed\)$/m);
+    assert.match(text, /On an Incus cluster of 2 members \(desk, gpu-box\), reached through Ansible with \/t\/inventory\/_cluster\.yml/);
+    assert.match(text, /^ {2}0 record nobody: the Incus project key user\.anklume\.ai_holder on ai-tools set to ""/m);
+    assert.match(text, /^ {2}1 on every member \(desk, gpu-box\): revoke 'pro' .*read ai_holder and ai_holder_subnet back \(empty\).*write its boot copy \/etc\/nftables\.d\/anklume\.nft/m);
+    assert.match(text, /^ {4}then, every member confirmed: \/s\/state says nobody/m);
+    assert.match(text, /^ {2}2 on gpu-box \(gpu-server\): stop ollama, speaches \(no flush\)$/m);
+    assert.match(text, /^ {2}3 on every member \(desk, gpu-box\): grant 'perso' .*ai_holder = \[net-perso\], ai_holder_subnet = \[10\.100\.1\.0\/24\]/m);
+    assert.match(text, /the project key user\.anklume\.ai_holder = 'perso'/);
+    assert.match(text, /^ {2}4 on gpu-box \(gpu-server\): start ollama, speaches$/m);
+    assert.match(text, /the switch fails \(exit 1\) naming the member/);
+    assert.match(text, /^Ruleset change, step 1 \(revoke, on every member\):\n#!\/usr\/sbin\/nft -f/m);
+    assert.match(text, /^Ruleset change, step 3 \(grant, on every member\):\n#!\/usr\/sbin\/nft -f/m);
+    assert.match(text, /\nSECURITY: --no-flush/);
+    assert.doesNotMatch(text, /Steps: 1 revoke/, 'not the one-host step list');
+  });
+
+  it('judges a member by its answer: none, unreachable, a failed task, a failed step, a failed flush, confirmed', () => {
+    assert.match(judgeAnswer(null)!, /gave no answer/);
+    assert.match(judgeAnswer({ unreachable: 'ssh: connect to host 100.64.1.103 port 22: Connection refused' })!, /^unreachable: ssh: connect/);
+    assert.equal(judgeAnswer({ unreachable: '', error: 'The step: The command action failed to execute in the expected time frame (30) and was terminated' }), 'The step: The command action failed to execute in the expected time frame (30) and was terminated');
+    assert.equal(judgeAnswer({ unreachable: '', error: '', rc: '1', stdout: '{"failed_step": "Check that nobody holds AI access", "changed": []}', stderr: 'ai_holder_subnet holds [10.1.2.0/24], expected []' }), 'Check that nobody holds AI access: ai_holder_subnet holds [10.1.2.0/24], expected []');
+    assert.match(judgeAnswer({ unreachable: '', error: '', rc: '-1', msg: '' })!, /^the step did not run/);
+    assert.match(judgeAnswer({ unreachable: '', error: '', rc: '0', flush_failed: 'gpu-server: verify failed' })!, /^the GPU flush failed: gpu-server/);
+    assert.equal(judgeAnswer({ unreachable: '', error: '', rc: '0', stdout: '{"changed": []}', stderr: '', flush_failed: '' }), undefined);
+    assert.deepEqual(unconfirmed(['a', 'b', 'c'], { a: { rc: 0 }, b: null }), [{ member: 'b', why: judgeAnswer(null) }, { member: 'c', why: judgeAnswer(undefined) }]);
+    assert.equal(unconfirmed(['a'], undefined).length, 1, 'no report at all: nobody confirmed');
+  });
+
+  it('each step\'s playbook passes ansible-playbook --syntax-check, over the members it names', async () => {
+    const t = testEnv('anklume-ai-switch-cluster-syntax-');
+    try {
+      const { cluster, plan } = plans();
+      const inventory = join(t.dir, 'inventory.yml');
+      writeFileSync(inventory, 'all:\n  children:\n    anklume_cluster:\n      hosts:\n        desk: {}\n        gpu-box: {}\n');
+      writeFileSync(join(t.dir, 'vars.json'), JSON.stringify(clusterExtraVars(plan, cluster, { memberFiles: join(t.dir, 'member'), result: join(t.dir, 'answers.json') })));
+      for (const step of ['revoke', 'stop', 'grant', 'start', 'safe'] as MemberStep[]) {
+        const text = renderClusterPlaybook(plan, cluster, step);
+        assert.ok(text.includes(`\n  hosts:\n${stepHosts(cluster, step).map((h) => `    - ${JSON.stringify(h)}\n`).join('')}`), `${step}: its members`);
+        assert.match(text, /^ {2}ignore_unreachable: true$/m);
+        const file = join(t.dir, `${step}.yml`);
+        writeFileSync(file, text);
+        const r = await execa('ansible-playbook', [file, '-i', inventory, '-e', `@${join(t.dir, 'vars.json')}`, '--syntax-check'], { env: ansibleEnv(process.env, false), reject: false });
+        assert.equal(r.exitCode, 0, `${step}: ${r.stdout}\n${r.stderr}`);
+      }
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+const ANSIBLE_LINT_MISSING = (await execa('ansible-lint', ['--version'], { reject: false })).exitCode === undefined ? 'ansible-lint is not installed (Debian package ansible-lint: make deps)' : false;
+
+describe('ai-switch on a cluster: ansible-lint', () => {
+  // Without ansible-lint this is reported as skipped, never counted as a pass.
+  it('each step\'s playbook passes ansible-lint (production profile) with the role', { skip: ANSIBLE_LINT_MISSING }, async () => {
+    const t = testEnv('anklume-ai-switch-cluster-lint-');
+    try {
+      const { cluster, plan } = plans();
+      const files = (['revoke', 'stop', 'grant', 'start', 'safe'] as MemberStep[]).map((step) => {
+        writeFileSync(join(t.dir, `${step}.yml`), renderClusterPlaybook(plan, cluster, step));
+        return `${step}.yml`;
+      });
+      const lint = await execa('ansible-lint', ['--nocolor', '--offline', '--profile', 'production', ...files], { cwd: t.dir, env: { ...ansibleEnv(process.env, false), NO_COLOR: '1' }, reject: false });
+      assert.equal(lint.exitCode, 0, `${lint.shortMessage}\n${lint.stdout}\n${lint.stderr}`);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
+
+/** The ansible-playbook stand-in: the answers member_report.yml would write, and a journal. */
+const ANSIBLE_STANDIN = `#!/usr/bin/env python3
+# STAND-IN for ansible-playbook (test/ai-switch-cluster.test.ts): no member is reached.
+import json, os, re, sys
+args = sys.argv[1:]
+playbook = args[0]
+variables = json.load(open(args[args.index("-e") + 1][1:]))
+step = re.match(r"\\d+-(\\w+)\\.yml$", os.path.basename(playbook)).group(1)
+hosts = [json.loads(h) for h in re.search(r"^  hosts:\\n((?:    - .*\\n)+)", open(playbook).read(), re.M).group(1).replace("    - ", "").split()]
+with open(os.environ["STANDIN_JOURNAL"], "a") as j:
+    j.write("ansible-playbook %s %s -i %s\\n" % (step, ",".join(hosts), args[args.index("-i") + 1]))
+if os.environ.get("STANDIN_DIE") == step:
+    os._exit(137)
+fail = dict(x.split(":") for x in os.environ.get("STANDIN_FAIL", "").split(",") if x)
+ok = {"unreachable": "", "error": "", "rc": "0", "msg": "", "stdout": '{"changed": []}', "stderr": "", "flush_failed": ""}
+answers = {h: (dict(ok, unreachable="ssh: connect to host %s port 22: Connection refused" % h, rc="-1", stdout="") if fail.get(step) == h else ok) for h in hosts}
+json.dump(answers, open(variables["ai_switch_result_file"], "w"))
+`;
+
+const INCUS_STANDIN = `#!/bin/sh
+# STAND-IN for incus (test/ai-switch-cluster.test.ts): records the project key's writes.
+echo "incus $*" >> "$STANDIN_JOURNAL"
+`;
+
+describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS for ansible-playbook and incus)', () => {
+  let t: TestEnv;
+  let env: NodeJS.ProcessEnv;
+  let journal: string;
+  let forbidden: ForbiddenTools;
+  before(async () => {
+    t = testEnv('anklume-ai-switch-cluster-');
+    forbidden = ForbiddenTools.create();
+    const bin = join(t.dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'ansible-playbook'), ANSIBLE_STANDIN, { mode: 0o755 });
+    writeFileSync(join(bin, 'incus'), INCUS_STANDIN, { mode: 0o755 });
+    journal = join(t.dir, 'journal');
+    env = { ...t.env, PATH: `${bin}:${process.env.PATH}`, STANDIN_JOURNAL: journal };
+    const s = await runCli(['sync', CLUSTER, '--base-dir', t.baseDir, '-q'], t.env);
+    assert.equal(s.code, 0, s.stderr);
+  });
+  after(() => t.cleanup());
+
+  const inventory = () => join(t.baseDir, 'inventory/_cluster.yml');
+  const stateFile = () => t.env.ANKLUME_STATE_FILE as string;
+  const jsonLog = () => readFileSync((t.env.ANKLUME_LOG_FILE as string).replace(/\.log$/, '.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const switchTo = async (domain: string, extra: NodeJS.ProcessEnv = {}, flags: string[] = []) => {
+    rmSync(journal, { force: true });
+    const r = await runCli(['ai-switch', '--domain', domain, '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft'), ...flags], { ...env, ...extra });
+    return { ...r, journal: existsSync(journal) ? readFileSync(journal, 'utf8').replace(/\n$/, '').split('\n') : [] };
+  };
+
+  it('--dry-run: nothing runs (ansible-playbook, incus and nft fail if called), every member\'s steps are said', async () => {
+    const r = await runCli(['ai-switch', '--domain', 'perso', '--infra', CLUSTER, '--base-dir', t.baseDir, '--dry-run'], forbidden.env(t.env));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^ {2}1 on every member \(desk, gpu-box\): revoke 'pro'/m);
+    assert.match(r.stdout, /^ {2}3 on every member \(desk, gpu-box\): grant 'perso'/m);
+    assert.ok(!existsSync(stateFile()), 'nothing written');
+  });
+
+  it('a switch: the key says nobody, revoke on every member, the records, stop and flush on gpu-box, grant on every member, the records and the key, start on gpu-box', async () => {
+    const r = await switchTo('perso', {}, ['--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const inv = inventory();
+    assert.deepEqual(r.journal, [
+      'incus project set ai-tools user.anklume.ai_holder ',
+      `ansible-playbook revoke desk,gpu-box -i ${inv}`,
+      `ansible-playbook stop gpu-box -i ${inv}`,
+      `ansible-playbook grant desk,gpu-box -i ${inv}`,
+      'incus project set ai-tools user.anklume.ai_holder perso',
+      `ansible-playbook start gpu-box -i ${inv}`,
+    ]);
+    assert.equal(readFileSync(stateFile(), 'utf8'), 'perso\n');
+    assert.match(readFileSync(join(t.baseDir, 'nftables/anklume.nft'), 'utf8'), /the bridge that holds AI access: perso/);
+    const doc = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.equal(doc.status, 'switched');
+    assert.deepEqual([doc.members, doc.unconfirmed_members], [['desk', 'gpu-box'], []]);
+    assert.deepEqual(jsonLog().at(-1)?.unconfirmed_members, []);
+  });
+
+  it('a member that cannot be revoked: the safe state on every member, nobody in the records, no flush or grant, exit 1 naming it', async () => {
+    const r = await switchTo('pro', { STANDIN_FAIL: 'revoke:gpu-box' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^ai-switch failed: member gpu-box could not be revoked \(unreachable: ssh: connect to host gpu-box port 22: Connection refused\): its own machines may still reach ai-tools machines on it until it is revoked; every other path to ai-tools is closed$/m);
+    assert.match(r.stderr, /^Members that did not confirm: gpu-box\.$/m);
+    const inv = inventory();
+    assert.deepEqual(r.journal, [
+      'incus project set ai-tools user.anklume.ai_holder ',
+      `ansible-playbook revoke desk,gpu-box -i ${inv}`,
+      `ansible-playbook safe desk,gpu-box -i ${inv}`,
+      'incus project set ai-tools user.anklume.ai_holder ',
+    ], 'no stop, flush or grant; the services were never stopped');
+    assert.equal(readFileSync(stateFile(), 'utf8'), '');
+    const last = jsonLog().at(-1)!;
+    assert.deepEqual([last.status, last.failed_step, last.unconfirmed_members], ['failed', 'revoke', ['gpu-box']]);
+  });
+
+  it('a member that cannot be granted: the grant withdrawn (the safe state on every member), the services started again, nobody recorded', async () => {
+    const r = await switchTo('pro', { STANDIN_FAIL: 'grant:desk' }, ['--json']);
+    assert.equal(r.code, 1, r.stderr);
+    const doc = JSON.parse(r.stdout) as { errors: { message: string }[]; unconfirmed_members: string[]; failed_step: string };
+    assert.match(doc.errors[0].message, /^ai-switch failed: member desk could not be granted \(unreachable: .*\): the grant was withdrawn on every member that answered/);
+    assert.deepEqual([doc.failed_step, doc.unconfirmed_members], ['grant', ['desk']]);
+    const inv = inventory();
+    assert.deepEqual(r.journal.slice(2), [
+      `ansible-playbook stop gpu-box -i ${inv}`,
+      `ansible-playbook grant desk,gpu-box -i ${inv}`,
+      `ansible-playbook safe desk,gpu-box -i ${inv}`,
+      'incus project set ai-tools user.anklume.ai_holder ',
+      `ansible-playbook start gpu-box -i ${inv}`,
+    ]);
+    assert.equal(readFileSync(stateFile(), 'utf8'), '');
+  });
+
+  it('ansible-playbook dies during a step without reporting: every member unconfirmed, the safe state from anklume-gen itself, exit 1', async () => {
+    const r = await switchTo('pro', { STANDIN_DIE: 'revoke' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /member desk could not be revoked \(ansible-playbook ended \(exit 137\) without reporting\)/);
+    assert.match(r.stderr, /member gpu-box could not be revoked/);
+    assert.equal(r.journal.filter((l) => l.startsWith('ansible-playbook safe desk,gpu-box')).length, 1);
+    assert.equal(readFileSync(stateFile(), 'utf8'), '');
+    assert.deepEqual(jsonLog().at(-1)?.unconfirmed_members, ['desk', 'gpu-box']);
+  });
+
+  it('the safe state that cannot reach a member says so: that member named, the others confirmed', async () => {
+    const r = await switchTo('pro', { STANDIN_FAIL: 'revoke:gpu-box,safe:gpu-box' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /The safe state is confirmed on desk; NOT on gpu-box/);
+    assert.match(r.stderr, /error: the safe state could not be confirmed on gpu-box/);
+  });
+
+  it('without the members\' inventory: refused before anything runs', async () => {
+    rmSync(inventory());
+    try {
+      const r = await switchTo('perso');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /inventory\/_cluster\.yml does not exist: the switch reaches the members through the inventory sync writes/);
+      assert.deepEqual(r.journal, []);
+    } finally {
+      const s = await runCli(['sync', CLUSTER, '--base-dir', t.baseDir, '-q'], t.env);
+      assert.equal(s.code, 0, s.stderr);
+    }
+  });
+});
