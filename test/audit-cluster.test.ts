@@ -5,7 +5,7 @@
  * cluster part (aiStatus.ts). The real cluster, drift made by hand and a member whose sshd is
  * killed, is in test/cluster-apply-e2e.test.ts.
  */
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +17,9 @@ import { analyse } from '../generator/infra/infra.ts';
 import { enrich } from '../generator/infra/enrich.ts';
 import { renderRuleset } from '../generator/nftables/nftables.ts';
 import { domainSubnet } from '../generator/nftables/memberSets.ts';
+import { runCli } from './helpers/cli.ts';
+import { testEnv, type TestEnv } from './helpers/env.ts';
+import { ForbiddenTools } from './helpers/standins.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'examples/cluster.yml');
@@ -217,5 +220,50 @@ describe('ai-status on a cluster: every member and the records (stand-in reading
     });
     const none = clusterStatus(base, 'pro', { desk: { ok: false, why: 'x' } }, { written: false }, subnetOf);
     assert.deepEqual(none.live, { error: 'no member of the cluster could be read' });
+  });
+});
+
+describe('the commands on a cluster, their shapes (stand-ins: ansible-playbook, incus and nft fail when called)', () => {
+  let t: TestEnv;
+  let forbidden: ForbiddenTools;
+  before(async () => {
+    t = testEnv();
+    const r = await runCli(['sync', 'examples/cluster.yml', '--base-dir', t.baseDir, '-q'], t.env);
+    assert.equal(r.code, 0, r.stderr);
+    forbidden = ForbiddenTools.create();
+  });
+  after(() => {
+    forbidden?.cleanup();
+    t?.cleanup();
+  });
+
+  it('audit --json: the one-host document plus members and holder_record; every member not checked, exit 1', async () => {
+    const r = await runCli(['audit', '--json', '--infra', 'examples/cluster.yml', '--base-dir', t.baseDir], forbidden.env(t.env));
+    assert.equal(r.code, 1, r.stderr);
+    const doc = JSON.parse(r.stdout) as { clean: boolean; members: Record<string, string>; unchecked: { check: string; why: string }[]; holder_record: unknown };
+    assert.deepEqual(Object.keys(doc), ['clean', 'holder', 'findings', 'unchecked', 'members', 'holder_record']);
+    assert.deepEqual([doc.clean, doc.members], [false, { desk: 'not checked', 'gpu-box': 'not checked' }]);
+    assert.deepEqual(doc.unchecked.filter((u) => u.check === 'members').map((u) => u.why.split(':')[0]), ['member desk was not read', 'member gpu-box was not read']);
+    assert.ok('error' in (doc.holder_record as object), 'the record could not be read from the stand-in incus');
+    const calls = forbidden.calls().map((c) => `${c.tool} ${c.args}`);
+    assert.ok(calls.some((c) => /^ansible-playbook \S+read-members\.yml -e @\S+ -i \S+inventory\/_cluster\.yml$/.test(c)), calls.join('\n'));
+    assert.ok(calls.some((c) => / --limit anklume_cluster --tags nftables,networks --check /.test(c)), "the members' play under --check");
+    assert.ok(!calls.some((c) => c.startsWith('nft ')), "this host's nft is not read on a cluster");
+    forbidden.reset();
+  });
+
+  it('ai-status --json: the one-host document plus cluster (each member, the record); a tree without the inventory is said', async () => {
+    const r = await runCli(['ai-status', '--json', '--infra', 'examples/cluster.yml', '--base-dir', t.baseDir], forbidden.env(t.env));
+    assert.equal(r.code, 1, r.stderr);
+    const doc = JSON.parse(r.stdout) as { live: unknown; cluster: { members: { member: string; read: boolean }[] } };
+    assert.deepEqual(Object.keys(doc), ['holder', 'holder_source', 'state_file', 'live', 'history', 'last_flush', 'problems', 'cluster']);
+    assert.deepEqual(doc.live, { error: 'no member of the cluster could be read' });
+    assert.deepEqual(doc.cluster.members.map((m) => [m.member, m.read]), [['desk', false], ['gpu-box', false]]);
+    assert.ok(!forbidden.calls().some((c) => c.tool === 'nft'), "this host's nft is not read on a cluster");
+    forbidden.reset();
+    const none = await runCli(['ai-status', '--infra', 'examples/cluster.yml', '--base-dir', join(t.dir, 'nowhere')], forbidden.env(t.env));
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /inventory\/_cluster\.yml: no inventory of the cluster's members to read their holder sets through; write it with 'anklume-gen sync/);
+    forbidden.assertNoneCalled();
   });
 });

@@ -18,7 +18,11 @@
  *   - a machine whose member changes is stopped, moved and started, every member's routes follow,
  *     and then nothing is left to do;
  *   - `apply --check` says all of it beforehand: Incus's objects, and each member's table and
- *     routes (the members' play under --check), and nothing once applied.
+ *     routes (the members' play under --check), and nothing once applied;
+ *   - `ai-status` and `audit` read every member (over SSH, read-only: every member's ruleset,
+ *     routes and boot copy are the same after them): clean once applied; a holder set flushed on
+ *     one member and a route deleted on another are named with their member, exit 1; a member
+ *     whose sshd is killed is NOT READ / NOT CHECKED, exit 1, the others still checked.
  * The members share the machine's filesystem: the ruleset's boot copy goes to a folder per member
  * under the test's own, and no boot configuration is touched.
  *
@@ -30,7 +34,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { testEnv, type TestEnv } from './helpers/env.ts';
@@ -311,5 +315,58 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     const again = await apply();
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /already applied, nothing changed/);
+  });
+  it('ai-status and audit read every member, read-only: clean after apply; drift on one member is named with it (exit 1); a member whose sshd is killed is NOT CHECKED (exit 1)', async () => {
+    const infra = join(t.dir, 'tree.yml');
+    const status = () => cli(['ai-status', '--infra', infra, '--base-dir', tree()]);
+    const audit = (...extra: string[]) => cli(['audit', '--infra', infra, '--base-dir', tree(), ...extra, '--', '-e', perMember()]);
+    /** What a read-only command must leave as it was: each member's ruleset, routes, sysctls, boot copy. */
+    const state = async () => Promise.all(Object.keys(MEMBERS).map(async (m) => [
+      await inMember(m, ['nft', '--stateless', 'list', 'ruleset']),
+      await inMember(m, ['ip', '-4', 'route', 'show', 'table', 'all']),
+      await inMember(m, ['sysctl', 'net.ipv4.ip_forward', ...Object.keys(DOMAINS).map((d) => `net.ipv4.conf.net-${d}.proxy_arp`)]),
+      ...readdirSync(join(t.dir, 'nft', m)).map((f) => readFileSync(join(t.dir, 'nft', m, f), 'utf8')),
+    ].join('\n')));
+    const before = await state();
+    const ok = await timed('ai-status on 3 members', status);
+    assert.equal(ok.code, 0, ok.out);
+    for (const m of Object.keys(MEMBERS)) assert.match(ok.out, new RegExp(`^Member ${m}: agrees \\(ai_holder: net-pro; ai_holder_subnet: 10\\.120\\.2\\.0/24\\)$`, 'm'));
+    assert.match(ok.out, /^Cluster record \(user\.anklume\.ai_holder on project ai-tools\): not written \(no switch on this cluster yet\)$/m);
+    const clean = await timed('audit on 3 members', () => audit());
+    assert.equal(clean.code, 0, clean.out);
+    assert.match(clean.out, /^clean: every member of the cluster \(m1, m2, m3\) is what the tree and infra\.yml say$/m);
+    assert.deepEqual(await state(), before, 'ai-status and audit changed nothing on any member');
+
+    // Drift by hand: m2's holder set emptied, one of m3's routes removed.
+    await inMember('m2', ['nft', 'flush', 'set', 'inet', 'anklume', 'ai_holder']);
+    const [gone] = expectedRoutes('m3', { 'perso-desktop': 'm1' });
+    await inMember('m3', ['ip', 'route', 'del', gone.split(' ')[0], 'proto', '250']);
+    const drift = await timed('audit with drift on m2 and m3', () => audit());
+    assert.equal(drift.code, 1, drift.out);
+    const findings = drift.out.split('\n').filter((l) => l.startsWith('FINDING'));
+    assert.deepEqual(findings, [
+      'FINDING (ruleset): member m2: its live table inet anklume is not the ruleset of the tree',
+      "FINDING (holder): member m2: its live ai_holder set gives AI access to nobody (ai_holder_subnet: 10.120.2.0/24), the state file to 'pro'",
+      'FINDING (routes): member m3: its routes to the machines of the other members, IPv4 forwarding or proxy ARP on the domain bridges are not what the tree says: machines on other members are not reached as infra.yml places them',
+    ]);
+    const disagree = await status();
+    assert.equal(disagree.code, 1, disagree.out);
+    assert.match(disagree.out, /^Member m2: DISAGREES \(ai_holder: empty; ai_holder_subnet: 10\.120\.2\.0\/24\)$/m);
+    assert.match(disagree.out, /^Member m1: agrees/m);
+
+    // m2 unreachable: every sshd of its namespace killed (the listener and any session), new SSH
+    // connections (no master of an earlier run to reuse).
+    for (const pid of (await execa('ip', ['netns', 'pids', 'akc-m2'])).stdout.split('\n').filter(Boolean)) {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sshd') process.kill(Number(pid), 'SIGKILL');
+    }
+    env = { ...env, ANSIBLE_SSH_CONTROL_PATH_DIR: join(t.dir, 'ssh-after-kill') };
+    const lost = await timed('audit with m2 unreachable', () => audit());
+    assert.equal(lost.code, 1, lost.out);
+    assert.match(lost.out, /^NOT CHECKED \(members\): member m2 was not read: Ansible cannot reach it: .*Connection refused/m);
+    assert.match(lost.out, /^FINDING \(routes\): member m3: /m, 'the other members are still checked');
+    assert.match(lost.out, /members checked: m1, m3; NOT CHECKED: m2: not a clean cluster$/m);
+    const unread = await status();
+    assert.equal(unread.code, 1, unread.out);
+    assert.match(unread.out, /^Member m2: NOT READ \(Ansible cannot reach it: .*Connection refused/m);
   });
 });
