@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { judgeCluster, type ClusterReadings } from '../generator/audit/clusterChecks.ts';
 import { memberReadings, readScript, sections, subnetsFromSetJson, type MemberReadings } from '../generator/audit/memberReader.ts';
-import { clusterStatus, formatCluster, statusAgrees, type StatusReport } from '../generator/aiswitch/aiStatus.ts';
+import { clusterStatus, formatCluster, lastUnconfirmed, statusAgrees, type StatusReport } from '../generator/aiswitch/aiStatus.ts';
 import { analyse } from '../generator/infra/infra.ts';
 import { enrich } from '../generator/infra/enrich.ts';
 import { renderRuleset } from '../generator/nftables/nftables.ts';
@@ -217,7 +217,16 @@ describe('ai-status on a cluster: every member and the records (stand-in reading
         { member: 'gpu-box', read: false, error: 'Ansible cannot reach it: Connection refused' },
       ],
       record: { written: true, holder: null },
+      last_switch_unconfirmed: null,
     });
+    const log = [
+      JSON.stringify({ time: '2026-12-06T05:00:00Z', status: 'failed', from: 'pro', to: 'perso', gpu: [], unconfirmed_members: ['gpu-box'] }),
+      'torn {',
+    ].join('\n');
+    const after = clusterStatus(base, 'pro', { desk: agreeing }, { written: true, holder: 'pro' }, subnetOf, lastUnconfirmed(log));
+    assert.equal(formatCluster(after.cluster!).at(-1), 'Last switch (2026-12-06T05:00:00Z, failed) could not confirm: gpu-box (the lines above say where each member stands now)');
+    assert.ok(statusAgrees(after), 'history, not the truth: the live sets decide');
+    assert.equal(lastUnconfirmed(`${log}\n${JSON.stringify({ time: 't', status: 'switched', gpu: [], unconfirmed_members: [] })}`), null, 'a later switch that confirmed every member');
     const none = clusterStatus(base, 'pro', { desk: { ok: false, why: 'x' } }, { written: false }, subnetOf);
     assert.deepEqual(none.live, { error: 'no member of the cluster could be read' });
   });

@@ -111,17 +111,18 @@ export async function status(opts: { infra: Infra | undefined; stateFile: string
   const [state, live, history] = await Promise.all([readHolderState(opts.stateFile), thisHost, readHistory(opts.logFile, opts.history)]);
   const sh = stateHolder(state, opts.infra, opts.stateFile);
   const problems = sh.problem ? [sh.problem] : [];
+  const jsonLog = readIfExists(opts.jsonLogFile);
   const base = {
     holder: sh.holder ?? null,
     holder_source: sh.source,
     state_file: opts.stateFile,
     history,
-    last_flush: lastFlush(readIfExists(opts.jsonLogFile)),
+    last_flush: lastFlush(jsonLog),
   };
   if (!live) {
     const c = opts.cluster!;
     const { history: h, last_flush: f, ...head } = base;
-    return clusterStatus({ ...head, live: { error: '' }, history: h, last_flush: f, problems }, sh.holder, c.members, c.record, c.subnetOf);
+    return clusterStatus({ ...head, live: { error: '' }, history: h, last_flush: f, problems }, sh.holder, c.members, c.record, c.subnetOf, lastUnconfirmed(jsonLog));
   }
   const report: StatusReport = {
     holder: base.holder,
@@ -174,6 +175,28 @@ export type MemberStatus =
 export interface ClusterStatus {
   members: MemberStatus[];
   record: HolderRecord;
+  /** The members the last switch could not confirm (its JSON log line), or null when it confirmed every one. */
+  last_switch_unconfirmed: { time: string; status: string; members: string[] } | null;
+}
+
+/**
+ * The members the last switch of the JSON log did not confirm (ai-switch writes
+ * `unconfirmed_members` on a cluster), or null. History, not the truth: the members' live sets
+ * say where each stands now, and apply-nftables may have reached them since.
+ */
+export function lastUnconfirmed(jsonLog: string | undefined): ClusterStatus['last_switch_unconfirmed'] {
+  const lines = (jsonLog ?? '').split('\n').filter((l) => l.trim() !== '');
+  for (const line of lines.reverse()) {
+    try {
+      const entry = JSON.parse(line) as { time?: unknown; status?: unknown; unconfirmed_members?: unknown };
+      if (typeof entry.time !== 'string') continue;
+      const members = Array.isArray(entry.unconfirmed_members) ? entry.unconfirmed_members.filter((m): m is string => typeof m === 'string') : [];
+      return members.length ? { time: entry.time, status: String(entry.status), members } : null;
+    } catch {
+      // A torn or foreign line: the one before it may still say it.
+    }
+  }
+  return null;
 }
 
 /** Whether a member's sets say `holder` (null: nobody) holds access: its bridge, and its subnet. */
@@ -190,7 +213,7 @@ const setText = (items: string[] | null, show: (s: string) => string = (s) => s)
  * The cluster's part of ai-status: each member's sets against the state file, and the cluster's
  * record against it; every disagreement and every member not read is a problem (exit 1).
  */
-export function clusterStatus(report: StatusReport, stateHolderValue: string | null | undefined, members: Record<string, MemberHolderRead>, record: HolderRecord, subnetOf: (domain: string) => string): StatusReport {
+export function clusterStatus(report: StatusReport, stateHolderValue: string | null | undefined, members: Record<string, MemberHolderRead>, record: HolderRecord, subnetOf: (domain: string) => string, unconfirmed: ClusterStatus['last_switch_unconfirmed'] = null): StatusReport {
   const statuses = Object.entries(members).map(([member, r]): MemberStatus => (r.ok
     ? { member, read: true, ai_holder: r.holders ?? null, ai_holder_subnet: r.subnets ?? null, agrees: memberAgrees(r, stateHolderValue, subnetOf) }
     : { member, read: false, error: r.why }));
@@ -209,7 +232,7 @@ export function clusterStatus(report: StatusReport, stateHolderValue: string | n
   const live: StatusReport['live'] = read.length
     ? { holders: [...new Set(read.flatMap((s) => s.ai_holder ?? []))].sort(), agrees: read.length === statuses.length && read.every((s) => s.agrees) }
     : { error: 'no member of the cluster could be read' };
-  return { ...report, live, problems, cluster: { members: statuses, record } };
+  return { ...report, live, problems, cluster: { members: statuses, record, last_switch_unconfirmed: unconfirmed } };
 }
 
 /** Whether ai-status found everything in agreement: on a cluster, every member and the record too. */
@@ -229,5 +252,7 @@ export function formatCluster(c: ClusterStatus): string[] {
       ? `Member ${s.member}: ${s.agrees ? 'agrees' : 'DISAGREES'} (ai_holder: ${setText(s.ai_holder, (h) => `net-${h}`)}; ai_holder_subnet: ${setText(s.ai_holder_subnet)})`
       : `Member ${s.member}: NOT READ (${s.error})`);
   }
+  const u = c.last_switch_unconfirmed;
+  if (u) lines.push(`Last switch (${u.time}, ${u.status}) could not confirm: ${u.members.join(', ')} (the lines above say where each member stands now)`);
   return lines;
 }
