@@ -13,7 +13,10 @@
  *     before a switch: exit 1 naming m3 (`member m3 could not be revoked`), unconfirmed_members
  *     ["m3"] in --json and the JSON log, the state file and the key say nobody, m1 and m2 empty,
  *     and packets from m3's machine to ai-tools on m2 are dropped (m2 judges them), while m3
- *     still holds the old grant; once m3 answers again, a switch reaches it.
+ *     still holds the old grant; once m3 answers again, a switch reaches it;
+ *   - m3's sshd killed during a switch, once m3's own sets read empty (it revoked) and before the
+ *     grant: exit 1 naming m3 (`could not be granted`), the grant withdrawn on m1 and m2, nobody
+ *     anywhere and in the records.
  * No GPU here: ai-tools has no GPU machine, so no service is stopped and nothing is flushed (the
  * flush and services on a member are in test/ai-switch-cluster.test.ts with stand-ins; one host's
  * flush in test/ai-switch-e2e.test.ts). The members share the machine's filesystem: the switch's
@@ -157,11 +160,28 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     const pids = (await execa('ip', ['netns', 'pids', `akc-${m}`], { reject: false })).stdout.split('\n').filter(Boolean);
     return pids.filter((pid) => {
       try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sshd';
+        // A killed process stays listed until its parent reaps it (state Z): it serves nothing.
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sshd' && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
       } catch {
         return false;
       }
     });
+  };
+  /** Every sshd of member m killed, and gone (waited for, not timed). */
+  const killSshd = async (m: string) => {
+    let left = await sshdOf(m);
+    while (left.length) {
+      for (const pid of left) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+      left = await sshdOf(m);
+    }
   };
 
   before(async () => {
@@ -248,10 +268,8 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
   it('a member killed before a switch (every sshd of m3): exit 1 naming m3, the safe state on m1 and m2, nobody in the records, m3\'s machine dropped by m2; once m3 answers again a switch reaches it', async () => {
     const toPerso = await aiSwitch('perso', '--no-flush');
     assert.equal(toPerso.code, 0, `${toPerso.out}\n${toPerso.err}`);
-    const sshd = await sshdOf('m3');
-    assert.ok(sshd.length > 0, 'm3 runs an sshd');
-    for (const pid of sshd) process.kill(Number(pid), 'SIGKILL');
-    assert.deepEqual(await sshdOf('m3'), [], 'no sshd left on m3: no kept Ansible connection either');
+    assert.ok((await sshdOf('m3')).length > 0, 'm3 runs an sshd');
+    await killSshd('m3');
 
     const r = await aiSwitch('pro', '--no-flush', '--json');
     assert.equal(r.code, 1, `${r.out}\n${r.err}`);
@@ -277,5 +295,30 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     assert.equal(again.code, 0, `${again.out}\n${again.err}`);
     for (const m of Object.keys(MEMBERS)) assert.deepEqual(await holderSets(m), holderOf('pro'), `${m}: reached again`);
     assert.equal(await probe('pro-dev'), 'open');
+  });
+
+  it('a member killed during a switch, after it revoked and before the grant (every sshd of m3 killed once its sets read empty): exit 1 naming m3, nothing granted anywhere, nobody in the records', async () => {
+    // The switch's own progress, read from m3's kernel: no hook in anklume-gen, no timing.
+    const running = aiSwitch('perso', '--no-flush', '--json');
+    let settled = false;
+    void running.finally(() => (settled = true));
+    let killed = false;
+    while (!killed && !settled) {
+      const sets = await holderSets('m3');
+      if (sets.ai_holder.length === 0 && sets.ai_holder_subnet.length === 0) {
+        await killSshd('m3');
+        killed = true;
+      } else await new Promise((r) => setTimeout(r, 50));
+    }
+    const r = await running;
+    assert.ok(killed, 'm3 revoked before the switch ended');
+    assert.equal(r.code, 1, `${r.out}\n${r.err}`);
+    const doc = JSON.parse(r.out) as { failed_step: string; unconfirmed_members: string[]; errors: { message: string }[] };
+    assert.deepEqual([doc.failed_step, doc.unconfirmed_members], ['grant', ['m3']]);
+    assert.match(doc.errors[0].message, /^ai-switch failed: member m3 could not be granted \(unreachable: .*\): the grant was withdrawn on every member that answered/);
+    for (const m of Object.keys(MEMBERS)) assert.deepEqual(await holderSets(m), holderOf(null), `${m}: nobody (m3 revoked before it was lost; m1 and m2 withdrawn)`);
+    assert.deepEqual([stateFile(), await projectKey()], ['', '']);
+    assert.equal(await probe('perso-desktop'), 'timeout');
+    assert.equal(await probe('pro-dev'), 'timeout');
   });
 });

@@ -13,9 +13,16 @@ import type { Infra } from '../core/types.js';
 /** A step of the switch on members (roles/ai_switch/tasks/member.yml, switch_step.py member-<step>). */
 export type MemberStep = 'revoke' | 'stop' | 'grant' | 'start' | 'safe';
 
-/** Each task of a step on a member gets this long; the whole step's run, the second figure. */
-export const MEMBER_TASK_TIMEOUT_S = 30;
-export const STEP_RUN_TIMEOUT_MS = 180_000;
+/**
+ * How long a member's step may take (one task: the nft steps take well under a second, but SSH to
+ * a member that answers slowly counts too), and the stop step, which flushes GPU memory and runs
+ * global.ai_vram_scrub_command, whose time is the user's. The whole ansible-playbook run gets a
+ * minute more (its start, connections, the report).
+ */
+export const MEMBER_STEP_TIMEOUT_S = 30;
+export const FLUSH_STEP_TIMEOUT_S = 600;
+export const stepTimeoutS = (step: MemberStep): number => (step === 'stop' ? FLUSH_STEP_TIMEOUT_S : MEMBER_STEP_TIMEOUT_S);
+export const stepRunTimeoutMs = (step: MemberStep): number => (stepTimeoutS(step) + 60) * 1000;
 
 /** The Incus project key that records the holder in the cluster's database (docs/multi-host.md). */
 export const HOLDER_KEY = 'user.anklume.ai_holder';
@@ -101,10 +108,10 @@ export function renderClusterPlaybook(plan: SwitchPlan, cluster: ClusterPlan, st
 }
 
 /** The per-step variables (`-e @vars.json`): the folder copied to the members and the report's file. */
-export function clusterExtraVars(plan: SwitchPlan, cluster: ClusterPlan, files: { memberFiles: string; result: string }): Record<string, unknown> {
+export function clusterExtraVars(plan: SwitchPlan, cluster: ClusterPlan, step: MemberStep, files: { memberFiles: string; result: string }): Record<string, unknown> {
   return {
     ai_switch_member_files: files.memberFiles,
-    ai_switch_member_timeout: MEMBER_TASK_TIMEOUT_S,
+    ai_switch_member_timeout: stepTimeoutS(step),
     ai_switch_member_persist: cluster.memberPersist,
     ai_switch_member_expect: cluster.expectGrant,
     ai_switch_forget_pairs: plan.forgetPairs,
@@ -121,29 +128,28 @@ export interface MemberAnswer {
   error?: string;
   rc?: number | string;
   msg?: string;
-  stdout?: string;
+  /** The step's JSON output: Ansible hands a string that reads as a mapping over as one. */
+  stdout?: string | Record<string, unknown>;
   stderr?: string;
-  flush_failed?: string;
 }
 
 const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
 
-/** Why a member's step is not confirmed; undefined when it is (the step ran and said so). */
+/** Why a member's step is not confirmed; undefined when it is (the step ran and said so; a failed flush is a failed step). */
 export function judgeAnswer(answer: MemberAnswer | null | undefined): string | undefined {
   if (!answer) return 'it gave no answer (ansible-playbook did not report it: not in the inventory, or stopped first)';
   if (answer.unreachable) return `unreachable: ${oneLine(answer.unreachable)}`;
   if (answer.error) return oneLine(answer.error);
   if (Number(answer.rc) !== 0) {
-    let failed: string | undefined;
+    let failed: unknown;
     try {
-      failed = (JSON.parse(answer.stdout ?? '') as { failed_step?: string }).failed_step;
+      failed = (typeof answer.stdout === 'object' ? answer.stdout : (JSON.parse(answer.stdout ?? '') as Record<string, unknown>)).failed_step;
     } catch {
       // no JSON: the step did not run, or died
     }
     const why = oneLine(answer.stderr || answer.msg || `exit ${String(answer.rc)}`);
-    return Number(answer.rc) === -1 && !answer.stderr ? `the step did not run${answer.msg ? `: ${oneLine(answer.msg)}` : ''}` : `${failed ? `${failed}: ` : ''}${why}`;
+    return Number(answer.rc) === -1 && !answer.stderr ? `the step did not run${answer.msg ? `: ${oneLine(answer.msg)}` : ''}` : `${typeof failed === 'string' ? `${failed}: ` : ''}${why}`;
   }
-  if (answer.flush_failed) return `the GPU flush failed: ${oneLine(answer.flush_failed)}`;
   return undefined;
 }
 
@@ -194,7 +200,7 @@ export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): str
   const gpu = cluster.gpuMembers.map((g) => `${g.member} (${g.machines.join(', ')})`).join(', ');
   const sets = Object.keys(cluster.expectGrant);
   const steps = [
-    `  On an Incus cluster of ${cluster.members.length} members (${list(cluster.members)}), reached through Ansible with ${cluster.inventory}; each step on its members in parallel, each task with a time limit of ${MEMBER_TASK_TIMEOUT_S} s; every member is judged by what it answers, never by incus cluster list:`,
+    `  On an Incus cluster of ${cluster.members.length} members (${list(cluster.members)}), reached through Ansible with ${cluster.inventory}; each step on its members in parallel, with a time limit of ${MEMBER_STEP_TIMEOUT_S} s on each member (the stop and flush: ${FLUSH_STEP_TIMEOUT_S} s); every member is judged by what it answers, never by incus cluster list:`,
     `  0 record nobody: the Incus project key ${HOLDER_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
     `  1 on every member (${list(cluster.members)}): revoke '${label(plan.from)}' (the batch below; else the no-holder ruleset reloaded; else every holder set emptied), read ${sets.join(' and ')} back (empty), forget the tracked connections between ai-tools and every domain, write its boot copy ${list(cluster.memberPersist)} (no holder)`,
     `    then, every member confirmed: ${plan.stateFile} says nobody, ${list(cluster.controllerPersist)} gets the no-holder ruleset`,

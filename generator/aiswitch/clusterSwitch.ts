@@ -13,12 +13,12 @@
  * on every member that answers, nobody in the records, no flush or grant after it, exit 1 naming
  * the member. The safe state is a run of its own, started from here whatever killed the step.
  */
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
-import { ROLES_DIR, runPlaybook } from './ansible.js';
+import { runPlaybook } from './ansible.js';
 import { failureLogLine, label, planSwitch, securityWarning, switchLogLine, type SwitchPlan } from './aiPlan.js';
 import { appendJsonLog, appendLog, lineSplitter, refreshTree, writeState, type SwitchOptions, type SwitchResult } from './aiSwitch.js';
 import {
@@ -34,7 +34,7 @@ import {
   safeStateLeft,
   stepFailure,
   stepHosts,
-  STEP_RUN_TIMEOUT_MS,
+  stepRunTimeoutMs,
   unconfirmed,
   type ClusterPlan,
   type MemberAnswer,
@@ -44,8 +44,6 @@ import { gather } from '../infra/gather.js';
 import { CLUSTER_INVENTORY } from '../tree/tree.js';
 import type { Diagnostic, Infra } from '../core/types.js';
 
-/** The helpers each member runs, copied from the role with this switch's batches and rulesets. */
-const MEMBER_HELPERS = ['switch_step.py', 'install_atomic.py', 'gpu_flush.py'];
 /** How long a write of the project key may take (without quorum it never returns: measured). */
 const KEY_TIMEOUT_MS = 10_000;
 
@@ -98,7 +96,6 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await mkdir(memberFiles);
     await Promise.all([
-      ...MEMBER_HELPERS.map((f) => cp(join(ROLES_DIR, 'ai_switch/files', f), join(memberFiles, f))),
       writeFile(join(memberFiles, 'revoke.nft'), plan.revokeBatch),
       writeFile(join(memberFiles, 'grant.nft'), plan.grantBatch),
       writeFile(join(memberFiles, 'ruleset-none.nft'), plan.rulesetNone),
@@ -156,10 +153,10 @@ async function memberStep(run: Run, step: MemberStep, signal: AbortSignal = run.
   const result = join(run.dir, `${n}-${step}.answers.json`);
   await Promise.all([
     writeFile(playbook, renderClusterPlaybook(run.plan, run.cluster, step)),
-    writeFile(vars, JSON.stringify(clusterExtraVars(run.plan, run.cluster, { memberFiles: run.memberFiles, result }), null, 2) + '\n'),
+    writeFile(vars, JSON.stringify(clusterExtraVars(run.plan, run.cluster, step, { memberFiles: run.memberFiles, result }), null, 2) + '\n'),
   ]);
   const limit = new AbortController();
-  const timer = setTimeout(() => limit.abort(), STEP_RUN_TIMEOUT_MS);
+  const timer = setTimeout(() => limit.abort(), stepRunTimeoutMs(step));
   const stop = () => limit.abort();
   signal.addEventListener('abort', stop, { once: true });
   if (signal.aborted) limit.abort();
@@ -180,7 +177,7 @@ async function memberStep(run: Run, step: MemberStep, signal: AbortSignal = run.
     const answers = await readAnswers(result);
     const bad = unconfirmed(hosts, answers);
     if (!answers) {
-      const why = limit.signal.aborted && !signal.aborted ? `the step's time limit (${STEP_RUN_TIMEOUT_MS / 1000} s) passed` : r.spawnError ? `ansible-playbook could not start: ${r.spawnError}` : `ansible-playbook ended (${r.signal ? `signal ${r.signal}` : `exit ${r.exitCode}`}) without reporting`;
+      const why = limit.signal.aborted && !signal.aborted ? `the step's time limit (${stepRunTimeoutMs(step) / 1000} s) passed` : r.spawnError ? `ansible-playbook could not start: ${r.spawnError}` : `ansible-playbook ended (${r.signal ? `signal ${r.signal}` : `exit ${r.exitCode}`}) without reporting`;
       return hosts.map((member) => ({ member, why }));
     }
     return bad;
