@@ -298,6 +298,7 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
   });
 
   it('a member killed during a switch, after it revoked and before the grant (every sshd of m3 killed once its sets read empty): exit 1 naming m3, nothing granted anywhere, nobody in the records', async () => {
+    for (const m of Object.keys(MEMBERS)) assert.deepEqual(await holderSets(m), holderOf('pro'), `${m}: pro holds access before`);
     // The switch's own progress, read from m3's kernel: no hook in anklume-gen, no timing.
     const running = aiSwitch('perso', '--no-flush', '--json');
     let settled = false;
