@@ -24,6 +24,7 @@ import { analyse } from '../generator/infra/infra.ts';
 import type { Infra } from '../generator/core/types.ts';
 import { runCli } from './helpers/cli.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
+import { canRunNetns } from './helpers/netns.ts';
 import { ForbiddenTools } from './helpers/standins.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -277,5 +278,100 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
       const s = await runCli(['sync', CLUSTER, '--base-dir', t.baseDir, '-q'], t.env);
       assert.equal(s.code, 0, s.stderr);
     }
+  });
+});
+
+/**
+ * The real member steps (tasks/member.yml, files/member_boot.py, switch_step.py member-*,
+ * gpu_flush.py on the GPU machine's member) through the real ansible-playbook, on a real ruleset
+ * in a network namespace of its own: both members of examples/cluster.yml are that namespace,
+ * reached with Ansible's local connection. STAND-INS: `incus` and `nvidia-smi` (recording, first
+ * on PATH; no Incus and no GPU here). Needs root. The real cluster over SSH is
+ * test/cluster-switch-e2e.test.ts.
+ */
+const netns = await canRunNetns();
+describe('ai-switch on a cluster: the real member steps through ansible-playbook (a network namespace for the members; STAND-INS for incus and nvidia-smi)', { skip: netns.ok ? false : netns.why }, () => {
+  const NS = `aksw-${process.pid}`;
+  let t: TestEnv;
+  let env: NodeJS.ProcessEnv;
+  let journal: string;
+  before(async () => {
+    t = testEnv('anklume-ai-switch-cluster-members-');
+    const bin = join(t.dir, 'bin');
+    mkdirSync(bin);
+    journal = join(t.dir, 'journal');
+    writeFileSync(join(bin, 'incus'), '#!/bin/sh\n# STAND-IN for incus: records its calls.\necho "incus $*" >> "$STANDIN_JOURNAL"\n', { mode: 0o755 });
+    writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh
+# STAND-IN for nvidia-smi: one GPU, no compute process; NVML fails when STANDIN_NVML_FAILS is set.
+echo "nvidia-smi $*" >> "$STANDIN_JOURNAL"
+case "$*" in
+  *query-compute-apps*) [ -n "$STANDIN_NVML_FAILS" ] && { echo "nvidia-smi stand-in: NVML failed" >&2; exit 9; } ;;
+  *query-gpu*) echo "0, GPU-00000000-0000-0000-0000-000000000000, 10, 24000" ;;
+esac
+exit 0
+`, { mode: 0o755 });
+    env = { ...t.env, PATH: `${bin}:${process.env.PATH}`, STANDIN_JOURNAL: journal };
+    const s = await runCli(['sync', CLUSTER, '--base-dir', t.baseDir, '-q'], t.env);
+    assert.equal(s.code, 0, s.stderr);
+    assert.equal((await execa('ip', ['netns', 'add', NS], { reject: false })).exitCode, 0);
+  });
+  after(async () => {
+    await execa('ip', ['netns', 'del', NS], { reject: false });
+    t?.cleanup();
+  });
+
+  /** Both members are the namespace (local connection); written again before each switch (the switch re-syncs the tree). */
+  const members = () => writeFileSync(join(t.baseDir, 'inventory/_cluster.yml'),
+    `all:\n  children:\n    anklume_cluster:\n      hosts:\n        desk: { ansible_connection: local, ansible_python_interpreter: ${JSON.stringify(process.env.ANKLUME_PYTHON ?? '/usr/bin/python3')} }\n        gpu-box: { ansible_connection: local, ansible_python_interpreter: ${JSON.stringify(process.env.ANKLUME_PYTHON ?? '/usr/bin/python3')} }\n`);
+  const sets = async () => {
+    const read = async (set: string) => ((JSON.parse((await execa('ip', ['netns', 'exec', NS, 'nft', '-j', 'list', 'set', 'inet', 'anklume', set])).stdout) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((i) => i.set)?.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : JSON.stringify(e)));
+    return [await read('ai_holder'), await read('ai_holder_subnet')];
+  };
+  const switchTo = async (domain: string, extra: NodeJS.ProcessEnv = {}) => {
+    members();
+    rmSync(journal, { force: true });
+    const r = await execa('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--domain', domain, '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft')],
+      { env: { ...env, ...extra }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore' });
+    return { code: r.exitCode ?? -1, err: String(r.stderr), journal: existsSync(journal) ? readFileSync(journal, 'utf8').replace(/\n$/, '').split('\n').filter((l) => !l.includes('--query-')) : [] };
+  };
+
+  it('a switch: revoke and grant read back on every member, the services stopped and the GPU flushed on gpu-box only, in that order', async () => {
+    const load = await execa('ip', ['netns', 'exec', NS, 'nft', '-f', join(t.baseDir, 'nftables/anklume.nft')], { reject: false });
+    assert.equal(load.exitCode, 0, String(load.stderr));
+    assert.deepEqual(await sets(), [['net-pro'], [JSON.stringify({ prefix: { addr: '10.100.2.0', len: 24 } })]]);
+    const r = await switchTo('perso');
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(r.journal, [
+      'incus project set ai-tools user.anklume.ai_holder ',
+      'incus exec gpu-server --project ai-tools -- systemctl stop ollama speaches',
+      'nvidia-smi --gpu-reset -i GPU-00000000-0000-0000-0000-000000000000',
+      'incus project set ai-tools user.anklume.ai_holder perso',
+      'incus exec gpu-server --project ai-tools -- systemctl start ollama speaches',
+    ]);
+    assert.deepEqual(await sets(), [['net-perso'], [JSON.stringify({ prefix: { addr: '10.100.1.0', len: 24 } })]]);
+    assert.equal(readFileSync(t.env.ANKLUME_STATE_FILE as string, 'utf8'), 'perso\n');
+    assert.match(readFileSync(join(t.dir, 'installed.nft'), 'utf8'), /the bridge that holds AI access: perso/, 'the members\' boot copy');
+  });
+
+  it('a flush that fails on the GPU machine\'s member: exit 1 naming it, nothing granted, every holder set empty, the services started again, nobody recorded', async () => {
+    const r = await switchTo('pro', { STANDIN_NVML_FAILS: '1' });
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /^ai-switch failed: member gpu-box could not stop the GPU services or flush GPU memory \(Flush GPU memory: .*NVML failed\)$/m);
+    assert.deepEqual(r.journal, [
+      'incus project set ai-tools user.anklume.ai_holder ',
+      'incus exec gpu-server --project ai-tools -- systemctl stop ollama speaches',
+      'incus project set ai-tools user.anklume.ai_holder ',
+      'incus exec gpu-server --project ai-tools -- systemctl start ollama speaches',
+    ]);
+    assert.deepEqual(await sets(), [[], []]);
+    assert.equal(readFileSync(t.env.ANKLUME_STATE_FILE as string, 'utf8'), '');
+  });
+
+  it('a member whose live table holds what the records do not say (records: nobody, the table: perso) is revoked all the same (the sets read back are the judge)', async () => {
+    const hold = await execa('ip', ['netns', 'exec', NS, 'nft', 'add', 'element', 'inet', 'anklume', 'ai_holder', '{ "net-perso" }'], { reject: false });
+    assert.equal(hold.exitCode, 0, String(hold.stderr));
+    const r = await switchTo('pro');
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual((await sets())[0], ['net-pro']);
   });
 });
