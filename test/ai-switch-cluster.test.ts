@@ -5,8 +5,9 @@
  *
  * STAND-INS (fast unit tests only): for the order and the failures, `ansible-playbook` and `incus`
  * are recording stand-ins first on PATH: the ansible-playbook stand-in writes, for each step, the
- * answers file the real member_report.yml writes, as every member answering, or with one member
- * unreachable (STANDIN_FAIL=step:member), or dies without a report (STANDIN_DIE=step); the incus
+ * answers file the real member_report.yml writes, as every member answering (for the read step,
+ * with the holder sets of STANDIN_SETS, else none), or with one member unreachable
+ * (STANDIN_FAIL=step:member), or dies without a report (STANDIN_DIE=step); the incus
  * stand-in records the project key's writes. The dry run runs with stand-ins that fail if called.
  * The real thing, on three real Incus members over SSH, is test/cluster-switch-e2e.test.ts.
  */
@@ -66,7 +67,8 @@ describe('ai-switch on a cluster: the plan (pure)', () => {
     const text = describeClusterPlan(plan, cluster).join('\n');
     assert.match(text, /^ai-switch plan \(dry run: nothing is changed\)$/m);
     assert.match(text, /On an Incus cluster of 2 members \(desk, gpu-box\), reached through Ansible with \/t\/inventory\/_cluster\.yml/);
-    assert.match(text, /^ {2}0 record nobody: the Incus project key user\.anklume\.ai_holder on ai-tools set to ""/m);
+    assert.match(text, /^ {2}0 on every member \(desk, gpu-box\), read only: read ai_holder and ai_holder_subnet; every member and \/s\/state already say 'perso': nothing to do/m);
+    assert.match(text, /^ {4}then record nobody: the Incus project key user\.anklume\.ai_holder on ai-tools set to ""/m);
     assert.match(text, /^ {2}1 on every member \(desk, gpu-box\): revoke 'pro' .*read ai_holder and ai_holder_subnet back \(empty\).*write its boot copy \/etc\/nftables\.d\/anklume\.nft/m);
     assert.match(text, /^ {4}then, every member confirmed: \/s\/state says nobody/m);
     assert.match(text, /^ {2}2 on gpu-box \(gpu-server\): stop ollama, speaches \(no flush\)$/m);
@@ -151,6 +153,8 @@ if os.environ.get("STANDIN_DIE") == step:
     os._exit(137)
 fail = dict(x.split(":") for x in os.environ.get("STANDIN_FAIL", "").split(",") if x)
 ok = {"unreachable": "", "error": "", "rc": "0", "msg": "", "stdout": '{"changed": []}', "stderr": ""}
+if step == "read" and os.environ.get("STANDIN_SETS"):
+    ok = dict(ok, stdout=json.dumps({"changed": [], "sets": json.loads(os.environ["STANDIN_SETS"])}))
 answers = {h: (dict(ok, unreachable="ssh: connect to host %s port 22: Connection refused" % h, rc="-1", stdout="") if fail.get(step) == h else ok) for h in hosts}
 json.dump(answers, open(variables["ai_switch_result_file"], "w"))
 `;
@@ -201,6 +205,7 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.equal(r.code, 0, r.stderr);
     const inv = inventory();
     assert.deepEqual(r.journal, [
+      `ansible-playbook read desk,gpu-box -i ${inv}`,
       'incus project set ai-tools user.anklume.ai_holder ',
       `ansible-playbook revoke desk,gpu-box -i ${inv}`,
       `ansible-playbook stop gpu-box -i ${inv}`,
@@ -216,6 +221,22 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.deepEqual(jsonLog().at(-1)?.unconfirmed_members, []);
   });
 
+  it('already the holder on every member and in the state file: nothing to do, exit 0, nothing touched but the read', async () => {
+    const r = await switchTo('perso', { STANDIN_SETS: JSON.stringify({ ai_holder: ['net-perso'], ai_holder_subnet: ['10.100.1.0/24'] }) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^AI access is already set to 'perso'\. Nothing to do\.$/m);
+    assert.deepEqual(r.journal, [`ansible-playbook read desk,gpu-box -i ${inventory()}`]);
+  });
+
+  it('every member agrees on a holder the state file does not name: the switch starts from the members\' sets, with a warning', async () => {
+    writeFileSync(stateFile(), 'pro\n');
+    const r = await switchTo('perso', { STANDIN_SETS: JSON.stringify({ ai_holder: [], ai_holder_subnet: [] }) }, ['--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { from: string | null; revoke_batch: string; warnings: { message: string }[] };
+    assert.equal(doc.from, null);
+    assert.match(doc.warnings.map((w) => w.message).join('\n'), /the state file says 'pro' holds AI access, every member's holder sets say nobody: the switch starts from the members' sets/);
+  });
+
   it('a member that cannot be revoked: the safe state on every member, nobody in the records, no flush or grant, exit 1 naming it', async () => {
     const r = await switchTo('pro', { STANDIN_FAIL: 'revoke:gpu-box' });
     assert.equal(r.code, 1, r.stderr);
@@ -223,6 +244,7 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.match(r.stderr, /^Members that did not confirm: gpu-box\.$/m);
     const inv = inventory();
     assert.deepEqual(r.journal, [
+      `ansible-playbook read desk,gpu-box -i ${inv}`,
       'incus project set ai-tools user.anklume.ai_holder ',
       `ansible-playbook revoke desk,gpu-box -i ${inv}`,
       `ansible-playbook safe desk,gpu-box -i ${inv}`,
@@ -240,7 +262,7 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.match(doc.errors[0].message, /^ai-switch failed: member desk could not be granted \(unreachable: .*\): the grant was withdrawn on every member that answered/);
     assert.deepEqual([doc.failed_step, doc.unconfirmed_members], ['grant', ['desk']]);
     const inv = inventory();
-    assert.deepEqual(r.journal.slice(2), [
+    assert.deepEqual(r.journal.slice(3), [
       `ansible-playbook stop gpu-box -i ${inv}`,
       `ansible-playbook grant desk,gpu-box -i ${inv}`,
       `ansible-playbook safe desk,gpu-box -i ${inv}`,

@@ -9,6 +9,7 @@
  *     perso-desktop (m3) in; every member's holder sets, the state file and the Incus project key
  *     user.anklume.ai_holder say perso;
  *   - the switch back (perso -> pro): the other way round; --dry-run names every member's steps;
+ *     then pro again: every member's sets and the state file say pro, nothing to do;
  *   - m3's sshd killed (every sshd process of its namespace, so no Ansible connection survives)
  *     before a switch: exit 1 naming m3 (`member m3 could not be revoked`), unconfirmed_members
  *     ["m3"] in --json and the JSON log, the state file and the key say nobody, m1 and m2 empty,
@@ -23,8 +24,8 @@
  * boot copy (--installed-ruleset) is one file that every member writes with the same content.
  *
  * Time on this machine kind (2 vCPUs): 100-120 s in all: the cluster 3 s, the apply (three
- * containers on three members) 37-48 s, each switch 5-8 s (two ansible-playbook runs over SSH,
- * one task per member each), a failed one about as long (the safe state is its second run), the
+ * containers on three members) 37-48 s, each switch 5-8 s (three ansible-playbook runs over SSH:
+ * read, revoke, grant; one task per member each), a failed one about as long (the safe state is its second run), the
  * removal 8-11 s.
  *
  * Needs root, Incus >= 6.0, the test image cached by .ci/incus-setup, and sshd. Without them, or
@@ -247,7 +248,7 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     assert.deepEqual(lastJsonLog().unconfirmed_members, []);
   });
 
-  it('the switch back (perso -> pro): the other way round; --dry-run first names every member\'s steps and changes nothing', async () => {
+  it('the switch back (perso -> pro): the other way round; --dry-run first names every member\'s steps and changes nothing; then pro again is nothing to do', async () => {
     const dry = await aiSwitch('pro', '--dry-run');
     assert.equal(dry.code, 0, dry.err);
     assert.match(dry.out, /^ {2}1 on every member \(m1, m2, m3\): revoke 'perso'/m);
@@ -265,6 +266,10 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     assert.equal(await probe('perso-desktop'), 'timeout');
     for (const m of Object.keys(MEMBERS)) assert.deepEqual(await holderSets(m), holderOf('pro'), `${m}: its sets`);
     assert.deepEqual([stateFile(), await projectKey()], ['pro\n', 'pro']);
+    // Every member's sets and the state file say pro: nothing to do, nothing touched.
+    const already = await aiSwitch('pro', '--no-flush');
+    assert.equal(already.code, 0, `${already.out}\n${already.err}`);
+    assert.match(already.out, /^AI access is already set to 'pro'\. Nothing to do\.$/m);
   });
 
   it('a member killed before a switch (every sshd of m3): exit 1 naming m3, the safe state on m1 and m2, nobody in the records, m3\'s machine dropped by m2; once m3 answers again a switch reaches it', async () => {

@@ -11,7 +11,7 @@ import { describePlan, label, type SwitchPlan } from './aiPlan.js';
 import type { Infra } from '../core/types.js';
 
 /** A step of the switch on members (roles/ai_switch/tasks/member.yml, switch_step.py member-<step>). */
-export type MemberStep = 'revoke' | 'stop' | 'grant' | 'start' | 'safe';
+export type MemberStep = 'read' | 'revoke' | 'stop' | 'grant' | 'start' | 'safe';
 
 /**
  * How long a member's step may take (one task: the nft steps take well under a second, but SSH to
@@ -70,6 +70,49 @@ export function planCluster(plan: SwitchPlan, infra: Infra, paths: { inventory: 
   };
 }
 
+/**
+ * Who holds access on the wire, from every member's holder sets (the read step): a domain or null
+ * when every member answered and all say the same (ai_holder and ai_holder_subnet agreeing), else
+ * undefined. `seen` says what each member holds, for the messages.
+ */
+export function liveHolder(infra: Infra, members: string[], answers: Record<string, MemberAnswer | null> | undefined): { holder: string | null | undefined; seen: Record<string, string> } {
+  const seen: Record<string, string> = {};
+  const holders = members.map((member) => {
+    const answer = answers?.[member];
+    const sets = judgeAnswer(answer) === undefined ? stepOutput(answer)?.sets : undefined;
+    if (!sets || typeof sets !== 'object') {
+      seen[member] = 'not read';
+      return undefined;
+    }
+    const ai = (sets as Record<string, unknown>).ai_holder;
+    const sub = (sets as Record<string, unknown>).ai_holder_subnet;
+    const list = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
+    const [bridges, subnets] = [list(ai), sub === undefined ? undefined : list(sub)];
+    let holder: string | null | undefined;
+    if (bridges.length === 0 && (subnets?.length ?? 0) === 0) holder = null;
+    else if (bridges.length === 1 && bridges[0].startsWith('net-')) {
+      const d = bridges[0].slice('net-'.length);
+      holder = d !== AI_DOMAIN && d in infra.domains && (subnets === undefined || (subnets.length === 1 && subnets[0] === subnetOf(infra, d))) ? d : undefined;
+    }
+    seen[member] = holder === null ? 'nobody' : holder ?? `[${bridges.join(', ')}] [${(subnets ?? []).join(', ')}]`;
+    return holder;
+  });
+  const first = holders[0];
+  return { holder: holders.every((h) => h !== undefined && h === first) ? first : undefined, seen };
+}
+
+/** A step's JSON output (Ansible may hand it over as a mapping already). */
+function stepOutput(answer: MemberAnswer | null | undefined): Record<string, unknown> | undefined {
+  if (!answer?.stdout) return undefined;
+  if (typeof answer.stdout === 'object') return answer.stdout;
+  try {
+    const value = JSON.parse(answer.stdout) as unknown;
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Every client domain's connections with ai-tools, both ways: what a cluster's revoke forgets. */
 export function clusterForgetPairs(infra: Infra): [string, string][] {
   if (!(AI_DOMAIN in infra.domains)) return [];
@@ -85,6 +128,7 @@ export function stepHosts(cluster: ClusterPlan, step: MemberStep): string[] {
 }
 
 const TITLES: Record<MemberStep, string> = {
+  read: 'Read every member\'s holder sets (read only)',
   revoke: 'Revoke AI access on every member and read every holder set back',
   stop: 'Stop the GPU services and flush GPU memory on the members that run the GPU machines',
   grant: 'Grant AI access on every member and read every holder set back',
@@ -141,12 +185,7 @@ export function judgeAnswer(answer: MemberAnswer | null | undefined): string | u
   if (answer.unreachable) return `unreachable: ${oneLine(answer.unreachable)}`;
   if (answer.error) return oneLine(answer.error);
   if (Number(answer.rc) !== 0) {
-    let failed: unknown;
-    try {
-      failed = (typeof answer.stdout === 'object' ? answer.stdout : (JSON.parse(answer.stdout ?? '') as Record<string, unknown>)).failed_step;
-    } catch {
-      // no JSON: the step did not run, or died
-    }
+    const failed = stepOutput(answer)?.failed_step;
     const why = oneLine(answer.stderr || answer.msg || `exit ${String(answer.rc)}`);
     return Number(answer.rc) === -1 && !answer.stderr ? `the step did not run${answer.msg ? `: ${oneLine(answer.msg)}` : ''}` : `${typeof failed === 'string' ? `${failed}: ` : ''}${why}`;
   }
@@ -201,7 +240,8 @@ export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): str
   const sets = Object.keys(cluster.expectGrant);
   const steps = [
     `  On an Incus cluster of ${cluster.members.length} members (${list(cluster.members)}), reached through Ansible with ${cluster.inventory}; each step on its members in parallel, with a time limit of ${MEMBER_STEP_TIMEOUT_S} s on each member (the stop and flush: ${FLUSH_STEP_TIMEOUT_S} s); every member is judged by what it answers, never by incus cluster list:`,
-    `  0 record nobody: the Incus project key ${HOLDER_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
+    `  0 on every member (${list(cluster.members)}), read only: read ${sets.join(' and ')}; every member and ${plan.stateFile} already say '${plan.to}': nothing to do; every member agrees on another holder: the switch starts from it (the batch below is from the state file's '${label(plan.from)}')`,
+    `    then record nobody: the Incus project key ${HOLDER_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
     `  1 on every member (${list(cluster.members)}): revoke '${label(plan.from)}' (the batch below; else the no-holder ruleset reloaded; else every holder set emptied), read ${sets.join(' and ')} back (empty), forget the tracked connections between ai-tools and every domain, write its boot copy ${list(cluster.memberPersist)} (no holder)`,
     `    then, every member confirmed: ${plan.stateFile} says nobody, ${list(cluster.controllerPersist)} gets the no-holder ruleset`,
     cluster.gpuMembers.length

@@ -28,6 +28,7 @@ import {
   grantFailure,
   HOLDER_KEY,
   keyWarning,
+  liveHolder,
   planCluster,
   renderClusterPlaybook,
   revokeFailure,
@@ -65,7 +66,9 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
   const gathered = await gather(options.infraPath, { ...options.env, ANKLUME_STATE_FILE: options.stateFile });
   const state = gathered.state;
   const from = state.kind === 'domain' && state.domain in infra.domains ? state.domain : state.kind === 'absent' ? (infra.global.ai_access_default ?? null) : null;
-  const plan = planSwitch({ infra, infraPath: options.infraPath, from, to, flush: options.flush, stateFile: options.stateFile, logFile: options.logFile, persist, procRoot });
+  const planFrom = (holder: string | null) => planSwitch({ infra, infraPath: options.infraPath, from: holder, to, flush: options.flush, stateFile: options.stateFile, logFile: options.logFile, persist, procRoot });
+  let plan = planFrom(from);
+  // Until every member's sets say who holds access, every domain's connections with ai-tools are forgotten.
   plan.forgetPairs = clusterForgetPairs(infra);
   const cluster = planCluster(plan, infra, { inventory, installedRuleset: persist[0], baseCopy: persist[1] });
   const base = { members: cluster.members, unconfirmedMembers: [] as string[] };
@@ -74,10 +77,6 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     return { status: 'planned', code: 0, from: plan.from, to, flush: plan.flushes, messages: describeClusterPlan(plan, cluster), errors: [], warnings, plan, ...base };
   }
   if (!existsSync(inventory)) return refused(`${inventory} does not exist: the switch reaches the members through the inventory sync writes (anklume-gen sync ${options.infraPath} --base-dir ${options.baseDir}). Nothing was changed.`, warnings);
-
-  for (const note of plan.notes) options.progress(note);
-  if (!options.flush) options.progress(securityWarning(plan));
-  options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`);
 
   const dir = await mkdtemp(join(tmpdir(), 'anklume-ai-switch-'));
   const abort = new AbortController();
@@ -95,14 +94,39 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     const memberFiles = join(dir, 'member');
     await mkdir(join(dir, 'tmp'), { recursive: true });
     await mkdir(memberFiles);
-    await Promise.all([
-      writeFile(join(memberFiles, 'revoke.nft'), plan.revokeBatch),
-      writeFile(join(memberFiles, 'grant.nft'), plan.grantBatch),
-      writeFile(join(memberFiles, 'ruleset-none.nft'), plan.rulesetNone),
-      writeFile(join(memberFiles, 'ruleset-new.nft'), plan.rulesetNew),
+    const writeMemberFiles = (p: SwitchPlan) => Promise.all([
+      writeFile(join(memberFiles, 'revoke.nft'), p.revokeBatch),
+      writeFile(join(memberFiles, 'grant.nft'), p.grantBatch),
+      writeFile(join(memberFiles, 'ruleset-none.nft'), p.rulesetNone),
+      writeFile(join(memberFiles, 'ruleset-new.nft'), p.rulesetNew),
     ]);
+    await writeMemberFiles(plan);
     const run: Run = { dir, memberFiles, plan, cluster, options, signal: abort.signal, step: 0 };
     const failed = (what: string, step: string, bad: string[], stopped: boolean) => failClosed(run, warnings, what, step, bad, stopped);
+
+    // Read every member's holder sets first (read only): who holds access on the wire, and
+    // whether there is anything to do. A member that cannot be read is no reason to stop: the
+    // revoke that follows judges it, and closes the switch if it does not answer.
+    const read = await runStep(run, 'read');
+    if (interrupted) return { status: 'failed', code: 1, from, to, messages: [`ai-switch: interrupted by ${interrupted} while reading the members' holder sets. Nothing was changed.`], errors: [{ message: `interrupted by ${interrupted}` }], warnings, ...base };
+    const live = liveHolder(infra, cluster.members, read.answers);
+    if (live.holder === to && from === to) {
+      return { status: 'already', code: 0, from: to, to, messages: [`AI access is already set to '${to}'. Nothing to do.`], errors: [], warnings, ...base };
+    }
+    if (live.holder !== undefined && live.holder !== from) {
+      warnings.push({ message: `the state file says ${from === null ? 'nobody' : `'${from}'`} holds AI access, every member's holder sets say ${live.holder === null ? 'nobody' : `'${live.holder}'`}: the switch starts from the members' sets` });
+    }
+    if (live.holder !== undefined) {
+      // Every member agrees: the batch from that holder, and its connections alone forgotten (as on one host).
+      plan = planFrom(live.holder);
+      run.plan = plan;
+      await writeMemberFiles(plan);
+    } else {
+      plan.notes.push(`NOTE: the members' holder sets do not name one holder (${Object.entries(live.seen).map(([m, h]) => `${m}: ${h}`).join('; ')}): the switch starts from the state file, and forgets every domain's connections with ai-tools`);
+    }
+    for (const note of plan.notes) options.progress(note);
+    if (!options.flush) options.progress(securityWarning(plan));
+    options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`);
 
     // 0. The cluster's record says nobody before anything changes.
     await writeKey(options, '', warnings);
@@ -147,6 +171,11 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
  * Returns the members that did not confirm it (all of them when the run reported nothing).
  */
 async function memberStep(run: Run, step: MemberStep, signal: AbortSignal = run.signal): Promise<{ member: string; why: string }[]> {
+  return (await runStep(run, step, signal)).bad;
+}
+
+/** One step's run: each member's answer (undefined when the run reported nothing), and who did not confirm. */
+async function runStep(run: Run, step: MemberStep, signal: AbortSignal = run.signal): Promise<{ bad: { member: string; why: string }[]; answers?: Record<string, MemberAnswer | null> }> {
   const n = ++run.step;
   const playbook = join(run.dir, `${n}-${step}.yml`);
   const vars = join(run.dir, `${n}-${step}.json`);
@@ -178,9 +207,9 @@ async function memberStep(run: Run, step: MemberStep, signal: AbortSignal = run.
     const bad = unconfirmed(hosts, answers);
     if (!answers) {
       const why = limit.signal.aborted && !signal.aborted ? `the step's time limit (${stepRunTimeoutMs(step) / 1000} s) passed` : r.spawnError ? `ansible-playbook could not start: ${r.spawnError}` : `ansible-playbook ended (${r.signal ? `signal ${r.signal}` : `exit ${r.exitCode}`}) without reporting`;
-      return hosts.map((member) => ({ member, why }));
+      return { bad: hosts.map((member) => ({ member, why })) };
     }
-    return bad;
+    return { bad, answers };
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', stop);

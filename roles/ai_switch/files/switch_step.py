@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The host-side steps of an ai-switch, several in one process (one Ansible task each, not one per action).
 
-    switch_step.py revoke|grant|safe|member-revoke|member-grant|member-safe|member-stop|member-start ARGS_JSON
+    switch_step.py revoke|grant|safe|member-read|member-revoke|member-grant|member-safe|member-stop|member-start ARGS_JSON
 
 ARGS_JSON is one JSON object (tasks/main.yml, vars/main.yml): the holder set (family, table,
 set), the GPU machines, their project and services, the host's copies of the ruleset (persist),
@@ -20,6 +20,7 @@ the state file, the rulesets and batches of this switch, and check (Ansible's ch
 On an Incus cluster (tasks/member.yml runs them on each member, over Ansible's connection; the
 machine that runs anklume-gen keeps the state file, so no member step writes it):
 
+  member-read    read only: every holder set the live table has, by name ("sets" in the output)
   member-revoke  revoke (the batch, else the no-holder ruleset, else every holder set emptied,
                  each judged by reading every holder set of the live table back: empty, or the
                  next way, or fail), the tracked connections forgotten, the boot copy = no holder
@@ -382,10 +383,19 @@ def member_safe(s):
     s.record("Record that nobody holds AI access", a["ruleset_none"], "")
 
 
+def member_read(s):
+    """On one member of a cluster, read only: every holder set the live table has, for the plan."""
+    try:
+        s.sets = {name: s.elements(name) for name in s.holder_sets()}
+    except (OSError, ValueError) as err:
+        raise StepFailed("Read the holder sets", str(err)) from err
+
+
 STEPS = {
     "revoke": revoke,
     "grant": grant,
     "safe": safe,
+    "member-read": member_read,
     "member-revoke": member_revoke,
     "member-grant": member_grant,
     "member-safe": member_safe,
@@ -407,6 +417,9 @@ def main(argv):
         out = {"failed_step": err.step}
         print(err, file=sys.stderr)
         code = 1
+    # member-read: what it read (the holder sets, by name).
+    if getattr(s, "sets", None) is not None:
+        out["sets"] = s.sets
     print(json.dumps(dict(out, changed=s.changed, took=s.took)))
     return code
 
