@@ -67,7 +67,7 @@ describe('ai-switch on a cluster: the plan (pure)', () => {
     const text = describeClusterPlan(plan, cluster).join('\n');
     assert.match(text, /^ai-switch plan \(dry run: nothing is changed\)$/m);
     assert.match(text, /On an Incus cluster of 2 members \(desk, gpu-box\), reached through Ansible with \/t\/inventory\/_cluster\.yml/);
-    assert.match(text, /^ {2}0 on every member \(desk, gpu-box\), read only: read ai_holder and ai_holder_subnet; every member and \/s\/state already say 'perso': nothing to do/m);
+    assert.doesNotMatch(text, /read only/, 'the state file names another holder: nothing is read first');
     assert.match(text, /^ {4}then record nobody: the Incus project key user\.anklume\.ai_holder on ai-tools set to ""/m);
     assert.match(text, /^ {2}1 on every member \(desk, gpu-box\): revoke 'pro' .*read ai_holder and ai_holder_subnet back \(empty\).*write its boot copy \/etc\/nftables\.d\/anklume\.nft/m);
     assert.match(text, /^ {4}then, every member confirmed: \/s\/state says nobody/m);
@@ -205,7 +205,6 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.equal(r.code, 0, r.stderr);
     const inv = inventory();
     assert.deepEqual(r.journal, [
-      `ansible-playbook read desk,gpu-box -i ${inv}`,
       'incus project set ai-tools user.anklume.ai_holder ',
       `ansible-playbook revoke desk,gpu-box -i ${inv}`,
       `ansible-playbook stop gpu-box -i ${inv}`,
@@ -228,13 +227,14 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.deepEqual(r.journal, [`ansible-playbook read desk,gpu-box -i ${inventory()}`]);
   });
 
-  it('every member agrees on a holder the state file does not name: the switch starts from the members\' sets, with a warning', async () => {
-    writeFileSync(stateFile(), 'pro\n');
+  it('the state file names the new holder but every member\'s sets say nobody: the switch runs, from the members\' sets, with a warning', async () => {
+    writeFileSync(stateFile(), 'perso\n');
     const r = await switchTo('perso', { STANDIN_SETS: JSON.stringify({ ai_holder: [], ai_holder_subnet: [] }) }, ['--json']);
     assert.equal(r.code, 0, r.stderr);
-    const doc = JSON.parse(r.stdout) as { from: string | null; revoke_batch: string; warnings: { message: string }[] };
-    assert.equal(doc.from, null);
-    assert.match(doc.warnings.map((w) => w.message).join('\n'), /the state file says 'pro' holds AI access, every member's holder sets say nobody: the switch starts from the members' sets/);
+    const doc = JSON.parse(r.stdout) as { from: string | null; status: string; warnings: { message: string }[] };
+    assert.deepEqual([doc.status, doc.from], ['switched', null]);
+    assert.match(doc.warnings.map((w) => w.message).join('\n'), /the state file says 'perso' holds AI access, every member's holder sets say nobody: the switch starts from the members' sets/);
+    assert.equal(r.journal[0], `ansible-playbook read desk,gpu-box -i ${inventory()}`);
   });
 
   it('a member that cannot be revoked: the safe state on every member, nobody in the records, no flush or grant, exit 1 naming it', async () => {
@@ -244,7 +244,6 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.match(r.stderr, /^Members that did not confirm: gpu-box\.$/m);
     const inv = inventory();
     assert.deepEqual(r.journal, [
-      `ansible-playbook read desk,gpu-box -i ${inv}`,
       'incus project set ai-tools user.anklume.ai_holder ',
       `ansible-playbook revoke desk,gpu-box -i ${inv}`,
       `ansible-playbook safe desk,gpu-box -i ${inv}`,
@@ -262,7 +261,7 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.match(doc.errors[0].message, /^ai-switch failed: member desk could not be granted \(unreachable: .*\): the grant was withdrawn on every member that answered/);
     assert.deepEqual([doc.failed_step, doc.unconfirmed_members], ['grant', ['desk']]);
     const inv = inventory();
-    assert.deepEqual(r.journal.slice(3), [
+    assert.deepEqual(r.journal.slice(2), [
       `ansible-playbook stop gpu-box -i ${inv}`,
       `ansible-playbook grant desk,gpu-box -i ${inv}`,
       `ansible-playbook safe desk,gpu-box -i ${inv}`,

@@ -240,7 +240,9 @@ export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): str
   const sets = Object.keys(cluster.expectGrant);
   const steps = [
     `  On an Incus cluster of ${cluster.members.length} members (${list(cluster.members)}), reached through Ansible with ${cluster.inventory}; each step on its members in parallel, with a time limit of ${MEMBER_STEP_TIMEOUT_S} s on each member (the stop and flush: ${FLUSH_STEP_TIMEOUT_S} s); every member is judged by what it answers, never by incus cluster list:`,
-    `  0 on every member (${list(cluster.members)}), read only: read ${sets.join(' and ')}; every member and ${plan.stateFile} already say '${plan.to}': nothing to do; every member agrees on another holder: the switch starts from it (the batch below is from the state file's '${label(plan.from)}')`,
+    ...(plan.from === plan.to
+      ? [`  0 on every member (${list(cluster.members)}), read only: read ${sets.join(' and ')}; all say '${plan.to}', as ${plan.stateFile} does: nothing to do; all name one other holder: the switch starts from it (the batch below is from the state file's '${label(plan.from)}')`]
+      : []),
     `    then record nobody: the Incus project key ${HOLDER_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
     `  1 on every member (${list(cluster.members)}): revoke '${label(plan.from)}' (the batch below; else the no-holder ruleset reloaded; else every holder set emptied), read ${sets.join(' and ')} back (empty), forget the tracked connections between ai-tools and every domain, write its boot copy ${list(cluster.memberPersist)} (no holder)`,
     `    then, every member confirmed: ${plan.stateFile} says nobody, ${list(cluster.controllerPersist)} gets the no-holder ruleset`,

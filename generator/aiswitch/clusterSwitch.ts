@@ -104,12 +104,14 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     const run: Run = { dir, memberFiles, plan, cluster, options, signal: abort.signal, step: 0 };
     const failed = (what: string, step: string, bad: string[], stopped: boolean) => failClosed(run, warnings, what, step, bad, stopped);
 
-    // Read every member's holder sets first (read only): who holds access on the wire, and
-    // whether there is anything to do. A member that cannot be read is no reason to stop: the
-    // revoke that follows judges it, and closes the switch if it does not answer.
-    const read = await runStep(run, 'read');
+    // When the state file names the new holder, read every member's holder sets first (read
+    // only): if they all say it too, there is nothing to do. Otherwise the read would cost a run
+    // (4 s on three members) to choose the exact batch, which each member's revoke does not need:
+    // it is judged by what its sets read back, and falls back to the no-holder ruleset. A member
+    // that cannot be read is no reason to stop: the revoke judges it.
+    const read = from === to ? await runStep(run, 'read') : undefined;
     if (interrupted) return { status: 'failed', code: 1, from, to, messages: [`ai-switch: interrupted by ${interrupted} while reading the members' holder sets. Nothing was changed.`], errors: [{ message: `interrupted by ${interrupted}` }], warnings, ...base };
-    const live = liveHolder(infra, cluster.members, read.answers);
+    const live = read ? liveHolder(infra, cluster.members, read.answers) : { holder: undefined, seen: {} };
     if (live.holder === to && from === to) {
       return { status: 'already', code: 0, from: to, to, messages: [`AI access is already set to '${to}'. Nothing to do.`], errors: [], warnings, ...base };
     }
@@ -121,7 +123,7 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
       plan = planFrom(live.holder);
       run.plan = plan;
       await writeMemberFiles(plan);
-    } else {
+    } else if (read) {
       plan.notes.push(`NOTE: the members' holder sets do not name one holder (${Object.entries(live.seen).map(([m, h]) => `${m}: ${h}`).join('; ')}): the switch starts from the state file, and forgets every domain's connections with ai-tools`);
     }
     for (const note of plan.notes) options.progress(note);
