@@ -25,7 +25,7 @@
  *
  * Time on this machine kind (2 vCPUs): 100-120 s in all: the cluster 3 s, the apply (three
  * containers on three members) 37-48 s, each switch 5-8 s (two ansible-playbook runs over SSH:
- * revoke, grant; one task per member each; "already" is one read, about 4 s), a failed one about as long (the safe state is its second run), the
+ * revoke, grant; one task per member each; "already" is one read, 3-4 s), a failed one about as long (the safe state is its second run), the
  * removal 8-11 s.
  *
  * Needs root, Incus >= 6.0, the test image cached by .ci/incus-setup, and sshd. Without them, or

@@ -62,7 +62,8 @@ const refused = (message: string, warnings: Diagnostic[]): SwitchResult => ({ st
 
 export async function switchCluster(options: SwitchOptions, infra: Infra, to: string, persist: string[], procRoot: string, warnings: Diagnostic[]): Promise<SwitchResult> {
   const inventory = resolve(options.baseDir, CLUSTER_INVENTORY);
-  // The switch starts from the records: this machine need not be a member, and no one member's set is the truth.
+  // The plan starts from the state file (this machine need not be a member, and no one member's
+  // set is the truth); where the members' sets are read first, from what they all say.
   const gathered = await gather(options.infraPath, { ...options.env, ANKLUME_STATE_FILE: options.stateFile });
   const state = gathered.state;
   const from = state.kind === 'domain' && state.domain in infra.domains ? state.domain : state.kind === 'absent' ? (infra.global.ai_access_default ?? null) : null;
