@@ -225,6 +225,21 @@ describe('a large tree (written by the writer thread)', () => {
       const host = readFileSync(join(t.baseDir, 'host_vars/dom7-m3.yml'), 'utf8');
       assert.match(host, /^instance_name: dom7-m3$/m);
       assert.match(host, /^instance_ip: 10\.100\.7\.4$/m);
+      // Every file, whichever thread rendered it (writer.ts offers new files to the writer
+      // thread), is what the plan renders, and the cache holds the digest of what was rendered.
+      const { evaluate } = await import('../generator/infra/pipeline.ts');
+      const { gather } = await import('../generator/infra/gather.ts');
+      const { planOutputs } = await import('../generator/tree/outputs.ts');
+      const { digest } = await import('../generator/tree/cache.ts');
+      const { mergeManaged } = await import('../generator/tree/managedBlock.ts');
+      const { infra: model, holder } = evaluate(await gather(infra, t.env));
+      assert.ok(model);
+      const cache = JSON.parse(readFileSync(join(t.baseDir, '.anklume-gen/cache.json'), 'utf8')) as { files: Record<string, { digest: string }> };
+      for (const output of planOutputs(model, holder)) {
+        const rendered = output.text();
+        assert.equal(readFileSync(join(t.baseDir, output.path), 'utf8'), output.managed ? mergeManaged(undefined, rendered) : rendered, output.path);
+        assert.equal(cache.files[output.path]?.digest, digest(rendered), output.path);
+      }
       const before = mtimes(t.baseDir);
       const again = await sync({ infraPath: infra, baseDir: t.baseDir, env: t.env });
       assert.deepEqual(again.written, []);

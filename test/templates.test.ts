@@ -48,3 +48,26 @@ test('the build precompiles every template, and the built module renders them as
     assert.ok(typeof a === 'string' && a.length > 0, `${name} renders: ${String(a)}`);
   }
 });
+
+test('a framed template writes its one value between fixed text, so that rendering it once and putting each value between the two sides is the same as rendering it (issue 18)', async () => {
+  const { readFileSync } = await import('node:fs');
+  const { frame, handlebarsCompiler, render, TEMPLATES_DIR } = await import('../generator/core/templates.ts');
+  const { managedBlock, mergeManaged } = await import('../generator/tree/managedBlock.ts');
+  type Node = { type: string; path?: { original?: string }; params?: { original?: string }[] };
+  for (const [name, key, helper] of [['managed-block.yml.hbs', 'vars', 'yaml'], ['new-file.yml.hbs', 'block', undefined]] as const) {
+    // One mustache, of that value (through that helper), and nothing else the data reaches: no
+    // block, no partial, no other mustache.
+    const body = (handlebarsCompiler().parse(readFileSync(TEMPLATES_DIR + name, 'utf8')) as { body: Node[] }).body;
+    const dynamic = body.filter((n) => n.type !== 'ContentStatement' && n.type !== 'CommentStatement');
+    assert.equal(dynamic.length, 1, `${name}: ${dynamic.map((n) => n.type).join(', ')}`);
+    const [only] = dynamic;
+    assert.equal(only.type, 'MustacheStatement', name);
+    assert.deepEqual(helper ? [only.path?.original, only.params?.map((p) => p.original)] : [only.path?.original, only.params], helper ? [helper, [key]] : [key, []], name);
+    assert.equal(frame(name, key).length, 2);
+  }
+  for (const vars of [{ a: [1, 'yes'], b: { c: '{{ x }}', d: null } }, {}, { 'odd key': 'a\nb' }]) {
+    const block = render('managed-block.yml.hbs', { vars });
+    assert.equal(managedBlock(vars), block);
+    assert.equal(mergeManaged(undefined, block), render('new-file.yml.hbs', { block: block.replace(/\n$/, '') }));
+  }
+});

@@ -132,3 +132,40 @@ describe('toAnsibleYaml: strings Jinja would evaluate are tagged !unsafe', () =>
     assert.equal(toAnsibleYaml(doc), toYaml(doc));
   });
 });
+
+describe("toAnsibleYaml writes a mapping's entries once each, as js-yaml writes the whole mapping (issue 18)", () => {
+  /** The same entries in an object that is not plain: toAnsibleYaml writes it whole, with js-yaml alone. */
+  const whole = (value: Record<string, unknown>) => {
+    const copy = Object.create({ inherited: 1 }) as object;
+    // defineProperty, not assignment: a key named __proto__ stays a key.
+    for (const [key, v] of Object.entries(value)) Object.defineProperty(copy, key, { value: v, enumerable: true });
+    return toAnsibleYaml(copy);
+  };
+  const trap = fc.constantFrom(...YAML_1_1_TRAPS, '{{ x }}', 'x'.repeat(1100));
+  const leaf = fc.oneof(trap, fc.string(), fc.boolean(), fc.integer(), fc.double(), fc.constant(null), fc.constant(undefined), fc.constant(-0), fc.constant(1e21));
+  const value = fc.letrec((tie) => ({
+    node: fc.oneof({ depthSize: 'small' }, leaf, fc.array(tie('node'), { maxLength: 3 }), fc.dictionary(fc.oneof(trap, fc.string()), tie('node'), { maxKeys: 3 })),
+  })).node;
+
+  it('random mappings (traps, long keys and values, -0, undefined, nesting), twice each: the same text as the whole', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.oneof(trap, fc.constant('__proto__'), fc.string()), value, { maxKeys: 6 }), (doc) => {
+        assert.equal(toAnsibleYaml(doc), whole(doc));
+        assert.equal(toAnsibleYaml(doc), whole(doc), 'written again from what was kept');
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('entries that differ only where JSON would not tell them apart are written apart', () => {
+    assert.equal(toAnsibleYaml({ a: 0 }), 'a: 0\n');
+    assert.equal(toAnsibleYaml({ a: -0 }), 'a: -0\n');
+    assert.equal(toAnsibleYaml({ a: [0] }), 'a:\n  - 0\n');
+    assert.equal(toAnsibleYaml({ a: [-0] }), 'a:\n  - -0\n');
+    assert.equal(toAnsibleYaml({ a: '1' }), 'a: "1"\n');
+    assert.equal(toAnsibleYaml({ a: 1 }), 'a: 1\n');
+    assert.equal(toAnsibleYaml({ a: null, b: undefined }), 'a: null\n');
+    assert.equal(toAnsibleYaml({}), '{}\n');
+    assert.equal(toAnsibleYaml({ b: undefined }), '{}\n');
+  });
+});

@@ -5,7 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { dirname } from 'node:path';
+import { nameOf, parentOf } from './paths.js';
 
 export interface FileStamp {
   size: number;
@@ -21,11 +22,15 @@ export function readIfExists(path: string): string | undefined {
   }
 }
 
+/** Whether a directory listing says the file is not there (false: it is, or its directory was not listed). */
+export function listedAbsent(path: string, listings: Map<string, Set<string>>): boolean {
+  const listing = listings.get(parentOf(path));
+  return listing !== undefined && !listing.has(nameOf(path));
+}
+
 /** Reads a file known to a directory listing; skips the open when the listing says it is absent. */
 export function readListed(path: string, listings: Map<string, Set<string>>): string | undefined {
-  const listing = listings.get(dirname(path));
-  if (listing && !listing.has(basename(path))) return undefined;
-  return readIfExists(path);
+  return listedAbsent(path, listings) ? undefined : readIfExists(path);
 }
 
 /** The names in each directory (empty for a missing one): one readdir instead of a failed open per new file. */
@@ -157,6 +162,6 @@ function syncDir(dir: string): void {
 
 export function ensureDirs(paths: Iterable<string>): void {
   const dirs = new Set<string>();
-  for (const p of paths) dirs.add(dirname(p));
+  for (const p of paths) dirs.add(parentOf(p));
   for (const d of dirs) mkdirSync(d, { recursive: true });
 }

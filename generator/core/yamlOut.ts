@@ -85,13 +85,80 @@ const JINJA = /\{[{%#]/;
 
 const ansibleUnsafe = new jsyaml.Type('!unsafe', {
   kind: 'scalar',
-  predicate: (value: unknown) => typeof value === 'string' && JINJA.test(value),
+  // indexOf first: every string of a tree goes through here, and few have a brace.
+  predicate: (value: unknown) => typeof value === 'string' && value.includes('{') && JINJA.test(value),
   represent: (value: object) => String(value),
 });
 
 const ANSIBLE_DUMP_OPTIONS: jsyaml.DumpOptions = { ...DUMP_OPTIONS, schema: DUMP_SCHEMA.extend({ explicit: [ansibleUnsafe] }) };
 
+/**
+ * Entries of a mapping already written, by what they hold. js-yaml writes a block mapping's entries
+ * one after the other, each on its own (no aliases: noRefs), so a mapping's YAML is its entries'
+ * put together; and a tree of thousands of files repeats most entries (a machine's type, image,
+ * profiles, roles, domain), which are then written once.
+ */
+const entries = new Map<string, string>();
+/** Far above a tree's distinct entries; a bound for a long-lived process (the tests). */
+const ENTRIES_KEPT = 200_000;
+
+const isPlainObject = (value: object): boolean => {
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+};
+
+/** Whether JSON.stringify names the value exactly (so that two values with one JSON text are written alike). */
+function jsonExact(value: unknown): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      // -0 and 0, NaN and null, share a JSON text but not a YAML one.
+      return Number.isFinite(value) && !Object.is(value, -0);
+    case 'object':
+      if (value === null) return true;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!(i in value) || !jsonExact(value[i])) return false;
+        return true;
+      }
+      if (!isPlainObject(value)) return false;
+      for (const key in value) if (!jsonExact((value as Record<string, unknown>)[key])) return false;
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * What an entry holds, as a text no other entry has (its first character says how the rest reads:
+ * a string or a number after a key of the length given, else JSON); undefined when JSON cannot name
+ * it exactly.
+ */
+function entryId(key: string, entry: unknown): string | undefined {
+  if (typeof entry === 'string') return `s${key.length}:${key}${entry}`;
+  if (typeof entry === 'number') return jsonExact(entry) ? `n${key.length}:${key}${entry}` : undefined;
+  return jsonExact(entry) ? `j${JSON.stringify([key, entry])}` : undefined;
+}
+
 /** toYaml for files Ansible reads: the same text, with every string Jinja would evaluate tagged `!unsafe`. */
 export function toAnsibleYaml(value: unknown): string {
-  return jsyaml.dump(value, ANSIBLE_DUMP_OPTIONS);
+  // An empty mapping is `{}`, and anything but a plain mapping of JSON-exact entries is written whole.
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !isPlainObject(value)) return jsyaml.dump(value, ANSIBLE_DUMP_OPTIONS);
+  const keys = Object.keys(value);
+  if (!keys.length) return jsyaml.dump(value, ANSIBLE_DUMP_OPTIONS);
+  let text = '';
+  for (const key of keys) {
+    const entry = (value as Record<string, unknown>)[key];
+    const id = entryId(key, entry);
+    if (id === undefined) return jsyaml.dump(value, ANSIBLE_DUMP_OPTIONS);
+    let yaml = entries.get(id);
+    if (yaml === undefined) {
+      if (entries.size >= ENTRIES_KEPT) entries.clear();
+      // fromEntries: a key named __proto__ stays a key.
+      entries.set(id, (yaml = jsyaml.dump(Object.fromEntries([[key, entry]]), ANSIBLE_DUMP_OPTIONS)));
+    }
+    text += yaml;
+  }
+  return text;
 }

@@ -155,8 +155,10 @@ function unwrap(node: unknown): unknown {
     for (const key of Object.keys(map)) {
       const value = map[key];
       if (typeof value !== 'object' || value === null) continue;
-      // defineProperty: a plain assignment to '__proto__' would change the prototype instead.
-      Object.defineProperty(map, key, { value: unwrap(value), writable: true, enumerable: true, configurable: true });
+      const unwrapped = unwrap(value);
+      // Only a scalar changes (a mapping or a list is unwrapped in place). defineProperty: a plain
+      // assignment to '__proto__' would change the prototype instead.
+      if (unwrapped !== value) Object.defineProperty(map, key, { value: unwrapped, writable: true, enumerable: true, configurable: true });
     }
   }
   return node;

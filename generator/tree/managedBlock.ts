@@ -1,12 +1,13 @@
 /** The managed block of a generated file: replaced on every sync, every byte around it kept. */
-import { render } from '../core/templates.js';
+import { frame, withoutFinalNewline, yamlText } from '../core/templates.js';
 
 export const BEGIN_MARKER = '# === MANAGED BY infra.yml ===';
 export const END_MARKER = '# === END MANAGED ===';
 
 /** The block for a set of variables, markers included, ending with a newline. */
 export function managedBlock(vars: object): string {
-  return render('managed-block.yml.hbs', { vars });
+  const [before, after] = frame('managed-block.yml.hbs', 'vars');
+  return before + yamlText(vars) + after;
 }
 
 function lineStart(text: string, index: number): number {
@@ -30,7 +31,10 @@ export function blockSpan(text: string): { start: number; end: number } | undefi
  * block replaced; a file without markers gets the block inserted at the top, after `---`.
  */
 export function mergeManaged(existing: string | undefined, block: string): string {
-  if (existing === undefined) return render('new-file.yml.hbs', { block: block.replace(/\n$/, '') });
+  if (existing === undefined) {
+    const [before, after] = frame('new-file.yml.hbs', 'block');
+    return before + withoutFinalNewline(block) + after;
+  }
   const span = blockSpan(existing);
   if (span) return existing.slice(0, span.start) + block + existing.slice(span.end);
   const header = /^---[ \t]*(\r?\n|$)/.exec(existing);

@@ -7,10 +7,11 @@
  * directory in the tree, and the folder is removed.
  */
 import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { basename, dirname, join, relative, sep } from 'node:path';
-import { systemReason, type FileStamp } from '../core/files.js';
+import { join, relative, sep } from 'node:path';
+import { systemReason } from '../core/files.js';
+import { nameOf, parentOf, under } from '../core/paths.js';
 import { CACHE_DIR } from './cache.js';
-import type { Writer } from './writer.js';
+import type { Writer, Written } from './writer.js';
 
 const PREFIX = 'staging-';
 
@@ -68,7 +69,7 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
     if (e === undefined) known.set(dir, (e = lstatSync(join(baseDir, dir), { throwIfNoEntry: false }) !== undefined));
     return e;
   };
-  const targetDirs = new Set(targets.map(dirname));
+  const targetDirs = new Set(targets.map(parentOf));
   for (const dir of new Set([...targetDirs].map((d) => relative(baseDir, d)))) {
     if (dir === '' || dir.startsWith('..')) continue;
     const parts = dir.split(sep);
@@ -105,8 +106,8 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
   }
   return {
     path: (target) => {
-      const inRoot = stagedDirOf(dirname(target));
-      return inRoot === undefined ? target : join(inRoot, basename(target));
+      const inRoot = stagedDirOf(parentOf(target));
+      return inRoot === undefined ? target : under(inRoot, nameOf(target));
     },
     commit: () => {
       for (const prefix of staged) {
@@ -134,6 +135,7 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
 /** A writer that writes staged targets fresh into the staging folder and commits it when done. */
 export function stagedWriter(inner: Writer, staging: Staging): Writer {
   const targetOf = new Map<string, string>();
+  const offer = inner.offer?.bind(inner);
   return {
     write: (target, content, mode) => {
       const path = staging.path(target);
@@ -143,11 +145,18 @@ export function stagedWriter(inner: Writer, staging: Staging): Writer {
         inner.write(path, content, 'fresh');
       }
     },
+    // Only files of staged directories: the writer writes them fresh, as it does what it renders.
+    offer: offer && ((target, vars) => {
+      const path = staging.path(target);
+      if (path === target || !offer(path, vars)) return false;
+      targetOf.set(path, target);
+      return true;
+    }),
     finish: async () => {
       try {
-        const stamps = await inner.finish();
+        const written = await inner.finish();
         staging.commit();
-        return new Map([...stamps].map(([path, stamp]): [string, FileStamp] => [targetOf.get(path) ?? path, stamp]));
+        return new Map([...written].map(([path, file]): [string, Written] => [targetOf.get(path) ?? path, file]));
       } finally {
         staging.discard();
       }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from '../infra/depth.js';
 import { ensureDirs, readIfExists } from '../core/files.js';
+import { treeBase, under } from '../core/paths.js';
 import { yaml } from '../infra/yamlLibrary.js';
 import { gather } from '../infra/gather.js';
 import { TREE_DIRS } from './layout.js';
@@ -132,7 +133,8 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   let writer: Writer | undefined;
   let staging: Staging | undefined;
   if (writes) {
-    const targets = outputs.map((o) => join(baseDir, o.path));
+    const base = treeBase(baseDir);
+    const targets = outputs.map((o) => under(base, o.path));
     mkdirSync(baseDir, { recursive: true });
     staging = stageMissingDirs(baseDir, targets);
     ensureDirs(staging ? targets.map(staging.path) : targets);
