@@ -5,19 +5,6 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { threadWriter, type Writer } from '../generator/tree/writer.ts';
-import { digest } from '../generator/tree/cache.ts';
-import { managedBlock, mergeManaged } from '../generator/tree/managedBlock.ts';
-
-/** Offers `count` new managed files; writes those the writer does not take. Returns each path, its vars, and whether it was taken. */
-function offerMany(writer: Writer, dir: string, count: number) {
-  return Array.from({ length: count }, (_, i) => {
-    const path = join(dir, `h${i}.yml`);
-    const vars = { instance_name: `m${i}`, instance_roles: ['base_system'], odd: i % 7 === 0 ? 'yes' : '{{ x }}', n: i };
-    const taken = writer.offer?.(path, vars) ?? false;
-    if (!taken) writer.write(path, mergeManaged(undefined, managedBlock(vars)), 'fresh');
-    return { path, vars, taken };
-  });
-}
 
 function writeMany(writer: Writer, dir: string, count: number): string[] {
   const paths = Array.from({ length: count }, (_, i) => join(dir, `f${i}.yml`));
@@ -84,46 +71,6 @@ describe('writer thread', () => {
       assert.ok(writer);
       writer.write(join(dir, 'missing-dir', 'x.yml'), 'x: 1\n', 'atomic');
       await assert.rejects(writer.finish(), /cannot write .*x\.yml/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('renders the new managed files it takes: the bytes this thread would write, and the digest of their block (issue 18)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
-    try {
-      const writer = threadWriter();
-      assert.ok(writer);
-      const files = offerMany(writer, dir, 400);
-      assert.ok(files.some((f) => f.taken), 'the thread took files to render');
-      assert.ok(files.filter((f) => f.taken).length <= 400);
-      const written = await writer.finish();
-      assert.equal(written.size, 400);
-      for (const { path, vars, taken } of files) {
-        const block = managedBlock(vars);
-        assert.equal(readFileSync(path, 'utf8'), mergeManaged(undefined, block), path);
-        assert.equal(written.get(path)?.digest, taken ? digest(block) : undefined, path);
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('a thread lost with files it took to render: this thread renders and writes them, with their digest', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
-    try {
-      const writer = threadWriter('process.exit(3)');
-      assert.ok(writer);
-      const files = offerMany(writer, dir, 200);
-      // It never writes one: it is offered files until its backlog is full, then no more.
-      assert.deepEqual([files.filter((f) => f.taken).length, files.slice(0, 10).every((f) => f.taken)], [129, true]);
-      const written = await writer.finish();
-      assert.equal(written.size, 200);
-      for (const { path, vars, taken } of files) {
-        const block = managedBlock(vars);
-        assert.equal(readFileSync(path, 'utf8'), mergeManaged(undefined, block));
-        if (taken) assert.equal(written.get(path)?.digest, digest(block));
-      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -22,15 +22,11 @@ export function readIfExists(path: string): string | undefined {
   }
 }
 
-/** Whether a directory listing says the file is not there (false: it is, or its directory was not listed). */
-export function listedAbsent(path: string, listings: Map<string, Set<string>>): boolean {
-  const listing = listings.get(parentOf(path));
-  return listing !== undefined && !listing.has(nameOf(path));
-}
-
 /** Reads a file known to a directory listing; skips the open when the listing says it is absent. */
 export function readListed(path: string, listings: Map<string, Set<string>>): string | undefined {
-  return listedAbsent(path, listings) ? undefined : readIfExists(path);
+  const listing = listings.get(parentOf(path));
+  if (listing && !listing.has(nameOf(path))) return undefined;
+  return readIfExists(path);
 }
 
 /** The names in each directory (empty for a missing one): one readdir instead of a failed open per new file. */

@@ -3,7 +3,7 @@
  */
 import { digest, type CacheEntry } from './cache.js';
 import { changeDiff } from './diff.js';
-import { listDirs, listedAbsent, readListed, stampOf } from '../core/files.js';
+import { listDirs, readListed, stampOf } from '../core/files.js';
 import { parentOf, treeBase, under } from '../core/paths.js';
 import { holdsUserBytes, managedBlock, mergeManaged } from './managedBlock.js';
 import { renderRuleset, RULESET_FILE } from '../nftables/nftables.js';
@@ -19,8 +19,6 @@ import type { Writer } from './writer.js';
 export interface Output {
   path: string;
   managed: boolean;
-  /** A managed block's variables: what a writer thread renders from (Writer.offer). */
-  vars?: object;
   text: () => string;
 }
 
@@ -30,7 +28,7 @@ function once(produce: () => string): () => string {
 }
 
 function managedOutput(path: string, vars: object): Output {
-  return { path, managed: true, vars, text: once(() => managedBlock(vars)) };
+  return { path, managed: true, text: once(() => managedBlock(vars)) };
 }
 
 function wholeFileOutput(path: string, produce: () => string): Output {
@@ -71,14 +69,9 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
   const listings = listDirs(new Set(targets.map(parentOf)));
   for (const [index, output] of outputs.entries()) {
     const target = targets[index];
-    const entry = job.cached[output.path];
-    // A new file, written whole: the writer may render it itself (its stamp brings the digest back).
-    if (!entry && output.vars && !job.diff && job.writer?.offer && listedAbsent(target, listings) && job.writer.offer(target, output.vars)) {
-      outcome.written.push(output.path);
-      continue;
-    }
     const rendered = output.text();
     const fileDigest = digest(rendered);
+    const entry = job.cached[output.path];
     if (entry && entry.digest === fileDigest) {
       const now = stampOf(target);
       if (now && now.size === entry.size && now.mtimeMs === entry.mtimeMs) {
@@ -101,12 +94,12 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
     job.writer?.write(target, content, existing !== undefined && output.managed && holdsUserBytes(existing) ? 'durable' : 'atomic');
   }
   if (job.writer) {
-    const written = await job.writer.finish();
+    const stamps = await job.writer.finish();
     for (const path of outcome.written) {
       const target = under(base, path);
-      const file = written.get(target);
-      const fileDigest = digests.get(target) ?? file?.digest;
-      if (file && fileDigest) outcome.files[path] = { size: file.size, mtimeMs: file.mtimeMs, digest: fileDigest };
+      const stamp = stamps.get(target);
+      const fileDigest = digests.get(target);
+      if (stamp && fileDigest) outcome.files[path] = { ...stamp, digest: fileDigest };
     }
   }
   return outcome;

@@ -8,10 +8,10 @@
  */
 import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import { systemReason } from '../core/files.js';
+import { systemReason, type FileStamp } from '../core/files.js';
 import { nameOf, parentOf, under } from '../core/paths.js';
 import { CACHE_DIR } from './cache.js';
-import type { Writer, Written } from './writer.js';
+import type { Writer } from './writer.js';
 
 const PREFIX = 'staging-';
 
@@ -135,7 +135,6 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
 /** A writer that writes staged targets fresh into the staging folder and commits it when done. */
 export function stagedWriter(inner: Writer, staging: Staging): Writer {
   const targetOf = new Map<string, string>();
-  const offer = inner.offer?.bind(inner);
   return {
     write: (target, content, mode) => {
       const path = staging.path(target);
@@ -145,18 +144,11 @@ export function stagedWriter(inner: Writer, staging: Staging): Writer {
         inner.write(path, content, 'fresh');
       }
     },
-    // Only files of staged directories: the writer writes them fresh, as it does what it renders.
-    offer: offer && ((target, vars) => {
-      const path = staging.path(target);
-      if (path === target || !offer(path, vars)) return false;
-      targetOf.set(path, target);
-      return true;
-    }),
     finish: async () => {
       try {
-        const written = await inner.finish();
+        const stamps = await inner.finish();
         staging.commit();
-        return new Map([...written].map(([path, file]): [string, Written] => [targetOf.get(path) ?? path, file]));
+        return new Map([...stamps].map(([path, stamp]): [string, FileStamp] => [targetOf.get(path) ?? path, stamp]));
       } finally {
         staging.discard();
       }
