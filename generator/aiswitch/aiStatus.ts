@@ -246,7 +246,7 @@ export function statusAgrees(r: StatusReport): boolean {
 /** The cluster's lines of ai-status: the record, then each member. */
 export function formatCluster(c: ClusterStatus): string[] {
   const rec = c.record;
-  const lines = [`Cluster record (${HOLDER_RECORD_KEY} on project ai-tools): ${'error' in rec ? 'NOT READ' : !rec.written ? 'not written (no switch on this cluster yet)' : rec.holder ?? '<none>'}`];
+  const lines = [`Cluster record (${HOLDER_RECORD_KEY} on project ai-tools): ${'error' in rec ? `NOT READ (${rec.error})` : !rec.written ? 'not written (no switch on this cluster yet)' : rec.holder ?? '<none>'}`];
   for (const s of c.members) {
     lines.push(s.read
       ? `Member ${s.member}: ${s.agrees ? 'agrees' : 'DISAGREES'} (ai_holder: ${setText(s.ai_holder, (h) => `net-${h}`)}; ai_holder_subnet: ${setText(s.ai_holder_subnet)})`

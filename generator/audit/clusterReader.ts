@@ -2,8 +2,13 @@
  * `anklume-gen audit` on an Incus cluster, the reading half, read-only, in parallel: Incus from
  * here (its instances and apply's plan, the cluster's record of the holder), every member over
  * Ansible (memberReader.ts), and the members' play of site.yml under --check (membersPlan.ts).
+ * Every read has the time limit of readLimit.ts; Incus's instances and the record are read only
+ * once its default remote is known to be the cluster of infra.yml (clusterRemote.ts).
  */
 import type { ClusterReadings } from './clusterChecks.js';
+import type { LiveInstance, Read } from './auditChecks.js';
+import { checkClusterRemote } from './clusterRemote.js';
+import type { HolderRecord } from '../aiswitch/aiStatus.js';
 import { readHolderRecord } from './holderRecord.js';
 import { instances } from './hostReader.js';
 import { incusPlan } from './incusPlan.js';
@@ -22,15 +27,23 @@ export interface ClusterReadOptions {
   expectedText: string;
   installedPath: string;
   bootConfPath: string | undefined;
+  /** Each read's time limit in seconds. */
+  seconds: number;
+}
+
+/** Incus's instances and the record, from the default remote once it is the cluster; else why not, for both. */
+async function fromTheCluster(o: ClusterReadOptions): Promise<[Read<LiveInstance[]>, HolderRecord]> {
+  const remote = await checkClusterRemote(o.env, o.members, o.seconds);
+  if (!remote.ok) return [remote, { error: remote.why }];
+  return Promise.all([instances(o.env, o.seconds), readHolderRecord(o.env, o.seconds)]);
 }
 
 export async function readCluster(o: ClusterReadOptions): Promise<ClusterReadings> {
-  const planRun = { env: o.env, baseDir: o.tree, inventory: o.inventory, vars: o.extraVars };
-  const [live, plan, members, record, first] = await Promise.all([
-    instances(o.env),
-    incusPlan(o.tree, o.extraVars, o.env),
-    readMembers({ env: o.env, inventory: o.inventory, members: o.members, vars: o.extraVars, parts: ['holders', 'table', 'conntrack', 'links'] }),
-    readHolderRecord(o.env),
+  const planRun = { env: o.env, baseDir: o.tree, inventory: o.inventory, vars: o.extraVars, seconds: o.seconds };
+  const [[live, record], plan, members, first] = await Promise.all([
+    fromTheCluster(o),
+    incusPlan(o.tree, o.extraVars, o.env, o.seconds),
+    readMembers({ env: o.env, inventory: o.inventory, members: o.members, vars: o.extraVars, parts: ['holders', 'table', 'conntrack', 'links'], seconds: o.seconds }),
     membersPlan(planRun),
   ]);
   // The members' play stops at a member it cannot reach (any_errors_fatal, as apply must): the

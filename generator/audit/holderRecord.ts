@@ -3,23 +3,28 @@
  * ai-tools project (docs/multi-host.md#where-the-ai-holder-lives), which every member reads from
  * the cluster's database. ai-switch writes it: "" for nobody, else the holder domain's name. A
  * cluster never switched has no such key (or no ai-tools project yet): not written, not an error.
+ * The callers read it once clusterRemote.ts says the default remote is infra.yml's cluster.
  */
-import { execa } from 'execa';
 import { HOLDER_RECORD_KEY, type HolderRecord } from '../aiswitch/aiStatus.js';
 import { AI_DOMAIN } from '../infra/devices.js';
+import { noAnswer } from './readLimit.js';
+import { runLimited } from './limitedRun.js';
 
-export async function readHolderRecord(env: NodeJS.ProcessEnv): Promise<HolderRecord> {
-  const r = await execa('incus', ['query', `/1.0/projects/${AI_DOMAIN}`], { env, extendEnv: false, reject: false, stdin: 'ignore' });
+export async function readHolderRecord(env: NodeJS.ProcessEnv, seconds: number): Promise<HolderRecord> {
+  const path = `/1.0/projects/${AI_DOMAIN}`;
+  const r = await runLimited(['incus', 'query', path], env, seconds);
+  if (r.timedOut) return { error: `incus query ${path}: ${noAnswer(seconds)} (without quorum the cluster's database does not answer)` };
+  if (r.missing) return { error: `incus query ${path}: incus is not installed` };
   if (r.exitCode !== 0) {
-    const said = String(r.stderr || r.message || '').trim().split('\n').slice(-1)[0];
-    if (/not found/i.test(said) && !/command not found|ENOENT/.test(said)) return { written: false };
-    return { error: `incus query /1.0/projects/${AI_DOMAIN}: ${(r as { code?: string }).code === 'ENOENT' ? 'incus is not installed' : said}` };
+    const said = (r.stderr || r.message).trim().split('\n').slice(-1)[0];
+    if (/not found/i.test(said)) return { written: false };
+    return { error: `incus query ${path}: ${said}` };
   }
   try {
-    const config = (JSON.parse(String(r.stdout)) as { config?: Record<string, string> }).config ?? {};
+    const config = (JSON.parse(r.stdout) as { config?: Record<string, string> }).config ?? {};
     const value = config[HOLDER_RECORD_KEY];
     return value === undefined ? { written: false } : { written: true, holder: value === '' ? null : value };
   } catch (err) {
-    return { error: `incus query /1.0/projects/${AI_DOMAIN}: ${(err as Error).message}` };
+    return { error: `incus query ${path}: ${(err as Error).message}` };
   }
 }

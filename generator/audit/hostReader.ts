@@ -3,10 +3,11 @@
  * read-only, every read in parallel. Arguments are arrays; what cannot be read (not root, a tool
  * missing, the daemon down) comes back as the reason, for the report to say.
  */
-import { execa } from 'execa';
 import type { ConntrackEntry, HostReadings, LiveInstance, Read } from './auditChecks.js';
 import { readIfExists } from '../core/files.js';
 import { incusPlan } from './incusPlan.js';
+import { DEFAULT_READ_TIMEOUT_S, noAnswer } from './readLimit.js';
+import { runLimited } from './limitedRun.js';
 import { liveTableListing, readLiveHolders } from '../nftables/nft.js';
 import { TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 
@@ -21,11 +22,12 @@ const INSTALL: Record<string, string> = {
   ip: 'Debian: apt-get install iproute2',
 };
 
-async function run(env: Env, argv: string[], input?: string): Promise<Read<string>> {
-  const r = await execa(argv[0], argv.slice(1), { env, extendEnv: false, reject: false, ...(input === undefined ? { stdin: 'ignore' as const } : { input }) });
-  if (r.exitCode === 0) return { ok: true, value: String(r.stdout) };
-  if ((r as { code?: string }).code === 'ENOENT') return { ok: false, why: `${argv[0]} is not installed (${INSTALL[argv[0]] ?? 'install it'})` };
-  const lines = String(r.stderr || r.message || '').trim().split('\n');
+async function run(env: Env, argv: string[], input?: string, seconds = DEFAULT_READ_TIMEOUT_S): Promise<Read<string>> {
+  const r = await runLimited(argv, env, seconds, input);
+  if (r.timedOut) return { ok: false, why: `${argv.slice(0, 3).join(' ')}: ${noAnswer(seconds)}` };
+  if (r.exitCode === 0) return { ok: true, value: r.stdout };
+  if (r.missing) return { ok: false, why: `${argv[0]} is not installed (${INSTALL[argv[0]] ?? 'install it'})` };
+  const lines = (r.stderr || r.message).trim().split('\n');
   const why = (lines.find((l) => /error|denied|not permitted|must be root/i.test(l)) ?? lines[0]).trim();
   return { ok: false, why: `${argv.slice(0, 3).join(' ')}: ${why}${/denied|not permitted|permissions|must be root|EACCES|EPERM/i.test(why) ? ' (run as root)' : ''}` };
 }
@@ -66,8 +68,8 @@ async function holders(env: Env): Promise<Read<string[] | undefined>> {
   }
 }
 
-export async function instances(env: Env): Promise<Read<LiveInstance[]>> {
-  const r = await run(env, ['incus', 'query', '/1.0/instances?recursion=1&all-projects=true']);
+export async function instances(env: Env, seconds = DEFAULT_READ_TIMEOUT_S): Promise<Read<LiveInstance[]>> {
+  const r = await run(env, ['incus', 'query', '/1.0/instances?recursion=1&all-projects=true'], undefined, seconds);
   return r.ok ? { ok: true, value: JSON.parse(r.value) as LiveInstance[] } : r;
 }
 

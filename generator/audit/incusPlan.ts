@@ -7,6 +7,8 @@
 import { execa } from 'execa';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Read } from './auditChecks.js';
+import { DEFAULT_READ_TIMEOUT_S, noAnswer } from './readLimit.js';
+import { runLimited } from './limitedRun.js';
 import { packagePath } from '../core/packageRoot.js';
 
 export type Change = [unknown, unknown];
@@ -50,9 +52,10 @@ async function ansiblePython(env: NodeJS.ProcessEnv): Promise<string> {
 }
 
 /** `extra` holds the ansible variables given with -e (the same names the roles take). */
-export async function incusPlan(tree: string, extra: Record<string, unknown>, env: NodeJS.ProcessEnv): Promise<Read<IncusPlan>> {
+export async function incusPlan(tree: string, extra: Record<string, unknown>, env: NodeJS.ProcessEnv, seconds = DEFAULT_READ_TIMEOUT_S): Promise<Read<IncusPlan>> {
   const python = await ansiblePython(env);
-  const r = await execa(python, [PLAN_SCRIPT, tree, JSON.stringify(extra)], { env, extendEnv: false, reject: false, stdin: 'ignore' });
+  const r = await runLimited([python, PLAN_SCRIPT, tree, JSON.stringify(extra)], env, seconds);
+  if (r.timedOut) return { ok: false, why: `cannot read Incus: ${noAnswer(seconds)} (without quorum a cluster's database does not answer)` };
   let parsed: (IncusPlan & { error?: undefined }) | { error: string } | undefined;
   try {
     parsed = JSON.parse(String(r.stdout)) as typeof parsed;
@@ -60,7 +63,7 @@ export async function incusPlan(tree: string, extra: Record<string, unknown>, en
     parsed = undefined;
   }
   if (!parsed || 'error' in parsed && parsed.error !== undefined) {
-    const why = parsed && 'error' in parsed && parsed.error ? parsed.error : String(r.stderr || r.message).trim().split('\n').slice(-1)[0];
+    const why = parsed && 'error' in parsed && parsed.error ? parsed.error : (r.stderr || r.message).trim().split('\n').slice(-1)[0];
     const hint = /permission denied|needed permissions|EACCES/i.test(why) ? ' (run as root, or as a member of incus-admin)' : /not found|ENOENT|No such file/.test(why) ? ' (is Incus installed and its daemon running?)' : '';
     return { ok: false, why: `cannot read Incus: ${why}${hint}` };
   }

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ConntrackEntry, Read } from './auditChecks.js';
 import { parseConntrack } from './hostReader.js';
+import { memberTaskTimeoutS, noAnswer } from './readLimit.js';
 import { AI_HOLDER_SET, holdersFromSetJson, TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 
 /** The set that names the holder's subnet on a cluster (templates/nftables/anklume.nft.hbs). */
@@ -91,7 +92,9 @@ export function subnetsFromSetJson(json: string): string[] {
 }
 
 /** One member's answer (Ansible's registered result of the read) as readings. */
-export function memberReadings(result: { unreachable?: boolean; failed?: boolean; rc?: number; stdout?: string; msg?: string }): Read<MemberReadings> {
+export function memberReadings(result: { unreachable?: boolean; failed?: boolean; rc?: number; stdout?: string; msg?: string; timedout?: { period?: unknown } }): Read<MemberReadings> {
+  // The task's time limit passed: Ansible stopped the read (a hung nft, SSH that stopped answering).
+  if (result.timedout) return { ok: false, why: `${noAnswer(Number(result.timedout.period))} (its read was stopped)` };
   if (result.unreachable) return { ok: false, why: `Ansible cannot reach it: ${(result.msg ?? 'unreachable').trim().split('\n')[0]}` };
   const s = sections(result.stdout ?? '');
   if (s.size === 0) return { ok: false, why: `its read failed: ${(result.msg ?? `exit ${String(result.rc)}`).trim().split('\n')[0]}` };
@@ -121,7 +124,10 @@ const PLAYBOOK = `---
       register: anklume_read
       changed_when: false
       failed_when: false
+      # A read past its time limit fails the task (failed_when does not apply): its answer is still kept.
+      ignore_errors: true
       ignore_unreachable: true
+      timeout: "{{ anklume_read_timeout }}"
       check_mode: false
     - name: Keep the answer on this machine
       ansible.builtin.copy:
@@ -141,6 +147,8 @@ export interface MembersReadRun {
   members: string[];
   vars: Record<string, unknown>;
   parts: MemberPart[];
+  /** The run's time limit in seconds; each member's read gets half of it (readLimit.ts). */
+  seconds: number;
 }
 
 export async function readMembers(run: MembersReadRun): Promise<MembersRead> {
@@ -152,14 +160,17 @@ export async function readMembers(run: MembersReadRun): Promise<MembersRead> {
     const answers = join(dir, 'answers');
     writeFileSync(playbook, PLAYBOOK);
     // The user's -e first, then ours: the script and the folder are not theirs to change.
-    writeFileSync(varsFile, JSON.stringify({ ...run.vars, anklume_read_script: readScript(run.parts), anklume_read_dir: answers }));
+    writeFileSync(varsFile, JSON.stringify({ ...run.vars, anklume_read_script: readScript(run.parts), anklume_read_dir: answers, anklume_read_timeout: memberTaskTimeoutS(run.seconds) }));
     mkdirSync(answers);
     let output = '';
+    const limit = AbortSignal.timeout(run.seconds * 1000);
     const result = await runPlaybook({
-      tempDir: dir, playbook, varsFile, extraArgs: ['-i', run.inventory], env: run.env, color: false, onOutput: (chunk) => void (output += chunk),
+      tempDir: dir, playbook, varsFile, extraArgs: ['-i', run.inventory], env: run.env, color: false, onOutput: (chunk) => void (output += chunk), signal: limit,
     });
     const files = new Set(readdirSync(answers));
-    const failure = result.spawnError ? `ansible-playbook could not be started (${result.spawnError})` : `no answer from it (ansible-playbook ${result.ok ? 'said nothing of it' : `exit ${result.exitCode ?? result.signal}`}: ${output.trim().split('\n').slice(-2).join(' ')})`;
+    const failure = limit.aborted
+      ? `${noAnswer(run.seconds)} (ansible-playbook was stopped)`
+      : result.spawnError ? `ansible-playbook could not be started (${result.spawnError})` : `no answer from it (ansible-playbook ${result.ok ? 'said nothing of it' : `exit ${result.exitCode ?? result.signal}`}: ${output.trim().split('\n').slice(-2).join(' ')})`;
     return Object.fromEntries(run.members.map((m): [string, Read<MemberReadings>] => {
       if (!files.has(`member@${m}.json`)) return [m, { ok: false, why: failure }];
       return [m, memberReadings(JSON.parse(readFileSync(join(answers, `member@${m}.json`), 'utf8')) as Parameters<typeof memberReadings>[0])];

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Read } from './auditChecks.js';
 import type { PlanObject } from './incusPlan.js';
+import { noAnswer } from './readLimit.js';
 
 export interface MembersPlanRun {
   env: NodeJS.ProcessEnv;
@@ -20,6 +21,8 @@ export interface MembersPlanRun {
   vars: Record<string, unknown>;
   /** The members to read (default: every member of the inventory). */
   limit?: string[];
+  /** The run's time limit in seconds (readLimit.ts). */
+  seconds: number;
 }
 
 /** What differs on the members read, and which members wrote their record (the others were not read). */
@@ -35,6 +38,7 @@ export async function membersPlan(run: MembersPlanRun): Promise<Read<MembersPlan
   try {
     const planFile = join(dir, 'plan.json');
     let output = '';
+    const limit = AbortSignal.timeout(run.seconds * 1000);
     const result = await runPlaybook({
       tempDir: dir,
       playbook: packagePath('site.yml'),
@@ -42,7 +46,9 @@ export async function membersPlan(run: MembersPlanRun): Promise<Read<MembersPlan
       env: { ...run.env, ANKLUME_BASE_DIR: realpathSync(run.baseDir) },
       color: false,
       onOutput: (chunk) => void (output += chunk),
+      signal: limit,
     });
+    if (limit.aborted) return { ok: false, why: `the members could not be read: ${noAnswer(run.seconds)} (ansible-playbook was stopped)` };
     if (!result.ok) return { ok: false, why: `the members could not be read (ansible-playbook ${result.spawnError ?? `exit ${result.exitCode}`}): ${output.trim().split('\n').slice(-3).join(' ')}` };
     const records = readdirSync(dir).filter((name) => /^plan\.json\.(ruleset|routes)@/.test(name)).sort();
     const read = [...new Set(records.map((name) => name.slice(name.indexOf('@') + 1)))].sort();

@@ -4,6 +4,7 @@ import type { SwitchResult } from '../aiswitch/aiSwitch.js';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportProblems, stringValue as str, UsageError, type Command, type Options } from './command.js';
 import { DEFAULT_INSTALLED_RULESET, logFilePath, stateFilePath } from '../infra/context.js';
 import { jsonError, jsonWarning, printDiagnostics, printJson } from './output.js';
+import { readTimeout, TIMEOUT_FLAG, TIMEOUT_OPTION } from './readTimeout.js';
 
 
 function seconds(value: string | undefined, flag: string): number {
@@ -115,22 +116,25 @@ export const aiSwitchCommand: Command = {
 
 export const aiStatusCommand: Command = {
   summary: 'show who holds AI access, whether the live ruleset agrees, and the last switches',
-  usage: 'anklume-gen ai-status [--infra PATH] [--state-file PATH] [--log-file PATH] [--history N] [--base-dir DIR] [--json]',
+  usage: 'anklume-gen ai-status [--infra PATH] [--state-file PATH] [--log-file PATH] [--history N] [--base-dir DIR] [--timeout SECONDS] [--json]',
   flags: {
     ...WHERE_FLAGS,
     history: 'how many past switches to show (default 10)',
     'base-dir': "on an Incus cluster, the tree whose inventory/_cluster.yml reaches the members (default .)",
+    ...TIMEOUT_FLAG,
   },
   options: {
     ...COMMON_OPTIONS,
     ...WHERE_OPTIONS,
     history: { type: 'string' },
     'base-dir': { type: 'string' },
+    ...TIMEOUT_OPTION,
   },
   async run(values, positionals, inv) {
     if (positionals.length) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra)`);
     const historyText = str(values.history) ?? '10';
     if (!/^\d+$/.test(historyText)) throw new UsageError(`--history takes a number, got '${historyText}'`);
+    const seconds = readTimeout(values);
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     // The infra only supplies the default holder; a broken infra must not hide the live state.
@@ -138,7 +142,7 @@ export const aiStatusCommand: Command = {
     const { infra } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile }).catch(() => ({ infra: undefined }));
     const logFile = logFilePath(inv.env, str(values['log-file']));
     // On an Incus cluster every member's sets and the cluster's record, not this host's set.
-    const cluster = infra?.global.cluster ? await (await import('./aiStatusCluster.js')).clusterReadings(inv, infra, str(values['base-dir']) ?? '.') : undefined;
+    const cluster = infra?.global.cluster ? await (await import('./aiStatusCluster.js')).clusterReadings(inv, { infra, infraPath, baseDir: str(values['base-dir']) ?? '.', seconds }) : undefined;
     if (cluster && 'problem' in cluster) {
       reportProblems(inv, values.json === true, [{ message: cluster.problem }], []);
       return EXIT_FAILED;

@@ -1,26 +1,39 @@
 /**
  * `anklume-gen ai-status` on an Incus cluster: every member's holder sets over Ansible (through the
- * inventory sync wrote, as apply reaches the members) and the cluster's record from Incus, both
- * read-only, for aiStatus.ts to set against the state file.
+ * inventory sync wrote, as apply reaches the members) and the cluster's record from Incus once its
+ * default remote is known to be infra.yml's cluster, all read-only and within the time limit, for
+ * aiStatus.ts to set against the state file.
  */
 import { join } from 'node:path';
 import type { Invocation } from './command.js';
 import { isFile } from './sitePlaybook.js';
-import type { ClusterReadings, MemberHolderRead } from '../aiswitch/aiStatus.js';
+import type { ClusterReadings, HolderRecord, MemberHolderRead } from '../aiswitch/aiStatus.js';
 import type { Infra } from '../core/types.js';
 
-export async function clusterReadings(inv: Invocation, infra: Infra, baseDir: string): Promise<ClusterReadings | { problem: string }> {
-  const [{ CLUSTER_INVENTORY }, { readMembers }, { readHolderRecord }, { domainSubnet }] = await Promise.all([
-    import('../tree/tree.js'), import('../audit/memberReader.js'), import('../audit/holderRecord.js'), import('../nftables/memberSets.js'),
+export interface ClusterStatusRun {
+  infra: Infra;
+  infraPath: string;
+  baseDir: string;
+  /** Each read's time limit in seconds. */
+  seconds: number;
+}
+
+export async function clusterReadings(inv: Invocation, run: ClusterStatusRun): Promise<ClusterReadings | { problem: string }> {
+  const [{ CLUSTER_INVENTORY }, { readMembers }, { readHolderRecord }, { checkClusterRemote }, { domainSubnet }] = await Promise.all([
+    import('../tree/tree.js'), import('../audit/memberReader.js'), import('../audit/holderRecord.js'), import('../audit/clusterRemote.js'), import('../nftables/memberSets.js'),
   ]);
-  const inventory = join(baseDir, CLUSTER_INVENTORY);
+  const inventory = join(run.baseDir, CLUSTER_INVENTORY);
   if (!isFile(inventory)) {
-    return { problem: `${inventory}: no inventory of the cluster's members to read their holder sets through; write it with 'anklume-gen sync <infra> --base-dir ${baseDir}' (make sync), or name the tree with --base-dir` };
+    return { problem: `${inventory}: no inventory of the cluster's members to read their holder sets through; write it with 'anklume-gen sync ${run.infraPath} --base-dir ${run.baseDir}' (make sync INFRA=${run.infraPath} BASE_DIR=${run.baseDir}), or name the tree that has it: 'anklume-gen ai-status --base-dir DIR' (make ai-status BASE_DIR=DIR)` };
   }
-  const names = Object.keys(infra.global.cluster?.members ?? {}).sort();
-  const [read, record] = await Promise.all([
-    readMembers({ env: inv.env, inventory, members: names, vars: {}, parts: ['holders'] }),
-    readHolderRecord(inv.env),
+  const names = Object.keys(run.infra.global.cluster?.members ?? {}).sort();
+  const record = async (): Promise<HolderRecord> => {
+    const remote = await checkClusterRemote(inv.env, names, run.seconds);
+    return remote.ok ? readHolderRecord(inv.env, run.seconds) : { error: remote.why };
+  };
+  const [read, rec] = await Promise.all([
+    readMembers({ env: inv.env, inventory, members: names, vars: {}, parts: ['holders'], seconds: run.seconds }),
+    record(),
   ]);
   const members = Object.fromEntries(names.map((m): [string, MemberHolderRead] => {
     const r = read[m];
@@ -29,5 +42,5 @@ export async function clusterReadings(inv: Invocation, infra: Infra, baseDir: st
     if (!r.value.holderSubnets.ok) return [m, { ok: false, why: r.value.holderSubnets.why }];
     return [m, { ok: true, holders: r.value.holders.value, subnets: r.value.holderSubnets.value }];
   }));
-  return { members, record, subnetOf: (d) => domainSubnet(infra, d) };
+  return { members, record: rec, subnetOf: (d) => domainSubnet(run.infra, d) };
 }

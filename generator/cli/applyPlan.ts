@@ -10,6 +10,7 @@ import { bootConfiguration, installedRuleset } from './extraVars.js';
 import { jsonError, printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET } from '../infra/context.js';
 import type { PlanObject } from '../audit/incusPlan.js';
+import { DEFAULT_READ_TIMEOUT_S } from '../audit/readLimit.js';
 
 /** Where the ruleset goes in apply's order: after the bridges, before the instances. */
 function inApplyOrder(incus: PlanObject[], ruleset: PlanObject[]): PlanObject[] {
@@ -35,7 +36,7 @@ export async function showPlan(inv: Invocation, json: boolean, baseDir: string, 
     incusPlan(baseDir, vars, inv.env),
     members ? { ok: true as const, value: '' } : liveTable(inv.env),
     members ? { ok: true as const, value: '' } : treeTable(inv.env, treeText),
-    members ? membersPlan({ env: inv.env, baseDir, inventory: members, vars }) : { ok: true as const, value: undefined },
+    members ? membersPlan({ env: inv.env, baseDir, inventory: members, vars, seconds: DEFAULT_READ_TIMEOUT_S }) : { ok: true as const, value: undefined },
   ]);
   const errors = [plan, live, tree, onMembers].flatMap((r) => (r.ok ? [] : [r.why]));
   if (!plan.ok || !live.ok || !tree.ok || !onMembers.ok) {

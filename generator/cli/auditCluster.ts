@@ -20,6 +20,8 @@ export interface ClusterAudit {
   expectedText: string;
   installedPath: string;
   bootConfPath: string | undefined;
+  /** Each read's time limit in seconds. */
+  seconds: number;
 }
 
 export async function auditCluster(inv: Invocation, json: boolean, a: ClusterAudit): Promise<number> {
@@ -28,13 +30,13 @@ export async function auditCluster(inv: Invocation, json: boolean, a: ClusterAud
   ]);
   const inventory = join(a.baseDir, CLUSTER_INVENTORY);
   if (!isFile(inventory)) {
-    reportProblems(inv, json, [{ message: `${inventory}: no inventory of the cluster's members to audit them through; write it with 'anklume-gen sync ${a.infraPath} --base-dir ${a.baseDir}' (make sync)` }], []);
+    reportProblems(inv, json, [{ message: `${inventory}: no inventory of the cluster's members to audit them through; write it with 'anklume-gen sync ${a.infraPath} --base-dir ${a.baseDir}' (make sync INFRA=${a.infraPath} BASE_DIR=${a.baseDir}), or name the tree that has it: 'anklume-gen audit --base-dir DIR' (make audit BASE_DIR=DIR)` }], []);
     return EXIT_FAILED;
   }
   const members = Object.keys(a.infra.global.cluster?.members ?? {}).sort();
   const readings = await readCluster({
     env: inv.env, tree: a.baseDir, inventory, members, extraVars: a.vars,
-    treeText: a.treeText, expectedText: a.expectedText, installedPath: a.installedPath, bootConfPath: a.bootConfPath,
+    treeText: a.treeText, expectedText: a.expectedText, installedPath: a.installedPath, bootConfPath: a.bootConfPath, seconds: a.seconds,
   });
   const exclusive = a.infra.global.ai_access_policy === 'exclusive';
   const audit = judgeCluster(readings, a.infra, exclusive ? a.held : null, await readContext(inv.env));

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { COMMON_OPTIONS, defaultInfra, EXIT_FAILED, EXIT_OK, reportProblems, stringValue as str, UsageError, type Command } from './command.js';
 import { bootConfiguration, DEFAULT_BOOT_CONF, extraVars, installedRuleset } from './extraVars.js';
 import { printJson } from './output.js';
+import { readTimeout, TIMEOUT_FLAG, TIMEOUT_OPTION } from './readTimeout.js';
 import { DEFAULT_INSTALLED_RULESET, stateFilePath } from '../infra/context.js';
 
 
@@ -21,13 +22,14 @@ async function wrongTree(baseDir: string, project: string, infraPath: string): P
 
 export const auditCommand: Command = {
   summary: 'check the live host against the tree and the promise (ruleset, boot copy, AI holder, devices, instances, connections); exit 1 on any finding',
-  usage: 'anklume-gen audit [--infra PATH] [--base-dir DIR] [--state-file PATH] [--installed-ruleset PATH] [--boot-conf PATH] [--json] [-- -e VARS...]',
+  usage: 'anklume-gen audit [--infra PATH] [--base-dir DIR] [--state-file PATH] [--installed-ruleset PATH] [--boot-conf PATH] [--timeout SECONDS] [--json] [-- -e VARS...]',
   flags: {
     infra: 'infra.yml or infra/ (default: infra/ when infra/base.yml exists, else infra.yml)',
     'base-dir': 'the generated tree (default .)',
     'state-file': 'default $ANKLUME_STATE_FILE or /opt/anklume/ai-access-current',
     'installed-ruleset': `the host's boot copy of the ruleset (default $ANKLUME_INSTALLED_RULESET or ${DEFAULT_INSTALLED_RULESET})`,
     'boot-conf': `the nftables configuration loaded at boot (default $ANKLUME_BOOT_CONF or ${DEFAULT_BOOT_CONF})`,
+    ...TIMEOUT_FLAG,
   },
   options: {
     ...COMMON_OPTIONS,
@@ -36,11 +38,13 @@ export const auditCommand: Command = {
     'state-file': { type: 'string' },
     'installed-ruleset': { type: 'string' },
     'boot-conf': { type: 'string' },
+    ...TIMEOUT_OPTION,
   },
   async run(values, positionals, inv) {
     if (positionals.length && !inv.args.includes('--')) throw new UsageError(`unexpected argument: ${positionals.join(' ')} (the infra is given with --infra; ansible variables for the roles go after --, as -e ...)`);
     const vars = await extraVars(positionals);
     const json = values.json === true;
+    const seconds = readTimeout(values);
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
     const [{ prepare, effectiveHolder }, { readHost }, { judgeHost }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }] = await Promise.all([
@@ -66,7 +70,7 @@ export const auditCommand: Command = {
     if (infra.global.cluster) {
       const { auditCluster } = await import('./auditCluster.js');
       return auditCluster(inv, json, {
-        infra, held, baseDir, vars, infraPath,
+        infra, held, baseDir, vars, infraPath, seconds,
         treeText: readIfExists(join(baseDir, RULESET_FILE)),
         expectedText: renderRuleset(infra, held),
         installedPath: str(values['installed-ruleset']) || installedRuleset(vars, inv.env.ANKLUME_INSTALLED_RULESET || DEFAULT_INSTALLED_RULESET),
