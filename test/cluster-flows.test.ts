@@ -25,8 +25,9 @@ const singleHost = (text: string) => text.replace(/^  cluster:\n(?: {4}.*\n)+/m,
 
 /** The rules of the rendered forward chain, as nft reads them (as test/flows.test.ts reads them). */
 function renderedChain(text: string): string[] {
-  const body = text.slice(text.indexOf('chain forward {'));
-  return body.split('\n').slice(1).map((l) => l.trim()).filter((l) => l && !l.startsWith('#') && !l.startsWith('type filter hook')).slice(0, -2);
+  const body = text.slice(text.indexOf('chain forward {')).split('\n').slice(1).map((l) => l.trim());
+  // Up to the chain's own closing brace: the cluster's nat chain follows it.
+  return body.slice(0, body.indexOf('}')).filter((l) => l && !l.startsWith('#') && !l.startsWith('type filter hook'));
 }
 
 const infra = model(FIXTURE);

@@ -169,6 +169,22 @@ describe('the ruleset on two cluster members (issue 19)', { skip: check.ok ? fal
     await assertEveryPair(null);
   });
 
+  it("what leaves for the LAN is masqueraded by the member whose uplink it takes, from machines on both members; between members a machine keeps its own address", async () => {
+    await load(renderRuleset(infra, 'pro'));
+    // pro-dev runs on desk, whose uplink leads to the LAN; pro-build on gpu-box, which routes the
+    // LAN through desk over the member link, unchanged, so that desk masquerades it too.
+    for (const [from, to, seen] of [['pro-dev', 'lan-host', LAN.gateway], ['pro-build', 'lan-host', LAN.gateway], ['pro-dev', 'pro-build', '10.100.2.10'], ['perso-web', 'lab-db', '10.100.1.11']] as const) {
+      const held = await lab.hold(from, to, 80);
+      try {
+        const { echoed, token } = await held.ping();
+        assert.equal(echoed, true, `${from} reaches ${to}`);
+        assert.equal(await lab.senderOf(to, token), seen, `${to} sees ${from}'s connection come from ${seen}`);
+      } finally {
+        held.close();
+      }
+    }
+  });
+
   it('a switch is one set update on every member: pro -> perso', async () => {
     await load(renderRuleset(infra, 'pro'));
     await load(switchBatch(infra, 'pro', 'perso'));

@@ -122,7 +122,7 @@ if (mode === 'serve') {
   let pending = tcp.length + udp.length;
   const up = () => { if (--pending === 0) process.stdout.write('ready\n'); };
   for (const port of tcp) {
-    const server = net.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => { log('tcp/' + port, d); s.write(d); }); });
+    const server = net.createServer((s) => { s.on('error', () => {}); s.on('data', (d) => { log('tcp/' + port + ' from ' + s.remoteAddress, d); s.write(d); }); });
     server.listen(Number(port), '0.0.0.0', up);
   }
   for (const port of udp) {
@@ -440,6 +440,13 @@ export class Lab {
       if (Date.now() >= deadline) return false;
       await sleep(20);
     }
+  }
+
+  /** The source address `machine`'s TCP listener saw `token` come from (a masquerade shows here); undefined if it never arrived. */
+  async senderOf(machine: string, token: string, waitMs = 1_500): Promise<string | undefined> {
+    if (!(await this.received(machine, token, waitMs))) return undefined;
+    const line = (this.receivedLog.get(this.machine(machine).name) ?? []).find((l) => l.endsWith(` ${token}`));
+    return / from (\S+) /.exec(line ?? '')?.[1];
   }
 
   /** Sends one UDP datagram per entry (a fresh token each); resolves to the tokens, in order. */
