@@ -7,7 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { judgeCluster, type ClusterReadings } from '../generator/audit/clusterChecks.ts';
@@ -175,6 +175,8 @@ describe("a member's answer (stand-in output of the read)", () => {
     assert.deepEqual(memberReadings({ unreachable: true, msg: 'Failed to connect to the host via ssh: ssh: connect to host 100.64.1.102 port 22: Connection refused\n' }),
       { ok: false, why: 'Ansible cannot reach it: Failed to connect to the host via ssh: ssh: connect to host 100.64.1.102 port 22: Connection refused' });
     assert.deepEqual(memberReadings({ rc: 126, stdout: '', msg: 'non-zero return code' }), { ok: false, why: 'its read failed: non-zero return code' });
+    assert.deepEqual(memberReadings({ failed: true, msg: 'The ansible.builtin.shell action failed to execute in the expected time frame (30) and was terminated' }),
+      { ok: false, why: 'no answer in 30 s (its read was stopped)' }, "the read task's time limit (test/audit-timeout.test.ts runs it)");
   });
 });
 
@@ -274,5 +276,75 @@ describe('the commands on a cluster, their shapes (stand-ins: ansible-playbook, 
     assert.equal(none.code, 1);
     assert.match(none.stderr, /inventory\/_cluster\.yml: no inventory of the cluster's members to read their holder sets through; write it with 'anklume-gen sync/);
     forbidden.assertNoneCalled();
+  });
+});
+
+/**
+ * STAND-IN (TEST-ONLY) for `incus`: answers /1.0 and /1.0/cluster/members as INCUS_SERVER and
+ * INCUS_MEMBERS say (JSON), journals every call, and answers the ai-tools project with a holder.
+ */
+const INCUS_STANDIN = `#!/bin/sh
+# STAND-IN (TEST-ONLY): an Incus whose identity the test sets.
+echo "$*" >> "$STANDIN_JOURNAL"
+case "$2" in
+  /1.0) echo "$INCUS_SERVER" ;;
+  /1.0/cluster/members) echo "$INCUS_MEMBERS" ;;
+  /1.0/projects/ai-tools) echo '{"config": {"user.anklume.ai_holder": "perso"}}' ;;
+  *) echo "Error: not found" >&2; exit 1 ;;
+esac
+`;
+
+describe("the holder's record is read only from infra.yml's cluster (stand-in incus; ansible-playbook and nft fail when called)", () => {
+  let t: TestEnv;
+  let forbidden: ForbiddenTools;
+  let bin: string;
+  before(async () => {
+    t = testEnv();
+    const r = await runCli(['sync', 'examples/cluster.yml', '--base-dir', t.baseDir, '-q'], t.env);
+    assert.equal(r.code, 0, r.stderr);
+    forbidden = ForbiddenTools.create(['ansible-playbook', 'nft']);
+    bin = join(t.dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'incus'), INCUS_STANDIN);
+    chmodSync(join(bin, 'incus'), 0o755);
+  });
+  after(() => {
+    forbidden?.cleanup();
+    t?.cleanup();
+  });
+  const journal = () => join(t.dir, 'incus-calls');
+  const run = (args: string[], server: object, members: string[]) => {
+    writeFileSync(journal(), '');
+    const env = forbidden.env(t.env);
+    return runCli(args, { ...env, PATH: `${bin}:${env.PATH}`, STANDIN_JOURNAL: journal(), INCUS_SERVER: JSON.stringify(server), INCUS_MEMBERS: JSON.stringify(members.map((m) => `/1.0/cluster/members/${m}`)) });
+  };
+  const calls = () => readFileSync(journal(), 'utf8').trim().split('\n');
+  const args = ['ai-status', '--infra', 'examples/cluster.yml', '--base-dir', '', '--json'];
+
+  it("the default remote is not clustered: the record NOT READ with the reason, the project's key never asked", async () => {
+    args[4] = t.baseDir;
+    const r = await run(args, { environment: { server_clustered: false, server_name: 'laptop' } }, []);
+    assert.equal(r.code, 1);
+    const doc = JSON.parse(r.stdout) as { cluster: { record: unknown } };
+    assert.deepEqual(doc.cluster.record, { error: "the Incus that 'incus' reaches (its default remote, server 'laptop') is not clustered, so it is not the cluster of infra.yml (members desk, gpu-box): point the default remote at a member (incus remote switch)" });
+    assert.deepEqual(calls(), ['query /1.0']);
+  });
+
+  it("the default remote is another cluster: NOT READ, its members named; infra.yml's cluster: the record read", async () => {
+    const other = await run(args, { environment: { server_clustered: true, server_name: 'm1' } }, ['m1', 'm2', 'm3']);
+    assert.deepEqual((JSON.parse(other.stdout) as { cluster: { record: unknown } }).cluster.record, { error: "the Incus that 'incus' reaches (its default remote) is a cluster of members m1, m2, m3, not infra.yml's (desk, gpu-box): point the default remote at a member of infra.yml's cluster (incus remote switch), or correct global.cluster" });
+    assert.deepEqual(calls(), ['query /1.0', 'query /1.0/cluster/members']);
+    const ours = await run(args, { environment: { server_clustered: true, server_name: 'desk' } }, ['gpu-box', 'desk']);
+    assert.deepEqual((JSON.parse(ours.stdout) as { cluster: { record: unknown } }).cluster.record, { written: true, holder: 'perso' });
+    assert.deepEqual(calls(), ['query /1.0', 'query /1.0/cluster/members', 'query /1.0/projects/ai-tools']);
+  });
+
+  it("audit: Incus's instances and the record are not read from another Incus; NOT CHECKED with the reason (apply's plan says it in its own words)", async () => {
+    const r = await run(['audit', '--json', '--infra', 'examples/cluster.yml', '--base-dir', t.baseDir], { environment: { server_clustered: false, server_name: 'laptop' } }, []);
+    assert.equal(r.code, 1);
+    const doc = JSON.parse(r.stdout) as { unchecked: { check: string; why: string }[] };
+    assert.match(doc.unchecked.find((u) => u.check === 'devices')?.why ?? '', /^the Incus that 'incus' reaches \(its default remote, server 'laptop'\) is not clustered/);
+    assert.match(doc.unchecked.find((u) => u.check === 'holder')?.why ?? '', /is not clustered/);
+    assert.ok(!calls().some((c) => c.startsWith('query /1.0/instances') || c.startsWith('query /1.0/projects/ai-tools')), calls().join('\n'));
   });
 });

@@ -92,9 +92,11 @@ export function subnetsFromSetJson(json: string): string[] {
 }
 
 /** One member's answer (Ansible's registered result of the read) as readings. */
-export function memberReadings(result: { unreachable?: boolean; failed?: boolean; rc?: number; stdout?: string; msg?: string; timedout?: { period?: unknown } }): Read<MemberReadings> {
-  // The task's time limit passed: Ansible stopped the read (a hung nft, SSH that stopped answering).
-  if (result.timedout) return { ok: false, why: `${noAnswer(Number(result.timedout.period))} (its read was stopped)` };
+export function memberReadings(result: { unreachable?: boolean; failed?: boolean; rc?: number; stdout?: string; msg?: string }): Read<MemberReadings> {
+  // The task's time limit passed: Ansible stopped the read (a hung nft, SSH that stopped answering)
+  // and says so in its message alone (the registered result keeps no other trace of it).
+  const timedOut = /failed to execute in the expected time frame \((\d+)\)/.exec(result.msg ?? '');
+  if (timedOut) return { ok: false, why: `${noAnswer(Number(timedOut[1]))} (its read was stopped)` };
   if (result.unreachable) return { ok: false, why: `Ansible cannot reach it: ${(result.msg ?? 'unreachable').trim().split('\n')[0]}` };
   const s = sections(result.stdout ?? '');
   if (s.size === 0) return { ok: false, why: `its read failed: ${(result.msg ?? `exit ${String(result.rc)}`).trim().split('\n')[0]}` };
