@@ -22,7 +22,7 @@ help:
 	@echo "make sync | sync-dry | sync-check | sync-clean | validate   (INFRA=$$INFRA BASE_DIR=$$BASE_DIR)"
 	@echo "make apply [CHECK=1] [DELETE_ORPHANS=1] [EXTRA_VARS=...]   (after make sync: Incus projects, bridges, instances, ruleset)"
 	@echo "make audit   (the live host against the tree and the promise; exit 1 on any finding)"
-	@echo "make nftables | flows [FORMAT=svg|png] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status"
+	@echo "make nftables | flows [FORMAT=svg|png] | ai-switch DOMAIN=<d> [NO_FLUSH=1] [DRY_RUN=1] | ai-status   (INFRA, BASE_DIR as above)"
 	@echo "make deps (Debian packages and Incus; as root, or through sudo) | build | lint | test | bench"
 
 $(ROOT)dist/generator/cli/anklume-gen.cjs: $(wildcard $(ROOT)generator/*/*.ts $(ROOT)generator/*/*.cts) $(ROOT)schema/infra.schema.json $(ROOT)tsconfig.json $(ROOT)package.json
@@ -65,7 +65,7 @@ ai-switch: build
 	$(GEN) ai-switch --infra "$$INFRA" --base-dir "$$BASE_DIR" $(if $(DOMAIN),--domain "$$DOMAIN") $(if $(NO_FLUSH),--no-flush) $(if $(DRY_RUN),--dry-run)
 
 ai-status: build
-	$(GEN) ai-status --infra "$$INFRA"
+	$(GEN) ai-status --infra "$$INFRA" --base-dir "$$BASE_DIR"
 
 lint: build
 	cd $(ROOT) && npx tsc -p tsconfig.test.json

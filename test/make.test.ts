@@ -81,6 +81,32 @@ describe('make targets', () => {
     }
   });
 
+  // On an Incus cluster ai-status and audit reach the members through BASE_DIR's inventory/_cluster.yml.
+  it('make ai-status and make audit read the tree in BASE_DIR; without one there, they name the real paths and make commands (ansible-playbook, incus, nft: stand-ins that fail if called)', () => {
+    const t = testEnv();
+    const forbidden = ForbiddenTools.create();
+    try {
+      const infra = `${ROOT}/examples/cluster.yml`;
+      assert.equal(make(['sync', `INFRA=${infra}`, `BASE_DIR=${t.baseDir}`], t.env).code, 0);
+      const status = make(['ai-status', `INFRA=${infra}`, `BASE_DIR=${t.baseDir}`], forbidden.env(t.env));
+      assert.equal(status.code, 2, 'the stand-ins fail: make reports the failed recipe');
+      assert.match(status.stdout, /^Member desk: NOT READ \(/m, status.stderr);
+      assert.ok(forbidden.calls().some((c) => c.tool === 'ansible-playbook' && c.args.includes(`-i ${t.baseDir}/inventory/_cluster.yml`)), 'through the inventory of BASE_DIR');
+      forbidden.reset();
+      const nowhere = join(t.dir, 'nowhere');
+      for (const target of ['ai-status', 'audit']) {
+        const r = make([target, `INFRA=${infra}`, `BASE_DIR=${nowhere}`], forbidden.env(t.env));
+        assert.equal(r.code, 2, 'make reports the failed recipe');
+        assert.match(r.stderr, new RegExp(`write it with 'anklume-gen sync ${infra} --base-dir ${nowhere}' \\(make sync INFRA=${infra} BASE_DIR=${nowhere}\\), or name the tree that has it: .*\\(make ${target} BASE_DIR=DIR\\)`), r.stderr);
+        assert.doesNotMatch(r.stderr, /<infra>/);
+      }
+      forbidden.assertNoneCalled();
+    } finally {
+      forbidden.cleanup();
+      t.cleanup();
+    }
+  });
+
   it('make ai-switch without DOMAIN says which argument is missing (ansible-playbook, incus, nft: stand-ins that fail if called)', () => {
     const t = testEnv();
     const forbidden = ForbiddenTools.create();

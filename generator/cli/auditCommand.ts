@@ -11,11 +11,11 @@ import { DEFAULT_INSTALLED_RULESET, stateFilePath } from '../infra/context.js';
 async function wrongTree(baseDir: string, project: string, infraPath: string): Promise<string | undefined> {
   const { readIfExists } = await import('../core/files.js');
   const all = readIfExists(join(baseDir, 'group_vars', 'all.yml'));
-  if (all === undefined) return `${join(baseDir, 'group_vars', 'all.yml')}: no generated tree to audit against; write it with 'anklume-gen sync ${infraPath} --base-dir ${baseDir}' (make sync), or name the tree with --base-dir`;
+  if (all === undefined) return `${join(baseDir, 'group_vars', 'all.yml')}: no generated tree to audit against; write it with 'anklume-gen sync ${infraPath} --base-dir ${baseDir}' (make sync INFRA=${infraPath} BASE_DIR=${baseDir}), or name the tree that has it: --base-dir DIR (make audit BASE_DIR=DIR)`;
   const { load } = await import('js-yaml');
   const written = (load(all) as { project_name?: unknown } | null)?.project_name;
   if (written !== project) {
-    return `${baseDir}: this tree was written for project '${String(written)}', not for '${project}' (${infraPath}): name the right tree with --base-dir or the right infra with --infra, or sync again`;
+    return `${baseDir}: this tree was written for project '${String(written)}', not for '${project}' (${infraPath}): name the right tree with --base-dir DIR or the right infra with --infra PATH (make audit BASE_DIR=DIR INFRA=PATH), or sync again`;
   }
   return undefined;
 }
