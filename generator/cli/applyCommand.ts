@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
-import { clusterRuleset } from './clusterRefusal.js';
+import { clusterRuleset } from './clusterTree.js';
 import { extraVars } from './extraVars.js';
 import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
 import { readIfExists } from '../core/files.js';

@@ -4,7 +4,7 @@
  * before it replaces the installed one, and loads it only when the live table differs.
  */
 import { join } from 'node:path';
-import { clusterRuleset } from './clusterRefusal.js';
+import { clusterRuleset } from './clusterTree.js';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
 import { isFile, notSynced, playbookPassThrough, RULESET, runSite, staleRuleset } from './sitePlaybook.js';
 

@@ -1,10 +1,10 @@
 /**
- * Issue 19: no command that acts on the host refuses a cluster any more: ai-switch, ai-status and
- * audit work on every member (what was refused is tested as not refused here, each with its run on
- * stand-ins). ansible-playbook, incus and nft are stand-ins that fail loudly if called, on the CLI's
- * PATH and on this process's (nft.ts spawns with it). apply, apply --check and apply-nftables hand
- * site.yml the members' inventory on a cluster's tree (their real run is
- * test/cluster-apply-e2e.test.ts); sync, validate, flows and nftables keep working on it.
+ * Issue 19: every command that acts on the host works on an Incus cluster, none refuses it:
+ * apply, apply --check and apply-nftables hand site.yml the members' inventory on a cluster's tree
+ * (generator/cli/clusterTree.ts tells one; their real run is test/cluster-apply-e2e.test.ts);
+ * ai-switch, ai-status and audit work on every member (each with its run on stand-ins here); sync,
+ * validate, flows and nftables keep working on it. ansible-playbook, incus and nft are stand-ins
+ * that fail loudly if called, on the CLI's PATH and on this process's (nft.ts spawns with it).
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
