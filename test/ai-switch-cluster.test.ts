@@ -102,7 +102,7 @@ describe('ai-switch on a cluster: the plan (pure)', () => {
       const { cluster, plan } = plans();
       const inventory = join(t.dir, 'inventory.yml');
       writeFileSync(inventory, 'all:\n  children:\n    anklume_cluster:\n      hosts:\n        desk: {}\n        gpu-box: {}\n');
-      writeFileSync(join(t.dir, 'vars.json'), JSON.stringify(clusterExtraVars(plan, cluster, 'revoke', { memberFiles: join(t.dir, 'member'), result: join(t.dir, 'answers.json') })));
+      writeFileSync(join(t.dir, 'vars.json'), JSON.stringify(clusterExtraVars(plan, cluster, 'revoke', { memberFiles: join(t.dir, 'member'), result: join(t.dir, 'answers.json'), run: 'anklume-ai-switch-test', seq: 1 })));
       for (const step of ['revoke', 'stop', 'grant', 'start', 'safe'] as MemberStep[]) {
         const text = renderClusterPlaybook(plan, cluster, step);
         assert.ok(text.includes(`\n  hosts:\n${stepHosts(cluster, step).map((h) => `    - ${JSON.stringify(h)}\n`).join('')}`), `${step}: its members`);
@@ -151,6 +151,9 @@ with open(os.environ["STANDIN_JOURNAL"], "a") as j:
     j.write("ansible-playbook %s %s -i %s\\n" % (step, ",".join(hosts), args[args.index("-i") + 1]))
 if os.environ.get("STANDIN_DIE") == step:
     os._exit(137)
+if os.environ.get("STANDIN_SLEEP") == step and not os.path.exists(os.environ["STANDIN_SLEEPING"]):
+    open(os.environ["STANDIN_SLEEPING"], "w").close()
+    import time; time.sleep(60)
 fail = dict(x.split(":") for x in os.environ.get("STANDIN_FAIL", "").split(",") if x)
 ok = {"unreachable": "", "error": "", "rc": "0", "msg": "", "stdout": '{"changed": []}', "stderr": ""}
 if step == "read" and os.environ.get("STANDIN_SETS"):
@@ -160,8 +163,14 @@ json.dump(answers, open(variables["ai_switch_result_file"], "w"))
 `;
 
 const INCUS_STANDIN = `#!/bin/sh
-# STAND-IN for incus (test/ai-switch-cluster.test.ts): records the project key's writes.
+# STAND-IN for incus (test/ai-switch-cluster.test.ts): records the project key's writes; the write
+# of STANDIN_KEY_FAILS (a value, or "empty") fails.
 echo "incus $*" >> "$STANDIN_JOURNAL"
+case "\${STANDIN_KEY_FAILS:-unset}" in
+  empty) [ "$5" = "" ] && { echo "Error: stand-in: no quorum" >&2; exit 1; } ;;
+  "$5") echo "Error: stand-in: no quorum" >&2; exit 1 ;;
+esac
+exit 0
 `;
 
 describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS for ansible-playbook and incus)', () => {
@@ -186,6 +195,18 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
   const inventory = () => join(t.baseDir, 'inventory/_cluster.yml');
   const stateFile = () => t.env.ANKLUME_STATE_FILE as string;
   const jsonLog = () => readFileSync((t.env.ANKLUME_LOG_FILE as string).replace(/\.log$/, '.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  /** A switch to pro (the CLI as a real process) whose ansible-playbook sleeps in `step`, SIGTERM there. */
+  const interrupt = async (step: MemberStep) => {
+    rmSync(journal, { force: true });
+    const sleeping = join(t.dir, 'sleeping');
+    rmSync(sleeping, { force: true });
+    const run = execa(process.execPath, ['--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--domain', 'pro', '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft')],
+      { env: { ...env, STANDIN_SLEEP: step, STANDIN_SLEEPING: sleeping }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore' });
+    while (!existsSync(sleeping) && run.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    run.kill('SIGTERM');
+    const r = await run;
+    return { code: r.exitCode ?? -1, stderr: String(r.stderr), journal: readFileSync(journal, 'utf8').replace(/\n$/, '').split('\n') };
+  };
   const switchTo = async (domain: string, extra: NodeJS.ProcessEnv = {}, flags: string[] = []) => {
     rmSync(journal, { force: true });
     const r = await runCli(['ai-switch', '--domain', domain, '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft'), ...flags], { ...env, ...extra });
@@ -240,7 +261,8 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
   it('a member that cannot be revoked: the safe state on every member, nobody in the records, no flush or grant, exit 1 naming it', async () => {
     const r = await switchTo('pro', { STANDIN_FAIL: 'revoke:gpu-box' });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /^ai-switch failed: member gpu-box could not be revoked \(unreachable: ssh: connect to host gpu-box port 22: Connection refused\): its own machines may still reach ai-tools machines on it until it is revoked; every other path to ai-tools is closed$/m);
+    assert.match(r.stderr, /^ai-switch failed: member gpu-box could not be revoked \(unreachable: ssh: connect to host gpu-box port 22: Connection refused\)$/m);
+    assert.match(r.stderr, /^Nobody has AI access now on any member \(the safe state, read back on every member\)\.$/m, 'the safe state reached gpu-box');
     assert.match(r.stderr, /^Members that did not confirm: gpu-box\.$/m);
     const inv = inventory();
     assert.deepEqual(r.journal, [
@@ -258,7 +280,7 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     const r = await switchTo('pro', { STANDIN_FAIL: 'grant:desk' }, ['--json']);
     assert.equal(r.code, 1, r.stderr);
     const doc = JSON.parse(r.stdout) as { errors: { message: string }[]; unconfirmed_members: string[]; failed_step: string };
-    assert.match(doc.errors[0].message, /^ai-switch failed: member desk could not be granted \(unreachable: .*\): the grant was withdrawn on every member that answered/);
+    assert.match(doc.errors[0].message, /^ai-switch failed: member desk could not be granted \(unreachable: [^)]*\)$/);
     assert.deepEqual([doc.failed_step, doc.unconfirmed_members], ['grant', ['desk']]);
     const inv = inventory();
     assert.deepEqual(r.journal.slice(2), [
@@ -281,11 +303,72 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.deepEqual(jsonLog().at(-1)?.unconfirmed_members, ['desk', 'gpu-box']);
   });
 
-  it('the safe state that cannot reach a member says so: that member named, the others confirmed', async () => {
+  it('the safe state that cannot reach the member that runs ai-tools machines says so: the path left open named, no claim that every path is closed', async () => {
     const r = await switchTo('pro', { STANDIN_FAIL: 'revoke:gpu-box,safe:gpu-box' });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /The safe state is confirmed on desk; NOT on gpu-box/);
-    assert.match(r.stderr, /error: the safe state could not be confirmed on gpu-box/);
+    assert.match(r.stderr, /^The safe state is confirmed on desk; NOT on gpu-box: the ai-tools machines on gpu-box may still be reached by machines on gpu-box \(as those members held access before\) until it answers; desk, in the safe state, drops what its own machines send to ai-tools; check with anklume-gen ai-status once it answers\.$/m);
+    assert.match(r.stderr, /error: the safe state could not be confirmed on gpu-box \(gpu-box: unreachable: [^)]*\)$/m);
+    assert.doesNotMatch(r.stderr, /every other path to ai-tools is closed|every path to ai-tools between members is closed/);
+  });
+
+  it('the safe state that cannot reach a member without ai-tools machines: no machine can reach ai-tools, since the member that runs them is in the safe state', async () => {
+    const r = await switchTo('pro', { STANDIN_FAIL: 'grant:desk,safe:desk' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^The safe state is confirmed on gpu-box; NOT on desk: it runs no ai-tools machine and every member that runs ai-tools machines \(gpu-box\) is in the safe state and drops what is sent to them: no machine can reach ai-tools; check with anklume-gen ai-status once it answers\.$/m);
+  });
+
+  it('a project key that cannot be written back to nobody: the failure says COULD NOT BE WRITTEN and what it may still name', async () => {
+    // The key said nobody from step 0 on; the grant failed; the write of "" in the safe state fails.
+    const r = await switchTo('pro', { STANDIN_FAIL: 'grant:desk', STANDIN_KEY_FAILS: 'empty' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /; project key user\.anklume\.ai_holder: COULD NOT BE WRITTEN \(it may still name the holder it named before the switch\); /);
+    assert.doesNotMatch(r.stderr, /"" attempted/);
+    const ok = await switchTo('pro', { STANDIN_FAIL: 'grant:desk' });
+    assert.match(ok.stderr, /; project key user\.anklume\.ai_holder: says nobody; /);
+  });
+
+  it('SIGTERM while the members grant: the step stopped, the safe state on every member, exit 1 with the moment as the cause, nobody recorded', async () => {
+    const r = await interrupt('grant');
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^ai-switch failed: interrupted by SIGTERM during the grant$/m);
+    assert.deepEqual(r.journal.slice(-3), [`ansible-playbook safe desk,gpu-box -i ${inventory()}`, 'incus project set ai-tools user.anklume.ai_holder ', `ansible-playbook start gpu-box -i ${inventory()}`]);
+    assert.equal(readFileSync(stateFile(), 'utf8'), '');
+    assert.deepEqual([jsonLog().at(-1)?.status, jsonLog().at(-1)?.failed_step], ['failed', 'grant']);
+  });
+
+  it('SIGTERM while the services start after a grant: not taken for a failed start; the safe state, exit 1, nobody recorded', async () => {
+    const r = await interrupt('start');
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^ai-switch failed: interrupted by SIGTERM while the GPU services were started$/m);
+    assert.doesNotMatch(r.stderr, /could not start the GPU services/);
+    assert.ok(r.journal.includes(`ansible-playbook safe desk,gpu-box -i ${inventory()}`), r.journal.join('\n'));
+    assert.equal(readFileSync(stateFile(), 'utf8'), '');
+    assert.equal(readFileSync(join(t.baseDir, 'nftables/anklume.nft'), 'utf8').includes('the bridge that holds AI access: pro'), false, 'the tree\'s ruleset names nobody');
+  });
+
+  it('an inventory that lacks a member, names another host or another address: refused before anything runs (dry run too), naming the fix', async () => {
+    const saved = readFileSync(inventory(), 'utf8');
+    rmSync(journal, { force: true });
+    try {
+      for (const [text, why] of [
+        [saved.replace(/^ {8}desk:.*\n(?: {10}.*\n)*/m, ''), /it lacks member desk/],
+        [saved.replace('gpu-box:', 'gpu-box2:'), /it lacks member gpu-box; it names gpu-box2, no member of the infra/],
+        [saved.replace('192.168.50.2', '192.168.50.9'), /it reaches gpu-box at 192\.168\.50\.9, the infra says 192\.168\.50\.2/],
+      ] as const) {
+        assert.notEqual(text, saved);
+        writeFileSync(inventory(), text);
+        for (const flags of [[], ['--dry-run']]) {
+          const r = await runCli(['ai-switch', '--domain', 'perso', '--infra', CLUSTER, '--base-dir', t.baseDir, ...flags], forbidden.env(t.env));
+          assert.equal(r.code, 1, `${flags.join(' ')} ${r.stdout}`);
+          assert.match(r.stderr, why);
+          assert.match(r.stderr, new RegExp(`inventory/_cluster\\.yml is not the infra's cluster: .*Write it again with 'anklume-gen sync ${CLUSTER.replace(/[.]/g, '\\.')} --base-dir ${t.baseDir.replace(/[.]/g, '\\.')}' \\(make sync\\)\\. Nothing was changed\\.`));
+          forbidden.assertNoneCalled();
+        }
+      }
+      assert.ok(!existsSync(journal), 'nothing ran');
+    } finally {
+      writeFileSync(inventory(), saved);
+    }
   });
 
   it('without the members\' inventory: refused before anything runs', async () => {
@@ -331,7 +414,25 @@ case "$*" in
 esac
 exit 0
 `, { mode: 0o755 });
-    env = { ...t.env, PATH: `${bin}:${process.env.PATH}`, STANDIN_JOURNAL: journal };
+    // Around the real nft: the grant batch writes when it started (STANDIN_GRANT_MARK), then waits
+    // STANDIN_GRANT_SLEEP seconds before it is loaded: a member slow in its grant.
+    const realNft = (await execa('sh', ['-c', 'command -v nft'])).stdout.trim();
+    writeFileSync(join(bin, 'nft'), `#!/bin/sh
+# STAND-IN around the real nft (${realNft}): a grant batch that is loaded late when asked to.
+case "$*" in
+  *grant.nft*) if [ -n "$STANDIN_GRANT_SLEEP" ]; then date +%s.%N >> "$STANDIN_GRANT_MARK"; sleep "$STANDIN_GRANT_SLEEP"; fi ;;
+esac
+exec ${realNft} "$@"
+`, { mode: 0o755 });
+    // Around the real ansible-playbook: a member's time limit of STANDIN_MEMBER_TIMEOUT seconds
+    // (the last -e wins), so that a test need not wait 30 s.
+    const realPlaybook = (await execa('sh', ['-c', 'command -v ansible-playbook'])).stdout.trim();
+    writeFileSync(join(bin, 'ansible-playbook'), `#!/bin/sh
+# STAND-IN around the real ansible-playbook (${realPlaybook}): a shorter member time limit when asked to.
+if [ -n "$STANDIN_MEMBER_TIMEOUT" ]; then exec ${realPlaybook} "$@" -e "{\"ai_switch_member_timeout\": $STANDIN_MEMBER_TIMEOUT}"; fi
+exec ${realPlaybook} "$@"
+`, { mode: 0o755 });
+    env = { ...t.env, PATH: `${bin}:${process.env.PATH}`, STANDIN_JOURNAL: journal, STANDIN_GRANT_MARK: join(t.dir, 'grant-started') };
     const s = await runCli(['sync', CLUSTER, '--base-dir', t.baseDir, '-q'], t.env);
     assert.equal(s.code, 0, s.stderr);
     assert.equal((await execa('ip', ['netns', 'add', NS], { reject: false })).exitCode, 0);
@@ -343,18 +444,26 @@ exit 0
 
   /** Both members are the namespace (local connection); written again before each switch (the switch re-syncs the tree). */
   const members = () => writeFileSync(join(t.baseDir, 'inventory/_cluster.yml'),
-    `all:\n  children:\n    anklume_cluster:\n      hosts:\n        desk: { ansible_connection: local, ansible_python_interpreter: ${JSON.stringify(process.env.ANKLUME_PYTHON ?? '/usr/bin/python3')} }\n        gpu-box: { ansible_connection: local, ansible_python_interpreter: ${JSON.stringify(process.env.ANKLUME_PYTHON ?? '/usr/bin/python3')} }\n`);
+    `all:\n  children:\n    anklume_cluster:\n      hosts:\n        desk: { ansible_host: 192.168.50.1, ansible_connection: local, ansible_python_interpreter: ${JSON.stringify(process.env.ANKLUME_PYTHON ?? '/usr/bin/python3')} }\n        gpu-box: { ansible_host: 192.168.50.2, ansible_connection: local, ansible_python_interpreter: ${JSON.stringify(process.env.ANKLUME_PYTHON ?? '/usr/bin/python3')} }\n`);
   const sets = async () => {
     const read = async (set: string) => ((JSON.parse((await execa('ip', ['netns', 'exec', NS, 'nft', '-j', 'list', 'set', 'inet', 'anklume', set])).stdout) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((i) => i.set)?.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : JSON.stringify(e)));
     return [await read('ai_holder'), await read('ai_holder_subnet')];
   };
-  const switchTo = async (domain: string, extra: NodeJS.ProcessEnv = {}) => {
+  const start = (domain: string, extra: NodeJS.ProcessEnv = {}) => {
     members();
     rmSync(journal, { force: true });
-    const r = await execa('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--domain', domain, '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft')],
+    rmSync(env.STANDIN_GRANT_MARK as string, { force: true });
+    return execa('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--domain', domain, '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft')],
       { env: { ...env, ...extra }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore' });
+  };
+  const finish = async (run: ReturnType<typeof start>) => {
+    const r = await run;
     return { code: r.exitCode ?? -1, err: String(r.stderr), journal: existsSync(journal) ? readFileSync(journal, 'utf8').replace(/\n$/, '').split('\n').filter((l) => !l.includes('--query-')) : [] };
   };
+  const switchTo = (domain: string, extra: NodeJS.ProcessEnv = {}) => finish(start(domain, extra));
+  /** When the members' grant batches started (the nft stand-in's marks), in ms since the epoch. */
+  const grantStarts = () => (existsSync(env.STANDIN_GRANT_MARK as string) ? readFileSync(env.STANDIN_GRANT_MARK as string, 'utf8').trim().split('\n').map((l) => Number(l) * 1000) : []);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
   it('a switch: revoke and grant read back on every member, the services stopped and the GPU flushed on gpu-box only, in that order', async () => {
     const load = await execa('ip', ['netns', 'exec', NS, 'nft', '-f', join(t.baseDir, 'nftables/anklume.nft')], { reject: false });
@@ -394,5 +503,48 @@ exit 0
     const r = await switchTo('pro');
     assert.equal(r.code, 0, r.err);
     assert.deepEqual((await sets())[0], ['net-pro']);
+  });
+
+  // The members' temporary folders (their step's files) are in the run folder here (one machine,
+  // local connection), which anklume-gen removes when it ends; on a member they are the member's
+  // own. Kept, so that a step that outlives the switch still finds its batch, as on a member.
+  const KEEP = { ANKLUME_KEEP_RUN_DIR: '1' };
+  const dropKept = (err: string) => {
+    const kept = /run files kept in (\S+)/.exec(err)?.[1];
+    if (kept) rmSync(kept, { recursive: true, force: true });
+  };
+
+  it('a member slow in its grant past its time limit: the step gives up on the member, the safe state holds, and no late grant lands (waited past it)', async () => {
+    const SLEEP_S = 12;
+    const r = await switchTo('perso', { ...KEEP, STANDIN_MEMBER_TIMEOUT: '6', STANDIN_GRANT_SLEEP: String(SLEEP_S) });
+    assert.equal(r.code, 1, r.err);
+    assert.deepEqual(await sets(), [[], []], 'the safe state');
+    const starts = grantStarts();
+    assert.equal(starts.length, 2, 'both members started their grant');
+    await sleep(Math.max(...starts) + SLEEP_S * 1000 + 1500 - Date.now());
+    assert.deepEqual(await sets(), [[], []], 'nothing landed after the safe state');
+    dropKept(r.err);
+    assert.equal(readFileSync(t.env.ANKLUME_STATE_FILE as string, 'utf8'), '');
+    // The member's own answer, before Ansible's time limit: the step gave up (4.5 s of 6).
+    assert.match(r.err, /^ai-switch failed: member desk could not be granted \(The member's time limit: the step passed its time limit on the member \(6 s\): stopped, its processes killed\)/m);
+  });
+
+  // On the local connection a step not in a session of its own would die with ansible-playbook's
+  // process group; member_boot.py's setsid makes it outlive ansible-playbook as a step over SSH
+  // does, so only the safe state's kill (through the member's lock) stops it here.
+  it('SIGTERM to anklume-gen during a slow grant: the safe state kills the members\' grant (their lock), exit 1, and no late grant lands (waited past it)', async () => {
+    const SLEEP_S = 10;
+    const run = start('perso', { ...KEEP, STANDIN_GRANT_SLEEP: String(SLEEP_S) });
+    while (grantStarts().length < 2 && run.exitCode === null) await sleep(100);
+    run.kill('SIGTERM');
+    const r = await finish(run);
+    assert.equal(r.code, 1, r.err);
+    assert.match(r.err, /^ai-switch failed: interrupted by SIGTERM during the grant/m);
+    assert.match(r.err, /^Nobody has AI access now on any member/m);
+    assert.deepEqual(await sets(), [[], []], 'the safe state');
+    await sleep(Math.max(...grantStarts()) + SLEEP_S * 1000 + 1500 - Date.now());
+    assert.deepEqual(await sets(), [[], []], 'nothing landed after the safe state');
+    dropKept(r.err);
+    assert.equal(readFileSync(t.env.ANKLUME_STATE_FILE as string, 'utf8'), '');
   });
 });

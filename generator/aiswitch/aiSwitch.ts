@@ -19,6 +19,7 @@ import { runPlaybook } from './ansible.js';
 import { readLiveHolders, type LiveHolders } from './aiStatus.js';
 import { systemReason, writeAtomic } from '../core/files.js';
 import { acquireLock, type Lock } from './lock.js';
+import { catchSignals } from './signals.js';
 import { nftApply } from '../nftables/nft.js';
 import { gather } from '../infra/gather.js';
 import { evaluate } from '../infra/pipeline.js';
@@ -302,23 +303,14 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
   options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes})`);
 
   const files = await writeRunFiles(plan);
-  const abort = new AbortController();
-  let interrupted: NodeJS.Signals | undefined;
   // From here a signal must not kill us half-way: it stops ansible, then the safe state is restored.
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = sig;
-    options.progress(`ai-switch: ${sig} received: stopping the switch and restoring the safe state (nobody has AI access)`);
-    abort.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
+  const signals = catchSignals((sig) => options.progress(`ai-switch: ${sig} received: stopping the switch and restoring the safe state (nobody has AI access)`));
   const out = lineSplitter(options.ansibleOutput);
   try {
-    const run = await runPlaybook({ playbook: files.playbook, varsFile: files.vars, env: options.env, color: options.color, onOutput: out.push, signal: abort.signal, tempDir: join(files.dir, 'tmp') });
+    const run = await runPlaybook({ playbook: files.playbook, varsFile: files.vars, env: options.env, color: options.color, onOutput: out.push, signal: signals.abort, tempDir: join(files.dir, 'tmp') });
     out.flush();
     const [report, gpu] = await Promise.all([readReport(files.result), plan.flushes ? readGpuReports(files.gpuRecords, plan.gpuTypes) : []]);
+    const interrupted = signals.received;
     if (run.ok && report?.ok && !interrupted) {
       return await finishSuccess(plan, options, warnings, gpu);
     }
@@ -329,9 +321,7 @@ async function switchLocked(options: SwitchOptions, infra: Infra, to: string, pe
     if (rescueRan && report?.services_started !== undefined) safe.servicesStarted = report.services_started;
     return await finishFailure(options, plan, warnings, `${step}${detail}`, step, safe, gpu);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('SIGHUP', onSignal);
+    signals.dispose();
     if (!options.env.ANKLUME_KEEP_RUN_DIR) await rm(files.dir, { recursive: true, force: true });
     else options.progress(`ai-switch: run files kept in ${files.dir}`);
   }

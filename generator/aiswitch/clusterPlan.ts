@@ -8,6 +8,7 @@ import { render } from '../core/templates.js';
 import { AI_DOMAIN } from '../infra/validate.js';
 import { bridgeOf } from '../nftables/nftables.js';
 import { describePlan, label, type SwitchPlan } from './aiPlan.js';
+import type { InventoryMismatch } from './clusterInventory.js';
 import type { Infra } from '../core/types.js';
 
 /** A step of the switch on members (roles/ai_switch/tasks/member.yml, switch_step.py member-<step>). */
@@ -30,6 +31,8 @@ export const HOLDER_KEY = 'user.anklume.ai_holder';
 export interface ClusterPlan {
   /** Every member of global.cluster, as infra.yml names them. */
   members: string[];
+  /** The members that run machines of ai-tools (GPU or not): who can be reached there depends on them. */
+  aiMembers: string[];
   /** The members that run GPU machines of ai-tools, each with its machines. */
   gpuMembers: { member: string; machines: string[] }[];
   /** The members' inventory that sync wrote (inventory/_cluster.yml under --base-dir). */
@@ -60,8 +63,10 @@ export function planCluster(plan: SwitchPlan, infra: Infra, paths: { inventory: 
     const member = machines[name]?.member ?? infra.domains[AI_DOMAIN]?.member;
     if (member) byMember.set(member, [...(byMember.get(member) ?? []), name]);
   }
+  const aiMembers = new Set(Object.values(machines).map((m) => m.member ?? infra.domains[AI_DOMAIN]?.member).filter((m): m is string => m !== undefined));
   return {
     members,
+    aiMembers: members.filter((m) => aiMembers.has(m)),
     gpuMembers: [...byMember].sort(([a], [b]) => a.localeCompare(b)).map(([member, list]) => ({ member, machines: list })),
     inventory: paths.inventory,
     memberPersist: [paths.installedRuleset],
@@ -151,11 +156,16 @@ export function renderClusterPlaybook(plan: SwitchPlan, cluster: ClusterPlan, st
   });
 }
 
-/** The per-step variables (`-e @vars.json`): the folder copied to the members and the report's file. */
-export function clusterExtraVars(plan: SwitchPlan, cluster: ClusterPlan, step: MemberStep, files: { memberFiles: string; result: string }): Record<string, unknown> {
+/**
+ * The per-step variables (`-e @vars.json`): the folder copied to the members, the report's file,
+ * and this run's name and the step's number (the fence the safe state records on each member).
+ */
+export function clusterExtraVars(plan: SwitchPlan, cluster: ClusterPlan, step: MemberStep, files: { memberFiles: string; result: string; run: string; seq: number }): Record<string, unknown> {
   return {
     ai_switch_member_files: files.memberFiles,
     ai_switch_member_timeout: stepTimeoutS(step),
+    ai_switch_member_run_id: files.run,
+    ai_switch_member_seq: files.seq,
     ai_switch_member_persist: cluster.memberPersist,
     ai_switch_member_expect: cluster.expectGrant,
     ai_switch_forget_pairs: plan.forgetPairs,
@@ -204,17 +214,19 @@ export function unconfirmed(hosts: string[], answers: Record<string, MemberAnswe
 
 const list = (members: string[]) => members.join(', ');
 
-/** The failure of a revoke on some members (docs/multi-host.md's sentence, per member). */
+/** The cause of a switch that a signal ended, with the moment it came in (the step it stopped). */
+export const interruptedCause = (sig: string, when: string): string => `interrupted by ${sig} ${when}`;
+
+/**
+ * The failure of a revoke, or of a grant, on some members. What each failure leaves open is said
+ * once the safe state ran (pathsLeft): what it could reach decides it.
+ */
 export function revokeFailure(failed: { member: string; why: string }[]): string {
-  return failed
-    .map(({ member, why }) => `member ${member} could not be revoked (${why}): its own machines may still reach ai-tools machines on it until it is revoked; every other path to ai-tools is closed`)
-    .join('; ');
+  return failed.map(({ member, why }) => `member ${member} could not be revoked (${why})`).join('; ');
 }
 
 export function grantFailure(failed: { member: string; why: string }[]): string {
-  return failed
-    .map(({ member, why }) => `member ${member} could not be granted (${why}): the grant was withdrawn on every member that answered; every path to ai-tools between members is closed`)
-    .join('; ');
+  return failed.map(({ member, why }) => `member ${member} could not be granted (${why})`).join('; ');
 }
 
 export function stepFailure(step: MemberStep, failed: { member: string; why: string }[]): string {
@@ -224,7 +236,39 @@ export function stepFailure(step: MemberStep, failed: { member: string; why: str
 
 /** After the safe state: the members it could not reach (they keep what they had). */
 export function safeStateLeft(failed: { member: string; why: string }[]): string {
-  return `the safe state could not be confirmed on ${list(failed.map((f) => f.member))} (${failed.map((f) => `${f.member}: ${f.why}`).join('; ')}): until it answers, a member's own machines may reach ai-tools machines on it; the other members drop what it sends to ai-tools, or receives from it`;
+  return `the safe state could not be confirmed on ${list(failed.map((f) => f.member))} (${failed.map((f) => `${f.member}: ${f.why}`).join('; ')})`;
+}
+
+/**
+ * Who may still reach ai-tools once the safe state ran, from what is known: which members read
+ * their holder sets back empty, and which members run ai-tools machines. A member in the safe
+ * state drops, as sender and as receiver, every packet to ai-tools (the drop rules for packets
+ * between members live on both ends); a member that did not answer keeps what it held.
+ */
+export function pathsLeft(cluster: ClusterPlan, notSafe: string[]): string {
+  if (!notSafe.length) return 'Nobody has AI access now on any member (the safe state, read back on every member).';
+  const safe = cluster.members.filter((m) => !notSafe.includes(m));
+  const open = cluster.aiMembers.filter((m) => notSafe.includes(m));
+  const head = `The safe state is confirmed on ${list(safe) || 'no member'}; NOT on ${list(notSafe)}`;
+  const check = `check with anklume-gen ai-status once ${notSafe.length > 1 ? 'they answer' : 'it answers'}.`;
+  if (!open.length) {
+    const guard = cluster.aiMembers.length ? `every member that runs ai-tools machines (${list(cluster.aiMembers)}) is in the safe state and drops what is sent to them` : 'ai-tools has no machine';
+    return `${head}: ${notSafe.length > 1 ? 'they run' : 'it runs'} no ai-tools machine and ${guard}: no machine can reach ai-tools; ${check}`;
+  }
+  const guard = safe.length ? `${list(safe)}, in the safe state, ${safe.length > 1 ? 'drop' : 'drops'} what ${safe.length > 1 ? 'their' : 'its'} own machines send to ai-tools` : 'no member is in the safe state';
+  return `${head}: the ai-tools machines on ${list(open)} may still be reached by machines on ${list(notSafe)} (as those members held access before) until ${notSafe.length > 1 ? 'they answer' : 'it answers'}; ${guard}; ${check}`;
+}
+
+/** A switch refused: the members' inventory is not the infra's (nothing was run). */
+export function inventoryRefusal(inventory: string, mismatch: InventoryMismatch, sync: string): string {
+  const what = mismatch.unreadable
+    ? [`it cannot be read (${mismatch.unreadable})`]
+    : [
+      ...(mismatch.missing.length ? [`it lacks ${mismatch.missing.length > 1 ? 'members' : 'member'} ${list(mismatch.missing)}`] : []),
+      ...(mismatch.extra.length ? [`it names ${list(mismatch.extra)}, no member of the infra`] : []),
+      ...mismatch.moved.map(([m, has, wants]) => `it reaches ${m} at ${has}, the infra says ${wants}`),
+    ];
+  return `${inventory} is not the infra's cluster: ${what.join('; ')}. The switch reaches every member through it, and a member it cannot reach would be revoked by nobody. Write it again with '${sync}' (make sync). Nothing was changed.`;
 }
 
 export function keyWarning(value: string, why: string): string {

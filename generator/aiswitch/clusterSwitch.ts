@@ -16,9 +16,11 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { runPlaybook } from './ansible.js';
+import { catchSignals } from './signals.js';
+import { compareInventory } from './clusterInventory.js';
 import { failureLogLine, label, planSwitch, securityWarning, switchLogLine, type SwitchPlan } from './aiPlan.js';
 import { appendJsonLog, appendLog, lineSplitter, refreshTree, writeState, type SwitchOptions, type SwitchResult } from './aiSwitch.js';
 import {
@@ -27,11 +29,14 @@ import {
   describeClusterPlan,
   grantFailure,
   HOLDER_KEY,
+  interruptedCause,
+  inventoryRefusal,
   keyWarning,
   liveHolder,
   planCluster,
   renderClusterPlaybook,
   revokeFailure,
+  pathsLeft,
   safeStateLeft,
   stepFailure,
   stepHosts,
@@ -56,6 +61,8 @@ interface Run {
   options: SwitchOptions;
   signal: AbortSignal;
   step: number;
+  /** What this run last wrote to the project key; undefined: nothing yet (it names what it named before). */
+  key?: string;
 }
 
 const refused = (message: string, warnings: Diagnostic[]): SwitchResult => ({ status: 'refused', code: 1, messages: [message], errors: [{ message }], warnings });
@@ -73,24 +80,20 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
   plan.forgetPairs = clusterForgetPairs(infra);
   const cluster = planCluster(plan, infra, { inventory, installedRuleset: persist[0], baseCopy: persist[1] });
   const base = { members: cluster.members, unconfirmedMembers: [] as string[] };
+  const sync = `anklume-gen sync ${options.infraPath} --base-dir ${options.baseDir}`;
+  // Before anything runs, dry run too: the members the playbooks name (infra.yml) are the ones
+  // the inventory reaches, at their addresses.
+  const mismatch = existsSync(inventory) ? await compareInventory(inventory, infra) : undefined;
   if (options.dryRun) {
-    if (!existsSync(inventory)) plan.notes.push(`NOTE: ${inventory} does not exist yet: run anklume-gen sync first (the switch reaches the members through it)`);
+    if (!existsSync(inventory)) plan.notes.push(`NOTE: ${inventory} does not exist yet: write it with '${sync}' (make sync) first (the switch reaches the members through it)`);
+    else if (mismatch) return refused(inventoryRefusal(inventory, mismatch, sync), warnings);
     return { status: 'planned', code: 0, from: plan.from, to, flush: plan.flushes, messages: describeClusterPlan(plan, cluster), errors: [], warnings, plan, ...base };
   }
-  if (!existsSync(inventory)) return refused(`${inventory} does not exist: the switch reaches the members through the inventory sync writes (anklume-gen sync ${options.infraPath} --base-dir ${options.baseDir}). Nothing was changed.`, warnings);
+  if (!existsSync(inventory)) return refused(`${inventory} does not exist: the switch reaches the members through the inventory sync writes ('${sync}', make sync). Nothing was changed.`, warnings);
+  if (mismatch) return refused(inventoryRefusal(inventory, mismatch, sync), warnings);
 
   const dir = await mkdtemp(join(tmpdir(), 'anklume-ai-switch-'));
-  const abort = new AbortController();
-  let interrupted: NodeJS.Signals | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = sig;
-    options.progress(`ai-switch: ${sig} received: stopping the switch and restoring the safe state on every member (nobody has AI access)`);
-    abort.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
+  const signals = catchSignals((sig) => options.progress(`ai-switch: ${sig} received: stopping the switch and restoring the safe state on every member (nobody has AI access)`));
   try {
     const memberFiles = join(dir, 'member');
     await mkdir(join(dir, 'tmp'), { recursive: true });
@@ -102,8 +105,10 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
       writeFile(join(memberFiles, 'ruleset-new.nft'), p.rulesetNew),
     ]);
     await writeMemberFiles(plan);
-    const run: Run = { dir, memberFiles, plan, cluster, options, signal: abort.signal, step: 0 };
+    const run: Run = { dir, memberFiles, plan, cluster, options, signal: signals.abort, step: 0 };
     const failed = (what: string, step: string, bad: string[], stopped: boolean) => failClosed(run, warnings, what, step, bad, stopped);
+    // A signal at any point ends the switch closed, with the moment it came in as the cause.
+    const signalled = (when: string, step: string, stopped: boolean) => failed(interruptedCause(signals.received!, when), step, [], stopped);
 
     // When the state file names the new holder, read every member's holder sets first (read
     // only): if they all say it too, there is nothing to do. Otherwise the read would cost a run
@@ -111,7 +116,7 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     // it is judged by what its sets read back, and falls back to the no-holder ruleset. A member
     // that cannot be read is no reason to stop: the revoke judges it.
     const read = from === to ? await runStep(run, 'read') : undefined;
-    if (interrupted) return { status: 'failed', code: 1, from, to, messages: [`ai-switch: interrupted by ${interrupted} while reading the members' holder sets. Nothing was changed.`], errors: [{ message: `interrupted by ${interrupted}` }], warnings, ...base };
+    if (signals.received) return { status: 'failed', code: 1, from, to, messages: [`ai-switch: ${interruptedCause(signals.received, 'while reading the members\' holder sets')}. Nothing was changed.`], errors: [{ message: `interrupted by ${signals.received}` }], warnings, ...base };
     const live = read ? liveHolder(infra, cluster.members, read.answers) : { holder: undefined, seen: {} };
     if (live.holder === to && from === to) {
       return { status: 'already', code: 0, from: to, to, messages: [`AI access is already set to '${to}'. Nothing to do.`], errors: [], warnings, ...base };
@@ -132,26 +137,33 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`);
 
     // 0. The cluster's record says nobody before anything changes.
-    await writeKey(options, '', warnings);
+    await writeKey(run, '', warnings);
+    if (signals.received) return await signalled('before the revoke', 'record nobody', false);
     // 1. Revoke on every member; every member confirms, or the switch ends closed.
     const revoked = await memberStep(run, 'revoke');
-    if (interrupted || revoked.length) return await failed(interrupted ? `interrupted by ${interrupted}` : revokeFailure(revoked), 'revoke', revoked.map((f) => f.member), false);
+    if (signals.received) return await signalled('during the revoke', 'revoke', false);
+    if (revoked.length) return await failed(revokeFailure(revoked), 'revoke', revoked.map((f) => f.member), false);
     const none = await records(plan, cluster, '', plan.rulesetNone);
     if (none) return await failed(none, 'record nobody', [], false);
+    if (signals.received) return await signalled('after the revoke, while nobody was recorded', 'record nobody', false);
     // 2. Services and flush where the GPU machines run.
     const stopping = cluster.gpuMembers.length > 0 && (plan.services.length > 0 || plan.flushes);
     if (stopping) {
       const stopped = await memberStep(run, 'stop');
-      if (interrupted || stopped.length) return await failed(interrupted ? `interrupted by ${interrupted}` : stepFailure('stop', stopped), 'stop services and flush', stopped.map((f) => f.member), true);
+      if (signals.received) return await signalled('while the GPU services were stopped and GPU memory flushed', 'stop services and flush', true);
+      if (stopped.length) return await failed(stepFailure('stop', stopped), 'stop services and flush', stopped.map((f) => f.member), true);
     }
     // 3. Grant on every member, then the records, then the services.
     const granted = await memberStep(run, 'grant');
-    if (interrupted || granted.length) return await failed(interrupted ? `interrupted by ${interrupted}` : grantFailure(granted), 'grant', granted.map((f) => f.member), stopping);
+    if (signals.received) return await signalled('during the grant', 'grant', stopping);
+    if (granted.length) return await failed(grantFailure(granted), 'grant', granted.map((f) => f.member), stopping);
     const recorded = await records(plan, cluster, `${to}\n`, plan.rulesetNew);
     if (recorded) return await failed(recorded, 'record the new holder', [], stopping);
-    await writeKey(options, to, warnings);
+    await writeKey(run, to, warnings);
+    if (signals.received) return await signalled('after the grant, while the new holder was recorded', 'record the new holder', stopping);
     if (stopping && plan.services.length) {
       const started = await memberStep(run, 'start');
+      if (signals.received) return await signalled('while the GPU services were started', 'start services', true);
       if (started.length) return await failed(stepFailure('start', started), 'start services', started.map((f) => f.member), true);
     }
     for (const problem of await Promise.all([appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes)), appendJsonLog(plan, { status: 'switched', gpu: [], unconfirmed_members: [] })])) {
@@ -161,9 +173,7 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     messages.push(...(await refreshTree(options, plan, warnings)));
     return { status: 'switched', code: 0, from: plan.from, to, flush: plan.flushes, messages, errors: [], warnings, plan, gpu: [], ...base };
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('SIGHUP', onSignal);
+    signals.dispose();
     if (!options.env.ANKLUME_KEEP_RUN_DIR) await rm(dir, { recursive: true, force: true });
     else options.progress(`ai-switch: run files kept in ${dir}`);
   }
@@ -185,7 +195,7 @@ async function runStep(run: Run, step: MemberStep, signal: AbortSignal = run.sig
   const result = join(run.dir, `${n}-${step}.answers.json`);
   await Promise.all([
     writeFile(playbook, renderClusterPlaybook(run.plan, run.cluster, step)),
-    writeFile(vars, JSON.stringify(clusterExtraVars(run.plan, run.cluster, step, { memberFiles: run.memberFiles, result }), null, 2) + '\n'),
+    writeFile(vars, JSON.stringify(clusterExtraVars(run.plan, run.cluster, step, { memberFiles: run.memberFiles, result, run: basename(run.dir), seq: n }), null, 2) + '\n'),
   ]);
   const limit = new AbortController();
   const timer = setTimeout(() => limit.abort(), stepRunTimeoutMs(step));
@@ -237,9 +247,12 @@ async function records(plan: SwitchPlan, cluster: ClusterPlan, state: string, ru
 }
 
 /** The project key; a failed or timed-out write is a warning: the sets decide access. */
-async function writeKey(options: SwitchOptions, value: string, warnings: Diagnostic[]): Promise<boolean> {
-  const r = await execa('incus', ['project', 'set', 'ai-tools', HOLDER_KEY, value], { env: options.env, extendEnv: false, reject: false, stdin: 'ignore', timeout: KEY_TIMEOUT_MS }).catch((err: Error) => ({ exitCode: 1, stderr: err.message, shortMessage: err.message, timedOut: false }));
-  if (r.exitCode === 0) return true;
+async function writeKey(run: Run, value: string, warnings: Diagnostic[]): Promise<boolean> {
+  const r = await execa('incus', ['project', 'set', 'ai-tools', HOLDER_KEY, value], { env: run.options.env, extendEnv: false, reject: false, stdin: 'ignore', timeout: KEY_TIMEOUT_MS }).catch((err: Error) => ({ exitCode: 1, stderr: err.message, shortMessage: err.message, timedOut: false }));
+  if (r.exitCode === 0) {
+    run.key = value;
+    return true;
+  }
   warnings.push({ message: keyWarning(value, r.timedOut ? `no answer in ${KEY_TIMEOUT_MS / 1000} s` : String(r.stderr || r.shortMessage || 'failed')) });
   return false;
 }
@@ -259,7 +272,8 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
   if (safeLeft.length) problems.push(safeStateLeft(safeLeft));
   const recorded = await records(plan, cluster, '', plan.rulesetNone);
   if (recorded) problems.push(recorded);
-  await writeKey(options, '', warnings);
+  const keyBefore = run.key;
+  const keyWritten = await writeKey(run, '', warnings);
   let servicesStarted: boolean | 'unknown' = 'unknown';
   if (stopped && plan.services.length) {
     const notStarted = await memberStep(run, 'start', new AbortController().signal);
@@ -277,10 +291,8 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
   const finish = `anklume-gen ai-switch --domain ${plan.to} --infra ${options.infraPath}${options.baseDir === '.' ? '' : ` --base-dir ${options.baseDir}`}${plan.flush ? '' : ' --no-flush'}`;
   const messages = [
     `ai-switch failed: ${what}`,
-    nobodyHasAccess
-      ? 'Nobody has AI access now on any member (the safe state, read back on every member).'
-      : `The safe state is confirmed on ${cluster.members.filter((m) => !safeLeft.some((f) => f.member === m)).join(', ') || 'no member'}; NOT on ${safeLeft.map((f) => f.member).join(', ')}: check with anklume-gen ai-status once it answers.`,
-    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_KEY}: "" attempted; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
+    pathsLeft(cluster, safeLeft.map((f) => f.member)),
+    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_KEY}: ${keyWritten ? 'says nobody' : `COULD NOT BE WRITTEN (it may still name ${keyBefore === undefined ? 'the holder it named before the switch' : keyBefore ? `'${keyBefore}'` : 'nobody'})`}; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
     `Members that did not confirm: ${unconfirmedMembers.join(', ') || 'none'}.`,
     `To finish, fix the cause and run again: ${finish}`,
   ];

@@ -59,6 +59,17 @@ class Step:
         self.check = bool(args.get("check"))
         self.changed = []
         self.took = {}
+        # On a cluster member (member_boot.py passes what is left of the step's time limit): no
+        # command outlives the step. None on one host, where the task's process ends with Ansible.
+        self.deadline = time.monotonic() + float(args["timeout"]) if args.get("timeout") else None
+
+    def time_left(self):
+        """Seconds a command may still take (None: no limit)."""
+        return None if self.deadline is None else max(0.1, self.deadline - time.monotonic())
+
+    def command(self, argv):
+        """subprocess.run of argv within the step's time limit; TimeoutExpired once it passed."""
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=self.time_left())
 
     def timed(self, what, fn):
         start = time.monotonic()
@@ -72,7 +83,9 @@ class Step:
         def go():
             # A program that cannot be run gets the shell's statuses: 127 not found, 126 not runnable.
             try:
-                done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+                done = self.command(argv)
+            except subprocess.TimeoutExpired:
+                return 124, "%s: stopped, the step's time limit passed" % argv[0]
             except FileNotFoundError as err:
                 return 127, "%s: %s" % (argv[0], err)
             except OSError as err:
@@ -97,7 +110,10 @@ class Step:
         a = self.args
         argv = ["nft", "-j", "list", "set", a["family"], a["table"], a["set"]]
         def go():
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+            try:
+                done = self.command(argv)
+            except subprocess.TimeoutExpired as err:
+                raise OSError("%s: stopped, the step's time limit passed" % " ".join(argv)) from err
             if done.returncode != 0:
                 raise OSError("%s failed (exit %d): %s" % (" ".join(argv), done.returncode, done.stderr.strip()))
             return done.stdout
