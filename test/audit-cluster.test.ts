@@ -6,6 +6,7 @@
  * killed, is in test/cluster-apply-e2e.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -136,7 +137,7 @@ describe("a member's answer (stand-in output of the read)", () => {
   const answer = (parts: Record<string, [number, string]>) => Object.entries(parts).map(([name, [rc, text]]) => `@@begin ${name}\r\n${text}\r\n@@end ${name} ${rc}`).join('\r\n');
 
   it('the script reads each part in its own section, with its exit status; a tty\'s \\r is ignored', () => {
-    assert.equal(readScript(['holders']), "echo '@@begin holders'; nft -j list set inet anklume ai_holder 2>&1; echo \"@@end holders $?\"\necho '@@begin subnets'; nft -j list set inet anklume ai_holder_subnet 2>&1; echo \"@@end subnets $?\"");
+    assert.equal(readScript(['holders']), "echo '@@begin holders'; { nft -j list set inet anklume ai_holder; } 2>&1; echo \"@@end holders $?\"\necho '@@begin subnets'; { nft -j list set inet anklume ai_holder_subnet; } 2>&1; echo \"@@end subnets $?\"");
     assert.deepEqual([...sections(answer({ a: [0, 'x\ny'], b: [1, 'Error'] }))], [['a', { rc: 0, text: 'x\ny' }], ['b', { rc: 1, text: 'Error' }]]);
   });
 
@@ -169,6 +170,15 @@ describe("a member's answer (stand-in output of the read)", () => {
     assert.deepEqual(gone.value.conntrack, { ok: false, why: 'conntrack -L -f ipv4: conntrack is not installed there' });
     assert.deepEqual(gone.value.links, { ok: false, why: 'ip -j link show: Error: permission denied' });
     assert.deepEqual(subnetsFromSetJson(subnetJson([])), []);
+  });
+
+  // The real script and the real nft, in a network namespace of the test's own (unshare -rn): no table there.
+  it('the real read on a member without table inet anklume: not loaded (a finding), not a read that failed', () => {
+    const r = spawnSync('unshare', ['-rn', 'sh', '-c', readScript(['holders', 'table'])], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const read = memberReadings({ rc: 0, stdout: r.stdout });
+    assert.ok(read.ok);
+    assert.deepEqual([read.value.table, read.value.holders, read.value.holderSubnets], [{ ok: true, value: false }, { ok: true, value: undefined }, { ok: true, value: undefined }]);
   });
 
   it("a member Ansible cannot reach, or whose read gave no answer, is not read, with Ansible's reason", () => {

@@ -43,10 +43,14 @@ export interface MemberReadings {
 /** Each member of the inventory, with what was read on it or why it could not be. */
 export type MembersRead = Record<string, Read<MemberReadings>>;
 
-/** The script each member runs: every part in its section, with its exit status. */
+/**
+ * The script each member runs: every part in its section, with its exit status. Each command in a
+ * group whose stderr joins the section: the table's own `>/dev/null` then drops its listing alone,
+ * not nft's "No such file or directory" that says the table is not loaded.
+ */
 export function readScript(parts: MemberPart[]): string {
   const names = parts.flatMap((p) => (p === 'holders' ? ['holders', 'subnets'] : [p])) as (MemberPart | 'subnets')[];
-  return names.map((name) => `echo '@@begin ${name}'; ${COMMANDS[name]} 2>&1; echo "@@end ${name} $?"`).join('\n');
+  return names.map((name) => `echo '@@begin ${name}'; { ${COMMANDS[name]}; } 2>&1; echo "@@end ${name} $?"`).join('\n');
 }
 
 /** The sections of a member's answer: name → its output and exit status. */
