@@ -68,18 +68,26 @@ describe('ai-switch on a cluster: the plan (pure)', () => {
     assert.match(text, /^ai-switch plan \(dry run: nothing is changed\)$/m);
     assert.match(text, /On an Incus cluster of 2 members \(desk, gpu-box\), reached through Ansible with \/t\/inventory\/_cluster\.yml/);
     assert.doesNotMatch(text, /read only/, 'the state file names another holder: nothing is read first');
-    assert.match(text, /^ {4}then record nobody: the Incus project key user\.anklume\.ai_holder on ai-tools set to ""/m);
+    assert.match(text, /^ {2}0 record nobody: the Incus project key user\.anklume\.ai_holder on ai-tools set to ""/m, 'a step of its own: no read step before it');
+    assert.doesNotMatch(text, /^ {4}then record nobody/m);
     assert.match(text, /^ {2}1 on every member \(desk, gpu-box\): revoke 'pro' .*read ai_holder and ai_holder_subnet back \(empty\).*write its boot copy \/etc\/nftables\.d\/anklume\.nft/m);
     assert.match(text, /^ {4}then, every member confirmed: \/s\/state says nobody/m);
     assert.match(text, /^ {2}2 on gpu-box \(gpu-server\): stop ollama, speaches \(no flush\)$/m);
     assert.match(text, /^ {2}3 on every member \(desk, gpu-box\): grant 'perso' .*ai_holder = \[net-perso\], ai_holder_subnet = \[10\.100\.1\.0\/24\]/m);
     assert.match(text, /the project key user\.anklume\.ai_holder = 'perso'/);
     assert.match(text, /^ {2}4 on gpu-box \(gpu-server\): start ollama, speaches$/m);
-    assert.match(text, /the switch fails \(exit 1\) naming the member/);
+    assert.match(text, /, or a signal: the safe state on every member \(a step still running there killed, .*, the services started again where they were stopped; the switch fails \(exit 1\) naming the member/);
     assert.match(text, /^Ruleset change, step 1 \(revoke, on every member\):\n#!\/usr\/sbin\/nft -f/m);
     assert.match(text, /^Ruleset change, step 3 \(grant, on every member\):\n#!\/usr\/sbin\/nft -f/m);
     assert.match(text, /\nSECURITY: --no-flush/);
     assert.doesNotMatch(text, /Steps: 1 revoke/, 'not the one-host step list');
+  });
+
+  it('the dry run when the state file names the new holder: the read step 0, then the record of nobody under it', () => {
+    const i = infra();
+    const plan = planSwitch({ infra: i, infraPath: CLUSTER, from: 'perso', to: 'perso', flush: true, stateFile: '/s/state', logFile: '/s/log', persist: ['/etc/nftables.d/anklume.nft', '/t/nftables/anklume.nft'], procRoot: '/proc' });
+    const text = describeClusterPlan(plan, planCluster(plan, i, { inventory: '/t/inventory/_cluster.yml', installedRuleset: '/etc/nftables.d/anklume.nft', baseCopy: '/t/nftables/anklume.nft' })).join('\n');
+    assert.match(text, /^ {2}0 on every member \(desk, gpu-box\), read only: .*\n {4}then record nobody: the Incus project key/m);
   });
 
   it('judges a member by its answer: none, unreachable, a failed task, a failed step, a failed flush, confirmed', () => {
@@ -201,7 +209,7 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     const sleeping = join(t.dir, 'sleeping');
     rmSync(sleeping, { force: true });
     const run = execa(process.execPath, ['--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--domain', 'pro', '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft')],
-      { env: { ...env, STANDIN_SLEEP: step, STANDIN_SLEEPING: sleeping }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore' });
+      { env: { ...env, STANDIN_SLEEP: step, STANDIN_SLEEPING: sleeping }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore', forceKillAfterDelay: false });
     while (!existsSync(sleeping) && run.exitCode === null) await new Promise((r) => setTimeout(r, 50));
     run.kill('SIGTERM');
     const r = await run;
@@ -454,7 +462,8 @@ exec ${realPlaybook} "$@"
     rmSync(journal, { force: true });
     rmSync(env.STANDIN_GRANT_MARK as string, { force: true });
     return execa('ip', ['netns', 'exec', NS, process.execPath, '--import', 'tsx', join(ROOT, 'generator/cli/bin.ts'), 'ai-switch', '--domain', domain, '--infra', CLUSTER, '--base-dir', t.baseDir, '--installed-ruleset', join(t.dir, 'installed.nft')],
-      { env: { ...env, ...extra }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore' });
+      // No SIGKILL 5 s after a test's SIGTERM (execa's default): the switch's safe state takes longer.
+      { env: { ...env, ...extra }, extendEnv: false, reject: false, cwd: ROOT, stdin: 'ignore', forceKillAfterDelay: false });
   };
   const finish = async (run: ReturnType<typeof start>) => {
     const r = await run;

@@ -282,7 +282,8 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     assert.equal(r.code, 1, `${r.out}\n${r.err}`);
     const doc = JSON.parse(r.out) as { status: string; failed_step: string; unconfirmed_members: string[]; errors: { message: string }[]; safe_state: { nobodyHasAccess: boolean; stateFileSaysNobody: boolean } };
     assert.deepEqual([doc.status, doc.failed_step, doc.unconfirmed_members], ['failed', 'revoke', ['m3']]);
-    assert.match(doc.errors[0].message, /^ai-switch failed: member m3 could not be revoked \(unreachable: .*\): its own machines may still reach ai-tools machines on it until it is revoked; every other path to ai-tools is closed$/);
+    assert.match(doc.errors[0].message, /^ai-switch failed: member m3 could not be revoked \(unreachable: .*\)$/);
+    assert.ok(doc.errors.some((e) => /^the safe state could not be confirmed on m3 \(m3: unreachable: /.test(e.message)), JSON.stringify(doc.errors));
     assert.equal(doc.safe_state.stateFileSaysNobody, true);
     assert.equal(doc.safe_state.nobodyHasAccess, false, 'm3 could not be read back');
     assert.deepEqual(lastJsonLog().unconfirmed_members, ['m3']);
@@ -323,7 +324,7 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     assert.equal(r.code, 1, `${r.out}\n${r.err}`);
     const doc = JSON.parse(r.out) as { failed_step: string; unconfirmed_members: string[]; errors: { message: string }[] };
     assert.deepEqual([doc.failed_step, doc.unconfirmed_members], ['grant', ['m3']]);
-    assert.match(doc.errors[0].message, /^ai-switch failed: member m3 could not be granted \(unreachable: .*\): the grant was withdrawn on every member that answered/);
+    assert.match(doc.errors[0].message, /^ai-switch failed: member m3 could not be granted \(unreachable: .*\)$/);
     for (const m of Object.keys(MEMBERS)) assert.deepEqual(await holderSets(m), holderOf(null), `${m}: nobody (m3 revoked before it was lost; m1 and m2 withdrawn)`);
     assert.deepEqual([stateFile(), await projectKey()], ['', '']);
     assert.equal(await probe('perso-desktop'), 'timeout');

@@ -5,6 +5,7 @@
 import { DEFAULT_AI_SERVICES } from '../infra/enrich.js';
 import { domainNotFound, isDomainName } from '../infra/names.js';
 import { bridgeOf, renderRuleset, revokeAllBatch, switchBatch } from '../nftables/nftables.js';
+import { domainSubnet } from '../nftables/memberSets.js';
 import { render } from '../core/templates.js';
 import { AI_DOMAIN, hasGpu } from '../infra/validate.js';
 import type { Infra, MachineType, Mapping } from '../core/types.js';
@@ -114,14 +115,12 @@ export interface SwitchPlan {
   notes: string[];
 }
 
-const subnetOf = (infra: Infra, domain: string) => `${infra.global.base_subnet}.${infra.domains[domain].subnet_id}.0/24`;
-
 /** The connections a revoke forgets: the old holder's with ai-tools (none: nobody had any), or every client domain's when unknown. */
-function forgetPairs(infra: Infra, old: string | null | undefined): [string, string][] {
+export function forgetPairs(infra: Infra, old: string | null | undefined): [string, string][] {
   if (old === null || !(AI_DOMAIN in infra.domains)) return [];
   const clients = old === undefined ? Object.keys(infra.domains).filter((d) => d !== AI_DOMAIN) : [old];
-  const ai = subnetOf(infra, AI_DOMAIN);
-  return clients.flatMap((d): [string, string][] => [[subnetOf(infra, d), ai], [ai, subnetOf(infra, d)]]);
+  const ai = domainSubnet(infra, AI_DOMAIN);
+  return clients.flatMap((d): [string, string][] => [[domainSubnet(infra, d), ai], [ai, domainSubnet(infra, d)]]);
 }
 
 export function planSwitch(input: PlanInput): SwitchPlan {

@@ -3,6 +3,7 @@
  * ruleset agrees, and the last switches from the log. Also the live read that ai-switch uses.
  */
 import { readHolderState, type HolderState } from '../infra/context.js';
+import { HOLDER_RECORD_KEY } from './holderKey.js';
 import { readIfExists } from '../core/files.js';
 import { formatGpuReport, type GpuReport } from './gpuReport.js';
 import { readLiveHolders as nftLiveHolders } from '../nftables/nft.js';
@@ -160,7 +161,7 @@ export function formatStatus(r: StatusReport): string[] {
 // project in the cluster's database, which ai-switch writes ("" for nobody).
 
 /** The cluster's record of the holder: project config of the ai-tools project. */
-export const HOLDER_RECORD_KEY = 'user.anklume.ai_holder';
+export { HOLDER_RECORD_KEY };
 
 /** The cluster's record: not written (no switch on this cluster yet), a holder or nobody, or unreadable. */
 export type HolderRecord = { written: false } | { written: true; holder: string | null } | { error: string };

@@ -7,7 +7,9 @@
 import { render } from '../core/templates.js';
 import { AI_DOMAIN } from '../infra/validate.js';
 import { bridgeOf } from '../nftables/nftables.js';
-import { describePlan, label, type SwitchPlan } from './aiPlan.js';
+import { domainSubnet } from '../nftables/memberSets.js';
+import { describePlan, forgetPairs, label, type SwitchPlan } from './aiPlan.js';
+import { HOLDER_RECORD_KEY } from './holderKey.js';
 import type { InventoryMismatch } from './clusterInventory.js';
 import type { Infra } from '../core/types.js';
 
@@ -25,9 +27,6 @@ export const FLUSH_STEP_TIMEOUT_S = 600;
 export const stepTimeoutS = (step: MemberStep): number => (step === 'stop' ? FLUSH_STEP_TIMEOUT_S : MEMBER_STEP_TIMEOUT_S);
 export const stepRunTimeoutMs = (step: MemberStep): number => (stepTimeoutS(step) + 60) * 1000;
 
-/** The Incus project key that records the holder in the cluster's database (docs/multi-host.md). */
-export const HOLDER_KEY = 'user.anklume.ai_holder';
-
 export interface ClusterPlan {
   /** Every member of global.cluster, as infra.yml names them. */
   members: string[];
@@ -44,8 +43,6 @@ export interface ClusterPlan {
   /** After the grant, what every member must read back in each holder set. */
   expectGrant: Record<string, string[]>;
 }
-
-const subnetOf = (infra: Infra, domain: string) => `${infra.global.base_subnet}.${infra.domains[domain].subnet_id}.0/24`;
 
 /** Whether the infra describes an Incus cluster (global.cluster). */
 export const isCluster = (infra: Infra): boolean => infra.global.cluster !== undefined;
@@ -71,7 +68,7 @@ export function planCluster(plan: SwitchPlan, infra: Infra, paths: { inventory: 
     inventory: paths.inventory,
     memberPersist: [paths.installedRuleset],
     controllerPersist: [paths.baseCopy],
-    expectGrant: { ai_holder: [bridgeOf(plan.to)], ai_holder_subnet: [subnetOf(infra, plan.to)] },
+    expectGrant: { ai_holder: [bridgeOf(plan.to)], ai_holder_subnet: [domainSubnet(infra, plan.to)] },
   };
 }
 
@@ -97,7 +94,7 @@ export function liveHolder(infra: Infra, members: string[], answers: Record<stri
     if (bridges.length === 0 && (subnets?.length ?? 0) === 0) holder = null;
     else if (bridges.length === 1 && bridges[0].startsWith('net-')) {
       const d = bridges[0].slice('net-'.length);
-      holder = d !== AI_DOMAIN && d in infra.domains && (subnets === undefined || (subnets.length === 1 && subnets[0] === subnetOf(infra, d))) ? d : undefined;
+      holder = d !== AI_DOMAIN && d in infra.domains && (subnets === undefined || (subnets.length === 1 && subnets[0] === domainSubnet(infra, d))) ? d : undefined;
     }
     seen[member] = holder === null ? 'nobody' : holder ?? `[${bridges.join(', ')}] [${(subnets ?? []).join(', ')}]`;
     return holder;
@@ -119,13 +116,7 @@ function stepOutput(answer: MemberAnswer | null | undefined): Record<string, unk
 }
 
 /** Every client domain's connections with ai-tools, both ways: what a cluster's revoke forgets. */
-export function clusterForgetPairs(infra: Infra): [string, string][] {
-  if (!(AI_DOMAIN in infra.domains)) return [];
-  const ai = subnetOf(infra, AI_DOMAIN);
-  return Object.keys(infra.domains)
-    .filter((d) => d !== AI_DOMAIN)
-    .flatMap((d): [string, string][] => [[subnetOf(infra, d), ai], [ai, subnetOf(infra, d)]]);
-}
+export const clusterForgetPairs = (infra: Infra): [string, string][] => forgetPairs(infra, undefined);
 
 /** The members a step runs on: every member, or those that run GPU machines (services, flush). */
 export function stepHosts(cluster: ClusterPlan, step: MemberStep): string[] {
@@ -272,7 +263,7 @@ export function inventoryRefusal(inventory: string, mismatch: InventoryMismatch,
 }
 
 export function keyWarning(value: string, why: string): string {
-  return `could not write the Incus project key ${HOLDER_KEY}=${JSON.stringify(value)} on ${AI_DOMAIN} (${oneLine(why)}): the members' holder sets decide access; the key is only a record (anklume-gen ai-status compares it)`;
+  return `could not write the Incus project key ${HOLDER_RECORD_KEY}=${JSON.stringify(value)} on ${AI_DOMAIN} (${oneLine(why)}): the members' holder sets decide access; the key is only a record (anklume-gen ai-status compares it)`;
 }
 
 /** The dry run on a cluster: every member's steps, then the batches that one host's dry run shows. */
@@ -287,17 +278,17 @@ export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): str
     ...(plan.from === plan.to
       ? [`  0 on every member (${list(cluster.members)}), read only: read ${sets.join(' and ')}; all say '${plan.to}', as ${plan.stateFile} does: nothing to do; all name one other holder: the switch starts from it (the batch below is from the state file's '${label(plan.from)}')`]
       : []),
-    `    then record nobody: the Incus project key ${HOLDER_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
+    `  ${plan.from === plan.to ? '  then' : '0'} record nobody: the Incus project key ${HOLDER_RECORD_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
     `  1 on every member (${list(cluster.members)}): revoke '${label(plan.from)}' (the batch below; else the no-holder ruleset reloaded; else every holder set emptied), read ${sets.join(' and ')} back (empty), forget the tracked connections between ai-tools and every domain, write its boot copy ${list(cluster.memberPersist)} (no holder)`,
     `    then, every member confirmed: ${plan.stateFile} says nobody, ${list(cluster.controllerPersist)} gets the no-holder ruleset`,
     cluster.gpuMembers.length
       ? `  2 on ${gpu}: stop ${plan.services.join(', ') || 'no service'}${plan.flushes ? ', flush GPU memory (as on one host, with that member\'s nvidia-smi, /proc and cgroups)' : ' (no flush)'}`
       : `  2 no member runs a GPU machine: nothing to stop or flush`,
     `  3 on every member (${list(cluster.members)}): grant '${plan.to}' (the batch below), read back ${sets.map((s) => `${s} = [${cluster.expectGrant[s].join(', ')}]`).join(', ')}, write its boot copy (the new ruleset)`,
-    `    then, every member confirmed: ${plan.stateFile} says '${plan.to}', ${list(cluster.controllerPersist)} gets the new ruleset, the project key ${HOLDER_KEY} = '${plan.to}'`,
+    `    then, every member confirmed: ${plan.stateFile} says '${plan.to}', ${list(cluster.controllerPersist)} gets the new ruleset, the project key ${HOLDER_RECORD_KEY} = '${plan.to}'`,
     cluster.gpuMembers.length ? `  4 on ${gpu}: start ${plan.services.join(', ') || 'no service'}` : `  4 nothing to start`,
     `  Would append to ${plan.logFile} and its JSON log`,
-    `  A member that does not answer (SSH, nft, a set read back wrong, the time limit): the safe state on every member (every holder set emptied, the no-holder ruleset), nobody in ${plan.stateFile} and the project key, no flush or grant after it; the switch fails (exit 1) naming the member`,
+    `  A member that does not answer (SSH, nft, a set read back wrong, the time limit), or a signal: the safe state on every member (a step still running there killed, every holder set emptied, the no-holder ruleset), nobody in ${plan.stateFile} and the project key, no flush or grant after it, the services started again where they were stopped; the switch fails (exit 1) naming the member`,
   ];
   return [
     ...head,

@@ -21,6 +21,7 @@ import { execa } from 'execa';
 import { runPlaybook } from './ansible.js';
 import { catchSignals } from './signals.js';
 import { compareInventory } from './clusterInventory.js';
+import { HOLDER_RECORD_KEY } from './holderKey.js';
 import { failureLogLine, label, planSwitch, securityWarning, switchLogLine, type SwitchPlan } from './aiPlan.js';
 import { appendJsonLog, appendLog, lineSplitter, refreshTree, writeState, type SwitchOptions, type SwitchResult } from './aiSwitch.js';
 import {
@@ -28,7 +29,6 @@ import {
   clusterForgetPairs,
   describeClusterPlan,
   grantFailure,
-  HOLDER_KEY,
   interruptedCause,
   inventoryRefusal,
   keyWarning,
@@ -248,7 +248,7 @@ async function records(plan: SwitchPlan, cluster: ClusterPlan, state: string, ru
 
 /** The project key; a failed or timed-out write is a warning: the sets decide access. */
 async function writeKey(run: Run, value: string, warnings: Diagnostic[]): Promise<boolean> {
-  const r = await execa('incus', ['project', 'set', 'ai-tools', HOLDER_KEY, value], { env: run.options.env, extendEnv: false, reject: false, stdin: 'ignore', timeout: KEY_TIMEOUT_MS }).catch((err: Error) => ({ exitCode: 1, stderr: err.message, shortMessage: err.message, timedOut: false }));
+  const r = await execa('incus', ['project', 'set', 'ai-tools', HOLDER_RECORD_KEY, value], { env: run.options.env, extendEnv: false, reject: false, stdin: 'ignore', timeout: KEY_TIMEOUT_MS }).catch((err: Error) => ({ exitCode: 1, stderr: err.message, shortMessage: err.message, timedOut: false }));
   if (r.exitCode === 0) {
     run.key = value;
     return true;
@@ -292,7 +292,7 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
   const messages = [
     `ai-switch failed: ${what}`,
     pathsLeft(cluster, safeLeft.map((f) => f.member)),
-    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_KEY}: ${keyWritten ? 'says nobody' : `COULD NOT BE WRITTEN (it may still name ${keyBefore === undefined ? 'the holder it named before the switch' : keyBefore ? `'${keyBefore}'` : 'nobody'})`}; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
+    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_RECORD_KEY}: ${keyWritten ? 'says nobody' : `COULD NOT BE WRITTEN (it may still name ${keyBefore === undefined ? 'the holder it named before the switch' : keyBefore ? `'${keyBefore}'` : 'nobody'})`}; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
     `Members that did not confirm: ${unconfirmedMembers.join(', ') || 'none'}.`,
     `To finish, fix the cause and run again: ${finish}`,
   ];
