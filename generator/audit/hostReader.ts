@@ -23,7 +23,7 @@ const INSTALL: Record<string, string> = {
 };
 
 async function run(env: Env, argv: string[], input?: string, seconds = DEFAULT_READ_TIMEOUT_S): Promise<Read<string>> {
-  const r = await runLimited(argv, env, seconds, input);
+  const r = await runLimited(argv, env, seconds, input === undefined ? {} : { input });
   if (r.timedOut) return { ok: false, why: `${argv.slice(0, 3).join(' ')}: ${noAnswer(seconds)}` };
   if (r.exitCode === 0) return { ok: true, value: r.stdout };
   if (r.missing) return { ok: false, why: `${argv[0]} is not installed (${INSTALL[argv[0]] ?? 'install it'})` };

@@ -54,7 +54,7 @@ async function ansiblePython(env: NodeJS.ProcessEnv): Promise<string> {
 /** `extra` holds the ansible variables given with -e (the same names the roles take). */
 export async function incusPlan(tree: string, extra: Record<string, unknown>, env: NodeJS.ProcessEnv, seconds = DEFAULT_READ_TIMEOUT_S): Promise<Read<IncusPlan>> {
   const python = await ansiblePython(env);
-  const r = await runLimited([python, PLAN_SCRIPT, tree, JSON.stringify(extra)], env, seconds);
+  const r = await runLimited([python, PLAN_SCRIPT, tree, JSON.stringify(extra)], env, seconds, { group: true });
   if (r.timedOut) return { ok: false, why: `cannot read Incus: ${noAnswer(seconds)} (without quorum a cluster's database does not answer)` };
   let parsed: (IncusPlan & { error?: undefined }) | { error: string } | undefined;
   try {

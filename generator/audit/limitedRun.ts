@@ -13,19 +13,20 @@ export interface LimitedResult {
 }
 
 /**
- * A command with a time limit, in a process group of its own that is killed whole when the limit
- * passes: the plan script waits on `incus` processes of its own, which would outlive it otherwise.
+ * A command with a time limit, killed when it passes. `group`: in a process group of its own,
+ * killed whole (the plan script waits on `incus` processes of its own, which would outlive it);
+ * otherwise the command stays in ours, so that a Ctrl-C at the terminal reaches it too.
  */
-export async function runLimited(argv: string[], env: NodeJS.ProcessEnv, seconds: number, input?: string): Promise<LimitedResult> {
+export async function runLimited(argv: string[], env: NodeJS.ProcessEnv, seconds: number, options: { input?: string; group?: boolean } = {}): Promise<LimitedResult> {
   const child = execa(argv[0], argv.slice(1), {
-    env, extendEnv: false, reject: false, detached: true, encoding: 'utf8',
-    ...(input === undefined ? { stdin: 'ignore' as const } : { input }),
+    env, extendEnv: false, reject: false, detached: options.group === true, encoding: 'utf8',
+    ...(options.input === undefined ? { stdin: 'ignore' as const } : { input: options.input }),
   });
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
     try {
-      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      if (child.pid !== undefined) process.kill(options.group ? -child.pid : child.pid, 'SIGKILL');
     } catch {
       // already gone
     }
