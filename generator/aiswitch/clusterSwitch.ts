@@ -33,10 +33,10 @@ import {
   inventoryRefusal,
   keyWarning,
   liveHolder,
+  pathsLeft,
   planCluster,
   renderClusterPlaybook,
   revokeFailure,
-  pathsLeft,
   safeStateLeft,
   stepFailure,
   stepHosts,
@@ -108,7 +108,7 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     const run: Run = { dir, memberFiles, plan, cluster, options, signal: signals.abort, step: 0 };
     const failed = (what: string, step: string, bad: string[], stopped: boolean) => failClosed(run, warnings, what, step, bad, stopped);
     // A signal at any point ends the switch closed, with the moment it came in as the cause.
-    const signalled = (when: string, step: string, stopped: boolean) => failed(interruptedCause(signals.received!, when), step, [], stopped);
+    const signalled = (sig: NodeJS.Signals, when: string, step: string, stopped: boolean) => failed(interruptedCause(sig, when), step, [], stopped);
 
     // When the state file names the new holder, read every member's holder sets first (read
     // only): if they all say it too, there is nothing to do. Otherwise the read would cost a run
@@ -138,32 +138,32 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
 
     // 0. The cluster's record says nobody before anything changes.
     await writeKey(run, '', warnings);
-    if (signals.received) return await signalled('before the revoke', 'record nobody', false);
+    if (signals.received) return await signalled(signals.received, 'before the revoke', 'record nobody', false);
     // 1. Revoke on every member; every member confirms, or the switch ends closed.
     const revoked = await memberStep(run, 'revoke');
-    if (signals.received) return await signalled('during the revoke', 'revoke', false);
+    if (signals.received) return await signalled(signals.received, 'during the revoke', 'revoke', false);
     if (revoked.length) return await failed(revokeFailure(revoked), 'revoke', revoked.map((f) => f.member), false);
     const none = await records(plan, cluster, '', plan.rulesetNone);
     if (none) return await failed(none, 'record nobody', [], false);
-    if (signals.received) return await signalled('after the revoke, while nobody was recorded', 'record nobody', false);
+    if (signals.received) return await signalled(signals.received, 'after the revoke, while nobody was recorded', 'record nobody', false);
     // 2. Services and flush where the GPU machines run.
     const stopping = cluster.gpuMembers.length > 0 && (plan.services.length > 0 || plan.flushes);
     if (stopping) {
       const stopped = await memberStep(run, 'stop');
-      if (signals.received) return await signalled('while the GPU services were stopped and GPU memory flushed', 'stop services and flush', true);
+      if (signals.received) return await signalled(signals.received, 'while the GPU services were stopped and GPU memory flushed', 'stop services and flush', true);
       if (stopped.length) return await failed(stepFailure('stop', stopped), 'stop services and flush', stopped.map((f) => f.member), true);
     }
     // 3. Grant on every member, then the records, then the services.
     const granted = await memberStep(run, 'grant');
-    if (signals.received) return await signalled('during the grant', 'grant', stopping);
+    if (signals.received) return await signalled(signals.received, 'during the grant', 'grant', stopping);
     if (granted.length) return await failed(grantFailure(granted), 'grant', granted.map((f) => f.member), stopping);
     const recorded = await records(plan, cluster, `${to}\n`, plan.rulesetNew);
     if (recorded) return await failed(recorded, 'record the new holder', [], stopping);
     await writeKey(run, to, warnings);
-    if (signals.received) return await signalled('after the grant, while the new holder was recorded', 'record the new holder', stopping);
+    if (signals.received) return await signalled(signals.received, 'after the grant, while the new holder was recorded', 'record the new holder', stopping);
     if (stopping && plan.services.length) {
       const started = await memberStep(run, 'start');
-      if (signals.received) return await signalled('while the GPU services were started', 'start services', true);
+      if (signals.received) return await signalled(signals.received, 'while the GPU services were started', 'start services', true);
       if (started.length) return await failed(stepFailure('start', started), 'start services', started.map((f) => f.member), true);
     }
     for (const problem of await Promise.all([appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes)), appendJsonLog(plan, { status: 'switched', gpu: [], unconfirmed_members: [] })])) {

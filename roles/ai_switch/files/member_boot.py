@@ -65,7 +65,9 @@ def main(step):
             return answer("Check that the switch has not been closed on this member", fenced)
         return run_step(step, payload, deadline)
     except TimeLimit:
-        kill_group(os.getpgrp(), spare=os.getpid())
+        # Only a group of its own (setsid worked): never the group of the process that started it.
+        if os.getpgrp() == os.getpid():
+            kill_group(os.getpid(), spare=os.getpid())
         return answer("The member's time limit", "the step passed its time limit on the member (%g s): stopped, its processes killed" % limit)
     finally:
         release(lock)
@@ -139,29 +141,28 @@ def answer(failed_step, why):
     return 1
 
 
+def stat_fields(pid):
+    """/proc/<pid>/stat from its third field on (state, ppid, pgrp, ...); None when gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            stat = f.read()
+        return stat[stat.rindex(")") + 2:].split()
+    except (OSError, ValueError):
+        return None
+
+
 def start_time(pid):
     """A process's start time (clock ticks since boot, /proc/<pid>/stat field 22); None when gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-        return stat[stat.rindex(")") + 2:].split()[19]
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def group_members(pgid):
     """The live (not zombie) processes of a process group."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
-        except (OSError, ValueError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        fields = stat_fields(entry) if entry.isdigit() else None
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
             found.append(int(entry))
     return found
 
@@ -215,11 +216,17 @@ def kill_holder(holder):
     except ValueError:
         # Not written yet (the holder has just taken the lock): the next round reads it.
         return
-    if pid != os.getpid() and start_time(pid) == started:
-        try:
+    fields = stat_fields(pid)
+    if pid == os.getpid() or not fields or len(fields) < 20 or fields[19] != started:
+        return
+    try:
+        # Its process group when it leads one (setsid worked), else the process alone.
+        if int(fields[2]) == pid:
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def fence(payload, step):
