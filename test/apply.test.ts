@@ -205,6 +205,31 @@ describe('an interrupted apply stops ansible before it ends itself', () => {
 });
 
 describe('what apply asks Incus for (incus_preflight filter, read from a synced tree)', () => {
+  it("on a cluster, every machine's NIC filters its source address (security.ipv4_filtering): the other members judge its packets by that address", () => {
+    const t = testEnv();
+    try {
+      synced(t, join(ROOT, 'examples/cluster.yml'));
+      const script = String.raw`
+import json, sys, yaml
+sys.path.insert(0, sys.argv[1])
+from anklume_desired import anklume_domains, anklume_machines
+tree = sys.argv[2]
+load = lambda p: yaml.safe_load(open(tree + p))
+domains = anklume_domains([load('/group_vars/pro.yml')], 'default', {'desk': '192.168.50.1'})
+machines = anklume_machines([load('/host_vars/pro-dev.yml'), load('/host_vars/pro-build.yml')], domains, {'type': 'gpu'})
+print(json.dumps([[m['name'], m['target'], m['devices']['eth0']] for m in machines]))
+`;
+      const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), [
+        ['pro-dev', 'desk', { type: 'nic', name: 'eth0', network: 'net-pro', 'ipv4.address': '10.100.2.10', 'security.ipv4_filtering': 'true' }],
+        ['pro-build', 'gpu-box', { type: 'nic', name: 'eth0', network: 'net-pro', 'ipv4.address': '10.100.2.11', 'security.ipv4_filtering': 'true' }],
+      ]);
+    } finally {
+      t.cleanup();
+    }
+  });
+
   it('renders vm, gpu, eth0 with the fixed IPv4, profiles, Incus strings for config values, and the domain projects and bridges', () => {
     const t = testEnv();
     try {

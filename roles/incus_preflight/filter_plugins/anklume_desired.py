@@ -84,6 +84,11 @@ def anklume_machines(host_vars, domains, gpu_device):
         nic = {"type": "nic", "name": "eth0", "network": domain["network"]["name"]}
         if hv.get("instance_ip"):
             nic["ipv4.address"] = str(hv["instance_ip"])
+        # On a cluster, a packet's source address is its domain for the other members (their
+        # ruleset judges what comes over the member link by it): Incus drops whatever an instance
+        # sends from another address (and, with it, from another MAC address).
+        if hv.get("instance_target"):
+            nic["security.ipv4_filtering"] = "true"
         devices = {"eth0": nic}
         if hv.get("instance_gpu"):
             devices["gpu"] = incus_map(gpu_device)
