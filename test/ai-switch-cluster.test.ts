@@ -146,6 +146,74 @@ describe('ai-switch on a cluster: ansible-lint', () => {
   });
 });
 
+/**
+ * files/member_boot.py alone (python3 -c, its payload on stdin, as tasks/member.yml runs it), with a
+ * STAND-IN switch_step.py in its payload (it prints {"changed": []} after STEP_SLEEP seconds): the
+ * member's lock, its deadline and the safe state's fence, without nft or Ansible.
+ */
+describe('ai-switch on a cluster: member_boot.py\'s lock, deadline and fence (a STAND-IN switch_step.py)', () => {
+  const BOOT = readFileSync(join(ROOT, 'roles/ai_switch/files/member_boot.py'), 'utf8');
+  let t: TestEnv;
+  before(() => {
+    t = testEnv('anklume-member-boot-');
+  });
+  after(() => t.cleanup());
+  const boot = (step: string, seq: number, opts: { sleep?: number; timeout?: number; run?: string } = {}) => {
+    const files: Record<string, string> = {
+      'switch_step.py': `import json, time\ntime.sleep(${opts.sleep ?? 0})\nprint(json.dumps({"changed": []}))\n`,
+      'revoke.nft': '', 'grant.nft': '', 'ruleset-none.nft': '', 'ruleset-new.nft': '',
+    };
+    const args = { revoke_batch: 'revoke.nft', grant_batch: 'grant.nft', ruleset_none: 'ruleset-none.nft', ruleset_new: 'ruleset-new.nft' };
+    const payload = { files, args, flush: {}, timeout: opts.timeout ?? 30, lock: join(t.dir, 'member.lock'), run: opts.run ?? 'run-a', seq };
+    return execa('python3', ['-c', BOOT, `member-${step}`], { input: JSON.stringify(payload), reject: false, forceKillAfterDelay: false });
+  };
+
+  it('a step past its deadline on the member gives up by itself, a little before the task\'s limit, and says so', async () => {
+    const started = Date.now();
+    const r = await boot('grant', 1, { sleep: 20, timeout: 4 });
+    assert.equal(r.exitCode, 1, String(r.stderr));
+    assert.ok(Date.now() - started < 4000, `gave up after ${Date.now() - started} ms, before the task's 4 s`);
+    assert.equal((JSON.parse(String(r.stdout)) as { failed_step: string }).failed_step, 'The member\'s time limit');
+    assert.match(String(r.stderr), /the step passed its time limit on the member \(4 s\): stopped, its processes killed/);
+  });
+
+  it('the safe state kills a step that still holds the member\'s lock, then runs', async () => {
+    const slow = boot('grant', 2, { sleep: 20 });
+    while (!existsSync(join(t.dir, 'member.lock')) || readFileSync(join(t.dir, 'member.lock'), 'utf8') === '') await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    const safe = await boot('safe', 3);
+    assert.equal(safe.exitCode, 0, String(safe.stderr));
+    assert.ok(Date.now() - started < 5000, 'no wait for the holder');
+    const killed = await slow;
+    assert.equal(killed.signal, 'SIGKILL', 'the holder was killed');
+  });
+
+  it('a step of the same switch that starts after its safe state does nothing; a later step, or another switch, runs', async () => {
+    const late = await boot('grant', 2);
+    assert.equal(late.exitCode, 1);
+    assert.equal((JSON.parse(String(late.stdout)) as { failed_step: string }).failed_step, 'Check that the switch has not been closed on this member');
+    assert.match(String(late.stderr), /the safe state of this switch already ran on this member \(step 3\); this step \(2\) started after it and does nothing/);
+    assert.equal((await boot('start', 4)).exitCode, 0, 'the services started after the safe state');
+    assert.equal((await boot('read', 1, { run: 'run-b' })).exitCode, 0, 'the next switch');
+  });
+
+  it('a step waits for the lock held by another step, up to its own deadline', async () => {
+    const holder = boot('revoke', 1, { run: 'run-c', sleep: 1.5 });
+    while (readFileSync(join(t.dir, 'member.lock'), 'utf8') === '') await new Promise((r) => setTimeout(r, 50));
+    const waited = await boot('revoke', 1, { run: 'run-d' });
+    assert.equal(waited.exitCode, 0, String(waited.stderr));
+    assert.equal((await holder).exitCode, 0, 'the holder finished');
+    const tooLong = boot('revoke', 1, { run: 'run-e', sleep: 10 });
+    while (readFileSync(join(t.dir, 'member.lock'), 'utf8') === '') await new Promise((r) => setTimeout(r, 50));
+    const gaveUp = await boot('revoke', 1, { run: 'run-f', timeout: 2 });
+    assert.equal(gaveUp.exitCode, 1);
+    assert.match(String(gaveUp.stderr), /member\.lock is held by another switch step \(pid and start time: \d+ \d+\) past this step's time limit/);
+    // Its whole group (member_boot.py's session): the stand-in step too.
+    if (tooLong.pid) process.kill(-tooLong.pid, 'SIGKILL');
+    await tooLong;
+  });
+});
+
 /** The ansible-playbook stand-in: the answers member_report.yml would write, and a journal. */
 const ANSIBLE_STANDIN = `#!/usr/bin/env python3
 # STAND-IN for ansible-playbook (test/ai-switch-cluster.test.ts): no member is reached.
