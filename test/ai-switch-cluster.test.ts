@@ -515,6 +515,8 @@ exec ${realPlaybook} "$@"
   });
   after(async () => {
     await execa('ip', ['netns', 'del', NS], { reject: false });
+    // The members' switch locks (member_boot.py): both members are this machine.
+    for (const m of ['desk', 'gpu-box']) for (const f of ['', '.fence']) rmSync(`/run/anklume-ai-switch.${m}.lock${f}`, { force: true });
     t?.cleanup();
   });
 

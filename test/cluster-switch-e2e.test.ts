@@ -37,7 +37,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
@@ -223,6 +223,8 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     for (const child of holds) child.kill('SIGKILL');
     t?.cleanup();
     if (!built) return;
+    // The members' switch locks (roles/ai_switch/files/member_boot.py): the members share this machine's /run.
+    for (const m of Object.keys(MEMBERS)) for (const f of ['', '.fence']) rmSync(`/run/anklume-ai-switch.${m}.lock${f}`, { force: true });
     const down = await timed('cluster down', () => execa(CLUSTER_SCRIPT, ['down'], { reject: false, stdin: 'ignore' }));
     assert.equal(down.exitCode, 0, String(down.stderr));
   });
