@@ -238,10 +238,24 @@ answers = {h: (dict(ok, unreachable="ssh: connect to host %s port 22: Connection
 json.dump(answers, open(variables["ai_switch_result_file"], "w"))
 `;
 
+/**
+ * The queries that tell whether the default remote is the cluster (aiswitch/clusterRemote.ts): the
+ * cluster of examples/cluster.yml, unless STANDIN_REMOTE=single (this machine's own Incus). Not
+ * journaled: the journals are of what the switch changes.
+ */
+const INCUS_QUERIES = String.raw`if [ "$1" = query ]; then
+  case "$2" in
+    /1.0) if [ "$STANDIN_REMOTE" = single ]; then echo '{"environment":{"server_clustered":false,"server_name":"laptop"}}'; else echo '{"environment":{"server_clustered":true,"server_name":"desk"}}'; fi ;;
+    /1.0/cluster/members) echo '["/1.0/cluster/members/desk","/1.0/cluster/members/gpu-box"]' ;;
+  esac
+  exit 0
+fi
+`;
+
 const INCUS_STANDIN = `#!/bin/sh
 # STAND-IN for incus (test/ai-switch-cluster.test.ts): records the project key's writes; the write
 # of STANDIN_KEY_FAILS (a value, or "empty") fails.
-echo "incus $*" >> "$STANDIN_JOURNAL"
+${INCUS_QUERIES}echo "incus $*" >> "$STANDIN_JOURNAL"
 case "\${STANDIN_KEY_FAILS:-unset}" in
   empty) [ "$5" = "" ] && { echo "Error: stand-in: no quorum" >&2; exit 1; } ;;
   "$5") echo "Error: stand-in: no quorum" >&2; exit 1 ;;
@@ -315,6 +329,24 @@ describe('ai-switch on a cluster: the order and the fail-closed paths (STAND-INS
     assert.equal(doc.status, 'switched');
     assert.deepEqual([doc.members, doc.unconfirmed_members], [['desk', 'gpu-box'], []]);
     assert.deepEqual(jsonLog().at(-1)?.unconfirmed_members, []);
+  });
+
+  it("the default incus remote is not the cluster (this machine's own Incus): the switch goes by the members' sets, and the key is not written elsewhere, with a warning that says why", async () => {
+    const r = await switchTo('pro', { STANDIN_REMOTE: 'single' }, ['--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const inv = inventory();
+    assert.deepEqual(r.journal, [
+      `ansible-playbook revoke desk,gpu-box -i ${inv}`,
+      `ansible-playbook stop gpu-box -i ${inv}`,
+      `ansible-playbook grant desk,gpu-box -i ${inv}`,
+      `ansible-playbook start gpu-box -i ${inv}`,
+    ], 'no incus project set');
+    const doc = JSON.parse(r.stdout) as { status: string; warnings: { message: string }[] };
+    assert.equal(doc.status, 'switched');
+    assert.ok(doc.warnings.some((w) => /^the Incus project key user\.anklume\.ai_holder is not written by this switch: the Incus that 'incus' reaches \(its default remote, server 'laptop'\) is not clustered/.test(w.message)), JSON.stringify(doc.warnings));
+    assert.equal(readFileSync(stateFile(), 'utf8'), 'pro\n');
+    // Back to perso, as the tests below expect.
+    assert.equal((await switchTo('perso')).code, 0);
   });
 
   it('already the holder on every member and in the state file: nothing to do, exit 0, nothing touched but the read', async () => {
@@ -480,7 +512,7 @@ describe('ai-switch on a cluster: the real member steps through ansible-playbook
     const bin = join(t.dir, 'bin');
     mkdirSync(bin);
     journal = join(t.dir, 'journal');
-    writeFileSync(join(bin, 'incus'), '#!/bin/sh\n# STAND-IN for incus: records its calls.\necho "incus $*" >> "$STANDIN_JOURNAL"\n', { mode: 0o755 });
+    writeFileSync(join(bin, 'incus'), `#!/bin/sh\n# STAND-IN for incus: records its calls.\n${INCUS_QUERIES}echo "incus $*" >> "$STANDIN_JOURNAL"\n`, { mode: 0o755 });
     writeFileSync(join(bin, 'nvidia-smi'), `#!/bin/sh
 # STAND-IN for nvidia-smi: one GPU, no compute process; NVML fails when STANDIN_NVML_FAILS is set.
 echo "nvidia-smi $*" >> "$STANDIN_JOURNAL"

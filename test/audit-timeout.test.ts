@@ -1,5 +1,5 @@
 /**
- * audit and ai-status on an Incus cluster never wait for ever (generator/audit/readLimit.ts):
+ * audit and ai-status on an Incus cluster never wait for ever (generator/aiswitch/readLimit.ts):
  * without quorum the cluster's database never answers, and a member whose SSH or nft hangs would
  * hold the read. STAND-INS (TEST-ONLY), written here: `incus` and `ansible-playbook` that sleep
  * and never answer (a cluster without quorum, an Ansible run stuck on a member), and, for the real

@@ -266,6 +266,10 @@ export function keyWarning(value: string, why: string): string {
   return `could not write the Incus project key ${HOLDER_RECORD_KEY}=${JSON.stringify(value)} on ${AI_DOMAIN} (${oneLine(why)}): the members' holder sets decide access; the key is only a record (anklume-gen ai-status compares it)`;
 }
 
+export function keyElsewhere(why: string): string {
+  return `the Incus project key ${HOLDER_RECORD_KEY} is not written by this switch: ${oneLine(why)}. The members' holder sets decide access; the key is only the cluster's record (anklume-gen ai-status compares it)`;
+}
+
 /** The dry run on a cluster: every member's steps, then the batches that one host's dry run shows. */
 export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): string[] {
   const base = describePlan(plan);
@@ -278,7 +282,7 @@ export function describeClusterPlan(plan: SwitchPlan, cluster: ClusterPlan): str
     ...(plan.from === plan.to
       ? [`  0 on every member (${list(cluster.members)}), read only: read ${sets.join(' and ')}; all say '${plan.to}', as ${plan.stateFile} does: nothing to do; all name one other holder: the switch starts from it (the batch below is from the state file's '${label(plan.from)}')`]
       : []),
-    `  ${plan.from === plan.to ? '  then' : '0'} record nobody: the Incus project key ${HOLDER_RECORD_KEY} on ${plan.project} set to "" (a failed write is a warning)`,
+    `  ${plan.from === plan.to ? '  then' : '0'} record nobody: the Incus project key ${HOLDER_RECORD_KEY} on ${plan.project} set to "" (a failed write is a warning; not written when the default incus remote is not this cluster)`,
     `  1 on every member (${list(cluster.members)}): revoke '${label(plan.from)}' (the batch below; else the no-holder ruleset reloaded; else every holder set emptied), read ${sets.join(' and ')} back (empty), forget the tracked connections between ai-tools and every domain, write its boot copy ${list(cluster.memberPersist)} (no holder)`,
     `    then, every member confirmed: ${plan.stateFile} says nobody, ${list(cluster.controllerPersist)} gets the no-holder ruleset`,
     cluster.gpuMembers.length

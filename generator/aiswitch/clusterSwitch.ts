@@ -20,6 +20,7 @@ import { basename, join, resolve } from 'node:path';
 import { execa } from 'execa';
 import { runPlaybook } from './ansible.js';
 import { catchSignals } from './signals.js';
+import { checkClusterRemote } from './clusterRemote.js';
 import { compareInventory } from './clusterInventory.js';
 import { HOLDER_RECORD_KEY } from './holderKey.js';
 import { failureLogLine, label, planSwitch, securityWarning, switchLogLine, type SwitchPlan } from './aiPlan.js';
@@ -31,6 +32,7 @@ import {
   grantFailure,
   interruptedCause,
   inventoryRefusal,
+  keyElsewhere,
   keyWarning,
   liveHolder,
   pathsLeft,
@@ -63,6 +65,8 @@ interface Run {
   step: number;
   /** What this run last wrote to the project key; undefined: nothing yet (it names what it named before). */
   key?: string;
+  /** Why the key is not written at all: the Incus that `incus` reaches is not this cluster. */
+  keyElsewhere?: string;
 }
 
 const refused = (message: string, warnings: Diagnostic[]): SwitchResult => ({ status: 'refused', code: 1, messages: [message], errors: [{ message }], warnings });
@@ -136,6 +140,13 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     if (!options.flush) options.progress(securityWarning(plan));
     options.progress(`ai-switch: '${label(plan.from)}' -> '${to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`);
 
+    // The key goes to the Incus that `incus` reaches (its default remote): only when that is this
+    // cluster, or the record would be planted in another Incus. The sets decide access either way.
+    const remote = await checkClusterRemote(options.env, cluster.members, KEY_TIMEOUT_MS / 1000);
+    if (!remote.ok) {
+      run.keyElsewhere = remote.why;
+      warnings.push({ message: keyElsewhere(remote.why) });
+    }
     // 0. The cluster's record says nobody before anything changes.
     await writeKey(run, '', warnings);
     if (signals.received) return await signalled(signals.received, 'before the revoke', 'record nobody', false);
@@ -248,6 +259,7 @@ async function records(plan: SwitchPlan, cluster: ClusterPlan, state: string, ru
 
 /** The project key; a failed or timed-out write is a warning: the sets decide access. */
 async function writeKey(run: Run, value: string, warnings: Diagnostic[]): Promise<boolean> {
+  if (run.keyElsewhere !== undefined) return false;
   const r = await execa('incus', ['project', 'set', 'ai-tools', HOLDER_RECORD_KEY, value], { env: run.options.env, extendEnv: false, reject: false, stdin: 'ignore', timeout: KEY_TIMEOUT_MS }).catch((err: Error) => ({ exitCode: 1, stderr: err.message, shortMessage: err.message, timedOut: false }));
   if (r.exitCode === 0) {
     run.key = value;
@@ -292,7 +304,7 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
   const messages = [
     `ai-switch failed: ${what}`,
     pathsLeft(cluster, safeLeft.map((f) => f.member)),
-    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_RECORD_KEY}: ${keyWritten ? 'says nobody' : `COULD NOT BE WRITTEN (it may still name ${keyBefore === undefined ? 'the holder it named before the switch' : keyBefore ? `'${keyBefore}'` : 'nobody'})`}; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
+    `State file ${plan.stateFile}: ${stateFileSaysNobody ? 'says nobody' : 'COULD NOT BE WRITTEN'}; project key ${HOLDER_RECORD_KEY}: ${keyWritten ? 'says nobody' : run.keyElsewhere !== undefined ? 'NOT WRITTEN (the default incus remote is not this cluster)' : `COULD NOT BE WRITTEN (it may still name ${keyBefore === undefined ? 'the holder it named before the switch' : keyBefore ? `'${keyBefore}'` : 'nobody'})`}; services: ${servicesStarted === true ? (stopped ? 'started again' : 'not stopped') : servicesStarted === false ? 'NOT all started (see above)' : 'restart attempted'}.`,
     `Members that did not confirm: ${unconfirmedMembers.join(', ') || 'none'}.`,
     `To finish, fix the cause and run again: ${finish}`,
   ];

@@ -10,9 +10,10 @@ import { AI_DOMAIN } from '../infra/devices.js';
 import { BRIDGE_PREFIX } from '../nftables/nftables.js';
 import type { Context, Infra, Mapping } from '../core/types.js';
 import type { IncusPlan } from './incusPlan.js';
+import type { Read } from '../aiswitch/readLimit.js';
 
 /** A value read from the host, or why it could not be. */
-export type Read<T> = { ok: true; value: T } | { ok: false; why: string };
+export type { Read };
 
 export interface LiveInstance {
   name: string;

@@ -7,7 +7,7 @@
  */
 import type { ClusterReadings } from './clusterChecks.js';
 import type { LiveInstance, Read } from './auditChecks.js';
-import { checkClusterRemote } from './clusterRemote.js';
+import { checkClusterRemote } from '../aiswitch/clusterRemote.js';
 import type { HolderRecord } from '../aiswitch/aiStatus.js';
 import { readHolderRecord } from './holderRecord.js';
 import { instances } from './hostReader.js';

@@ -7,8 +7,8 @@
  */
 import { HOLDER_RECORD_KEY, type HolderRecord } from '../aiswitch/aiStatus.js';
 import { AI_DOMAIN } from '../infra/devices.js';
-import { noAnswer } from './readLimit.js';
-import { runLimited } from './limitedRun.js';
+import { noAnswer } from '../aiswitch/readLimit.js';
+import { runLimited } from '../aiswitch/limitedRun.js';
 
 export async function readHolderRecord(env: NodeJS.ProcessEnv, seconds: number): Promise<HolderRecord> {
   const path = `/1.0/projects/${AI_DOMAIN}`;

@@ -6,8 +6,8 @@
 import type { ConntrackEntry, HostReadings, LiveInstance, Read } from './auditChecks.js';
 import { readIfExists } from '../core/files.js';
 import { incusPlan } from './incusPlan.js';
-import { DEFAULT_READ_TIMEOUT_S, noAnswer } from './readLimit.js';
-import { runLimited } from './limitedRun.js';
+import { DEFAULT_READ_TIMEOUT_S, noAnswer } from '../aiswitch/readLimit.js';
+import { runLimited } from '../aiswitch/limitedRun.js';
 import { liveTableListing, readLiveHolders } from '../nftables/nft.js';
 import { TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 

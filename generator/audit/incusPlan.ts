@@ -7,8 +7,8 @@
 import { execa } from 'execa';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Read } from './auditChecks.js';
-import { DEFAULT_READ_TIMEOUT_S, noAnswer } from './readLimit.js';
-import { runLimited } from './limitedRun.js';
+import { DEFAULT_READ_TIMEOUT_S, noAnswer } from '../aiswitch/readLimit.js';
+import { runLimited } from '../aiswitch/limitedRun.js';
 import { packagePath } from '../core/packageRoot.js';
 
 export type Change = [unknown, unknown];

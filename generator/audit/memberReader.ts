@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ConntrackEntry, Read } from './auditChecks.js';
 import { parseConntrack } from './hostReader.js';
-import { memberTaskTimeoutS, noAnswer } from './readLimit.js';
+import { memberTaskTimeoutS, noAnswer } from '../aiswitch/readLimit.js';
 import { AI_HOLDER_SET, holdersFromSetJson, TABLE_FAMILY, TABLE_NAME } from '../nftables/nftables.js';
 
 /** The set that names the holder's subnet on a cluster (templates/nftables/anklume.nft.hbs). */

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Read } from './auditChecks.js';
 import type { PlanObject } from './incusPlan.js';
-import { noAnswer } from './readLimit.js';
+import { noAnswer } from '../aiswitch/readLimit.js';
 
 export interface MembersPlanRun {
   env: NodeJS.ProcessEnv;

@@ -20,7 +20,7 @@ export interface ClusterStatusRun {
 
 export async function clusterReadings(inv: Invocation, run: ClusterStatusRun): Promise<ClusterReadings | { problem: string }> {
   const [{ CLUSTER_INVENTORY }, { readMembers }, { readHolderRecord }, { checkClusterRemote }, { domainSubnet }] = await Promise.all([
-    import('../tree/tree.js'), import('../audit/memberReader.js'), import('../audit/holderRecord.js'), import('../audit/clusterRemote.js'), import('../nftables/memberSets.js'),
+    import('../tree/tree.js'), import('../audit/memberReader.js'), import('../audit/holderRecord.js'), import('../aiswitch/clusterRemote.js'), import('../nftables/memberSets.js'),
   ]);
   const inventory = join(run.baseDir, CLUSTER_INVENTORY);
   if (!isFile(inventory)) {

@@ -10,7 +10,7 @@ import { bootConfiguration, installedRuleset } from './extraVars.js';
 import { jsonError, printJson } from './output.js';
 import { DEFAULT_INSTALLED_RULESET } from '../infra/context.js';
 import type { PlanObject } from '../audit/incusPlan.js';
-import { DEFAULT_READ_TIMEOUT_S } from '../audit/readLimit.js';
+import { DEFAULT_READ_TIMEOUT_S } from '../aiswitch/readLimit.js';
 
 /** Where the ruleset goes in apply's order: after the bridges, before the instances. */
 function inApplyOrder(incus: PlanObject[], ruleset: PlanObject[]): PlanObject[] {

@@ -1,6 +1,6 @@
-/** `--timeout SECONDS` of audit and ai-status: how long each read may take (audit/readLimit.ts). */
+/** `--timeout SECONDS` of audit and ai-status: how long each read may take (aiswitch/readLimit.ts). */
 import { stringValue as str, UsageError, type Options, type Values } from './command.js';
-import { DEFAULT_READ_TIMEOUT_S } from '../audit/readLimit.js';
+import { DEFAULT_READ_TIMEOUT_S } from '../aiswitch/readLimit.js';
 
 export const TIMEOUT_FLAG = { timeout: `on an Incus cluster, how long each read of Incus or of the members may take, in seconds (default ${DEFAULT_READ_TIMEOUT_S}); past it: NOT READ, exit 1` };
 export const TIMEOUT_OPTION: Options = { timeout: { type: 'string' } };

@@ -5,8 +5,7 @@
  * cluster's. Clustered (`environment.server_clustered` of /1.0), and its members are the ones
  * global.cluster names (/1.0/cluster/members); read-only, within the read's time limit.
  */
-import type { Read } from './auditChecks.js';
-import { noAnswer } from './readLimit.js';
+import { noAnswer, type Read } from './readLimit.js';
 import { runLimited } from './limitedRun.js';
 
 const list = (names: string[]) => names.join(', ') || 'none';

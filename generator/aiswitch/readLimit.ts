@@ -16,3 +16,6 @@ export const DEFAULT_READ_TIMEOUT_S = 60;
 export const memberTaskTimeoutS = (runS: number): number => Math.max(1, Math.ceil(runS / 2));
 
 export const noAnswer = (seconds: number): string => `no answer in ${seconds} s`;
+
+/** What a read gave: its value, or why there is none. */
+export type Read<T> = { ok: true; value: T } | { ok: false; why: string };
