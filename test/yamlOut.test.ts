@@ -157,6 +157,17 @@ describe("toAnsibleYaml writes a mapping's entries once each, as js-yaml writes 
     );
   });
 
+  it('strings of the characters written as they are (names, addresses, descriptions, and what resolves), as keys and values: the same text as the whole', () => {
+    const plain = fc.constantFrom(...'0123456789._/- aAeEbBoOxXyYnNtTfFlLuU');
+    const text = fc.oneof(trap, fc.string({ unit: plain, minLength: 0, maxLength: 12 }), fc.constantFrom('x'.repeat(1024), 'x'.repeat(1025), 'Machine 3 of dom5', '10.100.5.4', '.', '..', './a', '1_2', '1.e5', '0.', 'nuLL'));
+    fc.assert(
+      fc.property(fc.dictionary(text, text, { maxKeys: 6 }), (doc) => {
+        assert.equal(toAnsibleYaml(doc), whole(doc));
+      }),
+      { numRuns: 20000 },
+    );
+  });
+
   it('entries that differ only where JSON would not tell them apart are written apart', () => {
     assert.equal(toAnsibleYaml({ a: 0 }), 'a: 0\n');
     assert.equal(toAnsibleYaml({ a: -0 }), 'a: -0\n');

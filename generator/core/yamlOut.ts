@@ -56,9 +56,9 @@ const pyyamlSafeNumber = new jsyaml.Type('tag:anklume-gen,2026:pyyaml-safe-numbe
   represent: (value: object) => (Object.is(value, -0) ? '-0' : String(value).replace(/^([-+]?\d+)e/, '$1.e')),
 });
 
-const DUMP_SCHEMA = jsyaml.FAILSAFE_SCHEMA.extend({
-  implicit: [pyyamlSafeNumber, jsyaml.types.null, jsyaml.types.bool, jsyaml.types.int, jsyaml.types.float, yaml11NonString],
-});
+const IMPLICIT_TYPES = [pyyamlSafeNumber, jsyaml.types.null, jsyaml.types.bool, jsyaml.types.int, jsyaml.types.float, yaml11NonString];
+
+const DUMP_SCHEMA = jsyaml.FAILSAFE_SCHEMA.extend({ implicit: IMPLICIT_TYPES });
 
 const DUMP_OPTIONS: jsyaml.DumpOptions = {
   schema: DUMP_SCHEMA,
@@ -141,6 +141,24 @@ function entryId(key: string, entry: unknown): string | undefined {
   return jsonExact(entry) ? `j${JSON.stringify([key, entry])}` : undefined;
 }
 
+/**
+ * A string the dumper writes as it is, with nothing around it, as a key or a value: characters it
+ * takes plain anywhere (none of its indicators first, no `:`, `#`, quote, bracket, brace or line
+ * break; no space at the end), not one of the YAML 1.1 booleans it quotes on its own (`y`, `on`:
+ * js-yaml's compatibility mode), and nothing the schema's implicit types would resolve. Names,
+ * addresses and most descriptions are; a tree writes thousands of them, one dumper call each
+ * otherwise.
+ */
+const PLAIN_TEXT = /^[A-Za-z0-9_./](?:[A-Za-z0-9_./ -]*[A-Za-z0-9_./-])?$/;
+const COMPAT_BOOLEANS = new Set(['y', 'Y', 'yes', 'Yes', 'YES', 'on', 'On', 'ON', 'n', 'N', 'no', 'No', 'NO', 'off', 'Off', 'OFF']);
+const KEY_LENGTH_LIMIT = 1024;
+
+function writtenAsIs(text: string): boolean {
+  if (text.length > KEY_LENGTH_LIMIT || !PLAIN_TEXT.test(text) || COMPAT_BOOLEANS.has(text)) return false;
+  for (const type of IMPLICIT_TYPES) if (type.resolve(text)) return false;
+  return true;
+}
+
 /** toYaml for files Ansible reads: the same text, with every string Jinja would evaluate tagged `!unsafe`. */
 export function toAnsibleYaml(value: unknown): string {
   // An empty mapping is `{}`, and anything but a plain mapping of JSON-exact entries is written whole.
@@ -150,6 +168,10 @@ export function toAnsibleYaml(value: unknown): string {
   let text = '';
   for (const key of keys) {
     const entry = (value as Record<string, unknown>)[key];
+    if (typeof entry === 'string' && writtenAsIs(entry) && writtenAsIs(key)) {
+      text += `${key}: ${entry}\n`;
+      continue;
+    }
     const id = entryId(key, entry);
     if (id === undefined) return jsyaml.dump(value, ANSIBLE_DUMP_OPTIONS);
     let yaml = entries.get(id);

@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from '../infra/depth.js';
-import { ensureDirs, readIfExists } from '../core/files.js';
+import { readIfExists } from '../core/files.js';
 import { treeBase, under } from '../core/paths.js';
 import { yaml } from '../infra/yamlLibrary.js';
 import { gather } from '../infra/gather.js';
@@ -136,8 +136,8 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     const base = treeBase(baseDir);
     const targets = outputs.map((o) => under(base, o.path));
     mkdirSync(baseDir, { recursive: true });
+    // Every directory a target needs is there now: staged (made in the staging folder) or already in the tree.
     staging = stageMissingDirs(baseDir, targets);
-    ensureDirs(staging ? targets.map(staging.path) : targets);
     const inner = early ?? (outputs.length >= THREAD_WRITER_MIN_FILES ? threadWriter() : undefined) ?? inlineWriter();
     writer = staging ? stagedWriter(inner, staging) : inner;
   }
