@@ -205,7 +205,7 @@ describe('an interrupted apply stops ansible before it ends itself', () => {
 });
 
 describe('what apply asks Incus for (incus_preflight filter, read from a synced tree)', () => {
-  it("on a cluster, every machine's NIC filters its source address (security.ipv4_filtering): the other members judge its packets by that address", () => {
+  it("on a cluster, every machine's NIC filters its source address (security.ipv4_filtering): the other members judge its packets by that address (one host: the next test)", () => {
     const t = testEnv();
     try {
       synced(t, join(ROOT, 'examples/cluster.yml'));
@@ -230,7 +230,58 @@ print(json.dumps([[m['name'], m['target'], m['devices']['eth0']] for m in machin
     }
   });
 
-  it('renders vm, gpu, eth0 with the fixed IPv4, profiles, Incus strings for config values, and the domain projects and bridges', () => {
+  it("every NIC of the domain's bridge filters its source address, an eth0 that infra.yml writes itself (a machine's or a profile's) too, unless infra.yml sets the key (validation warns when it turns it off); other devices are left as written", () => {
+    const t = testEnv();
+    try {
+      const infra = join(t.dir, 'infra.yml');
+      // Incus takes one NIC per instance on a managed bridge: a NIC of infra.yml's on the domain's
+      // bridge is an eth0 that replaces anklume's.
+      writeFileSync(infra, [
+        'project_name: nics',
+        'global: {base_subnet: "10.9"}',
+        'domains:',
+        '  work:',
+        '    subnet_id: 5',
+        '    profiles: {wired: {devices: {eth0: {type: nic, network: net-work, mtu: "1400"}, data: {type: disk, source: /srv/d, path: /d}}}}',
+        '    machines:',
+        '      desk:',
+        '        ip: "10.9.5.10"',
+        '        profiles: [default, wired]',
+        '        devices: {eth0: {type: nic, nictype: bridged, parent: net-work, ipv4.address: "10.9.5.10"}}',
+        '      open:',
+        '        devices: {eth0: {type: nic, network: net-work, security.ipv4_filtering: false}}',
+        '',
+      ].join('\n'));
+      synced(t, infra);
+      const script = String.raw`
+import json, sys, yaml
+sys.path.insert(0, sys.argv[1])
+from anklume_desired import anklume_domains, anklume_machines
+tree = sys.argv[2]
+load = lambda p: yaml.safe_load(open(tree + p))
+domains = anklume_domains([load('/group_vars/work.yml')], 'default')
+machines = anklume_machines([load('/host_vars/desk.yml'), load('/host_vars/open.yml')], domains, {'type': 'gpu'})
+wired = [p for p in domains[0]['profiles'] if p['name'] == 'wired'][0]
+print(json.dumps({'profile': wired['devices'], 'machines': [m['devices'] for m in machines]}))
+`;
+      const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout), {
+        profile: {
+          eth0: { type: 'nic', network: 'net-work', mtu: '1400', 'security.ipv4_filtering': 'true' },
+          data: { type: 'disk', source: '/srv/d', path: '/d' },
+        },
+        machines: [
+          { eth0: { type: 'nic', nictype: 'bridged', parent: 'net-work', 'ipv4.address': '10.9.5.10', 'security.ipv4_filtering': 'true' } },
+          { eth0: { type: 'nic', network: 'net-work', 'security.ipv4_filtering': 'false' } },
+        ],
+      });
+    } finally {
+      t.cleanup();
+    }
+  });
+
+  it('renders vm, gpu, eth0 with the fixed IPv4 and its source address filtered (a domain-mate cannot pose as a machine a policy names), profiles, Incus strings for config values, and the domain projects and bridges', () => {
     const t = testEnv();
     try {
       const infra = join(t.dir, 'infra.yml');
@@ -284,7 +335,7 @@ print(json.dumps({'domains': domains, 'machines': machines}))
           image: 'local-debian',
           profiles: ['default', 'big'],
           config: { 'security.nesting': 'true', 'limits.memory': '2GiB', 'user.anklume.domain': 'work', 'user.anklume.ephemeral': 'true' },
-          devices: { eth0: { type: 'nic', name: 'eth0', network: 'net-work', 'ipv4.address': '10.9.5.10' }, gpu: { type: 'gpu', gputype: 'physical' } },
+          devices: { eth0: { type: 'nic', name: 'eth0', network: 'net-work', 'ipv4.address': '10.9.5.10', 'security.ipv4_filtering': 'true' }, gpu: { type: 'gpu', gputype: 'physical' } },
         },
         {
           key: 'work/bare',
@@ -294,7 +345,8 @@ print(json.dumps({'domains': domains, 'machines': machines}))
           image: 'images:debian/13',
           profiles: ['default'],
           config: { 'user.anklume.domain': 'work', 'user.anklume.ephemeral': 'true' },
-          devices: { eth0: { type: 'nic', name: 'eth0', network: 'net-work' } },
+          // No address in infra.yml: Incus gives the NIC one of the bridge's and filters by it.
+          devices: { eth0: { type: 'nic', name: 'eth0', network: 'net-work', 'security.ipv4_filtering': 'true' } },
         },
       ]);
     } finally {

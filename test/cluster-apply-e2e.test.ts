@@ -38,6 +38,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { testEnv, type TestEnv } from './helpers/env.ts';
+import { CONNECT_FROM } from './helpers/probes.ts';
 
 const ROOT = process.cwd();
 const CLUSTER_SCRIPT = join(ROOT, '.ci/incus-cluster');
@@ -50,20 +51,6 @@ const PORT = 80;
 
 const MEMBERS: Record<string, string> = { m1: '100.64.1.101', m2: '100.64.1.102', m3: '100.64.1.103' };
 /** Machines spread over the three members; pro on m1 and m2, ai-tools on m2, perso on m3. */
-/** Prints open, timeout or refused: a TCP connection to argv[2]:argv[3] from the source address argv[1]. */
-const CONNECT_FROM = String.raw`
-import socket, sys
-s = socket.socket()
-s.settimeout(2)
-s.bind((sys.argv[1], 0))
-try:
-    s.connect((sys.argv[2], int(sys.argv[3])))
-    print("open")
-except socket.timeout:
-    print("timeout")
-except OSError:
-    print("refused")
-`;
 const MACHINES: Record<string, { project: string; ip: string; member: string }> = {
   'pro-dev': { project: 'pro', ip: '10.120.2.10', member: 'm1' },
   'pro-build': { project: 'pro', ip: '10.120.2.11', member: 'm2' },

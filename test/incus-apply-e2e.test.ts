@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { testEnv, type TestEnv } from './helpers/env.ts';
+import { CONNECT_FROM } from './helpers/probes.ts';
 import { isAlive, STANDINS_BIN } from './helpers/standins.ts';
 
 const ROOT = process.cwd();
@@ -346,7 +347,7 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
       assert.ok(i, `${m.project}/${name}`);
       assert.equal(i.type, 'container');
       assert.equal(i.status, 'Running');
-      assert.deepEqual(i.devices.eth0, { type: 'nic', name: 'eth0', network: `net-${m.project}`, 'ipv4.address': m.ip });
+      assert.deepEqual(i.devices.eth0, { type: 'nic', name: 'eth0', network: `net-${m.project}`, 'ipv4.address': m.ip, 'security.ipv4_filtering': 'true' });
       assert.equal(i.config['image.description'] !== undefined, true, 'made from the image os_image/default_os_image names');
     }
     const gpu = instances.find((x) => x.name === 'gpu-server')!;
@@ -374,6 +375,29 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
     const made = await make(['audit', `INFRA=${FIXTURE}`, `BASE_DIR=${t.baseDir}`, `EXTRA_VARS=@${varsFile}`]);
     assert.equal(made.code, 0, made.out);
     assert.match(made.out, /^clean: the live host is what the tree and infra.yml say$/m);
+  });
+
+  it("a machine cannot send from another address of its subnet (security.ipv4_filtering on every NIC): a domain-mate cannot pose as the machine a policy names; apply puts the filter back when it is gone", async () => {
+    const spare = `${SUBNET}.2.99`;
+    // A TCP connection to pro's own bridge address (dnsmasq's DNS), from a source address.
+    const connect = async (source: string) => (await must(['incus', 'exec', 'pro-dev', '--project', 'pro', '--', 'python3', '-c', CONNECT_FROM, source, `${SUBNET}.2.254`, '53'])).trim();
+    await must(['incus', 'exec', 'pro-dev', '--project', 'pro', '--', 'ip', 'addr', 'add', `${spare}/24`, 'dev', 'eth0']);
+    try {
+      assert.deepEqual([await connect(MACHINES['pro-dev'].ip), await connect(spare)], ['open', 'timeout'], 'its own address passes, another one of its subnet does not');
+      // The drop is Incus's filter: without it the same connection opens, and the plan says so.
+      await must(['incus', 'config', 'device', 'unset', 'pro-dev', 'eth0', 'security.ipv4_filtering', '--project', 'pro']);
+      assert.equal(await connect(spare), 'open');
+      const drifted = await plan();
+      assert.equal(drifted.code, 1, drifted.stderr);
+      assert.deepEqual(ids(drifted.plan.update), ['instance:pro/pro-dev']);
+      const nic = { type: 'nic', name: 'eth0', network: 'net-pro', 'ipv4.address': MACHINES['pro-dev'].ip };
+      assert.deepEqual(drifted.plan.update[0].changes, { 'devices.eth0': [nic, { ...nic, 'security.ipv4_filtering': 'true' }] });
+      const repaired = await phase('apply after the filter was removed', () => apply());
+      assert.equal(repaired.code, 0, repaired.out);
+      assert.equal(await connect(spare), 'timeout', 'apply put the filter back');
+    } finally {
+      await sh(['incus', 'exec', 'pro-dev', '--project', 'pro', '--', 'ip', 'addr', 'del', `${spare}/24`, 'dev', 'eth0']);
+    }
   });
 
   it('real TCP between real containers: the reachability matrix (pro holds AI access; pro -> guest on port 80 only)', async () => {

@@ -109,6 +109,7 @@ const TABLE: [string, RegExp][] = [
   ['proxy relaying another domain from inside the machine (issue 15)', /: device '[^']+' is a proxy that connects, from inside .*, to .* in domain '/],
   ["Incus's socket or state given to a machine (issue 15)", /: device '[^']+' gives .* \((connect|source)\), Incus's own socket or state/],
   ['host hardware passed through (issue 15)', /: device '[^']+' passes host hardware through \(type: (pci|usb)\)/],
+  ['NIC on its own bridge with the source filter turned off, a warning', /: device '[^']+' sets security\.ipv4_filtering to .+: (the machine|the profile's machines) can then send from any address of net-/],
   ['NIC parent without nictype, or network with nictype (issue 15)', /: device '[^']+' is a NIC with (both 'network' and 'nictype'|'parent' but no 'nictype')/],
   ['shared folder between domains (issue 15)', /: device '[^']+' mounts .+ and machine '[^']+' of domain '[^']+' mounts .+: a shared folder is a channel between the two domains/],
   ['device shape (issue 15)', /: (devices must be a mapping|device '[^']+' must be a mapping|device '[^']+' has no type|device '[^']+': unknown device type)/],

@@ -37,6 +37,8 @@ export const deviceMessages = {
     `${subject(owner)}: device '${device}' puts ${who(owner)} on '${value}' (${key}), the bridge of domain '${other}': a NIC on another domain's bridge is on that domain's own L2, where the isolation ruleset never sees the packets, so ${bypassed(other)}; keep NICs on ${ownBridge(owner)} (its own bridge) and open flows with network_policies`,
   nicUnknownBridge: (owner: DeviceOwner, device: string, key: string, value: string) =>
     `${subject(owner)}: device '${device}' puts ${who(owner)} on '${value}' (${key}), which is the bridge of no domain of this infra: whatever is on it would reach ${who(owner)} around the isolation ruleset; use ${key}: ${ownBridge(owner)} (its own bridge)`,
+  nicSourceUnfiltered: (owner: DeviceOwner, device: string, shown: string) =>
+    `${subject(owner)}: device '${device}' sets security.ipv4_filtering to ${shown}: ${who(owner)} can then send from any address of ${ownBridge(owner)}, so another machine of domain '${owner.domain}' can pose as one that a network policy names (and take its replies); anklume filters every NIC of a domain bridge by the address Incus gives it: remove the key, or set it to true`,
   proxyAddress: (owner: DeviceOwner, device: string, key: string, shown: string) =>
     `${subject(owner)}: device '${device}': ${key} ${shown} is not an Incus proxy address: <type>:<address>:<port> such as tcp:0.0.0.0:8080 (tcp or udp, ports 1-65535, ranges 8000-8010 and lists 80,443), or unix:/path/to/socket`,
   proxyNeeds: (owner: DeviceOwner, device: string, key: string) =>

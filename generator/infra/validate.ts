@@ -302,6 +302,11 @@ function checkDevices(raw: Mapping, errors: Finding[], warnings: Finding[]): voi
         const message = domains.has(other) ? dm.nicOtherDomain(owner, name, key, value, other) : dm.nicUnknownBridge(owner, name, key, value);
         errors.push({ path: [...path, key], message });
       }
+      const filtering = device['security.ipv4_filtering'];
+      const ownBridge = `net-${owner.domain}`;
+      if (filtering !== undefined && !isTrue(filtering) && (device.network === ownBridge || device.parent === ownBridge)) {
+        warnings.push({ path: [...path, 'security.ipv4_filtering'], message: dm.nicSourceUnfiltered(owner, name, JSON.stringify(filtering)) });
+      }
     }
     if (device.type === 'pci' || device.type === 'usb') {
       const refused = exclusive && owner.domain === AI_DOMAIN;

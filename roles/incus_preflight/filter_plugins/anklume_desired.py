@@ -27,6 +27,17 @@ def incus_devices(devices):
     return {str(name): incus_map(device) for name, device in (devices or {}).items()}
 
 
+def filter_sources(devices, bridge):
+    """Every NIC on the domain's bridge drops what the instance sends from another address than its
+    own (and, with it, from another MAC address), unless infra.yml sets the key itself (validation
+    warns when it turns it off): a machine-level policy names a machine by its address, and on a
+    cluster the other members judge what comes over the member link by it."""
+    for device in devices.values():
+        if device.get("type") == "nic" and bridge in (device.get("network"), device.get("parent")):
+            device.setdefault("security.ipv4_filtering", "true")
+    return devices
+
+
 def prefix_of(subnet):
     return subnet.split("/", 1)[1] if "/" in subnet else "24"
 
@@ -46,7 +57,7 @@ def anklume_domains(group_vars, pool, cluster_members=None):
         profiles = {}
         for pname, profile in (gv.get("incus_profiles") or {}).items():
             profile = profile or {}
-            entry = {"config": incus_map(profile.get("config")), "devices": incus_devices(profile.get("devices"))}
+            entry = {"config": incus_map(profile.get("config")), "devices": filter_sources(incus_devices(profile.get("devices")), net["name"])}
             if profile.get("description") is not None:
                 entry["description"] = str(profile["description"])
             profiles[str(pname)] = entry
@@ -84,15 +95,11 @@ def anklume_machines(host_vars, domains, gpu_device):
         nic = {"type": "nic", "name": "eth0", "network": domain["network"]["name"]}
         if hv.get("instance_ip"):
             nic["ipv4.address"] = str(hv["instance_ip"])
-        # On a cluster, a packet's source address is its domain for the other members (their
-        # ruleset judges what comes over the member link by it): Incus drops whatever an instance
-        # sends from another address (and, with it, from another MAC address).
-        if hv.get("instance_target"):
-            nic["security.ipv4_filtering"] = "true"
         devices = {"eth0": nic}
         if hv.get("instance_gpu"):
             devices["gpu"] = incus_map(gpu_device)
         devices.update(incus_devices(hv.get("instance_devices")))
+        filter_sources(devices, domain["network"]["name"])
         config = incus_map(hv.get("instance_config"))
         config[MARK + "domain"] = domain["name"]
         config[MARK + "ephemeral"] = incus_string(bool(hv.get("instance_ephemeral", False)))
