@@ -158,15 +158,43 @@ describe('ai-switch on a cluster: member_boot.py\'s lock, deadline and fence (a 
     t = testEnv('anklume-member-boot-');
   });
   after(() => t.cleanup());
-  const boot = (step: string, seq: number, opts: { sleep?: number; timeout?: number; run?: string } = {}) => {
+  const boot = (step: string, seq: number, opts: { sleep?: number; timeout?: number; run?: string; flush?: object } = {}) => {
     const files: Record<string, string> = {
       'switch_step.py': `import json, time\ntime.sleep(${opts.sleep ?? 0})\nprint(json.dumps({"changed": []}))\n`,
       'revoke.nft': '', 'grant.nft': '', 'ruleset-none.nft': '', 'ruleset-new.nft': '',
+      // STAND-IN gpu_flush.py: records its kill step; the machine named "broken" then fails.
+      'gpu_flush.py': [
+        'import json, os, sys',
+        'a = sys.argv',
+        'machine, folder = a[a.index("--instance") + 1], a[a.index("--record-dir") + 1]',
+        'os.makedirs(folder, exist_ok=True)',
+        'json.dump({"killed": ["4242"], "processes": []}, open(os.path.join(folder, machine + ".kill.json"), "w"))',
+        'if machine == "broken":',
+        '    sys.exit("%s: a compute process is left" % machine)',
+        'json.dump({"gpus": []}, open(os.path.join(folder, machine + ".scan.json"), "w"))',
+        '',
+      ].join('\n'),
     };
     const args = { revoke_batch: 'revoke.nft', grant_batch: 'grant.nft', ruleset_none: 'ruleset-none.nft', ruleset_new: 'ruleset-new.nft' };
-    const payload = { files, args, flush: {}, timeout: opts.timeout ?? 30, lock: join(t.dir, 'member.lock'), run: opts.run ?? 'run-a', seq };
+    const payload = { files, args, flush: opts.flush ?? {}, timeout: opts.timeout ?? 30, lock: join(t.dir, 'member.lock'), run: opts.run ?? 'run-a', seq };
     return execa('python3', ['-c', BOOT, `member-${step}`], { input: JSON.stringify(payload), reject: false, forceKillAfterDelay: false });
   };
+
+  it('the flush of "stop" answers with what each GPU machine\'s flush recorded (gpu_records), when a flush fails too', async () => {
+    const flush = (machines: string[]) => ({ machines, types: {}, project: 'ai-tools', proc_root: '/proc', retries: 0, delay: 0, scrub: [] });
+    const ok = await boot('stop', 1, { run: 'run-g', flush: flush(['gpu-a', 'gpu-b']) });
+    assert.equal(ok.exitCode, 0, String(ok.stderr));
+    const out = JSON.parse(String(ok.stdout)) as { changed: string[]; gpu_records: Record<string, unknown> };
+    assert.deepEqual(out.changed, ['flushed gpu-a', 'flushed gpu-b']);
+    assert.deepEqual(Object.keys(out.gpu_records), ['gpu-a.kill', 'gpu-a.scan', 'gpu-b.kill', 'gpu-b.scan']);
+    assert.deepEqual(out.gpu_records['gpu-a.kill'], { killed: ['4242'], processes: [] });
+    const failed = await boot('stop', 1, { run: 'run-h', flush: flush(['broken']) });
+    assert.equal(failed.exitCode, 1);
+    const answer = JSON.parse(String(failed.stdout)) as { failed_step: string; gpu_records: Record<string, unknown> };
+    assert.equal(answer.failed_step, 'Flush GPU memory');
+    assert.deepEqual(answer.gpu_records, { 'broken.kill': { killed: ['4242'], processes: [] } });
+    assert.match(String(failed.stderr), /broken: a compute process is left/);
+  });
 
   it('a step past its deadline on the member gives up by itself, a little before the task\'s limit, and says so', async () => {
     const started = Date.now();
@@ -569,7 +597,7 @@ exec ${realPlaybook} "$@"
   };
   const finish = async (run: ReturnType<typeof start>) => {
     const r = await run;
-    return { code: r.exitCode ?? -1, err: String(r.stderr), journal: existsSync(journal) ? readFileSync(journal, 'utf8').replace(/\n$/, '').split('\n').filter((l) => !l.includes('--query-')) : [] };
+    return { code: r.exitCode ?? -1, out: String(r.stdout), err: String(r.stderr), journal: existsSync(journal) ? readFileSync(journal, 'utf8').replace(/\n$/, '').split('\n').filter((l) => !l.includes('--query-')) : [] };
   };
   const switchTo = (domain: string, extra: NodeJS.ProcessEnv = {}) => finish(start(domain, extra));
   /** When the members' grant batches started (the nft stand-in's marks), in ms since the epoch. */
@@ -592,6 +620,11 @@ exec ${realPlaybook} "$@"
     assert.deepEqual(await sets(), [['net-perso'], [JSON.stringify({ prefix: { addr: '10.100.1.0', len: 24 } })]]);
     assert.equal(readFileSync(t.env.ANKLUME_STATE_FILE as string, 'utf8'), 'perso\n');
     assert.match(readFileSync(join(t.dir, 'installed.nft'), 'utf8'), /the bridge that holds AI access: perso/, 'the members\' boot copy');
+    // The flush report comes back from the member, as on one host: the output, and the JSON log.
+    assert.match(r.out, /^ {2}gpu-server \(lxc, flushed from the host\): killed no process$/m);
+    assert.match(r.out, /^ {4}GPU 0 GPU-00000000-0000-0000-0000-000000000000: memory in use 10 MiB before, 10 MiB after \(of 24000 MiB\); reset done$/m);
+    const logged = readFileSync((t.env.ANKLUME_LOG_FILE as string).replace(/\.log$/, '.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { gpu: { machine: string; reset: boolean; gpus: { uuid: string; reset: string }[] }[] }).at(-1)!;
+    assert.deepEqual(logged.gpu.map((g) => [g.machine, g.reset, g.gpus.map((x) => [x.uuid, x.reset])]), [['gpu-server', true, [['GPU-00000000-0000-0000-0000-000000000000', 'done']]]]);
   });
 
   it('a flush that fails on the GPU machine\'s member: exit 1 naming it, nothing granted, every holder set empty, the services started again, nobody recorded', async () => {

@@ -104,7 +104,7 @@ export function liveHolder(infra: Infra, members: string[], answers: Record<stri
 }
 
 /** A step's JSON output (Ansible may hand it over as a mapping already). */
-function stepOutput(answer: MemberAnswer | null | undefined): Record<string, unknown> | undefined {
+export function stepOutput(answer: MemberAnswer | null | undefined): Record<string, unknown> | undefined {
   if (!answer?.stdout) return undefined;
   if (typeof answer.stdout === 'object') return answer.stdout;
   try {

@@ -22,6 +22,7 @@ import { runPlaybook } from './ansible.js';
 import { catchSignals } from './signals.js';
 import { checkClusterRemote } from './clusterRemote.js';
 import { compareInventory } from './clusterInventory.js';
+import { formatGpuReport, gpuReportsFromRecords, gpuWarnings, type GpuReport } from './gpuReport.js';
 import { HOLDER_RECORD_KEY } from './holderKey.js';
 import { failureLogLine, label, planSwitch, securityWarning, switchLogLine, type SwitchPlan } from './aiPlan.js';
 import { appendJsonLog, appendLog, lineSplitter, refreshTree, writeState, type SwitchOptions, type SwitchResult } from './aiSwitch.js';
@@ -42,6 +43,7 @@ import {
   safeStateLeft,
   stepFailure,
   stepHosts,
+  stepOutput,
   stepRunTimeoutMs,
   unconfirmed,
   type ClusterPlan,
@@ -67,6 +69,8 @@ interface Run {
   key?: string;
   /** Why the key is not written at all: the Incus that `incus` reaches is not this cluster. */
   keyElsewhere?: string;
+  /** The flush reports the GPU machines' members brought back (empty until the stop step ran). */
+  gpu: GpuReport[];
 }
 
 const refused = (message: string, warnings: Diagnostic[]): SwitchResult => ({ status: 'refused', code: 1, messages: [message], errors: [{ message }], warnings });
@@ -109,7 +113,7 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
       writeFile(join(memberFiles, 'ruleset-new.nft'), p.rulesetNew),
     ]);
     await writeMemberFiles(plan);
-    const run: Run = { dir, memberFiles, plan, cluster, options, signal: signals.abort, step: 0 };
+    const run: Run = { dir, memberFiles, plan, cluster, options, signal: signals.abort, step: 0, gpu: [] };
     const failed = (what: string, step: string, bad: string[], stopped: boolean) => failClosed(run, warnings, what, step, bad, stopped);
     // A signal at any point ends the switch closed, with the moment it came in as the cause.
     const signalled = (sig: NodeJS.Signals, when: string, step: string, stopped: boolean) => failed(interruptedCause(sig, when), step, [], stopped);
@@ -160,7 +164,9 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     // 2. Services and flush where the GPU machines run.
     const stopping = cluster.gpuMembers.length > 0 && (plan.services.length > 0 || plan.flushes);
     if (stopping) {
-      const stopped = await memberStep(run, 'stop');
+      const stop = await runStep(run, 'stop');
+      run.gpu = plan.flushes ? flushReports(stop.answers, plan) : [];
+      const stopped = stop.bad;
       if (signals.received) return await signalled(signals.received, 'while the GPU services were stopped and GPU memory flushed', 'stop services and flush', true);
       if (stopped.length) return await failed(stepFailure('stop', stopped), 'stop services and flush', stopped.map((f) => f.member), true);
     }
@@ -177,12 +183,16 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
       if (signals.received) return await signalled(signals.received, 'while the GPU services were started', 'start services', true);
       if (started.length) return await failed(stepFailure('start', started), 'start services', started.map((f) => f.member), true);
     }
-    for (const problem of await Promise.all([appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes)), appendJsonLog(plan, { status: 'switched', gpu: [], unconfirmed_members: [] })])) {
+    for (const problem of await Promise.all([appendLog(plan.logFile, switchLogLine(new Date(), plan.from, plan.to, plan.flushes)), appendJsonLog(plan, { status: 'switched', gpu: run.gpu, unconfirmed_members: [] })])) {
       if (problem) warnings.push({ message: problem });
     }
     const messages = [`AI access switched: '${label(plan.from)}' -> '${plan.to}' (flush: ${plan.flushes}) on every member: ${cluster.members.join(', ')}`];
     messages.push(...(await refreshTree(options, plan, warnings)));
-    return { status: 'switched', code: 0, from: plan.from, to, flush: plan.flushes, messages, errors: [], warnings, plan, gpu: [], ...base };
+    for (const g of run.gpu) {
+      messages.push(...formatGpuReport(g).map((line) => `  ${line}`));
+      warnings.push(...gpuWarnings(g).map((message) => ({ message })));
+    }
+    return { status: 'switched', code: 0, from: plan.from, to, flush: plan.flushes, messages, errors: [], warnings, plan, gpu: run.gpu, ...base };
   } finally {
     signals.dispose();
     if (!options.env.ANKLUME_KEEP_RUN_DIR) await rm(dir, { recursive: true, force: true });
@@ -240,6 +250,17 @@ async function runStep(run: Run, step: MemberStep, signal: AbortSignal = run.sig
   }
 }
 
+/** The flush reports in the stop step's answers (member_boot.py's gpu_records), one per GPU machine whose flush began. */
+function flushReports(answers: Record<string, MemberAnswer | null> | undefined, plan: SwitchPlan): GpuReport[] {
+  const records = new Map<string, unknown>();
+  for (const answer of Object.values(answers ?? {})) {
+    // No output: the member did not answer, or its step failed before the flush.
+    const found = stepOutput(answer)?.gpu_records;
+    if (typeof found === 'object' && found !== null && !Array.isArray(found)) for (const [name, record] of Object.entries(found)) records.set(name, record);
+  }
+  return gpuReportsFromRecords(records, plan.gpuTypes);
+}
+
 async function readAnswers(path: string): Promise<Record<string, MemberAnswer | null> | undefined> {
   try {
     const value = JSON.parse(await readFile(path, 'utf8')) as unknown;
@@ -295,7 +316,7 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
   const unconfirmedMembers = [...new Set([...bad, ...safeLeft.map((f) => f.member)])].sort();
   const logProblems = await Promise.all([
     appendLog(plan.logFile, failureLogLine(new Date(), plan.from, plan.to, plan.flushes, what)),
-    appendJsonLog(plan, { status: 'failed', failed_step: step, gpu: [], unconfirmed_members: unconfirmedMembers }),
+    appendJsonLog(plan, { status: 'failed', failed_step: step, gpu: run.gpu, unconfirmed_members: unconfirmedMembers }),
   ]);
   for (const problem of logProblems) if (problem) warnings.push({ message: problem });
   const nobodyHasAccess = safeLeft.length === 0;
@@ -308,6 +329,7 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
     `Members that did not confirm: ${unconfirmedMembers.join(', ') || 'none'}.`,
     `To finish, fix the cause and run again: ${finish}`,
   ];
+  for (const g of run.gpu) messages.push(...formatGpuReport(g).map((line) => `  ${line}`));
   if (stateFileSaysNobody) messages.push(...(await refreshTree(options, plan, warnings)));
   const errors: Diagnostic[] = [{ message: `ai-switch failed: ${what}` }, ...problems.map((message) => ({ message }))];
   return {
@@ -322,7 +344,7 @@ async function failClosed(run: Run, warnings: Diagnostic[], what: string, step: 
     plan,
     failedStep: step,
     safe: { nobodyHasAccess, stateFileSaysNobody, servicesStarted },
-    gpu: [],
+    gpu: run.gpu,
     members: cluster.members,
     unconfirmedMembers,
   };

@@ -110,21 +110,44 @@ export function buildGpuReport(machine: string, type: MachineType, records: Flus
 
 const mibText = (n: number | null) => (n === null ? '?' : `${n} MiB`);
 
-/** The flush reports of the run directory, one per GPU machine whose flush began. */
-export async function readGpuReports(dir: string, machines: Record<string, MachineType>): Promise<GpuReport[]> {
+/** One report per GPU machine whose flush began, from what each flush step recorded (undefined: it did not run). */
+function reportsOf(machines: Record<string, MachineType>, recorded: (machine: string, step: string) => unknown): GpuReport[] {
   const reports: GpuReport[] = [];
   for (const [machine, type] of Object.entries(machines)) {
     const records: FlushRecords = {};
     for (const step of FLUSH_STEPS) {
-      try {
-        (records as Record<string, unknown>)[step] = JSON.parse(await readFile(join(dir, `${machine}.${step}.json`), 'utf8'));
-      } catch {
-        // This step did not run (the flush stopped before it, or --no-flush).
-      }
+      const record = recorded(machine, step);
+      if (record !== undefined) (records as Record<string, unknown>)[step] = record;
     }
     if (Object.keys(records).length) reports.push(buildGpuReport(machine, type, records));
   }
   return reports;
+}
+
+/** The flush reports of the run directory, one per GPU machine whose flush began. */
+export async function readGpuReports(dir: string, machines: Record<string, MachineType>): Promise<GpuReport[]> {
+  const found = new Map<string, unknown>();
+  for (const machine of Object.keys(machines)) {
+    for (const step of FLUSH_STEPS) {
+      try {
+        found.set(`${machine}.${step}`, JSON.parse(await readFile(join(dir, `${machine}.${step}.json`), 'utf8')));
+      } catch {
+        // This step did not run (the flush stopped before it, or --no-flush).
+      }
+    }
+  }
+  return reportsOf(machines, (machine, step) => found.get(`${machine}.${step}`));
+}
+
+/**
+ * The flush reports a cluster's members brought back (member_boot.py's gpu_records: "<machine>.<step>"
+ * -> record), one per GPU machine whose flush began; what is not a record object is left out.
+ */
+export function gpuReportsFromRecords(records: ReadonlyMap<string, unknown>, machines: Record<string, MachineType>): GpuReport[] {
+  return reportsOf(machines, (machine, step) => {
+    const record = records.get(`${machine}.${step}`);
+    return typeof record === 'object' && record !== null && !Array.isArray(record) ? record : undefined;
+  });
 }
 
 export function describeProcess(p: GpuProcess): string {

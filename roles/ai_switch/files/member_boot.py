@@ -24,8 +24,10 @@ So, on the member:
 
 The files go to a private folder (mkdtemp), switch_step.py runs from there with the step, then
 for "stop" (the services stopped) gpu_flush.py flush for each GPU machine, as on one host; the
-folder goes in every case. Prints switch_step.py's JSON (with failed_step when the flush failed),
-passes its stderr on, and exits with its status, or 1 when a flush failed or the time limit passed.
+folder goes in every case. Prints switch_step.py's JSON (with failed_step when the flush failed,
+and gpu_records: what each flush step recorded, "<machine>.<step>" -> its record, for the switch's
+report, whether the flush succeeded or not), passes its stderr on, and exits with its status, or 1
+when a flush failed or the time limit passed.
 """
 import fcntl
 import json
@@ -91,7 +93,10 @@ def run_step(step, payload, deadline):
             sys.stdout.write(done.stdout)
             return done.returncode
         out = json.loads(done.stdout)
-        failed = flush(work, payload["flush"], out, deadline)
+        try:
+            failed = flush(work, payload["flush"], out, deadline)
+        finally:
+            out["gpu_records"] = flush_records(os.path.join(work, "gpu"))
         if failed:
             out["failed_step"] = "Flush GPU memory"
             sys.stderr.write("; ".join(failed) + "\n")
@@ -118,6 +123,25 @@ def flush(work, spec, out, deadline):
         else:
             out.setdefault("changed", []).append("flushed " + machine)
     return failed
+
+
+def flush_records(folder):
+    """What gpu_flush.py recorded in folder, by file name without .json (<machine>.<step>)."""
+    records = {}
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return records
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                records[name[:-len(".json")]] = json.load(f)
+        except (OSError, ValueError):
+            # Half written when the step was stopped: the report lacks that step, as on one host.
+            continue
+    return records
 
 
 def left(deadline):
