@@ -37,6 +37,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { killSshd } from './helpers/cluster.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 import { CONNECT_FROM } from './helpers/probes.ts';
 
@@ -380,17 +381,16 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
 
     // m2 unreachable: every sshd of its namespace killed (the listener and any session), new SSH
     // connections (no master of an earlier run to reuse).
-    for (const pid of (await execa('ip', ['netns', 'pids', 'akc-m2'])).stdout.split('\n').filter(Boolean)) {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sshd') process.kill(Number(pid), 'SIGKILL');
-    }
+    await killSshd('m2');
     env = { ...env, ANSIBLE_SSH_CONTROL_PATH_DIR: join(t.dir, 'ssh-after-kill') };
     const lost = await timed('audit with m2 unreachable', () => audit());
     assert.equal(lost.code, 1, lost.out);
-    assert.match(lost.out, /^NOT CHECKED \(members\): member m2 was not read: Ansible cannot reach it: .*Connection refused/m);
+    // ssh's own words, or Ansible's when ssh ended before it could write the module (a race in Ansible).
+    assert.match(lost.out, /^NOT CHECKED \(members\): member m2 was not read: Ansible cannot reach it: .*(Connection refused|Broken pipe)/m);
     assert.match(lost.out, /^FINDING \(routes\): member m3: /m, 'the other members are still checked');
     assert.match(lost.out, /members checked: m1, m3; NOT CHECKED: m2: not a clean cluster$/m);
     const unread = await status();
     assert.equal(unread.code, 1, unread.out);
-    assert.match(unread.out, /^Member m2: NOT READ \(Ansible cannot reach it: .*Connection refused/m);
+    assert.match(unread.out, /^Member m2: NOT READ \(Ansible cannot reach it: .*(Connection refused|Broken pipe)/m);
   });
 });

@@ -41,6 +41,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
+import { killSshd, sshdOf } from './helpers/cluster.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 
 const ROOT = process.cwd();
@@ -158,35 +159,6 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
       console.log(`# ${label}: ${((performance.now() - start) / 1000).toFixed(1)} s`);
     }
   };
-  /** The sshd processes of a member's network namespace: its listener and every session (Ansible's kept connections). */
-  const sshdOf = async (m: string) => {
-    const pids = (await execa('ip', ['netns', 'pids', `akc-${m}`], { reject: false })).stdout.split('\n').filter(Boolean);
-    return pids.filter((pid) => {
-      try {
-        // A killed process stays listed until its parent reaps it (state Z): it serves nothing.
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sshd' && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-      } catch {
-        return false;
-      }
-    });
-  };
-  /** Every sshd of member m killed, and gone (waited for, not timed). */
-  const killSshd = async (m: string) => {
-    let left = await sshdOf(m);
-    while (left.length) {
-      for (const pid of left) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          // gone meanwhile
-        }
-      }
-      await new Promise((r) => setTimeout(r, 20));
-      left = await sshdOf(m);
-    }
-  };
-
   before(async () => {
     assert.equal(reason, false, `in CI this suite must run: ${String(reason)}`);
     t = testEnv('anklume-cluster-switch-');
