@@ -76,7 +76,7 @@ describe('audit on a cluster: the judgement of every member (stand-in readings)'
       "boot: member desk: /etc/nftables.d/anklume.nft (loaded at boot) is missing or not the tree's ruleset: a reboot would bring back another one, or none",
       'boot: member desk: /etc/nftables.conf does not include /etc/nftables.d: the ruleset is not loaded at boot',
       'ruleset: member gpu-box: its live table inet anklume is not the ruleset of the tree',
-      'routes: member gpu-box: its routes to the machines of the other members, IPv4 forwarding or proxy ARP on the domain bridges are not what the tree says: machines on other members are not reached as infra.yml places them',
+      'routes: member gpu-box: its routes to the machines of the other members, IPv4 forwarding, proxy ARP on the domain bridges or what it reads at boot to set them again are not what the tree says: machines on other members are not reached as infra.yml places them, or will not be after a reboot',
     ]);
     const gone = lines({ members: { desk: { ok: true, value: member() }, 'gpu-box': { ok: true, value: member({ table: { ok: true, value: false }, holders: { ok: true, value: undefined }, holderSubnets: { ok: true, value: undefined } }) } }, membersPlan: { ok: true, value: { objects: [objects[0]], read: ['desk', 'gpu-box'] } } });
     assert.deepEqual(gone, ['ruleset: member gpu-box: table inet anklume is not loaded: nothing isolates the domains on it'], 'one finding for a table that is gone, not three');

@@ -34,7 +34,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { killSshd } from './helpers/cluster.ts';
@@ -125,7 +125,10 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     return file;
   };
   /** The members share one filesystem: each keeps its boot copy of the ruleset in a folder of its own. */
-  const perMember = () => JSON.stringify({ incus_nftables_install_dir: `${join(t.dir, 'nft')}/{{ inventory_hostname }}`, incus_nftables_boot_include: false });
+  /** Each member's own files in a folder of its own (the members share this machine's filesystem). */
+  const perMember = () => JSON.stringify({ incus_nftables_install_dir: `${join(t.dir, 'nft')}/{{ inventory_hostname }}`, incus_nftables_boot_include: false, cluster_routes_boot_root: `${join(t.dir, 'boot')}/{{ inventory_hostname }}` });
+  /** What member m reads at boot (role cluster_routes), under its folder. */
+  const bootFile = (m: string, path: string) => join(t.dir, 'boot', m, path);
   const apply = (name = 'tree') => cli(['apply', '--base-dir', tree(name), '--', '-e', perMember()]);
   /** apply --check: Incus's plan, and the members' play under --check. */
   const plan = () => cli(['apply', '--check', '--base-dir', tree(), '--', '-e', perMember()]);
@@ -218,7 +221,7 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
 
   it('apply: each bridge on every member without NAT, the ruleset, routes and proxy ARP on every member, each instance running on its member; a second apply changes nothing', async () => {
     // One member whose ruleset cannot be installed: the run ends there, and no instance is made.
-    const m3Fails = JSON.stringify({ incus_nftables_install_dir: `{{ '/proc/anklume-cannot' if inventory_hostname == 'm3' else '${join(t.dir, 'nft')}/' ~ inventory_hostname }}`, incus_nftables_boot_include: false });
+    const m3Fails = JSON.stringify({ ...JSON.parse(perMember()) as object, incus_nftables_install_dir: `{{ '/proc/anklume-cannot' if inventory_hostname == 'm3' else '${join(t.dir, 'nft')}/' ~ inventory_hostname }}` });
     const failed = await timed('apply with m3 failing', () => cli(['apply', '--base-dir', tree(), '--', '-e', m3Fails]));
     assert.equal(failed.code, 1, failed.out);
     assert.match(failed.out, /fatal: \[m3\]/);
@@ -244,6 +247,12 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
       const proxyArp = await inMember(m, ['sysctl', '-n', 'net.ipv4.ip_forward', ...Object.keys(DOMAINS).map((d) => `net.ipv4.conf.net-${d}.proxy_arp`)]);
       assert.deepEqual(proxyArp.trim().split('\n'), ['1', '1', '1', '1'], `${m}: forwarding and proxy ARP`);
       assert.ok(existsSync(join(t.dir, 'nft', m, 'anklume.nft')), `${m}: its boot copy`);
+      // What it reads at boot: its routes, its sysctls, and the unit that loads the routes, enabled.
+      assert.deepEqual(readFileSync(bootFile(m, 'etc/anklume/cluster-routes.batch'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).sort(),
+        expectedRoutes(m).map((r) => `route replace ${r} dev eth0 proto 250`), `${m}: the routes for its next boot`);
+      assert.deepEqual(readFileSync(bootFile(m, 'etc/sysctl.d/60-anklume-cluster.conf'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).sort(),
+        ['net.ipv4.ip_forward = 1', ...Object.keys(DOMAINS).map((d) => `net.ipv4.conf.net-${d}.proxy_arp = 1`)].sort(), `${m}: the sysctls for its next boot`);
+      assert.equal(readlinkSync(bootFile(m, 'etc/systemd/system/multi-user.target.wants/anklume-cluster-routes.service')), '/etc/systemd/system/anklume-cluster-routes.service');
     }
     assert.match(first.out, /applied \((\d+) object\(s\) changed\)/);
     const again = await timed('second apply', () => apply());
@@ -254,7 +263,7 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.match(nothing.out, /nothing to do: Incus and the ruleset and routes of every member are what the tree describes/);
   });
 
-  it('real TCP across members: with the ruleset apply loaded on every member, isolation and the AI access hold; with the tables removed every pair connects (routes, proxy ARP); apply-nftables loads them again on every member', async () => {
+  it('real TCP across members: with the ruleset apply loaded on every member, isolation and the AI access hold; with the tables removed every pair connects (routes, proxy ARP); apply-nftables loads them again on every member; after a reboot of m2, what it reads at boot (run as systemd and udev run it) puts its routes and sysctls back', async () => {
     const exec = (name: string, argv: string[]) => incus(['exec', name, '--project', MACHINES[name].project, '--', ...argv]);
     await timed('listeners', async () => {
       await Promise.all(Object.keys(MACHINES).map(async (name) => {
@@ -300,6 +309,28 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.match(back.out, /applied \(3 change\(s\)\)/, 'the live table of each member, loaded again');
     assert.match((await nftables()).out, /already applied, nothing changed/);
     assert.deepEqual([...(await probeAll())].filter(([pair, v]) => (v === 'open') !== allowed(...(pair.split(' -> ') as [string, string]))), [], 'the promise again');
+
+    // m2 reboots (pro-build and ai-tools run there), as far as the network goes: its routes and
+    // forwarding are gone, and Incus makes its bridges again, proxy ARP off (set off here). What it
+    // reads at boot puts them back. No systemd here: what systemd and udev would run is run by
+    // hand, each as they run it: systemd-sysctl at boot (the bridges are not there yet: the
+    // forwarding), udev's line for each bridge as Incus creates it, the unit's ExecStart.
+    const bridges = Object.keys(DOMAINS).map((d) => `net-${d}`);
+    await inMember('m2', ['ip', 'route', 'flush', 'proto', '250']);
+    await inMember('m2', ['sysctl', '-qw', 'net.ipv4.ip_forward=0', ...bridges.map((b) => `net.ipv4.conf.${b}.proxy_arp=0`)]);
+    const cut = await timed('probes with m2 rebooted', probeAll);
+    assert.ok(pairs.some(([a, b]) => allowed(a, b) && MACHINES[a].member !== MACHINES[b].member && [a, b].some((x) => MACHINES[x].member === 'm2') && cut.get(`${a} -> ${b}`) !== 'open'), 'the reboot cut m2\'s machines off from the other members');
+    const sysctls = bootFile('m2', 'etc/sysctl.d/60-anklume-cluster.conf');
+    await inMember('m2', ['/lib/systemd/systemd-sysctl', '--prefix=/net/ipv4/ip_forward', sysctls]);
+    for (const b of bridges) await inMember('m2', ['/lib/systemd/systemd-sysctl', `--prefix=/net/ipv4/conf/${b}`, sysctls]);
+    const execStart = /^ExecStart=(.*)$/m.exec(readFileSync(bootFile('m2', 'etc/systemd/system/anklume-cluster-routes.service'), 'utf8'))?.[1].split(' ') ?? [];
+    assert.deepEqual(execStart, ['/sbin/ip', '-force', '-batch', '/etc/anklume/cluster-routes.batch']);
+    await inMember('m2', [...execStart.slice(0, -1), bootFile('m2', execStart.at(-1)!)]);
+    assert.deepEqual(await routes('m2'), expectedRoutes('m2'), 'm2: its routes, from its boot files');
+    assert.deepEqual((await inMember('m2', ['sysctl', '-n', 'net.ipv4.ip_forward', ...bridges.map((b) => `net.ipv4.conf.${b}.proxy_arp`)])).trim().split('\n'), bridges.map(() => '1').concat('1'));
+    assert.deepEqual([...(await probeAll())].filter(([pair, v]) => (v === 'open') !== allowed(...(pair.split(' -> ') as [string, string]))), [], 'the promise after the reboot, without apply');
+    const rebooted = await plan();
+    assert.equal(rebooted.code, 0, rebooted.out);
   });
 
   it("an instance cannot send from another address than its own (security.ipv4_filtering on every NIC, what the other members judge by); apply puts the filter back when it is gone", async () => {
@@ -372,7 +403,7 @@ describe('apply on a real Incus cluster of three members (issue 19)', { skip: in
     assert.deepEqual(findings, [
       'FINDING (ruleset): member m2: its live table inet anklume is not the ruleset of the tree',
       "FINDING (holder): member m2: its live ai_holder set gives AI access to nobody (ai_holder_subnet: 10.120.2.0/24), the state file to 'pro'",
-      'FINDING (routes): member m3: its routes to the machines of the other members, IPv4 forwarding or proxy ARP on the domain bridges are not what the tree says: machines on other members are not reached as infra.yml places them',
+      'FINDING (routes): member m3: its routes to the machines of the other members, IPv4 forwarding, proxy ARP on the domain bridges or what it reads at boot to set them again are not what the tree says: machines on other members are not reached as infra.yml places them, or will not be after a reboot',
     ]);
     const disagree = await status();
     assert.equal(disagree.code, 1, disagree.out);

@@ -106,7 +106,7 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
       { env, reject: false, stdin: 'ignore', cwd: ROOT, timeout: 300_000 });
     return { code: r.exitCode ?? -1, out: String(r.stdout), err: String(r.stderr) };
   };
-  const perMember = () => JSON.stringify({ incus_nftables_install_dir: `${join(t.dir, 'nft')}/{{ inventory_hostname }}`, incus_nftables_boot_include: false });
+  const perMember = () => JSON.stringify({ incus_nftables_install_dir: `${join(t.dir, 'nft')}/{{ inventory_hostname }}`, incus_nftables_boot_include: false, cluster_routes_boot_root: `${join(t.dir, 'boot')}/{{ inventory_hostname }}` });
   const aiSwitch = (domain: string, ...extra: string[]) => timed(`ai-switch --domain ${domain} ${extra.join(' ')}`, () =>
     cli(['ai-switch', '--domain', domain, '--infra', infraFile, '--base-dir', tree(), '--installed-ruleset', installed(), ...extra]));
   /** Every member's holder sets, as `nft -j` lists them. */

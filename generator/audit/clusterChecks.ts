@@ -56,7 +56,7 @@ function memberPlanFindings(m: string, plan: MembersPlan, tableLoaded: boolean, 
     out.push({ check: 'boot', message: `${r.bootConfPath} does not include ${r.installedPath.replace(/\/[^/]*$/, '')}: the ruleset is not loaded at boot`, fix: APPLY_NFTABLES });
   }
   if (differs.has(`routes:${m}`)) {
-    out.push({ check: 'routes', message: "its routes to the machines of the other members, IPv4 forwarding or proxy ARP on the domain bridges are not what the tree says: machines on other members are not reached as infra.yml places them", fix: 'anklume-gen apply (make apply)' });
+    out.push({ check: 'routes', message: "its routes to the machines of the other members, IPv4 forwarding, proxy ARP on the domain bridges or what it reads at boot to set them again are not what the tree says: machines on other members are not reached as infra.yml places them, or will not be after a reboot", fix: 'anklume-gen apply (make apply)' });
   }
   return out.map(onMember(m));
 }
