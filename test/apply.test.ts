@@ -136,6 +136,38 @@ describe('make apply refuses before making anything', () => {
     }
   });
 
+  it("anklume's variables set outside a managed block of the tree (a NIC on ai-tools' bridge below the block): refused with each place, apply, --check and --json alike (ansible-playbook, incus, nft: stand-ins that fail if called)", async () => {
+    const t = testEnv();
+    const forbidden = ForbiddenTools.create();
+    try {
+      synced(t, `${ROOT}/examples/infra.yml`);
+      const file = join(t.baseDir, 'host_vars/pro-dev.yml');
+      const generated = readFileSync(file, 'utf8');
+      writeFileSync(file, `${generated}my_app_port: 8080\ninstance_devices:\n  eth1: {type: nic, network: net-ai-tools}\n`);
+      const line = generated.split('\n').length + 1;
+      const env = forbidden.env(t.env);
+      for (const extra of [[], ['--check']]) {
+        const r = await runCli(['apply', '--base-dir', t.baseDir, ...extra], env);
+        assert.equal(r.code, 1, r.stderr);
+        assert.equal(r.stderr.split('\n').filter((l) => l.includes('error:')).length, 1, r.stderr);
+        assert.ok(r.stderr.includes(`${file}:${line}:1: error: 'instance_devices' is one of anklume's variables, set outside the managed block: apply would read it although infra.yml's checks never saw it`), r.stderr);
+        assert.match(r.stderr, /1 variable\(s\) of anklume set outside the managed blocks of the tree: nothing was applied\.\n$/);
+      }
+      const json = await runCli(['apply', '--base-dir', t.baseDir, '--json'], env);
+      assert.equal(json.code, 1);
+      const doc = JSON.parse(json.stdout) as { applied: boolean; errors: { file: string; line: number; column: number }[] };
+      assert.deepEqual([doc.applied, doc.errors.map((e) => [e.file, e.line, e.column])], [false, [[file, line, 1]]]);
+      forbidden.assertNoneCalled();
+      // Only the user's own variable below the block: nothing is refused, ansible-playbook is called.
+      writeFileSync(file, `${generated}my_app_port: 8080\n`);
+      await runCli(['apply', '--base-dir', t.baseDir], env);
+      assert.deepEqual(forbidden.calls().map((c) => c.tool), ['ansible-playbook'], 'past the check, to ansible-playbook');
+    } finally {
+      forbidden.cleanup();
+      t.cleanup();
+    }
+  });
+
   it("the tree's own refusal (incus_preflight, the real Incus client; nft: a stand-in that fails if called): the role's message when the tree is missing on the host side too", { skip: hasIncus ? false : 'incus is not installed here (that refusal comes first)' }, () => {
     const t = testEnv();
     const forbidden = ForbiddenTools.create(['nft']);

@@ -160,13 +160,16 @@ describe('audit: bad input (the real command, as a process)', () => {
     }
   });
 
-  it('nft, conntrack and incus missing (PATH holds node and sh alone): each says how to install it, and the host is not reported clean', async () => {
+  it('nft, conntrack and incus missing (PATH holds node and sh alone): each says how to install it, and the host is not reported clean; one of anklume\'s variables set below a managed block of the tree is a finding, located', async () => {
     const { spawnCli } = await import('./helpers/cli.ts');
     const { testEnv } = await import('./helpers/env.ts');
-    const { mkdirSync, symlinkSync } = await import('node:fs');
+    const { appendFileSync, mkdirSync, symlinkSync } = await import('node:fs');
     const t = testEnv();
     try {
       assert.equal(spawnCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env).code, 0);
+      const hostVars = join(t.baseDir, 'host_vars/pro-dev.yml');
+      const line = readFileSync(hostVars, 'utf8').split('\n').length;
+      appendFileSync(hostVars, 'instance_devices: {eth1: {type: nic, network: net-ai-tools}}\n');
       const bin = join(t.dir, 'bin');
       mkdirSync(bin);
       symlinkSync(process.execPath, join(bin, 'node'));
@@ -178,6 +181,7 @@ describe('audit: bad input (the real command, as a process)', () => {
       assert.match(r.stdout, /^NOT CHECKED \(devices\): incus is not installed/m);
       assert.match(r.stdout, /not a clean host$/m);
       assert.doesNotMatch(r.stdout, /^clean/m);
+      assert.ok(r.stdout.includes(`FINDING (tree): ${hostVars}:${line}:1: 'instance_devices' is one of anklume's variables, set outside the managed block`), r.stdout);
     } finally {
       t.cleanup();
     }

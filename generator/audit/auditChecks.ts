@@ -8,7 +8,7 @@ import { checkShape } from '../infra/schema.js';
 import { checkSemantics } from '../infra/validate.js';
 import { AI_DOMAIN } from '../infra/devices.js';
 import { BRIDGE_PREFIX } from '../nftables/nftables.js';
-import type { Context, Infra, Mapping } from '../core/types.js';
+import type { Context, Diagnostic, Infra, Mapping } from '../core/types.js';
 import type { IncusPlan } from './incusPlan.js';
 import type { Read } from '../aiswitch/readLimit.js';
 
@@ -58,8 +58,11 @@ export interface HostReadings {
 }
 
 export interface Finding {
-  /** On an Incus cluster also `routes` (a member's routes, forwarding, proxy ARP) and `members` (a member not read). */
-  check: 'ruleset' | 'boot' | 'holder' | 'devices' | 'incus' | 'connections' | 'routes' | 'members';
+  /**
+   * On an Incus cluster also `routes` (a member's routes, forwarding, proxy ARP) and `members` (a
+   * member not read); `tree`: anklume's variables set outside a tree file's managed block.
+   */
+  check: 'ruleset' | 'boot' | 'holder' | 'devices' | 'incus' | 'connections' | 'routes' | 'members' | 'tree';
   message: string;
   fix: string;
 }
@@ -73,6 +76,17 @@ export interface AuditReport {
 
 const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 const incus = (...args: string[]) => ['incus', ...args].map(quote).join(' ');
+
+/** What apply refuses in the tree (tree/treeOverrides.ts), as findings: the report is then not clean. */
+export function withTreeFindings<R extends AuditReport>(report: R, overrides: Diagnostic[]): R {
+  if (!overrides.length) return report;
+  const findings: Finding[] = overrides.map((d) => ({
+    check: 'tree',
+    message: `${d.file}${d.line ? `:${d.line}:${d.column ?? 1}` : ''}: ${d.message}`,
+    fix: 'move it into infra.yml and run anklume-gen sync (make sync), or remove it from the file: apply refuses the tree until then',
+  }));
+  return { ...report, clean: false, findings: [...findings, ...report.findings] };
+}
 
 /** The first line where two listings part, for a message a person can act on. */
 function firstDifference(expected: string, live: string): string {

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { COMMON_OPTIONS, stringValue as str, type Command } from './command.js';
 import { clusterRuleset } from './clusterTree.js';
 import { extraVars } from './extraVars.js';
-import { isFile, notSynced, playbookPassThrough, runSite, staleRuleset } from './sitePlaybook.js';
+import { isFile, notSynced, playbookPassThrough, refuseOverrides, runSite, staleRuleset, treeOverridden } from './sitePlaybook.js';
 import { readIfExists } from '../core/files.js';
 
 /**
@@ -53,6 +53,8 @@ export const applyCommand: Command = {
     }
     const stale = await staleRuleset(baseDir, inv.env);
     if (stale) return notSynced(inv, json, stale, { applied: false });
+    const overridden = await treeOverridden(baseDir);
+    if (overridden.length) return refuseOverrides(inv, json, overridden, { applied: false });
     const deleteOrphans = values['delete-orphans'] === true;
     const vars = { ...(await extraVars(passed)), ...(deleteOrphans ? { incus_orphans_delete: true } : {}) };
     // A cluster's members, for site.yml's play of the ruleset and routes on every member.

@@ -25,8 +25,8 @@ export interface ClusterAudit {
 }
 
 export async function auditCluster(inv: Invocation, json: boolean, a: ClusterAudit): Promise<number> {
-  const [{ CLUSTER_INVENTORY }, { readCluster }, { judgeCluster }, { readContext }] = await Promise.all([
-    import('../tree/tree.js'), import('../audit/clusterReader.js'), import('../audit/clusterChecks.js'), import('../infra/context.js'),
+  const [{ CLUSTER_INVENTORY }, { readCluster }, { judgeCluster }, { readContext }, { withTreeFindings }, { treeOverridden }] = await Promise.all([
+    import('../tree/tree.js'), import('../audit/clusterReader.js'), import('../audit/clusterChecks.js'), import('../infra/context.js'), import('../audit/auditChecks.js'), import('./sitePlaybook.js'),
   ]);
   const inventory = join(a.baseDir, CLUSTER_INVENTORY);
   if (!isFile(inventory)) {
@@ -39,7 +39,7 @@ export async function auditCluster(inv: Invocation, json: boolean, a: ClusterAud
     treeText: a.treeText, expectedText: a.expectedText, installedPath: a.installedPath, bootConfPath: a.bootConfPath, seconds: a.seconds,
   });
   const exclusive = a.infra.global.ai_access_policy === 'exclusive';
-  const audit = judgeCluster(readings, a.infra, exclusive ? a.held : null, await readContext(inv.env));
+  const audit = withTreeFindings(judgeCluster(readings, a.infra, exclusive ? a.held : null, await readContext(inv.env)), await treeOverridden(a.baseDir));
   if (json) {
     printJson(inv.streams, audit);
     return audit.clean ? EXIT_OK : EXIT_FAILED;

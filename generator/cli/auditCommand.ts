@@ -47,13 +47,14 @@ export const auditCommand: Command = {
     const seconds = readTimeout(values);
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
-    const [{ prepare, effectiveHolder }, { readHost }, { judgeHost }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }] = await Promise.all([
+    const [{ prepare, effectiveHolder }, { readHost }, { judgeHost, withTreeFindings }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }, { treeOverridden }] = await Promise.all([
       import('../infra/pipeline.js'),
       import('../audit/hostReader.js'),
       import('../audit/auditChecks.js'),
       import('../nftables/nftables.js'),
       import('../core/files.js'),
       import('../infra/context.js'),
+      import('./sitePlaybook.js'),
     ]);
     const { report, infra, holder } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile });
     if (!infra) {
@@ -86,7 +87,7 @@ export const auditCommand: Command = {
       installedPath: str(values['installed-ruleset']) || installedRuleset(vars, inv.env.ANKLUME_INSTALLED_RULESET || DEFAULT_INSTALLED_RULESET),
       bootConfPath: str(values['boot-conf']) || inv.env.ANKLUME_BOOT_CONF || DEFAULT_BOOT_CONF,
     });
-    const audit = judgeHost(readings, infra, infra.global.ai_access_policy === 'exclusive' ? held : null, await readContext(inv.env));
+    const audit = withTreeFindings(judgeHost(readings, infra, infra.global.ai_access_policy === 'exclusive' ? held : null, await readContext(inv.env)), await treeOverridden(baseDir));
     if (json) {
       printJson(inv.streams, audit);
       return audit.clean ? EXIT_OK : EXIT_FAILED;

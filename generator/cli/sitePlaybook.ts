@@ -3,11 +3,13 @@
  * `make apply` and `make nftables` do, for those who installed the package: the Makefile is not
  * in it). ansible's output goes to stderr as whole lines; the result is the play recap's count.
  */
-import { mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT_FAILED, EXIT_OK, UsageError, type Invocation } from './command.js';
-import { jsonError, printJson } from './output.js';
+import { jsonError, printDiagnostics, printJson } from './output.js';
+import type { Diagnostic } from '../core/types.js';
+import { readIfExists } from '../core/files.js';
 import { packagePath } from '../core/packageRoot.js';
 
 /** The ruleset sync writes under the base dir, which apply and apply-nftables load. */
@@ -116,6 +118,37 @@ export async function staleRuleset(baseDir: string, env: NodeJS.ProcessEnv): Pro
   const { holderDisagreement } = await import('./rulesetHolder.js');
   const problem = await holderDisagreement(text, env);
   return problem && `${ruleset}: ${problem}; write it again with 'anklume-gen sync <infra> --base-dir ${baseDir}' (sync follows the state file), or switch with 'anklume-gen ai-switch'. Nothing was applied.`;
+}
+
+/** anklume's variables set outside a tree file's managed block (tree/treeOverrides.ts), located. */
+export async function treeOverridden(baseDir: string): Promise<Diagnostic[]> {
+  const [{ TREE_DIRS }, { treeOverrides }] = await Promise.all([import('../tree/layout.js'), import('../tree/treeOverrides.js')]);
+  const files: { path: string; text: string }[] = [];
+  for (const dir of TREE_DIRS) {
+    let names: string[];
+    try {
+      names = readdirSync(join(baseDir, dir));
+    } catch {
+      continue;
+    }
+    for (const name of names.sort()) {
+      if (!name.endsWith('.yml')) continue;
+      const path = join(baseDir, dir, name);
+      const text = readIfExists(path);
+      if (text !== undefined) files.push({ path, text });
+    }
+  }
+  return treeOverrides(files);
+}
+
+/** The tree sets what infra.yml's checks never saw: nothing runs, each place is named. */
+export function refuseOverrides(inv: Invocation, json: boolean, problems: Diagnostic[], fields: Record<string, unknown>): number {
+  if (json) printJson(inv.streams, { ...fields, changed: null, errors: problems.map(jsonError) });
+  else {
+    printDiagnostics(inv.streams, problems, []);
+    inv.streams.err(`${problems.length} variable(s) of anklume set outside the managed blocks of the tree: nothing was applied.`);
+  }
+  return EXIT_FAILED;
 }
 
 export function isFile(path: string): boolean {
