@@ -160,16 +160,19 @@ describe('audit: bad input (the real command, as a process)', () => {
     }
   });
 
-  it('nft, conntrack and incus missing (PATH holds node and sh alone): each says how to install it, and the host is not reported clean; one of anklume\'s variables set below a managed block of the tree is a finding, located', async () => {
+  it('nft, conntrack and incus missing (PATH holds node and sh alone): each says how to install it, and the host is not reported clean; one of anklume\'s variables set below a managed block of the tree, and a managed block edited by hand, are findings', async () => {
     const { spawnCli } = await import('./helpers/cli.ts');
     const { testEnv } = await import('./helpers/env.ts');
-    const { appendFileSync, mkdirSync, symlinkSync } = await import('node:fs');
+    const { appendFileSync, mkdirSync, symlinkSync, writeFileSync } = await import('node:fs');
     const t = testEnv();
     try {
       assert.equal(spawnCli(['sync', FIXTURE, '--base-dir', t.baseDir], t.env).code, 0);
       const hostVars = join(t.baseDir, 'host_vars/pro-dev.yml');
       const line = readFileSync(hostVars, 'utf8').split('\n').length;
       appendFileSync(hostVars, 'instance_devices: {eth1: {type: nic, network: net-ai-tools}}\n');
+      // And a managed block edited by hand: what apply would build is not what infra.yml gives.
+      const guest = join(t.baseDir, 'host_vars/guest-box.yml');
+      writeFileSync(guest, readFileSync(guest, 'utf8').replace('instance_type: lxc', 'instance_type: vm'));
       const bin = join(t.dir, 'bin');
       mkdirSync(bin);
       symlinkSync(process.execPath, join(bin, 'node'));
@@ -182,6 +185,8 @@ describe('audit: bad input (the real command, as a process)', () => {
       assert.match(r.stdout, /not a clean host$/m);
       assert.doesNotMatch(r.stdout, /^clean/m);
       assert.ok(r.stdout.includes(`FINDING (tree): ${hostVars}:${line}:1: 'instance_devices' is one of anklume's variables, set outside the managed block`), r.stdout);
+      assert.match(r.stdout, /^FINDING \(tree\): host_vars\/guest-box\.yml is not what infra\.yml gives: its managed block was edited by hand, or infra\.yml changed since the last sync; apply builds what the file says\n {2}fix: anklume-gen sync .*infra\.yml --base-dir .* \(make sync\)$/m);
+      assert.doesNotMatch(r.stdout, /FINDING \(tree\): host_vars\/pro-dev\.yml is not what/, 'the part below the block is not the managed block');
     } finally {
       t.cleanup();
     }

@@ -37,12 +37,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { sshdOf } from './helpers/cluster.ts';
+import { holdConnection } from './helpers/probes.ts';
 import { testEnv, type TestEnv } from './helpers/env.ts';
 
 const ROOT = process.cwd();
@@ -161,27 +161,8 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
       orphaned.delete(name);
     }
   });
-  async function hold(from: string): Promise<{ ping: () => Promise<string> }> {
-    const child = spawn('incus', ['exec', from, '--project', MACHINES[from].project, '--', 'python3', '/usr/local/bin/anklume-hold', MACHINES['gpu-server'].ip, String(PORT)], { stdio: 'pipe', env: { ...process.env, INCUS_DIR: M1_DIR } });
-    holds.push(child);
-    const lines: string[] = [];
-    const waiters: ((l: string) => void)[] = [];
-    createInterface({ input: child.stdout }).on('line', (l) => (waiters.length ? waiters.shift()!(l) : lines.push(l)));
-    const next = () => new Promise<string>((resolve, reject) => {
-      if (lines.length) return resolve(lines.shift()!);
-      const timer = setTimeout(() => reject(new Error(`hold ${from}: no answer`)), 10_000);
-      waiters.push((l) => { clearTimeout(timer); resolve(l); });
-    });
-    assert.equal(await next(), 'connected');
-    let n = 0;
-    return {
-      ping: async () => {
-        const token = `t${++n}`;
-        child.stdin.write(`${token} 1500\n`);
-        return (await next()).replace(` ${token}`, '');
-      },
-    };
-  }
+  const hold = (from: string) =>
+    holdConnection(['incus', 'exec', from, '--project', MACHINES[from].project, '--', 'python3', '/usr/local/bin/anklume-hold', MACHINES['gpu-server'].ip, String(PORT)], from, holds, { ...process.env, INCUS_DIR: M1_DIR });
   const timed = async <T,>(label: string, work: () => Promise<T>): Promise<T> => {
     const start = performance.now();
     try {

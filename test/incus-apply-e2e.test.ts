@@ -24,10 +24,9 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { testEnv, type TestEnv } from './helpers/env.ts';
-import { CONNECT_FROM } from './helpers/probes.ts';
+import { CONNECT_FROM, holdConnection } from './helpers/probes.ts';
 import { isAlive, STANDINS_BIN } from './helpers/standins.ts';
 
 const ROOT = process.cwd();
@@ -225,27 +224,8 @@ describe('real Incus: make apply builds the domains; real TCP proves the isolati
   let relayIp = '';
   const ipOf = (machine: string) => (machine === RELAY ? relayIp : MACHINES[machine].ip);
 
-  async function hold(from: string, to: string, port: number): Promise<{ ping: () => Promise<string> }> {
-    const child = spawn('incus', ['exec', from, '--project', MACHINES[from].project, '--', 'python3', '/usr/local/bin/anklume-hold', ipOf(to), String(port)], { stdio: 'pipe' });
-    holds.push(child);
-    const lines: string[] = [];
-    const waiters: ((l: string) => void)[] = [];
-    createInterface({ input: child.stdout }).on('line', (l) => (waiters.length ? waiters.shift()!(l) : lines.push(l)));
-    const next = () => new Promise<string>((resolve, reject) => {
-      if (lines.length) return resolve(lines.shift()!);
-      const timer = setTimeout(() => reject(new Error(`hold ${from} -> ${to}:${port}: no answer`)), 10_000);
-      waiters.push((l) => { clearTimeout(timer); resolve(l); });
-    });
-    assert.equal(await next(), 'connected');
-    let n = 0;
-    return {
-      ping: async () => {
-        const token = `t${++n}`;
-        child.stdin.write(`${token} 1500\n`);
-        return (await next()).replace(` ${token}`, '');
-      },
-    };
-  }
+  const hold = (from: string, to: string, port: number) =>
+    holdConnection(['incus', 'exec', from, '--project', MACHINES[from].project, '--', 'python3', '/usr/local/bin/anklume-hold', ipOf(to), String(port)], `${from} -> ${to}:${port}`, holds);
 
   async function service(machine: string, unit: string): Promise<{ active: string; pid: string }> {
     const active = (await exec(machine, ['systemctl', 'is-active', unit])).stdout.trim();

@@ -77,15 +77,28 @@ export interface AuditReport {
 const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 const incus = (...args: string[]) => ['incus', ...args].map(quote).join(' ');
 
-/** What apply refuses in the tree (tree/treeOverrides.ts), as findings: the report is then not clean. */
-export function withTreeFindings<R extends AuditReport>(report: R, overrides: Diagnostic[]): R {
-  if (!overrides.length) return report;
-  const findings: Finding[] = overrides.map((d) => ({
-    check: 'tree',
-    message: `${d.file}${d.line ? `:${d.line}:${d.column ?? 1}` : ''}: ${d.message}`,
-    fix: 'move it into infra.yml and run anklume-gen sync (make sync), or remove it from the file: apply refuses the tree until then',
-  }));
-  return { ...report, clean: false, findings: [...findings, ...report.findings] };
+/**
+ * The tree's own findings, before the host's: what apply refuses in it (tree/treeOverrides.ts), and
+ * the files whose managed block is not what infra.yml gives (what sync would write again).
+ */
+export function treeFileFindings(overrides: Diagnostic[], stale: string[], syncCommand: string): Finding[] {
+  return [
+    ...overrides.map((d): Finding => ({
+      check: 'tree',
+      message: `${d.file}${d.line ? `:${d.line}:${d.column ?? 1}` : ''}: ${d.message}`,
+      fix: 'move it into infra.yml and run anklume-gen sync (make sync), or remove it from the file: apply refuses the tree until then',
+    })),
+    ...stale.map((path): Finding => ({
+      check: 'tree',
+      message: `${path} is not what infra.yml gives: its managed block was edited by hand, or infra.yml changed since the last sync; apply builds what the file says`,
+      fix: syncCommand,
+    })),
+  ];
+}
+
+/** A report with the tree's findings first: then not clean. */
+export function withTreeFindings<R extends AuditReport>(report: R, findings: Finding[]): R {
+  return findings.length ? { ...report, clean: false, findings: [...findings, ...report.findings] } : report;
 }
 
 /** The first line where two listings part, for a message a person can act on. */

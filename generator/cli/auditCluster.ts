@@ -8,6 +8,7 @@ import { EXIT_FAILED, EXIT_OK, reportProblems, type Invocation } from './command
 import { isFile } from './sitePlaybook.js';
 import { printJson } from './output.js';
 import type { Infra } from '../core/types.js';
+import type { Finding } from '../audit/auditChecks.js';
 
 export interface ClusterAudit {
   infra: Infra;
@@ -22,11 +23,13 @@ export interface ClusterAudit {
   bootConfPath: string | undefined;
   /** Each read's time limit in seconds. */
   seconds: number;
+  /** The tree's own findings (auditChecks.treeFileFindings), listed first. */
+  treeFindings: Finding[];
 }
 
 export async function auditCluster(inv: Invocation, json: boolean, a: ClusterAudit): Promise<number> {
-  const [{ CLUSTER_INVENTORY }, { readCluster }, { judgeCluster }, { readContext }, { withTreeFindings }, { treeOverridden }] = await Promise.all([
-    import('../tree/tree.js'), import('../audit/clusterReader.js'), import('../audit/clusterChecks.js'), import('../infra/context.js'), import('../audit/auditChecks.js'), import('./sitePlaybook.js'),
+  const [{ CLUSTER_INVENTORY }, { readCluster }, { judgeCluster }, { readContext }, { withTreeFindings }] = await Promise.all([
+    import('../tree/tree.js'), import('../audit/clusterReader.js'), import('../audit/clusterChecks.js'), import('../infra/context.js'), import('../audit/auditChecks.js'),
   ]);
   const inventory = join(a.baseDir, CLUSTER_INVENTORY);
   if (!isFile(inventory)) {
@@ -39,7 +42,7 @@ export async function auditCluster(inv: Invocation, json: boolean, a: ClusterAud
     treeText: a.treeText, expectedText: a.expectedText, installedPath: a.installedPath, bootConfPath: a.bootConfPath, seconds: a.seconds,
   });
   const exclusive = a.infra.global.ai_access_policy === 'exclusive';
-  const audit = withTreeFindings(judgeCluster(readings, a.infra, exclusive ? a.held : null, await readContext(inv.env)), await treeOverridden(a.baseDir));
+  const audit = withTreeFindings(judgeCluster(readings, a.infra, exclusive ? a.held : null, await readContext(inv.env)), a.treeFindings);
   if (json) {
     printJson(inv.streams, audit);
     return audit.clean ? EXIT_OK : EXIT_FAILED;

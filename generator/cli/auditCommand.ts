@@ -47,14 +47,13 @@ export const auditCommand: Command = {
     const seconds = readTimeout(values);
     const infraPath = str(values.infra) ?? defaultInfra(inv.cwd);
     const stateFile = stateFilePath(inv.env, str(values['state-file']));
-    const [{ prepare, effectiveHolder }, { readHost }, { judgeHost, withTreeFindings }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }, { treeOverridden }] = await Promise.all([
+    const [{ prepare, effectiveHolder }, { readHost }, { judgeHost, withTreeFindings }, { renderRuleset, RULESET_FILE }, { readIfExists }, { readContext }] = await Promise.all([
       import('../infra/pipeline.js'),
       import('../audit/hostReader.js'),
       import('../audit/auditChecks.js'),
       import('../nftables/nftables.js'),
       import('../core/files.js'),
       import('../infra/context.js'),
-      import('./sitePlaybook.js'),
     ]);
     const { report, infra, holder } = await prepare(infraPath, { ...inv.env, ANKLUME_STATE_FILE: stateFile });
     if (!infra) {
@@ -68,10 +67,14 @@ export const auditCommand: Command = {
       reportProblems(inv, json, [{ message: treeProblem }], []);
       return EXIT_FAILED;
     }
+    // The tree's own files: what apply would refuse, and managed blocks that are not what infra.yml gives.
+    const [{ sync }, { treeFileFindings }, { treeOverridden }] = await Promise.all([import('../tree/sync.js'), import('../audit/auditChecks.js'), import('./sitePlaybook.js')]);
+    const drift = await sync({ infraPath, baseDir, dryRun: true, env: { ...inv.env, ANKLUME_STATE_FILE: stateFile } });
+    const treeFindings = treeFileFindings(await treeOverridden(baseDir), drift.written.filter((path) => path !== RULESET_FILE), `anklume-gen sync ${infraPath} --base-dir ${baseDir} (make sync)`);
     if (infra.global.cluster) {
       const { auditCluster } = await import('./auditCluster.js');
       return auditCluster(inv, json, {
-        infra, held, baseDir, vars, infraPath, seconds,
+        infra, held, baseDir, vars, infraPath, seconds, treeFindings,
         treeText: readIfExists(join(baseDir, RULESET_FILE)),
         expectedText: renderRuleset(infra, held),
         installedPath: str(values['installed-ruleset']) || installedRuleset(vars, inv.env.ANKLUME_INSTALLED_RULESET || DEFAULT_INSTALLED_RULESET),
@@ -87,7 +90,7 @@ export const auditCommand: Command = {
       installedPath: str(values['installed-ruleset']) || installedRuleset(vars, inv.env.ANKLUME_INSTALLED_RULESET || DEFAULT_INSTALLED_RULESET),
       bootConfPath: str(values['boot-conf']) || inv.env.ANKLUME_BOOT_CONF || DEFAULT_BOOT_CONF,
     });
-    const audit = withTreeFindings(judgeHost(readings, infra, infra.global.ai_access_policy === 'exclusive' ? held : null, await readContext(inv.env)), await treeOverridden(baseDir));
+    const audit = withTreeFindings(judgeHost(readings, infra, infra.global.ai_access_policy === 'exclusive' ? held : null, await readContext(inv.env)), treeFindings);
     if (json) {
       printJson(inv.streams, audit);
       return audit.clean ? EXIT_OK : EXIT_FAILED;
