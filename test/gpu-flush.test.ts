@@ -19,7 +19,7 @@ import { execa } from 'execa';
 import { ROLES_DIR } from '../generator/aiswitch/ansible.ts';
 import { jsonLogPath } from '../generator/aiswitch/aiPlan.ts';
 import { lastFlush } from '../generator/aiswitch/aiStatus.ts';
-import { buildGpuReport, formatGpuReport, gpuWarnings, readGpuReports, type FlushRecords } from '../generator/aiswitch/gpuReport.ts';
+import { buildGpuReport, formatGpuReport, gpuReportsFromRecords, gpuWarnings, readGpuReports, type FlushRecords } from '../generator/aiswitch/gpuReport.ts';
 import { GPU0, HOST_CGROUP, instanceCgroup, STANDINS_BIN, StandIns } from './helpers/standins.ts';
 
 const HELPER = join(ROLES_DIR, 'ai_switch/files/gpu_flush.py');
@@ -349,5 +349,22 @@ describe('flush report (pure, gpuReport.ts) and the JSON log', () => {
     ];
     assert.equal(lastFlush(lines.join('\n') + '\n')?.time, 't1');
     assert.equal(lastFlush(undefined), null);
+  });
+});
+
+describe("the flush reports a cluster's member brings back (member_boot.py's gpu_records), read, not trusted", () => {
+  const kill = { gpus_before: [{ index: '0', uuid: 'GPU-a', memory_used_mib: 10, memory_total_mib: 100 }], processes: [], killed: ['42'] };
+  it('a report per GPU machine whose flush began; records of the wrong shape leave their machine out, named', () => {
+    const records = new Map<string, unknown>([
+      ['good.kill', kill],
+      ['good.scan', { gpus: [{ index: '0', uuid: 'GPU-a', memory_used_mib: 0, memory_total_mib: 100 }] }],
+      ['numbers.kill', { gpus_before: 5 }],
+      ['nulls.kill', { gpus_before: [null] }],
+      ['text.kill', { ...kill, killed: 'x' }],
+      ['list.kill', [kill]],
+    ]);
+    const read = gpuReportsFromRecords(records, { good: 'lxc', numbers: 'lxc', nulls: 'lxc', text: 'lxc', list: 'vm', silent: 'lxc' });
+    assert.deepEqual(read.reports.map((r) => [r.machine, r.killed, r.gpus.map((g) => [g.memory_used_before_mib, g.memory_used_after_mib])]), [['good', ['42'], [[10, 0]]]]);
+    assert.deepEqual(read.unreadable, ['numbers', 'nulls', 'text', 'list']);
   });
 });

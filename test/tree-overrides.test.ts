@@ -47,6 +47,26 @@ describe('anklume\'s variables outside a managed block', () => {
     assert.deepEqual(places(merge), [`${merge.split('\n').indexOf('<<: *x') + 1}:1 a merge key (<<) outside the managed block`]);
   });
 
+  it('what reads differently for Ansible (YAML 1.1) than it looks: lines that continue the block\'s last value, an alias, a tag or a YAML 1.1 merge as a key, NEL/LS/PS or a lone CR as a line break, a directive; a file with CRLF line ends is fine', () => {
+    const last = { instance_name: 'pro-dev', instance_devices: { eth0: { type: 'nic', network: 'net-pro' } } };
+    const continued = generated(last, '  eth1: {type: nic, network: net-ai-tools}\n');
+    assert.deepEqual(check(continued).map((d) => d.message.split(':')[0]), ["the lines after the managed block continue the value of its last key ('instance_devices')"]);
+    const notPlain = (below: string) => check(generated(vars, below)).map((d) => d.message.split(':')[0]);
+    assert.deepEqual(notPlain('name: &k instance_devices\n*k : {eth1: {type: nic, network: net-ai-tools}}\n'), ['a key that is not plain text (an alias, a tag or a merge) outside the managed block']);
+    assert.deepEqual(notPlain('!!merge x: {instance_devices: {eth1: {type: nic, network: net-ai-tools}}}\n'), ['a key that is not plain text (an alias, a tag or a merge) outside the managed block']);
+    for (const text of [
+      `%YAML 1.1\n${generated(vars, '<<: {instance_devices: {}}\n')}`,
+      generated(vars, '# note\u0085instance_devices: {eth1: {type: nic, network: net-ai-tools}}\n'),
+      generated(vars, '# note\u2028instance_devices: {}\n'),
+      generated(vars, '# note\rinstance_devices: {}\n'),
+    ]) {
+      const found = check(text);
+      assert.equal(found.length, 1, JSON.stringify(text));
+      assert.match(found[0].message, /^(a YAML directive|a line break that only YAML 1\.1 readers take for one)/);
+    }
+    assert.deepEqual(check(generated(vars, 'my_app_port: 8080\n').replace(/\n/g, '\r\n')), []);
+  });
+
   it('what Ansible could not read, or only too deep to read safely: refused, located', () => {
     const broken = generated(vars, 'my_list: [a, b\n');
     assert.match(check(broken)[0].message, /^not YAML that Ansible can read/);

@@ -165,7 +165,7 @@ export async function switchCluster(options: SwitchOptions, infra: Infra, to: st
     const stopping = cluster.gpuMembers.length > 0 && (plan.services.length > 0 || plan.flushes);
     if (stopping) {
       const stop = await runStep(run, 'stop');
-      run.gpu = plan.flushes ? flushReports(stop.answers, plan) : [];
+      run.gpu = plan.flushes ? flushReports(stop.answers, plan, cluster, warnings) : [];
       const stopped = stop.bad;
       if (signals.received) return await signalled(signals.received, 'while the GPU services were stopped and GPU memory flushed', 'stop services and flush', true);
       if (stopped.length) return await failed(stepFailure('stop', stopped), 'stop services and flush', stopped.map((f) => f.member), true);
@@ -250,15 +250,24 @@ async function runStep(run: Run, step: MemberStep, signal: AbortSignal = run.sig
   }
 }
 
-/** The flush reports in the stop step's answers (member_boot.py's gpu_records), one per GPU machine whose flush began. */
-function flushReports(answers: Record<string, MemberAnswer | null> | undefined, plan: SwitchPlan): GpuReport[] {
-  const records = new Map<string, unknown>();
-  for (const answer of Object.values(answers ?? {})) {
+/**
+ * The flush reports in the stop step's answers (member_boot.py's gpu_records), one per GPU machine
+ * whose flush began, each taken from the member that runs it; a report that cannot be read is a
+ * warning (the flush's own success or failure is the step's answer, judged apart).
+ */
+function flushReports(answers: Record<string, MemberAnswer | null> | undefined, plan: SwitchPlan, cluster: ClusterPlan, warnings: Diagnostic[]): GpuReport[] {
+  const reports: GpuReport[] = [];
+  for (const { member, machines } of cluster.gpuMembers) {
+    const records = new Map<string, unknown>();
     // No output: the member did not answer, or its step failed before the flush.
-    const found = stepOutput(answer)?.gpu_records;
+    const found = stepOutput(answers?.[member])?.gpu_records;
     if (typeof found === 'object' && found !== null && !Array.isArray(found)) for (const [name, record] of Object.entries(found)) records.set(name, record);
+    const types = Object.fromEntries(machines.map((m) => [m, plan.gpuTypes[m] ?? 'lxc'] as const));
+    const read = gpuReportsFromRecords(records, types);
+    reports.push(...read.reports);
+    if (read.unreadable.length) warnings.push({ message: `the flush report of ${read.unreadable.join(', ')} from member ${member} could not be read: it is left out (the flush itself is judged by the member's answer)` });
   }
-  return gpuReportsFromRecords(records, plan.gpuTypes);
+  return reports;
 }
 
 async function readAnswers(path: string): Promise<Record<string, MemberAnswer | null> | undefined> {

@@ -140,14 +140,32 @@ export async function readGpuReports(dir: string, machines: Record<string, Machi
 }
 
 /**
- * The flush reports a cluster's members brought back (member_boot.py's gpu_records: "<machine>.<step>"
- * -> record), one per GPU machine whose flush began; what is not a record object is left out.
+ * The flush reports a member brought back (member_boot.py's gpu_records: "<machine>.<step>" ->
+ * record), one per GPU machine whose flush began. A member's output is read, not trusted: a record
+ * that is not what gpu_flush.py writes leaves its machine out, named in `unreadable`.
  */
-export function gpuReportsFromRecords(records: ReadonlyMap<string, unknown>, machines: Record<string, MachineType>): GpuReport[] {
-  return reportsOf(machines, (machine, step) => {
-    const record = records.get(`${machine}.${step}`);
-    return typeof record === 'object' && record !== null && !Array.isArray(record) ? record : undefined;
-  });
+export function gpuReportsFromRecords(records: ReadonlyMap<string, unknown>, machines: Record<string, MachineType>): { reports: GpuReport[]; unreadable: string[] } {
+  const reports: GpuReport[] = [];
+  const unreadable: string[] = [];
+  for (const [machine, type] of Object.entries(machines)) {
+    try {
+      const built = reportsOf({ [machine]: type }, (m, step) => {
+        const record = records.get(`${m}.${step}`);
+        if (record === undefined) return undefined;
+        if (typeof record !== 'object' || record === null || Array.isArray(record)) throw new Error('not a record');
+        return record;
+      });
+      // Worded once here: a field of the wrong shape fails now, not in the switch's messages.
+      for (const report of built) {
+        formatGpuReport(report);
+        gpuWarnings(report);
+      }
+      reports.push(...built);
+    } catch {
+      unreadable.push(machine);
+    }
+  }
+  return { reports, unreadable };
 }
 
 export function describeProcess(p: GpuProcess): string {

@@ -26,8 +26,8 @@ The files go to a private folder (mkdtemp), switch_step.py runs from there with 
 for "stop" (the services stopped) gpu_flush.py flush for each GPU machine, as on one host; the
 folder goes in every case. Prints switch_step.py's JSON (with failed_step when the flush failed,
 and gpu_records: what each flush step recorded, "<machine>.<step>" -> its record, for the switch's
-report, whether the flush succeeded or not), passes its stderr on, and exits with its status, or 1
-when a flush failed or the time limit passed.
+report, whether the flush succeeded or failed; a step past its time limit answers that alone),
+passes its stderr on, and exits with its status, or 1 when a flush failed or the time limit passed.
 """
 import fcntl
 import json
