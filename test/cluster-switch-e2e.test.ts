@@ -136,13 +136,19 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     return (JSON.parse(r.out) as string[])[0];
   };
   /** Member m's daemons killed (incusd, every sshd); its machines go on, reached through their namespaces. */
-  const killMember = async (m: string) => {
-    const mine = Object.entries(MACHINES).filter(([, def]) => def.member === m);
-    for (const [name, def] of mine) {
+  /** The init process of each machine of member m, read through Incus while it answers. */
+  const initPids = async (m: string) => {
+    const pids = new Map<string, string>();
+    for (const [name, def] of Object.entries(MACHINES).filter(([, x]) => x.member === m)) {
       const state = await incus(['query', `/1.0/instances/${name}/state?project=${def.project}`]);
       assert.equal(state.code, 0, state.err);
-      orphaned.set(name, String((JSON.parse(state.out) as { pid: number }).pid));
+      pids.set(name, String((JSON.parse(state.out) as { pid: number }).pid));
     }
+    return pids;
+  };
+  /** Member m's daemons killed at once (the pids of its machines read before, with initPids). */
+  const killMember = async (m: string, pids: Map<string, string>) => {
+    for (const [name, pid] of pids) orphaned.set(name, pid);
     const killed = await execa(CLUSTER_SCRIPT, ['kill', m.slice(1)], { reject: false, stdin: 'ignore' });
     assert.equal(killed.exitCode, 0, String(killed.stderr));
     assert.deepEqual(await sshdOf(m), [], `${m}: no sshd left`);
@@ -262,7 +268,7 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     const toPerso = await aiSwitch('perso', '--no-flush');
     assert.equal(toPerso.code, 0, `${toPerso.out}\n${toPerso.err}`);
     assert.ok((await sshdOf('m3')).length > 0, 'm3 runs an sshd');
-    await killMember('m3');
+    await killMember('m3', await initPids('m3'));
 
     const r = await aiSwitch('pro', '--no-flush', '--json');
     assert.equal(r.code, 1, `${r.out}\n${r.err}`);
@@ -293,6 +299,8 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
 
   it('a member killed during a switch, after every member confirmed the revoke and before the grant (m3\'s incusd and every sshd killed once the state file says nobody): exit 1 naming m3, nothing granted anywhere, nobody in the records', async () => {
     for (const m of Object.keys(MEMBERS)) assert.deepEqual(await holderSets(m), holderOf('pro'), `${m}: pro holds access before`);
+    // Read before the switch: between the revoke and the grant, the kill must not wait for Incus.
+    const pids = await initPids('m3');
     // The switch's own progress, read from its records: no hook in anklume-gen, no timing.
     const running = aiSwitch('perso', '--no-flush', '--json');
     let settled = false;
@@ -301,7 +309,7 @@ describe('ai-switch on a real Incus cluster of three members (issue 19)', { skip
     while (!killed && !settled) {
       // The state file says nobody once every member confirmed the revoke, before the grant starts.
       if (stateFile() === '') {
-        await killMember('m3');
+        await killMember('m3', pids);
         killed = true;
       } else await new Promise((r) => setTimeout(r, 50));
     }
