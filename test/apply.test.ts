@@ -236,24 +236,34 @@ describe('an interrupted apply stops ansible before it ends itself', () => {
   });
 });
 
+/**
+ * What incus_preflight's filter (anklume_desired.py) asks Incus for, from the tree synced in t: the
+ * Python lines given run after `load` (a tree file, parsed) and print JSON. Ansible's Python
+ * (Debian's), which has the ansible package the filter imports.
+ */
+function desired(t: TestEnv, body: string): unknown {
+  const script = `import json, sys, yaml
+sys.path.insert(0, sys.argv[1])
+from anklume_desired import anklume_domains, anklume_machines
+tree = sys.argv[2]
+load = lambda p: yaml.safe_load(open(tree + p))
+${body}`;
+  const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
 describe('what apply asks Incus for (incus_preflight filter, read from a synced tree)', () => {
   it("on a cluster, every machine's NIC filters its source address (security.ipv4_filtering): the other members judge its packets by that address (one host: the next test)", () => {
     const t = testEnv();
     try {
       synced(t, join(ROOT, 'examples/cluster.yml'));
-      const script = String.raw`
-import json, sys, yaml
-sys.path.insert(0, sys.argv[1])
-from anklume_desired import anklume_domains, anklume_machines
-tree = sys.argv[2]
-load = lambda p: yaml.safe_load(open(tree + p))
+      const out = desired(t, String.raw`
 domains = anklume_domains([load('/group_vars/pro.yml')], 'default', {'desk': '192.168.50.1'})
 machines = anklume_machines([load('/host_vars/pro-dev.yml'), load('/host_vars/pro-build.yml')], domains, {'type': 'gpu'})
 print(json.dumps([[m['name'], m['target'], m['devices']['eth0']] for m in machines]))
-`;
-      const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(JSON.parse(r.stdout), [
+`);
+      assert.deepEqual(out, [
         ['pro-dev', 'desk', { type: 'nic', name: 'eth0', network: 'net-pro', 'ipv4.address': '10.100.2.10', 'security.ipv4_filtering': 'true' }],
         ['pro-build', 'gpu-box', { type: 'nic', name: 'eth0', network: 'net-pro', 'ipv4.address': '10.100.2.11', 'security.ipv4_filtering': 'true' }],
       ]);
@@ -285,20 +295,13 @@ print(json.dumps([[m['name'], m['target'], m['devices']['eth0']] for m in machin
         '',
       ].join('\n'));
       synced(t, infra);
-      const script = String.raw`
-import json, sys, yaml
-sys.path.insert(0, sys.argv[1])
-from anklume_desired import anklume_domains, anklume_machines
-tree = sys.argv[2]
-load = lambda p: yaml.safe_load(open(tree + p))
+      const out = desired(t, String.raw`
 domains = anklume_domains([load('/group_vars/work.yml')], 'default')
 machines = anklume_machines([load('/host_vars/desk.yml'), load('/host_vars/open.yml')], domains, {'type': 'gpu'})
 wired = [p for p in domains[0]['profiles'] if p['name'] == 'wired'][0]
 print(json.dumps({'profile': wired['devices'], 'machines': [m['devices'] for m in machines]}))
-`;
-      const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual(JSON.parse(r.stdout), {
+`);
+      assert.deepEqual(out, {
         profile: {
           eth0: { type: 'nic', network: 'net-work', mtu: '1400', 'security.ipv4_filtering': 'true' },
           data: { type: 'disk', source: '/srv/d', path: '/d' },
@@ -331,20 +334,11 @@ print(json.dumps({'profile': wired['devices'], 'machines': [m['devices'] for m i
         '',
       ].join('\n'));
       synced(t, infra);
-      const script = String.raw`
-import json, sys, yaml
-sys.path.insert(0, sys.argv[1])
-from anklume_desired import anklume_domains, anklume_machines
-tree = sys.argv[2]
-load = lambda p: yaml.safe_load(open(tree + p))
+      const got = desired(t, String.raw`
 domains = anklume_domains([load('/group_vars/work.yml')], 'default')
 machines = anklume_machines([load('/host_vars/desk.yml'), load('/host_vars/bare.yml')], domains, {'type': 'gpu', 'gputype': 'physical'})
 print(json.dumps({'domains': domains, 'machines': machines}))
-`;
-      // Ansible's Python (Debian's), which has the ansible package the filter imports.
-      const r = spawnSync('/usr/bin/python3', ['-c', script, join(ROOT, 'roles/incus_preflight/filter_plugins'), t.baseDir], { encoding: 'utf8' });
-      assert.equal(r.status, 0, r.stderr);
-      const got = JSON.parse(r.stdout) as { domains: unknown[]; machines: unknown[] };
+`) as { domains: unknown[]; machines: unknown[] };
       assert.deepEqual(got.domains, [{
         name: 'work',
         project: 'work',
