@@ -67,6 +67,36 @@ describe('anklume-gen.cjs (the one-file build through the code cache)', () => {
     assert.match(run(COMMAND, ['sync', EXAMPLE, '--base-dir', 'b'], scratch, t.env), /0 file\(s\) written, 11 unchanged/);
   });
 
+
+  it('loads no module from node_modules on the everyday commands: everything they run is in the bundle, compiled once into the cache', () => {
+    // Node's CommonJS loader is what the bundle's require goes through: record where each request leads.
+    const recorder = join(scratch, 'record-loads.cjs');
+    writeFileSync(recorder, `const Module = require('node:module');
+const { writeSync } = require('node:fs');
+const load = Module._load;
+Module._load = function (request, parent, ...rest) {
+  const where = Module.isBuiltin(request) ? 'builtin' : Module._resolveFilename(request, parent);
+  writeSync(2, 'LOAD ' + where + '\\n');
+  return load.call(this, request, parent, ...rest);
+};
+`);
+    const cases = [
+      ['sync', EXAMPLE, '--base-dir', 'loads', '--dry-run'],
+      ['sync', EXAMPLE, '--base-dir', 'loads'],
+      ['validate', EXAMPLE],
+      ['flows', EXAMPLE],
+      ['nftables', EXAMPLE],
+    ];
+    for (const args of cases) {
+      const r = spawnSync(process.execPath, ['--require', recorder, COMMAND, ...args], { cwd: scratch, env: t.env, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      const loaded = [...r.stderr.matchAll(/^LOAD (.*)$/gm)].map((m) => m[1]);
+      assert.ok(loaded.some((where) => where.endsWith('/codeCache.cjs')), `the recorder sees the command's own requires: ${loaded.join(', ')}`);
+      const fromPackages = loaded.filter((where) => where.includes('/node_modules/'));
+      assert.deepEqual(fromPackages, [], args.join(' '));
+    }
+  });
+
   it('writes output larger than a pipe holds whole, to a reader that reads slowly through a non-blocking pipe (EAGAIN hands over to Node\'s stream), and stops quietly when the reader goes (EPIPE)', () => {
     const infra = join(scratch, 'medium.yml');
     writeFileSync(infra, syntheticInfraText({ domains: 30, machinesPerDomain: 10 }));

@@ -26,6 +26,7 @@ export * from './generator/cli/main.ts';
 import { bundled } from './generator/core/bundled.ts';
 bundled.validator = () => require('./dist/generator/infra/infraValidator.cjs');
 bundled.templates = () => require('./dist/generator/core/templates.precompiled.cjs');
+bundled.handlebarsRuntime = () => require('handlebars/runtime');
 `;
 
 await build({

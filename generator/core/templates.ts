@@ -19,7 +19,8 @@ import { toAnsibleYaml } from './yamlOut.js';
 export const TEMPLATES_DIR = packagePath('templates') + '/';
 export const PRECOMPILED_TEMPLATES = 'templates.precompiled.cjs';
 
-// Handlebars is CommonJS: require loads its runtime, or the whole of it, when first needed.
+// Handlebars is CommonJS: require loads its runtime (carried by the one-file build), or the whole of
+// it, when first needed.
 const requireCjs = createRequire(import.meta.url);
 
 interface Precompiled {
@@ -120,7 +121,7 @@ export function template(name: string): Handlebars.TemplateDelegate {
     const source = readFileSync(TEMPLATES_DIR + name, 'utf8');
     const built = precompiledTemplates()?.templates[name];
     if (built && built.digest === templateDigest(source)) {
-      runtimeEnv ??= environment(requireCjs('handlebars/runtime') as typeof Handlebars);
+      runtimeEnv ??= environment((bundled.handlebarsRuntime ?? (() => requireCjs('handlebars/runtime')))() as typeof Handlebars);
       compiled = runtimeEnv.template(built.spec);
     } else {
       compilerEnv ??= environment(handlebarsCompiler());
