@@ -79,12 +79,15 @@ describe('anklume\'s variables outside a managed block', () => {
     for (const infraFile of ['test/fixtures/valid/full.yml', 'examples/cluster.yml']) {
       const analysis = run(readFileSync(join(ROOT, infraFile), 'utf8'), NO_CONTEXT, infraFile);
       assert.ok(analysis.infra, infraFile);
+      let keys = 0;
       for (const file of buildTree(analysis.infra)) {
-        for (const key of Object.keys(file.vars)) {
+        for (const key of Object.keys(file.vars())) {
+          keys++;
           if (file.kind === 'inventory') assert.equal(key, 'all');
           else assert.ok(isAnklumeVariable(key), `${file.path}: ${key}`);
         }
       }
+      assert.ok(keys > 20, `${infraFile}: the tree's keys were read (${keys})`);
     }
   });
 });

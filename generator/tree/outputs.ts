@@ -27,8 +27,8 @@ function once(produce: () => string): () => string {
   return () => (value ??= produce());
 }
 
-function managedOutput(path: string, vars: object): Output {
-  return { path, managed: true, text: once(() => managedBlock(vars)) };
+function managedOutput(path: string, vars: () => object): Output {
+  return { path, managed: true, text: once(() => managedBlock(vars())) };
 }
 
 function wholeFileOutput(path: string, produce: () => string): Output {
@@ -63,7 +63,8 @@ export interface Outcome {
 /** Renders and compares every output, and hands the changed ones to the writer. */
 export async function processOutputs(outputs: Output[], job: Job): Promise<Outcome> {
   const outcome: Outcome = { written: [], unchanged: [], files: {}, diffs: new Map() };
-  const digests = new Map<string, string>();
+  /** The digest of each written file, in the order written (the writer's stamps come in that order). */
+  const digests: string[] = [];
   const base = treeBase(job.baseDir);
   const targets = outputs.map((o) => under(base, o.path));
   const listings = listDirs(new Set(targets.map(parentOf)));
@@ -90,17 +91,14 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
     }
     outcome.written.push(output.path);
     if (job.diff) outcome.diffs.set(output.path, changeDiff(output.path, existing, content, output.managed));
-    digests.set(target, fileDigest);
+    digests.push(fileDigest);
     job.writer?.write(target, content, existing !== undefined && output.managed && holdsUserBytes(existing) ? 'durable' : 'atomic');
   }
   if (job.writer) {
     const stamps = await job.writer.finish();
-    for (const path of outcome.written) {
-      const target = under(base, path);
-      const stamp = stamps.get(target);
-      const fileDigest = digests.get(target);
-      if (stamp && fileDigest) outcome.files[path] = { ...stamp, digest: fileDigest };
-    }
+    outcome.written.forEach((path, k) => {
+      outcome.files[path] = { size: stamps[k].size, mtimeMs: stamps[k].mtimeMs, digest: digests[k] };
+    });
   }
   return outcome;
 }

@@ -12,7 +12,11 @@ export const CLUSTER_INVENTORY = 'inventory/_cluster.yml';
 /** The members' group in that inventory: the underscore keeps it apart from every domain's group. */
 export const CLUSTER_GROUP = 'anklume_cluster';
 
-export type VarFile = { path: string; vars: Record<string, unknown>; kind: 'all' | 'inventory' | 'group' | 'host' };
+/**
+ * A file of the tree. Its variables are built when asked for: a large tree's files are then built
+ * and rendered one by one while the earlier ones are being written, not all before the first.
+ */
+export type VarFile = { path: string; vars: () => Record<string, unknown>; kind: 'all' | 'inventory' | 'group' | 'host' };
 
 /** Keys whose value is absent are omitted, so a generated file never says `key: null`. */
 function present(entries: Record<string, unknown>): Record<string, unknown> {
@@ -128,13 +132,14 @@ function clusterInventoryVars(cluster: Cluster): Record<string, unknown> {
  *   nobody has access, undefined when no switch ever happened.
  */
 export function buildTree(infra: Infra, holder?: string | null): VarFile[] {
-  const files: VarFile[] = [{ path: 'group_vars/all.yml', vars: allVars(infra, holder), kind: 'all' }];
-  if (infra.global.cluster) files.push({ path: CLUSTER_INVENTORY, vars: clusterInventoryVars(infra.global.cluster), kind: 'inventory' });
+  const files: VarFile[] = [{ path: 'group_vars/all.yml', vars: () => allVars(infra, holder), kind: 'all' }];
+  const cluster = infra.global.cluster;
+  if (cluster) files.push({ path: CLUSTER_INVENTORY, vars: () => clusterInventoryVars(cluster), kind: 'inventory' });
   for (const [name, domain] of Object.entries(infra.domains)) {
-    files.push({ path: `inventory/${name}.yml`, vars: inventoryVars(name, domain), kind: 'inventory' });
-    files.push({ path: `group_vars/${name}.yml`, vars: groupVars(infra, name, domain), kind: 'group' });
+    files.push({ path: `inventory/${name}.yml`, vars: () => inventoryVars(name, domain), kind: 'inventory' });
+    files.push({ path: `group_vars/${name}.yml`, vars: () => groupVars(infra, name, domain), kind: 'group' });
     for (const [machineName, machine] of Object.entries(domain.machines ?? {})) {
-      files.push({ path: `host_vars/${machineName}.yml`, vars: hostVars(infra, name, domain, machineName, machine), kind: 'host' });
+      files.push({ path: `host_vars/${machineName}.yml`, vars: () => hostVars(infra, name, domain, machineName, machine), kind: 'host' });
     }
   }
   return files;
