@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -20,9 +20,12 @@ describe('writer thread', () => {
       assert.ok(writer);
       const paths = writeMany(writer, dir, 200);
       const stamps = await writer.finish();
-      assert.equal(stamps.size, 200);
+      assert.equal(stamps.length, 200);
       paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
-      assert.equal(stamps.get(paths[7])?.size, 'n: 7\n'.length);
+      // In the order written: each stamp is its own file's.
+      paths.forEach((p, i) => assert.deepEqual(stamps[i], { size: statSync(p).size, mtimeMs: statSync(p).mtimeMs }, p));
+      assert.equal(stamps[7].size, 'n: 7\n'.length);
+      assert.equal(stamps[123].size, 'n: 123\n'.length);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -35,7 +38,8 @@ describe('writer thread', () => {
       assert.ok(writer);
       const paths = writeMany(writer, dir, 150);
       const stamps = await writer.finish();
-      assert.equal(stamps.size, 150);
+      assert.equal(stamps.length, 150);
+      paths.forEach((p, i) => assert.deepEqual(stamps[i], { size: statSync(p).size, mtimeMs: statSync(p).mtimeMs }, p));
       paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -57,8 +61,9 @@ describe('writer thread', () => {
       const paths = Array.from({ length: 200 }, (_, i) => join(dir, `f${i}.yml`));
       paths.forEach((p, i) => writer.write(p, `n: ${i}\n`, 'fresh'));
       const stamps = await writer.finish();
-      assert.equal(stamps.size, 200);
+      assert.equal(stamps.length, 200);
       paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
+      paths.forEach((p, i) => assert.deepEqual(stamps[i], { size: statSync(p).size, mtimeMs: statSync(p).mtimeMs }, p));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -74,5 +79,14 @@ describe('writer thread', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('a thread that answers for fewer files than it was sent is an error: no file goes into the cache with another\'s stamp', async () => {
+    const writer = threadWriter(`const { parentPort } = require('node:worker_threads');
+      parentPort.on('message', (m) => { if (m.end) parentPort.postMessage({ stamps: new Float64Array([5, 1]) }); });`);
+    assert.ok(writer);
+    writer.write('/nonexistent/a.yml', 'a: 1\n', 'atomic');
+    writer.write('/nonexistent/b.yml', 'b: 1\n', 'atomic');
+    await assert.rejects(writer.finish(), /the writer thread answered for 1 files of 2/);
   });
 });

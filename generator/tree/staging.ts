@@ -8,7 +8,7 @@
  */
 import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import { systemReason, type FileStamp } from '../core/files.js';
+import { systemReason } from '../core/files.js';
 import { nameOf, parentOf, under } from '../core/paths.js';
 import { CACHE_DIR } from './cache.js';
 import type { Writer } from './writer.js';
@@ -134,21 +134,18 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
 
 /** A writer that writes staged targets fresh into the staging folder and commits it when done. */
 export function stagedWriter(inner: Writer, staging: Staging): Writer {
-  const targetOf = new Map<string, string>();
   return {
     write: (target, content, mode) => {
       const path = staging.path(target);
       if (path === target) inner.write(target, content, mode);
-      else {
-        targetOf.set(path, target);
-        inner.write(path, content, 'fresh');
-      }
+      else inner.write(path, content, 'fresh');
     },
     finish: async () => {
       try {
+        // A rename keeps a file's size and mtime: the stamps taken in the staging folder are the targets'.
         const stamps = await inner.finish();
         staging.commit();
-        return new Map([...stamps].map(([path, stamp]): [string, FileStamp] => [targetOf.get(path) ?? path, stamp]));
+        return stamps;
       } finally {
         staging.discard();
       }

@@ -10,20 +10,25 @@ import { writeAs, type FileStamp, type WriteMode } from '../core/files.js';
 
 export interface Writer {
   write(path: string, content: string, mode: WriteMode): void;
-  /** Every write done; the stamp of each written file. Rejects if any write failed. */
-  finish(): Promise<Map<string, FileStamp>>;
+  /**
+   * Every write done; the stamp of each written file, in the order of the writes (no map keyed by
+   * path on either side: a large tree has thousands). Rejects if any write failed.
+   */
+  finish(): Promise<FileStamp[]>;
 }
 
 export function inlineWriter(): Writer {
-  const stamps = new Map<string, FileStamp>();
+  const stamps: FileStamp[] = [];
   return {
-    write: (path, content, mode) => void stamps.set(path, writeAs(path, content, mode)),
+    write: (path, content, mode) => void stamps.push(writeAs(path, content, mode)),
     finish: async () => stamps,
   };
 }
 
 /** Files per message: few enough messages to be cheap, small enough batches to keep both threads busy. */
 const BATCH = 64;
+/** The first message is sent sooner: the thread waits for it, idle, since the infra was read. */
+const FIRST_BATCH = 8;
 
 export type WriterFile = [path: string, content: string, mode: WriteMode];
 
@@ -33,8 +38,15 @@ export interface WriterMessage {
 }
 
 export interface WriterReply {
-  stamps?: [string, FileStamp][];
+  /** Each file's size and mtime, one pair per file in the order sent (transferred, not copied). */
+  stamps?: Float64Array;
   error?: string;
+}
+
+function stampsOf(pairs: Float64Array): FileStamp[] {
+  const stamps: FileStamp[] = [];
+  for (let i = 0; i < pairs.length; i += 2) stamps.push({ size: pairs[i], mtimeMs: pairs[i + 1] });
+  return stamps;
 }
 
 function workerSource(): string {
@@ -64,10 +76,11 @@ export function threadWriter(source = workerSource()): Writer | undefined {
   // Everything sent, kept until the thread answers: if the thread itself is lost, this thread
   // writes it all again, atomically (idempotent), so a lost thread costs time, not files.
   const sent: WriterFile[] = [];
-  const done = new Promise<Map<string, FileStamp> | undefined>((resolve, reject) => {
+  const done = new Promise<FileStamp[] | undefined>((resolve, reject) => {
     worker.once('message', (reply: WriterReply) => {
       if (reply.error !== undefined) reject(new Error(reply.error));
-      else resolve(new Map(reply.stamps));
+      else if (reply.stamps?.length !== 2 * sent.length) reject(new Error(`the writer thread answered for ${(reply.stamps?.length ?? 0) / 2} files of ${sent.length}`));
+      else resolve(stampsOf(reply.stamps));
     });
     worker.once('error', () => resolve(undefined));
     worker.once('exit', () => resolve(undefined));
@@ -80,7 +93,7 @@ export function threadWriter(source = workerSource()): Writer | undefined {
   return {
     write: (path, content, mode) => {
       batch.push([path, content, mode]);
-      if (batch.length >= BATCH) flush();
+      if (batch.length >= (sent.length ? BATCH : FIRST_BATCH)) flush();
     },
     finish: async () => {
       flush();
