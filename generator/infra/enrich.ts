@@ -2,7 +2,7 @@
  * Enrichment (spec §5): defaults made explicit, the auto-created AI access policy, sys-firewall.
  * Pure: the holder of AI access is passed in.
  */
-import { AI_DOMAIN, endpointDomain, indexNames, isAiAccessPolicy } from './validate.js';
+import { AI_DOMAIN, endpointDomain, isAiAccessPolicy, lookupNames } from './validate.js';
 import type { Domain, Infra, Machine, NetworkPolicy } from '../core/types.js';
 
 export const DEFAULT_AI_SERVICES = ['ollama', 'speaches'];
@@ -14,8 +14,8 @@ export interface Enriched {
 
 /** The index of the one policy that targets ai-tools, if any. */
 export function aiPolicyIndex(infra: Infra): number {
-  const index = indexNames(infra as unknown as Record<string, unknown>);
-  return (infra.network_policies ?? []).findIndex((p) => isAiAccessPolicy(p, index));
+  const names = lookupNames(infra as unknown as Record<string, unknown>);
+  return (infra.network_policies ?? []).findIndex((p) => isAiAccessPolicy(p, names));
 }
 
 function withDefaults(infra: Infra): Infra {
@@ -68,7 +68,7 @@ export function enrich(validated: Infra, holder?: string | null): Enriched {
         bidirectional: true,
       });
       info.push(`INFO: ai_access_policy is 'exclusive' — auto-created network policy from '${current}' to '${AI_DOMAIN}'`);
-    } else if (holder && endpointDomain(policies[existing].from, indexNames(infra as unknown as Record<string, unknown>)) !== holder) {
+    } else if (holder && endpointDomain(policies[existing].from, lookupNames(infra as unknown as Record<string, unknown>)) !== holder) {
       // A policy that already names the holder or one of its machines stays as narrow as written
       // (the ruleset does the same); otherwise the holder replaces whoever `from` names.
       const auto = /^AI access: [a-z0-9-]+ -> ai-tools \(auto-created\)$/.test(policies[existing].description ?? '');

@@ -33,10 +33,10 @@ const RESERVED_GROUPS = new Set(['all', 'ungrouped']);
 /** Ansible's own names: a cluster member by one of them would not be a host of its own. */
 const RESERVED_MEMBERS = new Set([...RESERVED_GROUPS, 'localhost']);
 /** A domain or machine by one of these names would make a policy endpoint ambiguous. */
-const RESERVED_ENDPOINTS: Record<string, string> = {
-  [HOST_ENDPOINT]: 'the host itself',
-  [OUTSIDE_ENDPOINT]: 'anything that is not a domain bridge',
-};
+const RESERVED_ENDPOINTS = new Map([
+  [HOST_ENDPOINT, 'the host itself'],
+  [OUTSIDE_ENDPOINT, 'anything that is not a domain bridge'],
+]);
 
 const entries = (value: unknown): [string, Mapping][] =>
   isMapping(value) ? Object.entries(value).filter((e): e is [string, Mapping] => isMapping(e[1])) : [];
@@ -47,6 +47,12 @@ interface MachineRef {
   domain: string;
   name: string;
   machine: Mapping;
+}
+
+/** Where a domain or a machine is: what a policy endpoint is resolved with. */
+export interface Names {
+  domains: { has(name: string): boolean };
+  machines: { get(name: string): MachineRef | undefined };
 }
 
 /** Every domain and machine name; machines in declaration order, first definition wins. */
@@ -62,8 +68,29 @@ export function indexNames(raw: Mapping): { domains: Set<string>; machines: Map<
   return { domains, machines };
 }
 
+/**
+ * The same answers as indexNames, found by looking when asked: enrichment and the ruleset resolve
+ * a handful of policy endpoints, and indexing thousands of machines first cost more than that.
+ */
+export function lookupNames(raw: Mapping): Names {
+  const domains: Mapping = isMapping(raw.domains) ? raw.domains : {};
+  return {
+    domains: { has: (name) => Object.hasOwn(domains, name) && isMapping(domains[name]) },
+    machines: {
+      get: (name) => {
+        for (const domain in domains) {
+          const def = domains[domain];
+          const machines = isMapping(def) ? def.machines : undefined;
+          if (isMapping(machines) && Object.hasOwn(machines, name) && isMapping(machines[name])) return { domain, name, machine: machines[name] };
+        }
+        return undefined;
+      },
+    },
+  };
+}
+
 /** The domain a policy endpoint belongs to: itself for a domain, its domain for a machine. */
-export function endpointDomain(ref: unknown, index: ReturnType<typeof indexNames>): string | undefined {
+export function endpointDomain(ref: unknown, index: Names): string | undefined {
   if (typeof ref !== 'string') return undefined;
   if (index.domains.has(ref)) return ref;
   return index.machines.get(ref)?.domain;
@@ -74,12 +101,13 @@ export function endpointDomain(ref: unknown, index: ReturnType<typeof indexNames
  * mode its `from` is whoever holds access; a policy from outside to ai-tools is not one (it is
  * refused in exclusive mode).
  */
-export function isAiAccessPolicy(policy: { from?: unknown; to?: unknown }, index: ReturnType<typeof indexNames>): boolean {
+export function isAiAccessPolicy(policy: { from?: unknown; to?: unknown }, index: Names): boolean {
   return policy.from !== OUTSIDE_ENDPOINT && endpointDomain(policy.to, index) === AI_DOMAIN;
 }
 
 function reservedName(kind: 'Domain' | 'Machine', name: string): string | undefined {
-  const meaning = RESERVED_ENDPOINTS[name];
+  // A Map: a plain object would find Object.prototype's `constructor` for a domain of that name.
+  const meaning = RESERVED_ENDPOINTS.get(name);
   return meaning && `${kind} '${name}': invalid name ('${name}' is reserved: network policies use it for ${meaning}); choose another name`;
 }
 
@@ -417,16 +445,16 @@ function checkSharedDisks(raw: Mapping, warnings: Finding[]): void {
 }
 
 /** Interfaces that cannot be a member link, and why: what else sends on them. */
-const NOT_MEMBER_LINKS: Record<string, string> = {
-  lo: 'the loopback interface',
-  incusbr0: "Incus's default bridge, where any container can send",
-};
+const NOT_MEMBER_LINKS = new Map([
+  ['lo', 'the loopback interface'],
+  ['incusbr0', "Incus's default bridge, where any container can send"],
+]);
 
 /** A member link named like a domain bridge, or like an interface that is not one. */
 function memberLinkProblem(where: string, link: unknown): string | undefined {
   if (typeof link !== 'string') return undefined;
   if (isBridgeName(link)) return cm.linkIsBridge(where, link);
-  const why = NOT_MEMBER_LINKS[link];
+  const why = NOT_MEMBER_LINKS.get(link);
   return why === undefined ? undefined : cm.linkIsLocal(where, link, why);
 }
 

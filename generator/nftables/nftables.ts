@@ -10,7 +10,7 @@
  * the same table gains the member links' sets and a twin of each policy set keyed by subnet or
  * address (memberSets.ts), for packets that come from or go to another member.
  */
-import { AI_DOMAIN, endpointDomain, HOST_ENDPOINT, indexNames, OUTSIDE_ENDPOINT } from '../infra/validate.js';
+import { AI_DOMAIN, endpointDomain, HOST_ENDPOINT, lookupNames, OUTSIDE_ENDPOINT, type Names } from '../infra/validate.js';
 import { aiPolicyIndex } from '../infra/enrich.js';
 import { render } from '../core/templates.js';
 import { BRIDGE_PREFIX, bridgeOf, elementKey, type Field } from './elements.js';
@@ -107,7 +107,7 @@ interface Endpoint {
 
 type Resolved = { ok: true; endpoint: Endpoint } | { ok: false; why: string };
 
-function resolveEndpoint(ref: string, infra: Infra, index: ReturnType<typeof indexNames>): Resolved {
+function resolveEndpoint(ref: string, infra: Infra, index: Names): Resolved {
   const domain = endpointDomain(ref, index);
   if (!domain) return { ok: false, why: `'${ref}' is not a known domain or machine` };
   if (domain === ref) return { ok: true, endpoint: { bridge: bridgeOf(domain) } };
@@ -164,7 +164,7 @@ function summarise(p: NetworkPolicy): string {
  * what may be reached; the holder says who (spec §7): its `from` becomes the holder, unless it
  * already names the holder or one of its machines. Null: nobody holds access.
  */
-function effectivePolicy(policy: NetworkPolicy, isAi: boolean, holder: string | null, index: ReturnType<typeof indexNames>): NetworkPolicy | null {
+function effectivePolicy(policy: NetworkPolicy, isAi: boolean, holder: string | null, index: Names): NetworkPolicy | null {
   if (!isAi) return policy;
   if (holder === null) return null;
   return endpointDomain(policy.from, index) === holder ? policy : { ...policy, from: holder };
@@ -176,7 +176,7 @@ interface Collected {
 }
 
 function collect(infra: Infra, exclusive: boolean, holder: string | null): Collected {
-  const index = indexNames(infra as unknown as Record<string, unknown>);
+  const index = lookupNames(infra as unknown as Record<string, unknown>);
   const aiIndex = exclusive ? aiPolicyIndex(infra) : -1;
   const elements = new Map<SetName, ElementGroup[]>();
   const seen = new Map<SetName, Set<string>>();
