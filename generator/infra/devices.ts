@@ -3,7 +3,7 @@
  * Incus reads them. Pure, and tolerant of a model that failed the schema (validation reports
  * every problem in one run), so validate.ts, flows and the messages share one reading.
  */
-import { isMapping, type PathSegment } from './load.js';
+import { isMapping, mappingEntries, type PathSegment } from './load.js';
 import type { Mapping } from '../core/types.js';
 
 export const AI_DOMAIN = 'ai-tools';
@@ -18,9 +18,6 @@ export interface DeviceEntry {
   path: PathSegment[];
 }
 
-const entries = (value: unknown): [string, Mapping][] =>
-  isMapping(value) ? Object.entries(value).filter((e): e is [string, Mapping] => isMapping(e[1])) : [];
-
 /** The owner of a device from its path in the model, for the messages of the schema's errors. */
 export function deviceOwnerAt(path: PathSegment[]): { owner: DeviceOwner; name?: string; rest: PathSegment[] } | undefined {
   const [top, domain, kind, holder, devices, name, ...rest] = path;
@@ -33,14 +30,14 @@ export function deviceOwnerAt(path: PathSegment[]): { owner: DeviceOwner; name?:
 /** Every device written in the infra: each profile's, then each machine's, domain by domain. */
 export function allDevices(raw: Mapping): DeviceEntry[] {
   const out: DeviceEntry[] = [];
-  for (const [domain, def] of entries(raw.domains)) {
-    for (const [profile, p] of entries(def.profiles)) {
-      for (const [name, device] of entries(p.devices)) {
+  for (const [domain, def] of mappingEntries(raw.domains)) {
+    for (const [profile, p] of mappingEntries(def.profiles)) {
+      for (const [name, device] of mappingEntries(p.devices)) {
         out.push({ owner: { kind: 'profile', domain, profile }, name, device, path: ['domains', domain, 'profiles', profile, 'devices', name] });
       }
     }
-    for (const [machine, m] of entries(def.machines)) {
-      for (const [name, device] of entries(m.devices)) {
+    for (const [machine, m] of mappingEntries(def.machines)) {
+      for (const [name, device] of mappingEntries(m.devices)) {
         out.push({ owner: { kind: 'machine', domain, machine }, name, device, path: ['domains', domain, 'machines', machine, 'devices', name] });
       }
     }
@@ -62,19 +59,21 @@ export function profilesOf(machine: Mapping): string[] {
  * a later device of the same name replacing an earlier one, and `type: none` removing it.
  */
 export function effectiveDevices(domainDef: Mapping, domain: string, machineName: string, machine: Mapping): DeviceEntry[] {
+  // Most machines have no devices and their domain no profiles: validation asks for each of
+  // thousands of machines, more than once.
+  if (!isMapping(domainDef.profiles) && !isMapping(machine.devices)) return [];
   const profiles = isMapping(domainDef.profiles) ? domainDef.profiles : {};
   const byName = new Map<string, DeviceEntry>();
   for (const profile of profilesOf(machine)) {
     const p = profiles[profile];
     if (!isMapping(p)) continue;
-    for (const [name, device] of entries(p.devices)) {
+    for (const [name, device] of mappingEntries(p.devices)) {
       byName.set(name, { owner: { kind: 'profile', domain, profile }, name, device, path: ['domains', domain, 'profiles', profile, 'devices', name] });
     }
   }
-  for (const [name, device] of entries(machine.devices)) {
+  for (const [name, device] of mappingEntries(machine.devices)) {
     byName.set(name, { owner: { kind: 'machine', domain, machine: machineName }, name, device, path: ['domains', domain, 'machines', machineName, 'devices', name] });
   }
-  // Most machines have none: validation asks for each of thousands of machines, more than once.
   if (!byName.size) return [];
   return [...byName.values()].filter((e) => e.device.type !== 'none');
 }
@@ -153,8 +152,8 @@ export interface PublishedPort {
  */
 export function publishedPorts(raw: Mapping): PublishedPort[] {
   const out: PublishedPort[] = [];
-  for (const [domain, def] of entries(raw.domains)) {
-    for (const [machine, m] of entries(def.machines)) {
+  for (const [domain, def] of mappingEntries(raw.domains)) {
+    for (const [machine, m] of mappingEntries(def.machines)) {
       for (const e of effectiveDevices(def, domain, machine, m)) {
         if (e.device.type !== 'proxy' || (e.device.bind ?? 'host') !== 'host') continue;
         const listen = parseProxyAddress(e.device.listen);

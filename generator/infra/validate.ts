@@ -3,7 +3,7 @@
  * access rules). Written to tolerate a model that also failed the schema, so that one run reports
  * every problem.
  */
-import { isMapping, type PathSegment } from './load.js';
+import { isMapping, mappingEntries, type PathSegment } from './load.js';
 import { closest } from '../core/suggest.js';
 import { posix } from 'node:path';
 import { AI_DOMAIN, allDevices, effectiveDevices, isIncusPath, isTrue, parseProxyAddress, unmapIpv4, type DeviceOwner } from './devices.js';
@@ -38,9 +38,6 @@ const RESERVED_ENDPOINTS = new Map([
   [OUTSIDE_ENDPOINT, 'anything that is not a domain bridge'],
 ]);
 
-const entries = (value: unknown): [string, Mapping][] =>
-  isMapping(value) ? Object.entries(value).filter((e): e is [string, Mapping] => isMapping(e[1])) : [];
-
 const list = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
 
 interface MachineRef {
@@ -59,9 +56,9 @@ export interface Names {
 export function indexNames(raw: Mapping): { domains: Set<string>; machines: Map<string, MachineRef> } {
   const domains = new Set<string>();
   const machines = new Map<string, MachineRef>();
-  for (const [domain, def] of entries(raw.domains)) {
+  for (const [domain, def] of mappingEntries(raw.domains)) {
     domains.add(domain);
-    for (const [name, machine] of entries(def.machines)) {
+    for (const [name, machine] of mappingEntries(def.machines)) {
       if (!machines.has(name)) machines.set(name, { domain, name, machine });
     }
   }
@@ -173,7 +170,7 @@ function checkDomainsAndMachines(raw: Mapping, errors: Finding[], warnings: Find
   const ipOwner = new Map<string, string>();
   const gpuMachines: { name: string; path: PathSegment[] }[] = [];
 
-  for (const [domain, def] of entries(raw.domains)) {
+  for (const [domain, def] of mappingEntries(raw.domains)) {
     const reserved = reservedName('Domain', domain);
     if (reserved) errors.push({ path: ['domains', domain], onKey: true, message: reserved });
     if (RESERVED_GROUPS.has(domain)) {
@@ -194,7 +191,7 @@ function checkDomainsAndMachines(raw: Mapping, errors: Finding[], warnings: Find
       }
     }
     const profiles = isMapping(def.profiles) ? def.profiles : {};
-    for (const [name, machine] of entries(def.machines)) {
+    for (const [name, machine] of mappingEntries(def.machines)) {
       const at = (...rest: PathSegment[]): PathSegment[] => ['domains', domain, 'machines', name, ...rest];
       const reservedMachine = reservedName('Machine', name);
       if (reservedMachine) errors.push({ path: at(), onKey: true, message: reservedMachine });
@@ -245,7 +242,8 @@ function checkDomainsAndMachines(raw: Mapping, errors: Finding[], warnings: Find
 }
 
 function checkPolicies(raw: Mapping, index: ReturnType<typeof indexNames>, errors: Finding[]): void {
-  const names = [...index.domains, ...index.machines.keys(), HOST_ENDPOINT];
+  // Only for a suggestion, when an endpoint is unknown: thousands of names otherwise.
+  const names = () => [...index.domains, ...index.machines.keys(), HOST_ENDPOINT];
   list(raw.network_policies).forEach((p, i) => {
     if (!isMapping(p)) return;
     if (p.to === OUTSIDE_ENDPOINT) {
@@ -272,7 +270,7 @@ function checkPolicies(raw: Mapping, index: ReturnType<typeof indexNames>, error
         }
         continue;
       }
-      const guess = closest(ref, field === 'from' ? [...names, OUTSIDE_ENDPOINT] : names);
+      const guess = closest(ref, field === 'from' ? [...names(), OUTSIDE_ENDPOINT] : names());
       const outside = field === 'from' ? ` (or '${OUTSIDE_ENDPOINT}', for anything that is not a domain bridge)` : '';
       errors.push({
         path: ['network_policies', i, field],
@@ -293,7 +291,7 @@ function checkFirewallMode(raw: Mapping, index: ReturnType<typeof indexNames>, e
   const admin = isMapping(raw.domains) && isMapping(raw.domains.admin) ? raw.domains.admin : {};
   if (typeof global.base_subnet !== 'string' || typeof admin.subnet_id !== 'number') return;
   const ip = `${global.base_subnet}.${admin.subnet_id}.253`;
-  for (const [name, machine] of entries(admin.machines)) {
+  for (const [name, machine] of mappingEntries(admin.machines)) {
     if (machine.ip === ip) {
       errors.push({
         path: ['domains', 'admin', 'machines', name, 'ip'],
@@ -308,7 +306,7 @@ function domainOfAddress(raw: Mapping, address: string): string | undefined {
   const octets = ipv4(address);
   const global = isMapping(raw.global) ? raw.global : {};
   if (!octets || octets[3] === 254 || `${octets[0]}.${octets[1]}` !== global.base_subnet) return undefined;
-  return entries(raw.domains).find(([, def]) => def.subnet_id === octets[2])?.[0];
+  return mappingEntries(raw.domains).find(([, def]) => def.subnet_id === octets[2])?.[0];
 }
 
 /**
@@ -320,7 +318,7 @@ function domainOfAddress(raw: Mapping, address: string): string | undefined {
 function checkDevices(raw: Mapping, errors: Finding[], warnings: Finding[]): void {
   const global = isMapping(raw.global) ? raw.global : {};
   const exclusive = global.ai_access_policy === 'exclusive';
-  const domains = new Set(entries(raw.domains).map(([d]) => d));
+  const domains = new Set(mappingEntries(raw.domains).map(([d]) => d));
   for (const { owner, name, device, path } of allDevices(raw)) {
     if (device.type === 'nic') {
       for (const key of ['network', 'parent'] as const) {
@@ -368,15 +366,22 @@ function checkDevices(raw: Mapping, errors: Finding[], warnings: Finding[]): voi
   }
 }
 
-/** The config of every machine and every profile: where a key can give root on the host. */
+/** A config key that can give root on the host. */
+const isHostRootKey = (key: string): boolean => key === 'security.privileged' || key.startsWith('raw.');
+
+/**
+ * The config of every machine and every profile that holds a key that can give root on the host
+ * (most hold none: thousands of machines are looked at, a few kept).
+ */
 function configBlocks(raw: Mapping): { owner: DeviceOwner; config: Mapping; container: boolean; path: PathSegment[] }[] {
   const out: ReturnType<typeof configBlocks> = [];
-  for (const [domain, def] of entries(raw.domains)) {
-    for (const [profile, p] of entries(def.profiles)) {
-      if (isMapping(p.config)) out.push({ owner: { kind: 'profile', domain, profile }, config: p.config, container: true, path: ['domains', domain, 'profiles', profile, 'config'] });
+  const holdsHostRootKey = (config: unknown): config is Mapping => isMapping(config) && Object.keys(config).some(isHostRootKey);
+  for (const [domain, def] of mappingEntries(raw.domains)) {
+    for (const [profile, p] of mappingEntries(def.profiles)) {
+      if (holdsHostRootKey(p.config)) out.push({ owner: { kind: 'profile', domain, profile }, config: p.config, container: true, path: ['domains', domain, 'profiles', profile, 'config'] });
     }
-    for (const [machine, m] of entries(def.machines)) {
-      if (isMapping(m.config)) out.push({ owner: { kind: 'machine', domain, machine }, config: m.config, container: (m.type ?? 'lxc') === 'lxc', path: ['domains', domain, 'machines', machine, 'config'] });
+    for (const [machine, m] of mappingEntries(def.machines)) {
+      if (holdsHostRootKey(m.config)) out.push({ owner: { kind: 'machine', domain, machine }, config: m.config, container: (m.type ?? 'lxc') === 'lxc', path: ['domains', domain, 'machines', machine, 'config'] });
     }
   }
   return out;
@@ -426,8 +431,8 @@ const overlaps = (a: string, b: string): boolean =>
 function checkSharedDisks(raw: Mapping, warnings: Finding[]): void {
   const mounted: { machine: string; domain: string; key: string; source: string }[] = [];
   const warned = new Set<string>();
-  for (const [domain, def] of entries(raw.domains)) {
-    for (const [machine, m] of entries(def.machines)) {
+  for (const [domain, def] of mappingEntries(raw.domains)) {
+    for (const [machine, m] of mappingEntries(def.machines)) {
       for (const e of effectiveDevices(def, domain, machine, m)) {
         const key = e.device.type === 'disk' ? diskKey(e.device) : undefined;
         if (key === undefined) continue;
@@ -475,7 +480,7 @@ function checkClusterMembers(raw: Mapping, cluster: Mapping, index: ReturnType<t
   const linkProblem = memberLinkProblem('global.cluster.member_link', cluster.member_link);
   if (linkProblem) errors.push({ path: at('member_link'), message: linkProblem });
   const addressOwner = new Map<string, string>();
-  for (const [member, def] of entries(cluster.members)) {
+  for (const [member, def] of mappingEntries(cluster.members)) {
     if (RESERVED_MEMBERS.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameReserved(member) });
     else if (index.domains.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameTaken(member, 'domain') });
     else if (index.machines.has(member)) errors.push({ path: at('members', member), onKey: true, message: cm.memberNameTaken(member, 'machine') });
@@ -492,7 +497,7 @@ function checkClusterMembers(raw: Mapping, cluster: Mapping, index: ReturnType<t
     if (unreachable) {
       errors.push({ path: where, message: cm.addressUnreachable(member, address, unreachable) });
     } else if (plan !== undefined && `${octets[0]}.${octets[1]}` === base) {
-      const domain = entries(raw.domains).find(([, d]) => d.subnet_id === octets[2])?.[0];
+      const domain = mappingEntries(raw.domains).find(([, d]) => d.subnet_id === octets[2])?.[0];
       errors.push({ path: where, message: domain ? cm.addressInDomain(member, address, domain, `${base}.${octets[2]}.0/24`, plan) : cm.addressInPlan(member, address, plan) });
     }
   }
@@ -514,9 +519,11 @@ function checkCluster(raw: Mapping, index: ReturnType<typeof indexNames>, errors
     else if (!members.includes(member)) errors.push({ path, message: cm.unknownMember(owner, member, members, closest(member, members)) });
   };
   const base = typeof global.base_subnet === 'string' ? global.base_subnet : undefined;
-  for (const [domain, def] of entries(raw.domains)) {
+  for (const [domain, def] of mappingEntries(raw.domains)) {
     judge({ kind: 'Domain', name: domain }, def.member, ['domains', domain, 'member']);
-    for (const [name, machine] of entries(def.machines)) {
+    for (const [name, machine] of mappingEntries(def.machines)) {
+      // Without a cluster, only a machine that names a member has something to hear.
+      if (!cluster && machine.member === undefined) continue;
       const path: PathSegment[] = ['domains', domain, 'machines', name];
       judge({ kind: 'Machine', name }, machine.member, [...path, 'member']);
       if (!cluster) continue;
