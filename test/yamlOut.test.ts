@@ -168,6 +168,36 @@ describe("toAnsibleYaml writes a mapping's entries once each, as js-yaml writes 
     );
   });
 
+  it('mappings nested as an inventory nests its hosts, of strings written as they are, null, booleans, integers, lists, and what is not (traps, -0, 1e21, fractions, empty lists and mappings, holes), at any depth: the same text as the whole', () => {
+    const plain = fc.constantFrom(...'0123456789._/- aAeEbBoOxXyYnNtTfFlLuU');
+    const text = fc.oneof(trap, fc.string({ unit: plain, minLength: 0, maxLength: 12 }), fc.constantFrom('dom3-m0', '10.100.3.1', 'ansible_host', 'x'.repeat(1025)));
+    const leaf = fc.oneof(
+      { weight: 6, arbitrary: text },
+      { weight: 2, arbitrary: fc.constant(null) },
+      fc.constant(undefined),
+      fc.boolean(),
+      fc.integer(),
+      fc.constantFrom(-0, 1e21, 2 ** 53, 0.5, -7),
+      fc.constant([]),
+      fc.constant({}),
+      fc.array(text, { maxLength: 2 }),
+      fc.array(fc.oneof(text, fc.integer(), fc.constant(null)), { maxLength: 2 }),
+    );
+    const nested = fc.letrec((tie) => ({
+      node: fc.oneof({ depthSize: 'small', withCrossShrink: true }, leaf, fc.dictionary(text, tie('node'), { minKeys: 1, maxKeys: 4 })),
+    })).node;
+    fc.assert(
+      fc.property(fc.dictionary(text, nested, { maxKeys: 4 }), (doc) => {
+        assert.equal(toAnsibleYaml(doc), whole(doc));
+      }),
+      { numRuns: 20000 },
+    );
+    // eslint-disable-next-line no-sparse-arrays
+    for (const doc of [{ a: [, 'x'] }, { a: { b: [, 'x'] } }, { a: Object.create({ inherited: 'x' }) as object }]) assert.equal(toAnsibleYaml(doc), whole(doc));
+    const inventory = { all: { children: { dom3: { hosts: { 'dom3-m0': { ansible_host: '10.100.3.1' }, 'dom3-m1': null } } } } };
+    assert.equal(toAnsibleYaml(inventory), 'all:\n  children:\n    dom3:\n      hosts:\n        dom3-m0:\n          ansible_host: 10.100.3.1\n        dom3-m1: null\n');
+  });
+
   it('entries that differ only where JSON would not tell them apart are written apart', () => {
     assert.equal(toAnsibleYaml({ a: 0 }), 'a: 0\n');
     assert.equal(toAnsibleYaml({ a: -0 }), 'a: -0\n');

@@ -153,10 +153,62 @@ const PLAIN_TEXT = /^[A-Za-z0-9_./](?:[A-Za-z0-9_./ -]*[A-Za-z0-9_./-])?$/;
 const COMPAT_BOOLEANS = new Set(['y', 'Y', 'yes', 'Yes', 'YES', 'on', 'On', 'ON', 'n', 'N', 'no', 'No', 'NO', 'off', 'Off', 'OFF']);
 const KEY_LENGTH_LIMIT = 1024;
 
+/** Longer than every word an implicit type resolves (`false`); its numbers start with a digit, a sign or a dot. */
+const LONGEST_WORD = 5;
+
 function writtenAsIs(text: string): boolean {
   if (text.length > KEY_LENGTH_LIMIT || !PLAIN_TEXT.test(text) || COMPAT_BOOLEANS.has(text)) return false;
+  // Most keys and names: no type can resolve them, and asking each costs more than the rest.
+  if (text.length > LONGEST_WORD && /^[A-Za-z]/.test(text)) return true;
   for (const type of IMPLICIT_TYPES) if (type.resolve(text)) return false;
   return true;
+}
+
+/**
+ * What the dumper writes after `key:` for a value it writes as it is, at any depth, indented as it
+ * indents it: a string written as it is, null, a boolean, a safe integer (not -0), a non-empty list
+ * of such strings, a non-empty mapping of such keys and values. Undefined for anything else, which
+ * the dumper then writes. A tree's files are mostly these: a machine's roles and profiles, an
+ * inventory's hosts four levels deep (250 inventories cost more to dump than 5,000 machines' files).
+ */
+function valueAsIs(entry: unknown, indent: string): string | undefined {
+  if (entry === null) return ' null\n';
+  switch (typeof entry) {
+    case 'string':
+      return writtenAsIs(entry) ? ` ${entry}\n` : undefined;
+    case 'boolean':
+      return entry ? ' true\n' : ' false\n';
+    case 'number':
+      return Number.isSafeInteger(entry) && !Object.is(entry, -0) ? ` ${entry}\n` : undefined;
+    case 'object':
+      return Array.isArray(entry) ? listAsIs(entry, indent) : mappingAsIs(entry, indent);
+    default:
+      return undefined;
+  }
+}
+
+function listAsIs(items: unknown[], indent: string): string | undefined {
+  if (!items.length) return undefined;
+  let text = '\n';
+  for (let i = 0; i < items.length; i++) {
+    const item: unknown = items[i];
+    if (typeof item !== 'string' || !writtenAsIs(item)) return undefined;
+    text += `${indent}- ${item}\n`;
+  }
+  return text;
+}
+
+function mappingAsIs(value: object, indent: string): string | undefined {
+  if (!isPlainObject(value)) return undefined;
+  const keys = Object.keys(value);
+  if (!keys.length) return undefined;
+  let text = '\n';
+  for (const key of keys) {
+    const rest = writtenAsIs(key) ? valueAsIs((value as Record<string, unknown>)[key], indent + '  ') : undefined;
+    if (rest === undefined) return undefined;
+    text += `${indent}${key}:${rest}`;
+  }
+  return text;
 }
 
 /** toYaml for files Ansible reads: the same text, with every string Jinja would evaluate tagged `!unsafe`. */
@@ -168,8 +220,9 @@ export function toAnsibleYaml(value: unknown): string {
   let text = '';
   for (const key of keys) {
     const entry = (value as Record<string, unknown>)[key];
-    if (typeof entry === 'string' && writtenAsIs(entry) && writtenAsIs(key)) {
-      text += `${key}: ${entry}\n`;
+    const rest = writtenAsIs(key) ? valueAsIs(entry, '  ') : undefined;
+    if (rest !== undefined) {
+      text += `${key}:${rest}`;
       continue;
     }
     const id = entryId(key, entry);
