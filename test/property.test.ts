@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
 import { analyse } from '../generator/infra/infra.js';
-import { parseFast, parsePrecise, type Source } from '../generator/infra/load.js';
+import { needsPreciseReader, parseFast, parsePrecise, type Source } from '../generator/infra/load.js';
 import type { Context } from '../generator/core/types.js';
 import { single, VALID } from './helpers/infraText.js';
 
@@ -349,4 +349,32 @@ test('(c) texts the property above once found, kept as cases: the fast reader le
     assert.equal(parseFast(single(text)), undefined, JSON.stringify(text));
     assert.ok(parsePrecise(single(text)).errors.length > 0, JSON.stringify(text));
   }
+});
+
+test('(c) what only the precise reader reads: the fast patterns (each starts with the characters its match needs) answer as the plain ones they were written from', () => {
+  // The patterns as first written, one alternation tried at every offset: the specification.
+  const plain = new RegExp(
+    [
+      /(^|[\s[{,:-])([&*][^\s,\]}]|!|\?(\s|$)|"([^"\\\n]|\\.)*\\?$|'([^'\n]|'')*$|[|>][-+]?[0-9])/,
+      /\r|\ufeff|\\U/,
+      /<<|['"[\]{}]#/,
+      /[[{][^[\]{}\n]*$|,[ \t]*$|^[ \t]*[\]}]|[\]}][ \t]*:|[[{,][ \t]*:/,
+      /^ *\t|^ *-[ \t]*(?:#.*)?$/,
+      /^%|^\.\.\.|^---(?![ \t]+#|[ \t]*$)/,
+    ]
+      .map((part) => part.source)
+      .join('|'),
+    'm',
+  );
+  const unit = fc.constantFrom(...'&*!?"\'|>[]{},:-#%.\t\n\r \\Ua10+<e'.split(''), '\ufeff', '\u0085', '\u2028', '\u2029', '\v', '\f', '\u00a0');
+  let precise = 0;
+  fc.assert(
+    fc.property(fc.oneof(fc.string({ unit, maxLength: 30 }), fc.array(fc.string({ unit, maxLength: 12 }), { maxLength: 6 }).map((lines) => lines.join('\n'))), (text) => {
+      const expected = plain.test(text);
+      if (expected) precise++;
+      assert.equal(needsPreciseReader(text), expected, JSON.stringify(text));
+    }),
+    { numRuns: 200000 },
+  );
+  assert.ok(precise > 20000 && precise < 190000, `both answers seen: ${precise} precise`);
 });

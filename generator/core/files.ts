@@ -124,11 +124,12 @@ export function writeAtomic(path: string, content: string | Uint8Array, options:
  * place once every file is in it): no temporary file and no rename, which on a tree of thousands
  * of files cost as much as the writes themselves. Fails if the file exists.
  */
-export function writeFresh(path: string, content: string): FileStamp {
+export function writeFresh(path: string, content: string | Uint8Array): FileStamp {
   try {
     const fd = openSync(path, 'wx');
     try {
-      writeSync(fd, content);
+      if (typeof content === 'string') writeSync(fd, content);
+      else writeSync(fd, content);
       const info = fstatSync(fd);
       return { size: info.size, mtimeMs: info.mtimeMs };
     } finally {
@@ -142,7 +143,7 @@ export function writeFresh(path: string, content: string): FileStamp {
 /** How a tree file is written: writeAtomic, writeAtomic synced (WriteOptions.durable), or writeFresh. */
 export type WriteMode = 'atomic' | 'durable' | 'fresh';
 
-export function writeAs(path: string, content: string, mode: WriteMode): FileStamp {
+export function writeAs(path: string, content: string | Uint8Array, mode: WriteMode): FileStamp {
   return mode === 'fresh' ? writeFresh(path, content) : writeAtomic(path, content, { durable: mode === 'durable' });
 }
 

@@ -32,9 +32,31 @@ const FIRST_BATCH = 8;
 
 export type WriterFile = [path: string, content: string, mode: WriteMode];
 
+/**
+ * A batch of files for the thread: their contents as UTF-8 in one buffer, transferred, not copied
+ * (the thread writes each file's bytes as they are, with no string to copy in and encode again).
+ */
 export interface WriterMessage {
-  files?: WriterFile[];
+  paths?: string[];
+  modes?: WriteMode[];
+  /** Where each file's bytes end in `bytes`. */
+  ends?: Uint32Array;
+  bytes?: Uint8Array;
   end?: true;
+}
+
+function batchMessage(files: WriterFile[]): { message: WriterMessage; transfer: ArrayBuffer[] } {
+  let total = 0;
+  for (const [, content] of files) total += Buffer.byteLength(content);
+  const bytes = Buffer.allocUnsafeSlow(total);
+  const ends = new Uint32Array(files.length);
+  let at = 0;
+  files.forEach(([, content], i) => {
+    at += bytes.write(content, at);
+    ends[i] = at;
+  });
+  const message = { paths: files.map((f) => f[0]), modes: files.map((f) => f[2]), ends, bytes };
+  return { message, transfer: [bytes.buffer, ends.buffer] };
 }
 
 export interface WriterReply {
@@ -86,7 +108,10 @@ export function threadWriter(source = workerSource()): Writer | undefined {
     worker.once('exit', () => resolve(undefined));
   });
   const flush = (): void => {
-    if (batch.length) worker.postMessage({ files: batch } satisfies WriterMessage);
+    if (batch.length) {
+      const { message, transfer } = batchMessage(batch);
+      worker.postMessage(message, transfer);
+    }
     sent.push(...batch);
     batch = [];
   };

@@ -8,13 +8,13 @@ const stamps: number[] = [];
 let failure: string | undefined;
 
 parentPort?.on('message', (message: WriterMessage) => {
-  for (const [path, content, mode] of message.files ?? []) {
-    if (failure !== undefined) break;
+  const { paths = [], modes = [], ends = new Uint32Array(0), bytes = new Uint8Array(0) } = message;
+  for (let i = 0; i < paths.length && failure === undefined; i++) {
     try {
-      const stamp = writeAs(path, content, mode);
+      const stamp = writeAs(paths[i], bytes.subarray(i ? ends[i - 1] : 0, ends[i]), modes[i]);
       stamps.push(stamp.size, stamp.mtimeMs);
     } catch (err) {
-      failure = err instanceof Error ? err.message : `cannot write ${path}: ${String(err)}`;
+      failure = err instanceof Error ? err.message : `cannot write ${paths[i]}: ${String(err)}`;
     }
   }
   if (!message.end) return;
