@@ -108,9 +108,9 @@ export function depthProblem(text: string): DepthProblem | undefined {
   const first = tooIndented(0);
   if (first) return first;
   const next = new RegExp(SIGNIFICANT);
-  let match: RegExpExecArray | null;
-  while ((match = next.exec(text))) {
-    const i = match.index;
+  // test, not exec: no match array for each of tens of thousands of stops; a match is one character.
+  while (next.test(text)) {
+    const i = next.lastIndex - 1;
     const c = text[i];
     if (c === '\n') {
       lineStart = i + 1;
