@@ -142,12 +142,12 @@ function entryId(key: string, entry: unknown): string | undefined {
 }
 
 /**
- * A string the dumper writes as it is, with nothing around it, as a key or a value: characters it
- * takes plain anywhere (none of its indicators first, no `:`, `#`, quote, bracket, brace or line
- * break; no space at the end), not one of the YAML 1.1 booleans it quotes on its own (`y`, `on`:
- * js-yaml's compatibility mode), and nothing the schema's implicit types would resolve. Names,
- * addresses and most descriptions are; a tree writes thousands of them, one dumper call each
- * otherwise.
+ * Strings the dumper writes without escaping anything, as keys and values: characters it takes
+ * plain anywhere (none of its indicators first, no `:`, `#`, quote, bracket, brace, backslash or
+ * line break; no space at the end). Names, addresses and most descriptions are; a tree writes
+ * thousands of them, one dumper call each otherwise. It writes such a string as it is, unless it is
+ * one of the YAML 1.1 booleans it quotes on its own (`y`, `on`: js-yaml's compatibility mode) or
+ * something the schema's implicit types would resolve (`2`, `0.5`, `null`): then in double quotes.
  */
 const PLAIN_TEXT = /^[A-Za-z0-9_./](?:[A-Za-z0-9_./ -]*[A-Za-z0-9_./-])?$/;
 const COMPAT_BOOLEANS = new Set(['y', 'Y', 'yes', 'Yes', 'YES', 'on', 'On', 'ON', 'n', 'N', 'no', 'No', 'NO', 'off', 'Off', 'OFF']);
@@ -156,26 +156,45 @@ const KEY_LENGTH_LIMIT = 1024;
 /** Longer than every word an implicit type resolves (`false`); its numbers start with a digit, a sign or a dot. */
 const LONGEST_WORD = 5;
 
-function writtenAsIs(text: string): boolean {
-  if (text.length > KEY_LENGTH_LIMIT || !PLAIN_TEXT.test(text) || COMPAT_BOOLEANS.has(text)) return false;
+function plainCharacters(text: string): boolean {
+  return text.length <= KEY_LENGTH_LIMIT && PLAIN_TEXT.test(text);
+}
+
+/** Whether the dumper quotes a string of plain characters. */
+function quoted(text: string): boolean {
+  if (COMPAT_BOOLEANS.has(text)) return true;
   // Most keys and names: no type can resolve them, and asking each costs more than the rest.
-  if (text.length > LONGEST_WORD && /^[A-Za-z]/.test(text)) return true;
-  for (const type of IMPLICIT_TYPES) if (type.resolve(text)) return false;
-  return true;
+  if (text.length > LONGEST_WORD && /^[A-Za-z]/.test(text)) return false;
+  for (const type of IMPLICIT_TYPES) if (type.resolve(text)) return true;
+  return false;
+}
+
+/** A key the dumper writes as it is. */
+function writtenAsIs(text: string): boolean {
+  return plainCharacters(text) && !quoted(text);
+}
+
+/** How the dumper writes a string value of plain characters; undefined for any other. */
+function stringAsIs(text: string): string | undefined {
+  if (!plainCharacters(text)) return undefined;
+  return quoted(text) ? `"${text}"` : text;
 }
 
 /**
- * What the dumper writes after `key:` for a value it writes as it is, at any depth, indented as it
- * indents it: a string written as it is, null, a boolean, a safe integer (not -0), a non-empty list
- * of such strings, a non-empty mapping of such keys and values. Undefined for anything else, which
+ * What the dumper writes after `key:` for a value it writes without escaping anything, at any
+ * depth, indented as it indents it: a string of plain characters (quoted or not), null, a boolean,
+ * a safe integer (not -0), a non-empty list of such strings, a non-empty mapping of such keys and
+ * values. Undefined for anything else, which
  * the dumper then writes. A tree's files are mostly these: a machine's roles and profiles, an
  * inventory's hosts four levels deep (250 inventories cost more to dump than 5,000 machines' files).
  */
 function valueAsIs(entry: unknown, indent: string): string | undefined {
   if (entry === null) return ' null\n';
   switch (typeof entry) {
-    case 'string':
-      return writtenAsIs(entry) ? ` ${entry}\n` : undefined;
+    case 'string': {
+      const written = stringAsIs(entry);
+      return written === undefined ? undefined : ` ${written}\n`;
+    }
     case 'boolean':
       return entry ? ' true\n' : ' false\n';
     case 'number':
@@ -192,8 +211,9 @@ function listAsIs(items: unknown[], indent: string): string | undefined {
   let text = '\n';
   for (let i = 0; i < items.length; i++) {
     const item: unknown = items[i];
-    if (typeof item !== 'string' || !writtenAsIs(item)) return undefined;
-    text += `${indent}- ${item}\n`;
+    const written = typeof item === 'string' ? stringAsIs(item) : undefined;
+    if (written === undefined) return undefined;
+    text += `${indent}- ${written}\n`;
   }
   return text;
 }
