@@ -56,6 +56,7 @@ describe('staging of the directories a sync creates', () => {
     assert.ok([...inner.modes.keys()].every((p) => p.startsWith(join(base, CACHE_DIR, `staging-${process.pid}`))));
     for (const t of targets) assert.equal(readFileSync(t, 'utf8'), `${t}\n`);
     assert.deepEqual(stamps, targets.map((t) => ({ size: statSync(t).size, mtimeMs: statSync(t).mtimeMs })), 'each stamp, in the order written, is its target\'s own');
+    assert.deepEqual([...staging.renamedWhole()].sort(), ['group_vars', 'host_vars', 'inventory'], 'each renamed whole: only this sync\'s files in them');
     assert.deepEqual(readdirSync(join(base, CACHE_DIR)), [], 'the staging folder is gone');
   });
 
@@ -107,6 +108,7 @@ describe('staging of the directories a sync creates', () => {
     writer.write(targets[0], 'x: 1\n', 'atomic');
     await writer.finish();
     assert.deepEqual(readdirSync(join(base, 'host_vars')).sort(), ['a.yml', 'mine.yml']);
+    assert.deepEqual([...staging.renamedWhole()], [], 'not renamed whole: it holds a file of someone else\'s');
   });
 
   it('a dangling symlink where a directory goes is not staged (nothing replaces it); a staging folder removed under the sync is an error, not files reported written', async () => {
@@ -123,6 +125,18 @@ describe('staging of the directories a sync creates', () => {
     writer.write(join(base, 'group_vars', 'all.yml'), 'x: 1\n', 'atomic');
     await assert.rejects(writer.finish(), /cannot write .*group_vars: its staging folder .* was removed during the sync/);
     assert.ok(!existsSync(join(base, 'group_vars')));
+  });
+
+  it('sync: orphans are found in a directory that was there before the sync, beside the ones it staged (which it does not read)', async () => {
+    const t = testEnv();
+    const base = join(scratch, 'orphan-before');
+    mkdirSync(join(base, 'host_vars'), { recursive: true });
+    writeFileSync(join(base, 'host_vars', 'gone.yml'), 'instance_name: gone\n');
+    const report = await sync({ infraPath: EXAMPLE, baseDir: base, env: t.env });
+    assert.deepEqual(report.errors, []);
+    assert.deepEqual(report.orphans.map((o) => o.path), ['host_vars/gone.yml']);
+    const fresh = await sync({ infraPath: EXAMPLE, baseDir: join(scratch, 'orphan-fresh'), env: t.env });
+    assert.deepEqual(fresh.orphans, []);
   });
 
   it('sync: a full sync through the staging folder writes the tree, leaves no staging folder, and the next run finds it unchanged', async () => {

@@ -20,6 +20,11 @@ export interface Staging {
   path(target: string): string;
   /** Every staged directory renamed into place. */
   commit(): void;
+  /**
+   * The directories (relative to the base dir) that commit renamed into place whole: they hold
+   * this sync's files and nothing else.
+   */
+  renamedWhole(): ReadonlySet<string>;
   /** The staging folder removed (nothing of it reaches the tree). */
   discard(): void;
 }
@@ -84,6 +89,7 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
     }
   }
   if (!staged.size) return undefined;
+  const whole = new Set<string>();
   const cacheDir = join(baseDir, CACHE_DIR);
   removeLeftovers(cacheDir);
   const root = join(cacheDir, `${PREFIX}${process.pid}`);
@@ -116,6 +122,7 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
         if (!existsSync(from)) throw new Error(`cannot write ${join(baseDir, prefix)}: its staging folder ${from} was removed during the sync`);
         try {
           renameSync(from, join(baseDir, prefix));
+          whole.add(prefix);
         } catch {
           // The directory appeared meanwhile (another program made it): each file then moves on
           // its own, still atomically.
@@ -128,6 +135,7 @@ export function stageMissingDirs(baseDir: string, targets: string[]): Staging | 
       }
       rmSync(root, { recursive: true, force: true });
     },
+    renamedWhole: () => whole,
     discard: () => rmSync(root, { recursive: true, force: true }),
   };
 }

@@ -47,9 +47,11 @@ export interface SyncReport {
 
 const empty = (): SyncReport => ({ errors: [], warnings: [], info: [], written: [], unchanged: [], orphans: [], deleted: [], diffs: new Map(), cached: false });
 
-function findOrphans(baseDir: string, known: Set<string>): Orphan[] {
+/** @param fresh directories this sync made whole (no file in them but its own): not read. */
+function findOrphans(baseDir: string, known: Set<string>, fresh: ReadonlySet<string>): Orphan[] {
   const orphans: Orphan[] = [];
   for (const dir of TREE_DIRS) {
+    if (fresh.has(dir)) continue;
     let names: string[] = [];
     try {
       names = readdirSync(join(baseDir, dir));
@@ -102,7 +104,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
       unchanged: Object.keys(cache.files).sort(),
       cached: true,
     };
-    return finish(report, baseDir, new Set(Object.keys(cache.files)), options, writes);
+    return finish(report, baseDir, new Set(Object.keys(cache.files)), options, writes, new Set());
   }
   // Only now, with something to do: the readers, the checks and the templates (an unchanged run
   // above loads none of them).
@@ -151,11 +153,11 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   report.unchanged = outcome.unchanged.sort();
   report.diffs = new Map([...outcome.diffs].sort(([a], [b]) => (a < b ? -1 : 1)));
   if (writes) saveCache(baseDir, { version: CACHE_VERSION, boot: bootId(), key, files: outcome.files, warnings: report.warnings, info: report.info });
-  return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes);
+  return finish(report, baseDir, new Set(outputs.map((o) => o.path)), options, writes, staging?.renamedWhole() ?? new Set());
 }
 
-function finish(report: SyncReport, baseDir: string, known: Set<string>, options: SyncOptions, writes: boolean): SyncReport {
-  report.orphans = findOrphans(baseDir, known);
+function finish(report: SyncReport, baseDir: string, known: Set<string>, options: SyncOptions, writes: boolean, fresh: ReadonlySet<string>): SyncReport {
+  report.orphans = findOrphans(baseDir, known, fresh);
   if (options.cleanOrphans && writes) {
     for (const orphan of report.orphans) {
       if (orphan.protected) continue;
