@@ -343,6 +343,25 @@ test('(c) known disagreements of YAML readers are settled the same way by both',
   }
 });
 
+test('(c) scalars that resolve, written as String() writes them back or not, as keys and as values, alone in a file or beside the other kind: both readers read the same', () => {
+  const canonical = ['3', '-7', '0.5', 'true', 'false', 'null'];
+  const rewritten = ['010', '0o17', '0x1F', '+1', '1.0', '1e3', '3.', '-0', '-0.0', '.5', '.inf', '-.Inf', '.nan', 'True', 'FALSE', 'Null', 'NULL', '~'];
+  const read = (text: string) => {
+    const sources = single(text);
+    const fast = parseFast(sources);
+    assert.ok(fast, text);
+    assert.deepEqual(fast, parsePrecise(sources).raw, text);
+    return fast;
+  };
+  for (const group of [canonical, rewritten, [...canonical, ...rewritten]]) {
+    const asKeys = read(group.map((s, i) => `${s}: k${i}`).join('\n') + '\n');
+    assert.deepEqual(Object.keys(asKeys), group, 'each key as it was written');
+    const asValues = read(group.map((s, i) => `k${i}: ${s}`).join('\n') + '\n');
+    assert.ok(Object.values(asValues).every((v) => typeof v !== 'string' && (typeof v !== 'object' || v === null)), 'values resolved, no wrapper left');
+    read(`nested:\n  list: [${group.join(', ')}]\n  map:\n${group.map((s, i) => `    ${s}: ${group[group.length - 1 - i]}`).join('\n')}\n`);
+  }
+});
+
 test('(c) texts the property above once found, kept as cases: the fast reader leaves them to the precise one', () => {
   // An empty sequence item with a comment lets js-yaml dedent the next item; the yaml library refuses.
   for (const text of ['_: \n  - #%YAML 1.2: \n- a: ', 'a:\n  - # note\n- b: 1\n']) {

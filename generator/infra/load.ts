@@ -98,7 +98,9 @@ export function needsPreciseReader(text: string): boolean {
  * A plain scalar that resolved to null, a boolean or a number, with the text it was written as.
  * js-yaml turns a key into `String(value)`, so `010:` would become the key '10' and `1.0:` the key
  * '1'; the precise reader (`stringKeys`) keeps the text. The source, returned by toString, makes
- * js-yaml keep it too; values are unwrapped after loading.
+ * js-yaml keep it too; values are unwrapped after loading. Only such scalars are wrapped: one that
+ * String() writes back as it was written (`3`, `false`, `0.5`, `null`) is the same key either way,
+ * and a file with none (most) needs no unwrapping pass over its whole model.
  */
 class Resolved {
   constructor(
@@ -140,9 +142,18 @@ function coreType(tag: string, test: RegExp, resolve: (text: string) => null | b
   return new jsyaml.Type(`tag:yaml.org,2002:${tag}`, {
     kind: 'scalar',
     resolve: (data: string | null) => test.test(data ?? ''),
-    construct: (data: string | null) => new Resolved(resolve(data ?? ''), data ?? ''),
+    construct: (data: string | null) => {
+      const source = data ?? '';
+      const value = resolve(source);
+      if (String(value) === source) return value;
+      wrapped++;
+      return new Resolved(value, source);
+    },
   });
 }
+
+/** Resolved wrappers made by the current load. */
+let wrapped = 0;
 
 const FAST_SCHEMA = jsyaml.FAILSAFE_SCHEMA.extend({
   implicit: [
@@ -175,7 +186,9 @@ function unwrap(node: unknown): unknown {
 }
 
 function readFast(source: Source): unknown {
-  return unwrap(jsyaml.load(source.text, { schema: FAST_SCHEMA, filename: source.file, json: false }));
+  wrapped = 0;
+  const root = jsyaml.load(source.text, { schema: FAST_SCHEMA, filename: source.file, json: false });
+  return wrapped ? unwrap(root) : root;
 }
 
 interface Owner {
