@@ -89,4 +89,49 @@ describe('writer thread', () => {
     writer.write('/nonexistent/b.yml', 'b: 1\n', 'atomic');
     await assert.rejects(writer.finish(), /the writer thread answered for 1 files of 2/);
   });
+
+  it('a thread that falls behind: this thread writes the next batches itself; every file written once, the stamps in the order written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      // The real worker, slowed down: each batch waits 50 ms, and its paths are logged.
+      const log = join(dir, 'thread.log');
+      const entry = JSON.stringify(pathToFileURL(join(import.meta.dirname, '..', 'generator', 'tree', 'writerWorker.ts')).href);
+      const source = `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); }).then(async () => {
+        const { parentPort } = await import('node:worker_threads');
+        const { appendFileSync } = await import('node:fs');
+        parentPort.on('message', (m) => {
+          if (!m.paths) return;
+          appendFileSync(${JSON.stringify(log)}, m.paths.join('\\n') + '\\n');
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+        });
+      })`;
+      const writer = threadWriter(source, 64);
+      assert.ok(writer);
+      const paths = Array.from({ length: 600 }, (_, i) => join(dir, `f${i}.yml`));
+      paths.forEach((p, i) => writer.write(p, `n: ${i}\n`, 'fresh'));
+      const stamps = await writer.finish();
+      const byThread = readFileSync(log, 'utf8').trim().split('\n');
+      assert.ok(byThread.length >= 8 && byThread.length < 600, `the thread wrote ${byThread.length} of 600, this thread the rest`);
+      assert.equal(new Set(byThread).size, byThread.length, 'no file sent twice');
+      assert.equal(stamps.length, 600);
+      paths.forEach((p, i) => assert.equal(readFileSync(p, 'utf8'), `n: ${i}\n`));
+      paths.forEach((p, i) => assert.deepEqual(stamps[i], { size: statSync(p).size, mtimeMs: statSync(p).mtimeMs }, p));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a write of this thread\'s own that fails is an error at the end, once the thread is stopped', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      // A backlog of 0: this thread writes every batch itself.
+      const writer = threadWriter(undefined, 0);
+      assert.ok(writer);
+      const paths = Array.from({ length: 100 }, (_, i) => join(dir, i === 50 ? 'missing-dir' : '', `f${i}.yml`));
+      paths.forEach((p, i) => writer.write(p, `n: ${i}\n`, 'atomic'));
+      await assert.rejects(writer.finish(), /cannot write .*missing-dir.*f50\.yml/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -1,7 +1,9 @@
 /**
  * Where a sync's files get written: inline, or by a worker thread so that the main thread renders
  * the next files while the kernel creates the previous ones (a tree of thousands of files costs
- * about as much to write as to render).
+ * about as much to write as to render). When the thread falls behind, this thread writes the next
+ * batch itself rather than queue it: two threads create files faster than one, and the sync does
+ * not end with this thread waiting on a queue it could have shared.
  */
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -29,6 +31,13 @@ export function inlineWriter(): Writer {
 const BATCH = 64;
 /** The first message is sent sooner: the thread waits for it, idle, since the infra was read. */
 const FIRST_BATCH = 8;
+/** Files sent and not yet written by the thread from which this thread writes a batch itself. */
+const BACKLOG = 2 * BATCH;
+
+/** What the thread is given: where it counts the files it has written, for this thread to read. */
+export interface WriterData {
+  progress: SharedArrayBuffer;
+}
 
 export type WriterFile = [path: string, content: string, mode: WriteMode];
 
@@ -84,13 +93,16 @@ function workerSource(): string {
 }
 
 /**
- * A worker that writes what it is sent. Undefined when no worker can be started here.
- * @param source the worker's code (tests give one that dies, to prove nothing is lost)
+ * A worker that writes what it is sent, and this thread beside it when it falls behind. Undefined
+ * when no worker can be started here.
+ * @param source the worker's code (tests give one that dies, or one that is slow)
+ * @param backlog files the thread may have waiting before this thread writes a batch itself
  */
-export function threadWriter(source = workerSource()): Writer | undefined {
+export function threadWriter(source = workerSource(), backlog = BACKLOG): Writer | undefined {
+  const progress = new Int32Array(new SharedArrayBuffer(4));
   let worker: Worker;
   try {
-    worker = new Worker(source, { eval: true });
+    worker = new Worker(source, { eval: true, workerData: { progress: progress.buffer as SharedArrayBuffer } satisfies WriterData });
   } catch {
     return undefined;
   }
@@ -98,6 +110,10 @@ export function threadWriter(source = workerSource()): Writer | undefined {
   // Everything sent, kept until the thread answers: if the thread itself is lost, this thread
   // writes it all again, atomically (idempotent), so a lost thread costs time, not files.
   const sent: WriterFile[] = [];
+  // Each batch in the order written: how many files went to the thread, or the stamps of those
+  // this thread wrote itself.
+  const batches: (number | FileStamp[])[] = [];
+  let ownFailure: unknown;
   const done = new Promise<FileStamp[] | undefined>((resolve, reject) => {
     worker.once('message', (reply: WriterReply) => {
       if (reply.error !== undefined) reject(new Error(reply.error));
@@ -108,28 +124,47 @@ export function threadWriter(source = workerSource()): Writer | undefined {
     worker.once('exit', () => resolve(undefined));
   });
   const flush = (): void => {
-    if (batch.length) {
+    if (!batch.length) return;
+    if (ownFailure === undefined && sent.length - Atomics.load(progress, 0) >= backlog) {
+      try {
+        batches.push(batch.map(([path, content, mode]) => writeAs(path, content, mode)));
+      } catch (err) {
+        // Given back by finish, once the thread is stopped.
+        ownFailure = err;
+      }
+    } else {
       const { message, transfer } = batchMessage(batch);
       worker.postMessage(message, transfer);
+      sent.push(...batch);
+      batches.push(batch.length);
     }
-    sent.push(...batch);
     batch = [];
   };
   return {
     write: (path, content, mode) => {
       batch.push([path, content, mode]);
-      if (batch.length >= (sent.length ? BATCH : FIRST_BATCH)) flush();
+      if (batch.length >= (batches.length ? BATCH : FIRST_BATCH)) flush();
     },
     finish: async () => {
       flush();
       worker.postMessage({ end: true } satisfies WriterMessage);
       try {
-        const stamps = await done;
-        if (stamps) return stamps;
-        const fallback = inlineWriter();
-        // The thread may have written some of them: a fresh write would find them there.
-        for (const [path, content, mode] of sent) fallback.write(path, content, mode === 'fresh' ? 'atomic' : mode);
-        return fallback.finish();
+        let fromThread = await done;
+        if (ownFailure !== undefined) throw ownFailure;
+        if (!fromThread) {
+          const fallback = inlineWriter();
+          // The thread may have written some of them: a fresh write would find them there.
+          for (const [path, content, mode] of sent) fallback.write(path, content, mode === 'fresh' ? 'atomic' : mode);
+          fromThread = await fallback.finish();
+        }
+        const stamps: FileStamp[] = [];
+        let next = 0;
+        for (const written of batches) {
+          if (typeof written === 'number') {
+            for (const end = next + written; next < end; next++) stamps.push(fromThread[next]);
+          } else stamps.push(...written);
+        }
+        return stamps;
       } finally {
         void worker.terminate();
       }

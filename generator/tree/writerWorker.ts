@@ -1,7 +1,10 @@
 /** The writer thread (see writer.ts): writes every file it is sent, answers once with all stamps. */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { writeAs } from '../core/files.js';
-import type { WriterMessage, WriterReply } from './writer.js';
+import type { WriterData, WriterMessage, WriterReply } from './writer.js';
+
+/** Files written so far, for the main thread to see how far behind this one is. */
+const progress = new Int32Array((workerData as WriterData).progress);
 
 /** Size and mtime of each file written, in the order sent. */
 const stamps: number[] = [];
@@ -13,6 +16,7 @@ parentPort?.on('message', (message: WriterMessage) => {
     try {
       const stamp = writeAs(paths[i], bytes.subarray(i ? ends[i - 1] : 0, ends[i]), modes[i]);
       stamps.push(stamp.size, stamp.mtimeMs);
+      Atomics.add(progress, 0, 1);
     } catch (err) {
       failure = err instanceof Error ? err.message : `cannot write ${paths[i]}: ${String(err)}`;
     }
