@@ -165,6 +165,8 @@ function quoted(text: string): boolean {
   if (COMPAT_BOOLEANS.has(text)) return true;
   // Most keys and names: no type can resolve them, and asking each costs more than the rest.
   if (text.length > LONGEST_WORD && /^[A-Za-z]/.test(text)) return false;
+  // Nor an address: every number and time a type reads has one dot at most.
+  if (/^[0-9]/.test(text) && text.indexOf('.', text.indexOf('.') + 1) > 0) return false;
   for (const type of IMPLICIT_TYPES) if (type.resolve(text)) return true;
   return false;
 }
