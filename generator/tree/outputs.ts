@@ -41,8 +41,15 @@ export function planOutputs(infra: Infra, holder: string | null | undefined): Ou
   return [...buildTree(infra, holder).map((file) => managedOutput(file.path, file.vars)), ruleset];
 }
 
+/** Where each output goes on disk, in the order of the outputs. */
+export function outputTargets(outputs: Output[], baseDir: string): string[] {
+  const base = treeBase(baseDir);
+  return outputs.map((o) => under(base, o.path));
+}
+
 export interface Job {
-  baseDir: string;
+  /** outputTargets of the outputs. */
+  targets: string[];
   /** The previous sync's record of each file, to skip reading files it proves unchanged. */
   cached: Record<string, CacheEntry>;
   /** Undefined for --dry-run and --check: compare only. */
@@ -65,8 +72,7 @@ export async function processOutputs(outputs: Output[], job: Job): Promise<Outco
   const outcome: Outcome = { written: [], unchanged: [], files: {}, diffs: new Map() };
   /** The digest of each written file, in the order written (the writer's stamps come in that order). */
   const digests: string[] = [];
-  const base = treeBase(job.baseDir);
-  const targets = outputs.map((o) => under(base, o.path));
+  const { targets } = job;
   const listings = listDirs(new Set(targets.map(parentOf)));
   for (const [index, output] of outputs.entries()) {
     const target = targets[index];

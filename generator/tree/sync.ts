@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { bootId, CACHE_VERSION, filesUntouched, inputKey, loadCache, saveCache } from './cache.js';
 import { depthProblem } from '../infra/depth.js';
 import { readIfExists } from '../core/files.js';
-import { treeBase, under } from '../core/paths.js';
 import { yaml } from '../infra/yamlLibrary.js';
 import { gather } from '../infra/gather.js';
 import { TREE_DIRS } from './layout.js';
@@ -108,7 +107,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   }
   // Only now, with something to do: the readers, the checks and the templates (an unchanged run
   // above loads none of them).
-  const [{ evaluate }, { planOutputs, processOutputs }, { inlineWriter, threadWriter }, { stageMissingDirs, stagedWriter }] = await Promise.all([
+  const [{ evaluate }, { outputTargets, planOutputs, processOutputs }, { inlineWriter, threadWriter }, { stageMissingDirs, stagedWriter }] = await Promise.all([
     import('../infra/pipeline.js'),
     import('./outputs.js'),
     import('./writer.js'),
@@ -132,11 +131,10 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
     return report;
   }
   const outputs = planOutputs(infra, holder);
+  const targets = outputTargets(outputs, baseDir);
   let writer: Writer | undefined;
   let staging: Staging | undefined;
   if (writes) {
-    const base = treeBase(baseDir);
-    const targets = outputs.map((o) => under(base, o.path));
     mkdirSync(baseDir, { recursive: true });
     // Every directory a target needs is there now: staged (made in the staging folder) or already in the tree.
     staging = stageMissingDirs(baseDir, targets);
@@ -145,7 +143,7 @@ export async function sync(options: SyncOptions): Promise<SyncReport> {
   }
   let outcome;
   try {
-    outcome = await processOutputs(outputs, { baseDir, cached: cache?.files ?? {}, writer, diff: options.diff });
+    outcome = await processOutputs(outputs, { targets, cached: cache?.files ?? {}, writer, diff: options.diff });
   } finally {
     staging?.discard();
   }
