@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { depthProblem, MAX_FLOW_DEPTH, MAX_INDENT } from '../generator/infra/depth.ts';
+import fc from 'fast-check';
+import { depthProblem, MAX_FLOW_DEPTH, MAX_INDENT, scanDepth } from '../generator/infra/depth.ts';
 import { syntheticInfraText } from '../bench/synthetic.ts';
 
 const nested = (levels: number) => `x: ${'['.repeat(levels)}1${']'.repeat(levels)}\n`;
@@ -89,4 +90,26 @@ test('one pass over lines of brackets, quotes and spaces', { timeout: 30000 }, (
   assert.equal(depthProblem(`a:${' '.repeat(1000000)}[`), undefined);
   assert.equal(depthProblem(`a: ${' ['.repeat(50)}${' '.repeat(1000000)}`), undefined);
   assert.ok(depthProblem(`a: ${'['.repeat(1000000)}`));
+});
+
+test('the two searches that spare most files the scan never hide a problem the scan finds, nor report one it does not', () => {
+  const unit = fc.constantFrom(...'\n#"\'[]{} -?:,ab\t\r'.split(''), '\ufeff');
+  const indentation = fc.constantFrom(' ', '- ', '? ', '-\t', '\t');
+  // Lines indented up to past the limit, with or without brackets, quotes that run over lines, comments.
+  const line = fc.tuple(fc.nat(MAX_INDENT + 20), indentation, fc.string({ unit, maxLength: 10 })).map(([n, indent, rest]) => indent.repeat(Math.ceil(n / indent.length)) + rest);
+  const text = fc.oneof(fc.string({ unit, maxLength: 400 }), fc.array(line, { maxLength: 5 }).map((lines) => lines.join('\n')));
+  let problems = 0;
+  fc.assert(
+    fc.property(text, (t) => {
+      const expected = scanDepth(t);
+      if (expected) problems++;
+      assert.deepEqual(depthProblem(t), expected, JSON.stringify(t));
+    }),
+    { numRuns: 30000 },
+  );
+  assert.ok(problems > 1000, `problems found: ${problems}`);
+  // A continuation of a quoted scalar indented past the limit is content, not indentation.
+  const quoted = `a: "x\n${' '.repeat(MAX_INDENT + 5)}y"\n`;
+  assert.equal(depthProblem(quoted), undefined);
+  assert.ok(depthProblem(`a:\n${' '.repeat(MAX_INDENT + 5)}b: 1\n`));
 });

@@ -96,7 +96,23 @@ function indentOf(text: string, start: number, limit: number): number {
 /** The characters that can change the depth; everything between them is skipped by one search. */
 const SIGNIFICANT = /[\n#"'[\]{}]/g;
 
+/** A bracket: only a flow collection can nest on one line. */
+const FLOW_OPEN = /[[{]/;
+/**
+ * A line whose first characters could all be indentation past MAX_INDENT: spaces, and `-` or `?`
+ * with the blank after them, which indentOf counts even when it is a line break.
+ */
+const DEEP_LINE = new RegExp(`^[ \\t\\n\\r?-]{${MAX_INDENT + 1}}`, 'm');
+
 export function depthProblem(text: string): DepthProblem | undefined {
+  // Most infra files have no bracket and no line indented anywhere near the limit: two searches
+  // say so (3 ms on a 1.3 MB infra), and the scan below (10 ms) is not needed.
+  if (!FLOW_OPEN.test(text) && !DEEP_LINE.test(text)) return undefined;
+  return scanDepth(text);
+}
+
+/** The scan itself: every bracket, quote, comment and line start, in one pass. */
+export function scanDepth(text: string): DepthProblem | undefined {
   let flow = 0;
   let lineStart = 0;
   // Indentation past MAX_INDENT needs an indentation character at MAX_INDENT: most lines are ruled
