@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
+import { setTimeout } from 'node:timers/promises';
 import { threadWriter, type Writer } from '../generator/tree/writer.ts';
+import { WRITTEN } from '../generator/tree/writerProtocol.ts';
 
 function writeMany(writer: Writer, dir: string, count: number): string[] {
   const paths = Array.from({ length: count }, (_, i) => join(dir, `f${i}.yml`));
@@ -93,18 +95,29 @@ describe('writer thread', () => {
   it('a thread that falls behind: this thread writes the next batches itself; every file written once, the stamps in the order written', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
     try {
-      // The real worker, slowed down: each batch waits 50 ms, and its paths are logged.
+      // A thread that speaks the writer's protocol slowly: each batch waits 50 ms, and the paths
+      // it writes are logged.
       const log = join(dir, 'thread.log');
-      const entry = JSON.stringify(pathToFileURL(join(import.meta.dirname, '..', 'generator', 'tree', 'writerWorker.ts')).href);
-      const source = `import('tsx/esm/api').then(({ register }) => { register(); return import(${entry}); }).then(async () => {
-        const { parentPort } = await import('node:worker_threads');
-        const { appendFileSync } = await import('node:fs');
+      const source = `const { parentPort, workerData } = require('node:worker_threads');
+        const fs = require('node:fs');
+        const progress = new Int32Array(workerData.progress);
+        const stamps = [];
         parentPort.on('message', (m) => {
-          if (!m.paths) return;
-          appendFileSync(${JSON.stringify(log)}, m.paths.join('\\n') + '\\n');
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
-        });
-      })`;
+          if (m.paths) {
+            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+            m.paths.forEach((p, i) => {
+              fs.writeFileSync(p, m.bytes.subarray(i ? m.ends[i - 1] : 0, m.ends[i]), { flag: 'wx' });
+              const st = fs.statSync(p);
+              stamps.push(st.size, st.mtimeMs);
+              fs.appendFileSync(${JSON.stringify(log)}, p + '\\n');
+              Atomics.add(progress, ${WRITTEN}, 1);
+            });
+          }
+          if (m.end) {
+            const pairs = Float64Array.from(stamps);
+            parentPort.postMessage({ stamps: pairs }, [pairs.buffer]);
+          }
+        });`;
       const writer = threadWriter(source, 64);
       assert.ok(writer);
       const paths = Array.from({ length: 600 }, (_, i) => join(dir, `f${i}.yml`));
@@ -130,6 +143,28 @@ describe('writer thread', () => {
       const paths = Array.from({ length: 100 }, (_, i) => join(dir, i === 50 ? 'missing-dir' : '', `f${i}.yml`));
       paths.forEach((p, i) => writer.write(p, `n: ${i}\n`, 'atomic'));
       await assert.rejects(writer.finish(), /cannot write .*missing-dir.*f50\.yml/);
+      // As with one writer: nothing after the failed file is written, by either thread.
+      assert.deepEqual(paths.filter((p) => existsSync(p)), paths.slice(0, 50));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a write of the thread\'s that fails stops this thread\'s writes too: what comes after it is not written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anklume-writer-'));
+    try {
+      const writer = threadWriter();
+      assert.ok(writer);
+      // File 3 is in the first batch, the thread's: once it has failed there, the rest comes.
+      const paths = Array.from({ length: 3000 }, (_, i) => join(dir, i === 3 ? 'missing-dir' : '', `f${i}.yml`));
+      paths.slice(0, 8).forEach((p, i) => writer.write(p, `n: ${i}\n`, 'atomic'));
+      while (!existsSync(paths[2])) await setTimeout(10);
+      await setTimeout(50);
+      paths.slice(8).forEach((p, i) => writer.write(p, `n: ${i + 8}\n`, 'atomic'));
+      await assert.rejects(writer.finish(), /cannot write .*missing-dir.*f3\.yml/);
+      // Neither thread wrote anything after the failure: this thread would have taken the
+      // batches over, the thread's count being stuck (2,800 and more files, before).
+      assert.deepEqual(paths.filter((p) => existsSync(p)), paths.slice(0, 3));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

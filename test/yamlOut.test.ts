@@ -193,7 +193,8 @@ describe("toAnsibleYaml writes a mapping's entries once each, as js-yaml writes 
       { numRuns: 20000 },
     );
     // eslint-disable-next-line no-sparse-arrays
-    for (const doc of [{ a: [, 'x'] }, { a: { b: [, 'x'] } }, { a: Object.create({ inherited: 'x' }) as object }]) assert.equal(toAnsibleYaml(doc), whole(doc));
+    const tagged = { [Symbol.toStringTag]: 'X', b: 'c' };
+    for (const doc of [{ a: [, 'x'] }, { a: { b: [, 'x'] } }, { a: Object.create({ inherited: 'x' }) as object }, { a: tagged }, { a: { b: tagged } }]) assert.equal(toAnsibleYaml(doc), whole(doc));
     const inventory = { all: { children: { dom3: { hosts: { 'dom3-m0': { ansible_host: '10.100.3.1' }, 'dom3-m1': null } } } } };
     assert.equal(toAnsibleYaml(inventory), 'all:\n  children:\n    dom3:\n      hosts:\n        dom3-m0:\n          ansible_host: 10.100.3.1\n        dom3-m1: null\n');
   });

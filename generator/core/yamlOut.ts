@@ -102,9 +102,10 @@ const entries = new Map<string, string>();
 /** Far above a tree's distinct entries; a bound for a long-lived process (the tests). */
 const ENTRIES_KEPT = 200_000;
 
+/** What the dumper takes for a mapping: no other prototype, and no tag of its own (`[object X]` it would skip). */
 const isPlainObject = (value: object): boolean => {
   const proto = Object.getPrototypeOf(value) as unknown;
-  return proto === Object.prototype || proto === null;
+  return (proto === Object.prototype || proto === null) && !(Symbol.toStringTag in value);
 };
 
 /** Whether JSON.stringify names the value exactly (so that two values with one JSON text are written alike). */

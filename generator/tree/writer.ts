@@ -9,6 +9,7 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { writeAs, type FileStamp, type WriteMode } from '../core/files.js';
+import { FAILED, WRITTEN, type WriterData, type WriterMessage, type WriterReply } from './writerProtocol.js';
 
 export interface Writer {
   write(path: string, content: string, mode: WriteMode): void;
@@ -34,25 +35,8 @@ const FIRST_BATCH = 8;
 /** Files sent and not yet written by the thread from which this thread writes a batch itself. */
 const BACKLOG = 2 * BATCH;
 
-/** What the thread is given: where it counts the files it has written, for this thread to read. */
-export interface WriterData {
-  progress: SharedArrayBuffer;
-}
 
 export type WriterFile = [path: string, content: string, mode: WriteMode];
-
-/**
- * A batch of files for the thread: their contents as UTF-8 in one buffer, transferred, not copied
- * (the thread writes each file's bytes as they are, with no string to copy in and encode again).
- */
-export interface WriterMessage {
-  paths?: string[];
-  modes?: WriteMode[];
-  /** Where each file's bytes end in `bytes`. */
-  ends?: Uint32Array;
-  bytes?: Uint8Array;
-  end?: true;
-}
 
 function batchMessage(files: WriterFile[]): { message: WriterMessage; transfer: ArrayBuffer[] } {
   let total = 0;
@@ -66,12 +50,6 @@ function batchMessage(files: WriterFile[]): { message: WriterMessage; transfer: 
   });
   const message = { paths: files.map((f) => f[0]), modes: files.map((f) => f[2]), ends, bytes };
   return { message, transfer: [bytes.buffer, ends.buffer] };
-}
-
-export interface WriterReply {
-  /** Each file's size and mtime, one pair per file in the order sent (transferred, not copied). */
-  stamps?: Float64Array;
-  error?: string;
 }
 
 function stampsOf(pairs: Float64Array): FileStamp[] {
@@ -99,7 +77,7 @@ function workerSource(): string {
  * @param backlog files the thread may have waiting before this thread writes a batch itself
  */
 export function threadWriter(source = workerSource(), backlog = BACKLOG): Writer | undefined {
-  const progress = new Int32Array(new SharedArrayBuffer(4));
+  const progress = new Int32Array(new SharedArrayBuffer(8));
   let worker: Worker;
   try {
     worker = new Worker(source, { eval: true, workerData: { progress: progress.buffer as SharedArrayBuffer } satisfies WriterData });
@@ -125,7 +103,13 @@ export function threadWriter(source = workerSource(), backlog = BACKLOG): Writer
   });
   const flush = (): void => {
     if (!batch.length) return;
-    if (ownFailure === undefined && sent.length - Atomics.load(progress, 0) >= backlog) {
+    if (ownFailure !== undefined || Atomics.load(progress, FAILED) === 1) {
+      // A write failed, here or there: nothing more is written, as with one writer (finish gives
+      // the failure).
+      batch = [];
+      return;
+    }
+    if (sent.length - Atomics.load(progress, WRITTEN) >= backlog) {
       try {
         batches.push(batch.map(([path, content, mode]) => writeAs(path, content, mode)));
       } catch (err) {
@@ -149,7 +133,10 @@ export function threadWriter(source = workerSource(), backlog = BACKLOG): Writer
       flush();
       worker.postMessage({ end: true } satisfies WriterMessage);
       try {
-        let fromThread = await done;
+        // This thread's own failure first: from it on, nothing more was sent or written.
+        let fromThread = await done.catch((err: unknown) => {
+          throw ownFailure ?? err;
+        });
         if (ownFailure !== undefined) throw ownFailure;
         if (!fromThread) {
           const fallback = inlineWriter();

@@ -1,9 +1,9 @@
 /** The writer thread (see writer.ts): writes every file it is sent, answers once with all stamps. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { writeAs } from '../core/files.js';
-import type { WriterData, WriterMessage, WriterReply } from './writer.js';
+import { FAILED, WRITTEN, type WriterData, type WriterMessage, type WriterReply } from './writerProtocol.js';
 
-/** Files written so far, for the main thread to see how far behind this one is. */
+/** Files written so far, and whether a write failed, for the main thread to see (writer.ts). */
 const progress = new Int32Array((workerData as WriterData).progress);
 
 /** Size and mtime of each file written, in the order sent. */
@@ -16,9 +16,10 @@ parentPort?.on('message', (message: WriterMessage) => {
     try {
       const stamp = writeAs(paths[i], bytes.subarray(i ? ends[i - 1] : 0, ends[i]), modes[i]);
       stamps.push(stamp.size, stamp.mtimeMs);
-      Atomics.add(progress, 0, 1);
+      Atomics.add(progress, WRITTEN, 1);
     } catch (err) {
       failure = err instanceof Error ? err.message : `cannot write ${paths[i]}: ${String(err)}`;
+      Atomics.store(progress, FAILED, 1);
     }
   }
   if (!message.end) return;
