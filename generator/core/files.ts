@@ -98,8 +98,7 @@ export function writeAtomic(path: string, content: string | Uint8Array, options:
     const fd = openSync(tmp, 'w', options.mode);
     let stamp: FileStamp;
     try {
-      if (typeof content === 'string') writeSync(fd, content);
-      else writeSync(fd, content);
+      writeContent(fd, content);
       if (options.durable) fsyncSync(fd);
       const info = fstatSync(fd);
       stamp = { size: info.size, mtimeMs: info.mtimeMs };
@@ -128,8 +127,7 @@ export function writeFresh(path: string, content: string | Uint8Array): FileStam
   try {
     const fd = openSync(path, 'wx');
     try {
-      if (typeof content === 'string') writeSync(fd, content);
-      else writeSync(fd, content);
+      writeContent(fd, content);
       const info = fstatSync(fd);
       return { size: info.size, mtimeMs: info.mtimeMs };
     } finally {
@@ -138,6 +136,12 @@ export function writeFresh(path: string, content: string | Uint8Array): FileStam
   } catch (err) {
     throw new Error(`cannot write ${path}: ${systemReason(err)}`, { cause: err });
   }
+}
+
+/** Text or bytes, in one call (writeSync's two forms, which TypeScript keeps apart). */
+function writeContent(fd: number, content: string | Uint8Array): void {
+  if (typeof content === 'string') writeSync(fd, content);
+  else writeSync(fd, content);
 }
 
 /** How a tree file is written: writeAtomic, writeAtomic synced (WriteOptions.durable), or writeFresh. */

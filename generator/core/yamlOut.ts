@@ -187,9 +187,9 @@ function stringAsIs(text: string): string | undefined {
  * What the dumper writes after `key:` for a value it writes without escaping anything, at any
  * depth, indented as it indents it: a string of plain characters (quoted or not), null, a boolean,
  * a safe integer (not -0), a non-empty list of such strings, a non-empty mapping of such keys and
- * values. Undefined for anything else, which
- * the dumper then writes. A tree's files are mostly these: a machine's roles and profiles, an
- * inventory's hosts four levels deep (250 inventories cost more to dump than 5,000 machines' files).
+ * values. Undefined for anything else, which the dumper then writes. A tree's files are mostly
+ * these: a machine's roles and profiles, an inventory's hosts four levels deep (250 inventories
+ * cost more to dump than 5,000 machines' files).
  */
 function valueAsIs(entry: unknown, indent: string): string | undefined {
   if (entry === null) return ' null\n';

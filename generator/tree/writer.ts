@@ -35,7 +35,6 @@ const FIRST_BATCH = 8;
 /** Files sent and not yet written by the thread from which this thread writes a batch itself. */
 const BACKLOG = 2 * BATCH;
 
-
 export type WriterFile = [path: string, content: string, mode: WriteMode];
 
 function batchMessage(files: WriterFile[]): { message: WriterMessage; transfer: ArrayBuffer[] } {
